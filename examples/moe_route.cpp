@@ -1,0 +1,242 @@
+// moe-route: route token logits to experts from the command line and summarise the result.
+//
+//   moe-route --synthetic 4096,64 --skew zipf:1.2 --preset mixtral --top-k 8
+//   moe-route --logits router_logits.npy --preset deepseek_v3 --bias bias.npy --out result/
+//
+// Options mirror moe::router_config; later stages (capacity, losses, policy comparison) add
+// their options to the same tool. Every bad input ends with "moe-route: [id] message", exit 2.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include <moe/moe.hpp>
+#include <moe/synthetic.hpp>
+
+namespace {
+
+const char* const usage = R"(usage: moe-route (--logits FILE.npy | --synthetic T,E [--skew S] [--seed N]) [options]
+
+input
+  --logits FILE.npy        T x E router logits, float32 or float64, C order
+  --synthetic T,E          seeded synthetic logits: log(popularity) + N(0,1)
+  --skew S                 uniform | zipf:S | dirichlet:A       (default zipf:1.0)
+  --seed N                 RNG seed                             (default 0)
+router (start from a preset, then override)
+  --preset NAME            mixtral | qwen2_moe | deepseek_v3 | megatron | switch  (default mixtral)
+  --score F                softmax | sigmoid | sqrtsoftplus
+  --top-k K                experts per token
+  --pre-softmax            softmax: top-k of the full softmax
+  --post-softmax           softmax: top-k of logits, softmax over the k
+  --renormalize[=EPS]      w/sum (no EPS), w/(sum+EPS), or w/max(sum,C) with =clamp:C
+  --no-renormalize         keep the selected scores as they are
+  --scale F                multiply the final weights
+  --bias FILE.npy          E selection-only biases (float32/64, 1-D or 1 x E)
+  --groups G               group-limited top-k over G groups
+  --group-top-k GK         groups kept per token
+  --group-score topm:M|max group score: sum of its M best keys, or its max
+  --group-mask neg-inf|zero  what experts of dropped groups get
+output
+  --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
+                           DIR/summary.json; without it, print a summary
+  --help                   this text
+)";
+
+struct options {
+    std::string logits_path, bias_path, out_dir;
+    std::size_t synth_tokens = 0, synth_experts = 0;
+    bool synthetic = false;
+    std::string skew = "zipf:1.0";
+    std::uint64_t seed = 0;
+    moe::router_config cfg = moe::presets::mixtral();
+};
+
+[[noreturn]] void fail(const std::string& id, const std::string& msg) {
+    std::fprintf(stderr, "moe-route: [%s] %s\n", id.c_str(), msg.c_str());
+    std::exit(2);
+}
+
+std::size_t to_size(const std::string& opt, const std::string& v) {
+    std::size_t used = 0;
+    unsigned long long x = 0;
+    try {
+        if (v.empty() || v[0] == '-') throw std::invalid_argument("negative");
+        x = std::stoull(v, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != v.size() || v.empty()) fail("moe.cli.value", opt + " expects a non-negative integer, got '" + v + "'");
+    return static_cast<std::size_t>(x);
+}
+
+double to_double(const std::string& opt, const std::string& v) {
+    std::size_t used = 0;
+    double x = 0;
+    try {
+        x = std::stod(v, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != v.size() || v.empty() || !std::isfinite(x)) fail("moe.cli.value", opt + " expects a number, got '" + v + "'");
+    return x;
+}
+
+options parse(int argc, char** argv) {
+    options o;
+    // The preset is applied first, whatever its position, so that other flags override it.
+    for (int i = 1; i < argc; ++i) {
+        if (std::string(argv[i]) == "--preset") {
+            if (i + 1 >= argc) fail("moe.cli.value", "--preset needs a value");
+            try {
+                o.cfg = moe::presets::by_name(argv[i + 1]);
+            } catch (const moe::error& e) {
+                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
+            }
+        }
+    }
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i], val;
+        const auto eq = a.find('=');
+        bool has_eq = false;
+        if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+            val = a.substr(eq + 1);
+            a = a.substr(0, eq);
+            has_eq = true;
+        }
+        auto next = [&]() -> std::string {
+            if (has_eq) return val;
+            if (i + 1 >= argc) fail("moe.cli.value", a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--help" || a == "-h") {
+            std::fputs(usage, stdout);
+            std::exit(0);
+        } else if (a == "--logits") o.logits_path = next();
+        else if (a == "--synthetic") {
+            const std::string v = next();
+            const auto comma = v.find(',');
+            if (comma == std::string::npos) fail("moe.cli.value", "--synthetic expects T,E, got '" + v + "'");
+            o.synth_tokens = to_size("--synthetic", v.substr(0, comma));
+            o.synth_experts = to_size("--synthetic", v.substr(comma + 1));
+            o.synthetic = true;
+        } else if (a == "--skew") o.skew = next();
+        else if (a == "--seed") o.seed = to_size("--seed", next());
+        else if (a == "--preset") next();
+        else if (a == "--score") {
+            try {
+                o.cfg.score = moe::parse_score_function(next());
+            } catch (const moe::error& e) {
+                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
+            }
+        } else if (a == "--top-k") o.cfg.top_k = to_size("--top-k", next());
+        else if (a == "--pre-softmax") o.cfg.pre_softmax = true;
+        else if (a == "--post-softmax") o.cfg.pre_softmax = false;
+        else if (a == "--renormalize") {
+            if (!has_eq) {
+                o.cfg.renorm = moe::renormalize::sum;
+            } else if (val.rfind("clamp:", 0) == 0) {
+                o.cfg.renorm = moe::renormalize::clamp;
+                o.cfg.renorm_eps = static_cast<float>(to_double("--renormalize", val.substr(6)));
+            } else {
+                o.cfg.renorm = moe::renormalize::sum_eps;
+                o.cfg.renorm_eps = static_cast<float>(to_double("--renormalize", val));
+            }
+        } else if (a == "--no-renormalize") o.cfg.renorm = moe::renormalize::none;
+        else if (a == "--scale") o.cfg.scaling_factor = static_cast<float>(to_double("--scale", next()));
+        else if (a == "--bias") o.bias_path = next();
+        else if (a == "--groups") o.cfg.num_groups = to_size("--groups", next());
+        else if (a == "--group-top-k") o.cfg.group_top_k = to_size("--group-top-k", next());
+        else if (a == "--group-score") {
+            const std::string v = next();
+            if (v == "max") o.cfg.group_score_top_m = 1;
+            else if (v.rfind("topm:", 0) == 0) o.cfg.group_score_top_m = to_size("--group-score", v.substr(5));
+            else fail("moe.cli.value", "--group-score expects topm:M or max, got '" + v + "'");
+        } else if (a == "--group-mask") {
+            const std::string v = next();
+            if (v == "neg-inf") o.cfg.mask = moe::group_mask::neg_inf;
+            else if (v == "zero") o.cfg.mask = moe::group_mask::zero;
+            else fail("moe.cli.value", "--group-mask expects neg-inf or zero, got '" + v + "'");
+        } else if (a == "--out") o.out_dir = next();
+        else fail("moe.cli.arg", "unknown option '" + std::string(argv[i]) + "' (see --help)");
+    }
+    if (o.synthetic == !o.logits_path.empty())
+        fail("moe.cli.input", "give exactly one of --logits FILE.npy or --synthetic T,E");
+    return o;
+}
+
+const char* renorm_name(moe::renormalize r) {
+    switch (r) {
+        case moe::renormalize::none: return "none";
+        case moe::renormalize::sum: return "sum";
+        case moe::renormalize::sum_eps: return "sum_eps";
+        case moe::renormalize::clamp: return "clamp";
+    }
+    return "?";
+}
+
+int run(const options& o) {
+    moe::matrix<float> logits = o.synthetic
+                                    ? moe::synthetic_logits(o.synth_tokens, o.synth_experts, moe::skew::parse(o.skew), o.seed)
+                                    : moe::io::read_npy_matrix<float>(o.logits_path);
+    std::vector<float> bias;
+    if (!o.bias_path.empty()) bias = moe::io::read_npy_matrix<float>(o.bias_path, true).values;
+
+    const auto t0 = std::chrono::steady_clock::now();
+    const moe::routing<float> r = moe::route(logits, o.cfg, bias);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    const std::vector<std::size_t> load = r.tokens_per_expert();
+    const std::size_t max_load = load.empty() ? 0 : *std::max_element(load.begin(), load.end());
+    const double mean_load = E ? static_cast<double>(T * k) / static_cast<double>(E) : 0.0;
+    const double straggler = mean_load > 0 ? static_cast<double>(max_load) / mean_load : 0.0;
+
+    if (!o.out_dir.empty()) {
+        ::mkdir(o.out_dir.c_str(), 0755);
+        moe::io::write_npy(o.out_dir + "/indices.npy", r.indices.data(), {T, k});
+        moe::io::write_npy(o.out_dir + "/weights.npy", r.weights.data(), {T, k});
+        std::ofstream js(o.out_dir + "/summary.json");
+        js << "{\n  \"tokens\": " << T << ",\n  \"experts\": " << E << ",\n  \"top_k\": " << k
+           << ",\n  \"score\": \"" << moe::to_string(o.cfg.score) << "\",\n  \"tokens_per_expert\": [";
+        for (std::size_t e = 0; e < E; ++e) js << (e ? ", " : "") << load[e];
+        js << "],\n  \"max_load\": " << max_load << ",\n  \"mean_load\": " << mean_load
+           << ",\n  \"max_over_mean\": " << straggler << "\n}\n";
+        if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
+        std::printf("wrote %s/indices.npy, weights.npy, summary.json\n", o.out_dir.c_str());
+        return 0;
+    }
+
+    std::printf("routed %zu tokens to %zu experts, k=%zu (%s, %s-softmax, renorm=%s, scale=%g", T, E, k,
+                moe::to_string(o.cfg.score), o.cfg.pre_softmax ? "pre" : "post", renorm_name(o.cfg.renorm),
+                static_cast<double>(o.cfg.scaling_factor));
+    if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
+    std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
+    std::printf("tokens per expert (max/mean load %.3f):\n", straggler);
+    const std::size_t shown = std::min<std::size_t>(E, 32);
+    for (std::size_t e = 0; e < shown; ++e) {
+        const int bar = max_load ? static_cast<int>(40.0 * static_cast<double>(load[e]) / static_cast<double>(max_load) + 0.5) : 0;
+        std::printf("  expert %3zu %7zu %s\n", e, load[e], std::string(static_cast<std::size_t>(bar), '#').c_str());
+    }
+    if (shown < E) std::printf("  ... %zu more experts (use --out for all)\n", E - shown);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const options o = parse(argc, argv);
+    try {
+        return run(o);
+    } catch (const moe::error& e) {
+        std::fprintf(stderr, "moe-route: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "moe-route: [moe.cli.error] %s\n", e.what());
+        return 2;
+    }
+}

@@ -1,0 +1,416 @@
+/// @file router.hpp
+/// logits (T x E) -> routing: score function, selection-only bias, group-limited top-k,
+/// pre/post-softmax top-k, renormalisation and scaling, with each peer's semantics reachable
+/// through `router_config` (and named in presets.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "arch.hpp"
+#include "config.hpp"
+#include "executor.hpp"
+#include "scoring.hpp"
+#include "tensor.hpp"
+
+namespace moe {
+
+/// How the k selected weights are renormalised (before the scaling factor).
+enum class renormalize {
+    none,     ///< keep the scores as they are (Megatron pre-softmax, Switch, Qwen2-MoE default)
+    sum,      ///< w / sum(w) (HF Mixtral, Qwen2-MoE norm_topk_prob, vLLM)
+    sum_eps,  ///< w / (sum(w) + eps), eps = 1e-20 in Megatron and HF DeepSeek-V3
+    clamp     ///< w / max(sum(w), eps), eps = 6.103515625e-5 (2^-14) in llama.cpp
+};
+
+/// What the experts of groups that were not chosen get before the final top-k.
+enum class group_mask {
+    neg_inf,  ///< -inf: never chosen (Megatron, vLLM, llama.cpp)
+    zero      ///< 0.0: chosen when every remaining key is negative (HF DeepSeek-V3)
+};
+
+/// Everything that decides a routing. Plain data with defaults; presets.hpp names the
+/// configurations of the systems moe reproduces.
+struct router_config {
+    score_function score = score_function::softmax;
+    std::size_t top_k = 2;
+    /// softmax only: true = top-k on softmax over all experts (weights are those probabilities);
+    /// false = top-k on the logits, then softmax over the k chosen logits. Ignored for sigmoid
+    /// and sqrtsoftplus, which always select on scores.
+    bool pre_softmax = true;
+    renormalize renorm = renormalize::none;
+    /// eps of renormalize::sum_eps / renormalize::clamp.
+    float renorm_eps = 0.0f;
+    /// Multiplies the final weights (after renormalisation); DeepSeek-V3's routed_scaling_factor.
+    float scaling_factor = 1.0f;
+    /// Group-limited top-k (DeepSeek-V3): experts form `num_groups` equal contiguous groups, each
+    /// scored by the sum of its `group_score_top_m` best selection keys (1 = the max); the
+    /// `group_top_k` best groups stay, the others are masked per `mask`. 0 = off.
+    std::size_t num_groups = 0;
+    std::size_t group_top_k = 0;
+    std::size_t group_score_top_m = 2;
+    group_mask mask = group_mask::neg_inf;
+    /// Keep the full T x E score matrix in the result (the losses need it).
+    bool keep_scores = false;
+
+    [[nodiscard]] bool grouped() const noexcept { return num_groups > 0; }
+
+    /// Throws moe::error for settings that cannot route `num_experts` experts.
+    void validate(std::size_t num_experts) const {
+        if (num_experts == 0) MOE_THROW("moe.router.num_experts", "num_experts=0: logits need at least one column");
+        if (top_k == 0) MOE_THROW("moe.router.top_k", "k=0: at least one expert per token is required");
+        if (top_k > num_experts)
+            MOE_THROW("moe.router.top_k", "k=", top_k, " exceeds num_experts=", num_experts);
+        if (!(std::isfinite(renorm_eps) && renorm_eps >= 0.0f))
+            MOE_THROW("moe.router.renorm_eps", "renorm_eps=", renorm_eps, " must be finite and >= 0");
+        if (renorm == renormalize::clamp && !(renorm_eps > 0.0f))
+            MOE_THROW("moe.router.renorm_eps", "renormalize::clamp needs renorm_eps > 0, got ", renorm_eps);
+        if (!std::isfinite(scaling_factor))
+            MOE_THROW("moe.router.scaling_factor", "scaling_factor=", scaling_factor, " must be finite");
+        if (num_groups == 0) {
+            if (group_top_k != 0)
+                MOE_THROW("moe.router.groups", "group_top_k=", group_top_k, " given without num_groups");
+            return;
+        }
+        if (num_experts % num_groups != 0)
+            MOE_THROW("moe.router.groups", "num_experts=", num_experts, " is not divisible by num_groups=", num_groups);
+        if (group_top_k == 0 || group_top_k > num_groups)
+            MOE_THROW("moe.router.groups", "group_top_k=", group_top_k, " must be in [1, num_groups=", num_groups, "]");
+        const std::size_t per_group = num_experts / num_groups;
+        if (group_score_top_m == 0 || group_score_top_m > per_group)
+            MOE_THROW("moe.router.groups", "group_score_top_m=", group_score_top_m,
+                      " must be in [1, experts per group=", per_group, "]");
+        if (top_k > group_top_k * per_group)
+            MOE_THROW("moe.router.groups", "k=", top_k, " is unreachable: group_top_k=", group_top_k, " groups of ",
+                      per_group, " experts hold only ", group_top_k * per_group);
+    }
+
+    friend bool operator==(const router_config& a, const router_config& b) noexcept {
+        return a.score == b.score && a.top_k == b.top_k && a.pre_softmax == b.pre_softmax && a.renorm == b.renorm &&
+               a.renorm_eps == b.renorm_eps && a.scaling_factor == b.scaling_factor && a.num_groups == b.num_groups &&
+               a.group_top_k == b.group_top_k && a.group_score_top_m == b.group_score_top_m && a.mask == b.mask &&
+               a.keep_scores == b.keep_scores;
+    }
+    friend bool operator!=(const router_config& a, const router_config& b) noexcept { return !(a == b); }
+};
+
+/// The type weights and scores are computed in: float64 for double logits, float32 for float,
+/// Eigen::bfloat16 and Eigen::half.
+template <class T>
+using compute_t = std::conditional_t<std::is_same<T, double>::value, double, float>;
+
+/// The router's output: for each token, k slots of (expert index, weight), ordered by the
+/// selection key (descending; ties: lower expert index first). Index -1 marks an empty slot
+/// (weight 0); later stages (capacity, dynamic k) use it, the fixed top-k router never does.
+/// @tparam W weight type (float, or double for double logits)
+template <class W = float>
+struct routing {
+    std::size_t num_tokens = 0;
+    std::size_t num_experts = 0;
+    std::size_t top_k = 0;
+    std::vector<std::int32_t> indices;  ///< num_tokens x top_k
+    std::vector<W> weights;             ///< num_tokens x top_k
+    std::vector<W> scores;              ///< num_tokens x num_experts, or empty (keep_scores = false)
+
+    routing() = default;
+    routing(std::size_t t, std::size_t e, std::size_t k, bool with_scores)
+        : num_tokens(t), num_experts(e), top_k(k), indices(t * k, -1), weights(t * k, W(0)),
+          scores(with_scores ? t * e : 0, W(0)) {}
+
+    [[nodiscard]] std::int32_t index(std::size_t t, std::size_t s) const noexcept { return indices[t * top_k + s]; }
+    [[nodiscard]] W weight(std::size_t t, std::size_t s) const noexcept { return weights[t * top_k + s]; }
+    [[nodiscard]] W score(std::size_t t, std::size_t e) const noexcept { return scores[t * num_experts + e]; }
+
+    /// Number of slots routed to each expert.
+    [[nodiscard]] std::vector<std::size_t> tokens_per_expert() const {
+        std::vector<std::size_t> n(num_experts, 0);
+        for (std::int32_t i : indices)
+            if (i >= 0) ++n[static_cast<std::size_t>(i)];
+        return n;
+    }
+};
+
+namespace detail {
+
+/// The k largest keys of key[0..n), descending, ties to the lower index. Exact comparisons
+/// only, so the result is the same on every arch; SIMD just skips chunks that cannot enter.
+template <class Arch, class C>
+void top_k_desc(const C* key, std::size_t n, std::size_t k, std::int32_t* idx, C* val) noexcept {
+    auto insert = [&](std::size_t filled, C v, std::size_t i) {
+        std::size_t pos = filled;
+        while (pos > 0 && val[pos - 1] < v) {
+            if (pos < k) {
+                val[pos] = val[pos - 1];
+                idx[pos] = idx[pos - 1];
+            }
+            --pos;
+        }
+        val[pos] = v;
+        idx[pos] = static_cast<std::int32_t>(i);
+    };
+    for (std::size_t i = 0; i < k; ++i) insert(i, key[i], i);
+    C thr = val[k - 1];
+    std::size_t i = k;
+    if constexpr (std::is_same<C, float>::value && has_simd_path_v<Arch>) {
+        using O = lane_ops<Arch>;
+        for (; i + O::width <= n; i += O::width) {
+            if (!xsimd::any(O::load(key + i) > O::splat(thr))) continue;
+            for (std::size_t j = i; j < i + O::width; ++j) {
+                if (key[j] > thr) {
+                    insert(k, key[j], j);
+                    thr = val[k - 1];
+                }
+            }
+        }
+    }
+    for (; i < n; ++i) {
+        if (key[i] > thr) {
+            insert(k, key[i], i);
+            thr = val[k - 1];
+        }
+    }
+}
+
+/// Per-tile scratch sizes (values of type C, and int32 indices).
+inline std::size_t router_scratch_values(std::size_t num_experts, std::size_t num_groups) noexcept {
+    return 5 * num_experts + 2 * num_groups;
+}
+inline std::size_t router_scratch_ints(std::size_t num_experts, std::size_t num_groups) noexcept {
+    return num_experts + num_groups;
+}
+
+/// Route one token. Returns 0, or 1 + the first bad expert (NaN / +inf), or
+/// std::size_t(-1) when a softmax row has no finite logit.
+/// Scratch: `vals` holds router_scratch_values(E, G) values, `ints` router_scratch_ints(E, G).
+template <class Arch, class C>
+std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const C* bias, std::int32_t* idx, C* w,
+                      C* scores_out, C* vals, std::int32_t* ints) noexcept {
+    if (const std::size_t bad = first_bad_value<Arch>(x, E)) return bad;
+    const std::size_t k = cfg.top_k, G = cfg.num_groups;
+    const bool softmax = cfg.score == score_function::softmax;
+    const bool post = softmax && !cfg.pre_softmax;
+    C* sc = scores_out ? scores_out : vals;
+    C* keys = vals + E;
+    C* masked = vals + 2 * E;
+    C* mval = vals + 3 * E;
+    C* gscore = vals + 4 * E;
+    C* gval = gscore + G;
+    std::int32_t* midx = ints;
+    std::int32_t* gidx = ints + E;
+
+    if (softmax) {
+        bool any_finite = false;
+        for (std::size_t e = 0; e < E && !any_finite; ++e) any_finite = x[e] > -std::numeric_limits<C>::infinity();
+        if (!any_finite) return static_cast<std::size_t>(-1);
+    }
+    if (!post || scores_out) score_row<Arch>(cfg.score, x, sc, E);
+
+    const C* base = post ? x : sc;
+    const C* key = base;
+    if (bias) {
+        std::size_t e = 0;
+        if constexpr (std::is_same<C, float>::value && has_simd_path_v<Arch>) {
+            using O = lane_ops<Arch>;
+            for (; e + O::width <= E; e += O::width) O::store(keys + e, O::load(base + e) + O::load(bias + e));
+        }
+        for (; e < E; ++e) keys[e] = base[e] + bias[e];
+        key = keys;
+    }
+
+    if (cfg.grouped()) {
+        const std::size_t S = E / G, m = cfg.group_score_top_m;
+        for (std::size_t g = 0; g < G; ++g) {
+            // Sum of the group's m best keys, added from the largest down (torch.topk(...).sum()).
+            top_k_desc<Arch>(key + g * S, S, m, midx, mval);
+            C s = mval[0];
+            for (std::size_t j = 1; j < m; ++j) s = s + mval[j];
+            gscore[g] = s;
+        }
+        top_k_desc<Arch>(gscore, G, cfg.group_top_k, gidx, gval);
+        const C fill = cfg.mask == group_mask::zero ? C(0) : -std::numeric_limits<C>::infinity();
+        std::fill(masked, masked + E, fill);
+        for (std::size_t j = 0; j < cfg.group_top_k; ++j) {
+            const std::size_t g = static_cast<std::size_t>(gidx[j]);
+            std::copy(key + g * S, key + (g + 1) * S, masked + g * S);
+        }
+        key = masked;
+    }
+
+    top_k_desc<Arch>(key, E, k, idx, w);
+
+    if (post) {
+        C mx = x[idx[0]];
+        for (std::size_t s = 1; s < k; ++s) mx = x[idx[s]] > mx ? x[idx[s]] : mx;
+        C sum = 0;
+        for (std::size_t s = 0; s < k; ++s) {
+            C e;
+            if constexpr (std::is_same<C, float>::value) {
+                e = exp_nonpos<scalar>(x[idx[s]] - mx);
+            } else {
+                e = std::exp(x[idx[s]] - mx);
+            }
+            w[s] = e;
+            sum = sum + e;
+        }
+        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / sum;
+    } else {
+        for (std::size_t s = 0; s < k; ++s) w[s] = sc[idx[s]];
+    }
+
+    if (cfg.renorm != renormalize::none) {
+        C sum = w[0];
+        for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
+        C den = sum;
+        if (cfg.renorm == renormalize::sum_eps) den = sum + C(cfg.renorm_eps);
+        if (cfg.renorm == renormalize::clamp) den = std::max(sum, C(cfg.renorm_eps));
+        if (den != C(0))
+            for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
+    }
+    if (cfg.scaling_factor != 1.0f)
+        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] * C(cfg.scaling_factor);
+    return 0;
+}
+
+template <class T>
+inline constexpr bool is_logit_type_v = std::is_same<T, float>::value || std::is_same<T, double>::value ||
+                                        std::is_same<T, Eigen::bfloat16>::value ||
+                                        std::is_same<T, Eigen::half>::value;
+
+template <class T>
+std::string describe(T v) {
+    const double d = static_cast<double>(static_cast<compute_t<T>>(v));
+    if (d != d) return "nan";
+    return d > 0 ? "+inf" : "-inf";
+}
+
+}  // namespace detail
+
+/// Caller-owned scratch for `route_into`, so that routing allocates nothing per call once it
+/// has grown to the largest shape seen.
+template <class C = float>
+struct router_workspace {
+    static constexpr std::size_t tile_tokens = 64;  ///< tokens per tile handed to the executor
+    std::vector<C> values;
+    std::vector<std::int32_t> ints;
+    std::vector<std::size_t> bad;  ///< per tile: first bad row, or -1
+
+    [[nodiscard]] static std::size_t tiles(std::size_t num_tokens) noexcept { return (num_tokens + tile_tokens - 1) / tile_tokens; }
+    [[nodiscard]] static std::size_t values_per_tile(std::size_t num_experts, std::size_t num_groups) noexcept {
+        return detail::router_scratch_values(num_experts, num_groups) + num_experts;  // + a converted row
+    }
+    /// Grow (never shrink) to what routing `num_tokens` x `num_experts` with `cfg` needs.
+    void reserve(std::size_t num_tokens, std::size_t num_experts, const router_config& cfg) {
+        const std::size_t n = tiles(num_tokens);
+        const std::size_t nv = n * values_per_tile(num_experts, cfg.num_groups);
+        const std::size_t ni = n * detail::router_scratch_ints(num_experts, cfg.num_groups);
+        if (values.size() < nv) values.resize(nv);
+        if (ints.size() < ni) ints.resize(ni);
+        if (bad.size() < n) bad.resize(n);
+    }
+};
+
+/// Routes `logits` into a caller-owned `out` (already sized: num_tokens x top_k, scores as
+/// cfg.keep_scores) using caller-owned scratch; allocates nothing once `ws` is large enough.
+/// @tparam Arch     xsimd arch tag or moe::scalar; every arch gives identical indices and weights
+/// @tparam T        logit type: float, double, Eigen::bfloat16, Eigen::half
+/// @param bias      selection-only bias (E values) or empty: added to the selection keys, never
+///                  to the weights (DeepSeek-V3 e_score_correction_bias, Megatron expert_bias)
+/// @param exec      executor running the token tiles (see executor.hpp)
+template <class Arch = default_arch, class T, class Executor = serial_executor>
+void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const router_config& cfg,
+                vector_view<compute_t<T>> bias, router_workspace<compute_t<T>>& ws, Executor&& exec = {}) {
+    static_assert(detail::is_logit_type_v<T>, "moe::route: logits must be float, double, Eigen::bfloat16 or Eigen::half");
+    using C = compute_t<T>;
+    using A = std::conditional_t<std::is_same<C, float>::value, Arch, scalar>;
+    const std::size_t T_ = logits.rows, E = logits.cols;
+    cfg.validate(E);
+    if (!bias.empty() && bias.size != E)
+        MOE_THROW("moe.router.bias", "bias has ", bias.size, " entries, expected num_experts=", E);
+    for (std::size_t e = 0; e < bias.size; ++e)
+        if (!std::isfinite(bias[e])) MOE_THROW("moe.router.bias", "bias[", e, "] is not finite");
+    if (logits.stride < E && T_ > 1)
+        MOE_THROW("moe.router.shape", "logits stride ", logits.stride, " is smaller than num_experts=", E);
+    if (out.num_tokens != T_ || out.num_experts != E || out.top_k != cfg.top_k ||
+        out.indices.size() != T_ * cfg.top_k || out.weights.size() != T_ * cfg.top_k ||
+        out.scores.size() != (cfg.keep_scores ? T_ * E : 0))
+        MOE_THROW("moe.router.output", "output routing is shaped for ", out.num_tokens, " tokens x ", out.num_experts,
+                  " experts, k=", out.top_k, "; the call needs ", T_, " x ", E, ", k=", cfg.top_k);
+    if (T_ == 0) return;
+    ws.reserve(T_, E, cfg);
+    const std::size_t G = cfg.num_groups;
+    const std::size_t nv = ws.values_per_tile(E, G), ni = detail::router_scratch_ints(E, G);
+    const std::size_t n_tiles = ws.tiles(T_);
+    const C* b = bias.empty() ? nullptr : bias.data;
+    C* values = ws.values.data();
+    std::int32_t* ints = ws.ints.data();
+    std::size_t* bad = ws.bad.data();
+    constexpr std::size_t tile_tokens = router_workspace<C>::tile_tokens;
+
+    exec(n_tiles, [&, values, ints, bad, b](std::size_t tile) {
+        C* vals = values + tile * nv;
+        C* row = vals + detail::router_scratch_values(E, G);
+        bad[tile] = static_cast<std::size_t>(-1);
+        const std::size_t t0 = tile * tile_tokens, t1 = std::min(T_, t0 + tile_tokens);
+        for (std::size_t t = t0; t < t1; ++t) {
+            const C* x;
+            if constexpr (std::is_same<T, C>::value) {
+                x = logits.row(t);
+            } else {
+                const T* src = logits.row(t);
+                for (std::size_t e = 0; e < E; ++e) row[e] = static_cast<C>(src[e]);
+                x = row;
+            }
+            const std::size_t status = detail::route_row<A>(
+                cfg, x, E, b, out.indices.data() + t * cfg.top_k, out.weights.data() + t * cfg.top_k,
+                cfg.keep_scores ? out.scores.data() + t * E : nullptr, vals, ints + tile * ni);
+            if (status != 0) {
+                bad[tile] = t;
+                return;
+            }
+        }
+    });
+
+    for (std::size_t tile = 0; tile < n_tiles; ++tile) {
+        const std::size_t t = bad[tile];
+        if (t == static_cast<std::size_t>(-1)) continue;
+        const T* r = logits.row(t);
+        for (std::size_t e = 0; e < E; ++e) {
+            const C v = static_cast<C>(r[e]);
+            if (v != v || v == std::numeric_limits<C>::infinity())
+                MOE_THROW("moe.router.logits", "logits row ", t, ", expert ", e, " is ", detail::describe(r[e]),
+                          ": only finite values and -inf (a masked expert) are accepted");
+        }
+        MOE_THROW("moe.router.logits", "logits row ", t, " has no finite value: softmax is undefined");
+    }
+}
+
+/// Routes `logits` (T x E) and returns a new routing. See route_into for the parameters.
+template <class Arch = default_arch, class T, class Executor = serial_executor>
+[[nodiscard]] routing<compute_t<T>> route(matrix_view<const T> logits, const router_config& cfg,
+                                          vector_view<compute_t<T>> bias = {}, Executor&& exec = {}) {
+    routing<compute_t<T>> out(logits.rows, logits.cols, cfg.top_k, cfg.keep_scores);
+    if (logits.cols > 0 && cfg.top_k > 0) {
+        router_workspace<compute_t<T>> ws;
+        route_into<Arch>(out, logits, cfg, bias, ws, std::forward<Executor>(exec));
+    } else {
+        cfg.validate(logits.cols);
+    }
+    return out;
+}
+
+/// Overload for an owning matrix.
+template <class Arch = default_arch, class T, class Executor = serial_executor>
+[[nodiscard]] routing<compute_t<T>> route(const matrix<T>& logits, const router_config& cfg,
+                                          vector_view<compute_t<T>> bias = {}, Executor&& exec = {}) {
+    return route<Arch>(logits.view(), cfg, bias, std::forward<Executor>(exec));
+}
+
+}  // namespace moe

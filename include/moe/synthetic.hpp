@@ -1,0 +1,106 @@
+/// @file synthetic.hpp
+/// Seeded synthetic router logits with a controllable expert popularity skew, for demos,
+/// tests and policy benchmarks when no real model's logits are at hand.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "tensor.hpp"
+
+namespace moe {
+
+/// How popular experts are a priori: logits are log(popularity_e) + N(0, 1) noise per token.
+struct skew {
+    enum class kind { uniform, zipf, dirichlet };
+    kind type = kind::uniform;
+    double param = 0.0;  ///< zipf exponent S (p_e ~ 1/(e+1)^S), or Dirichlet concentration A
+
+    /// Parses "uniform", "zipf:S" (S >= 0) or "dirichlet:A" (A > 0); throws [moe.synthetic.skew].
+    [[nodiscard]] static skew parse(const std::string& s) {
+        skew k;
+        const auto colon = s.find(':');
+        const std::string name = s.substr(0, colon);
+        double v = 0.0;
+        if (colon != std::string::npos) {
+            try {
+                std::size_t used = 0;
+                v = std::stod(s.substr(colon + 1), &used);
+                if (used != s.size() - colon - 1) throw std::invalid_argument("trailing");
+            } catch (const std::exception&) {
+                MOE_THROW("moe.synthetic.skew", "cannot read the parameter of '", s, "'");
+            }
+        }
+        if (name == "uniform" && colon == std::string::npos) return k;
+        if (name == "zipf" && colon != std::string::npos && v >= 0.0 && std::isfinite(v)) {
+            k.type = kind::zipf;
+            k.param = v;
+            return k;
+        }
+        if (name == "dirichlet" && colon != std::string::npos && v > 0.0 && std::isfinite(v)) {
+            k.type = kind::dirichlet;
+            k.param = v;
+            return k;
+        }
+        MOE_THROW("moe.synthetic.skew", "unknown skew '", s, "' (expected uniform, zipf:S with S >= 0 or dirichlet:A with A > 0)");
+    }
+};
+
+/// splitmix64: a small, fast, well-mixed generator; the same seed gives the same stream on
+/// every platform.
+struct splitmix64 {
+    std::uint64_t state;
+    explicit splitmix64(std::uint64_t seed) noexcept : state(seed) {}
+    std::uint64_t next() noexcept {
+        std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    /// Uniform in (0, 1).
+    double uniform() noexcept { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
+    double normal() noexcept {
+        const double u = uniform(), v = uniform();
+        return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+    }
+    /// Gamma(a, 1) (Marsaglia and Tsang; boosted for a < 1).
+    double gamma(double a) noexcept {
+        if (a < 1.0) return gamma(a + 1.0) * std::pow(uniform(), 1.0 / a);
+        const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+        for (;;) {
+            double x, v;
+            do {
+                x = normal();
+                v = 1.0 + c * x;
+            } while (v <= 0.0);
+            v = v * v * v;
+            const double u = uniform();
+            if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
+        }
+    }
+};
+
+/// `tokens` x `experts` float logits: log(popularity) + standard normal noise, seeded.
+[[nodiscard]] inline matrix<float> synthetic_logits(std::size_t tokens, std::size_t experts, const skew& s,
+                                                   std::uint64_t seed) {
+    if (experts == 0) MOE_THROW("moe.synthetic.shape", "experts=0: at least one expert is required");
+    splitmix64 rng(seed);
+    std::vector<double> prior(experts, 0.0);
+    if (s.type == skew::kind::zipf) {
+        for (std::size_t e = 0; e < experts; ++e) prior[e] = -s.param * std::log(static_cast<double>(e + 1));
+    } else if (s.type == skew::kind::dirichlet) {
+        double sum = 0.0;
+        for (std::size_t e = 0; e < experts; ++e) sum += (prior[e] = rng.gamma(s.param));
+        for (std::size_t e = 0; e < experts; ++e) prior[e] = std::max(std::log(prior[e] / sum), -30.0);
+    }
+    matrix<float> m(tokens, experts);
+    for (std::size_t t = 0; t < tokens; ++t)
+        for (std::size_t e = 0; e < experts; ++e) m(t, e) = static_cast<float>(prior[e] + rng.normal());
+    return m;
+}
+
+}  // namespace moe

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Golden routing cases for moe's router, from independent torch transcriptions of each peer.
+
+Each function below restates one system's routing in torch, following its source:
+  * HF transformers MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock, DeepseekV3TopkRouter
+  * Megatron-Core moe_utils.topk_routing_with_score_function / group_limited_topk
+  * vLLM fused_moe grouped_topk
+  * llama.cpp build_moe_ffn weight normalisation (sum clamped at 2^-14)
+  * Switch Transformer top-1
+One deliberate change: torch.topk leaves the order of equal values unspecified, so every
+top-k here is a stable descending sort (ties -> lower index), the rule moe guarantees.
+
+Writes tests/data/router/<case>.{logits,bias,indices,weights}.npy and cases.txt.
+Run with Debian's python3-torch and python3-numpy:  python3 tests/gen_router_golden.py
+"""
+import math
+import os
+
+import numpy as np
+import torch
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "router")
+NEG_INF = float("-inf")
+
+
+def topk(x, k):
+    vals, idx = torch.sort(x, dim=-1, descending=True, stable=True)
+    return vals[..., :k], idx[..., :k]
+
+
+# ---- peers -----------------------------------------------------------------------------
+
+def hf_mixtral(logits, k):
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    w = w / w.sum(dim=-1, keepdim=True)
+    return idx, w
+
+
+def hf_qwen2_moe(logits, k, norm_topk_prob):
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    if norm_topk_prob:
+        w = w / w.sum(dim=-1, keepdim=True)
+    return idx, w
+
+
+def switch(logits):
+    p = torch.softmax(logits, dim=-1, dtype=torch.float)
+    w, idx = topk(p, 1)
+    return idx, w
+
+
+def hf_deepseek_v3(logits, bias, k, n_group, topk_group, scale, norm_topk_prob):
+    n, e = logits.shape
+    scores = logits.float().sigmoid()
+    choice = scores + bias.unsqueeze(0)
+    group_scores = topk(choice.view(n, n_group, e // n_group), 2)[0].sum(dim=-1)
+    group_idx = topk(group_scores, topk_group)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(n, n_group, e // n_group).reshape(n, e)
+    choice = choice.masked_fill(~score_mask.bool(), 0.0)
+    idx = topk(choice, k)[1]
+    w = scores.gather(1, idx)
+    if norm_topk_prob:
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+    return idx, w * scale
+
+
+def megatron_group_limited_topk(scores, k, num_groups, group_topk):
+    n, e = scores.shape
+    group_scores = topk(scores.view(n, num_groups, -1), k // group_topk)[0].sum(dim=-1)
+    group_idx = topk(group_scores, group_topk)[1]
+    group_mask = torch.zeros_like(group_scores).scatter(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(n, num_groups, e // num_groups).reshape(n, -1)
+    return topk(scores.masked_fill(~score_mask.bool(), NEG_INF), k)
+
+
+def megatron(logits, k, pre_softmax, num_groups, group_topk, scaling, score_fn, bias):
+    def compute_topk(s):
+        if group_topk:
+            return megatron_group_limited_topk(s, k, num_groups, group_topk)
+        return topk(s, k)
+
+    if score_fn == "softmax":
+        if pre_softmax:
+            scores = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            probs, idx = compute_topk(scores)
+        else:
+            scores, idx = compute_topk(logits)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    else:
+        if score_fn == "sigmoid":
+            scores = torch.sigmoid(logits.float())
+        else:
+            scores = torch.nn.functional.softplus(logits.float()).sqrt()
+        if bias is not None:
+            _, idx = compute_topk(scores + bias.float())
+            scores = torch.gather(scores, dim=1, index=idx)
+        else:
+            scores, idx = compute_topk(scores)
+        probs = scores / (scores.sum(dim=-1, keepdim=True) + 1e-20) if k > 1 else scores
+    if scaling:
+        probs = probs * scaling
+    return idx, probs
+
+
+def vllm_grouped_topk(logits, k, renormalize, num_expert_group, topk_group, scoring, bias, scale):
+    scores = torch.softmax(logits, dim=-1) if scoring == "softmax" else logits.sigmoid()
+    n = scores.shape[0]
+    if bias is not None:
+        original = scores
+        scores = scores + bias.unsqueeze(0)
+        group_scores = topk(scores.view(n, num_expert_group, -1), 2)[0].sum(dim=-1)
+    else:
+        group_scores = scores.view(n, num_expert_group, -1).max(dim=-1).values
+    group_idx = topk(group_scores, topk_group)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(n, num_expert_group, scores.shape[-1] // num_expert_group).reshape(n, -1)
+    tmp = scores.masked_fill(~score_mask.bool(), float("-inf"))
+    if bias is not None:
+        idx = topk(tmp, k)[1]
+        w = original.gather(1, idx)
+    else:
+        w, idx = topk(tmp, k)
+    if renormalize:
+        w = w / w.sum(dim=-1, keepdim=True)
+    return idx, w * scale
+
+
+def llama_cpp_norm(idx_w):
+    idx, w = idx_w
+    return idx, w / torch.clamp(w.sum(dim=-1, keepdim=True), min=6.103515625e-5)
+
+
+# ---- inputs ----------------------------------------------------------------------------
+
+def make_logits(kind, t, e, gen):
+    if kind == "rand":
+        return torch.randn(t, e, generator=gen) * 2.0
+    if kind == "ties":
+        return torch.randint(-1, 2, (t, e), generator=gen).float()
+    if kind == "large":
+        x = torch.randn(t, e, generator=gen) * 40.0
+        x[0] = torch.tensor([100.0 if i == 0 else -50.0 - (i % 3) for i in range(e)])
+        return x
+    if kind == "neginf":
+        x = torch.randn(t, e, generator=gen) * 2.0
+        mask = torch.rand(t, e, generator=gen) < 0.25
+        mask[:, 0] = False
+        return x.masked_fill(mask, NEG_INF)
+    if kind == "bf16":
+        return (torch.randn(t, e, generator=gen) * 2.0).to(torch.bfloat16).float()
+    raise ValueError(kind)
+
+
+# name, E, k, data kinds, preset spec (parsed by tests/test_router_golden.cpp), config, bias scale, reference
+CASES = []
+
+
+def case(name, e, k, kinds, preset, cfg, ref, bias_scale=0.0, tokens=40):
+    CASES.append((name, e, k, kinds, preset, cfg, ref, bias_scale, tokens))
+
+
+def cfg(score="softmax", pre=1, renorm="none", eps=0.0, scale=1.0, groups=0, gtk=0, topm=2, mask="neg_inf"):
+    return dict(score=score, pre=pre, renorm=renorm, eps=eps, scale=scale, groups=groups, gtk=gtk, topm=topm, mask=mask)
+
+
+ALL = ["rand", "ties", "large", "neginf", "bf16"]
+case("mixtral", 8, 2, ALL, "mixtral,2", cfg(renorm="sum"), lambda l, b: hf_mixtral(l, 2))
+case("qwen2_moe_60x4", 60, 4, ALL, "qwen2_moe,4,0", cfg(), lambda l, b: hf_qwen2_moe(l, 4, False))
+case("qwen2_moe_64x8_norm", 64, 8, ALL, "qwen2_moe,8,1", cfg(renorm="sum"), lambda l, b: hf_qwen2_moe(l, 8, True))
+case("switch", 16, 1, ALL, "switch", cfg(), lambda l, b: switch(l))
+case("deepseek_v3_64", 64, 8, ["rand", "ties", "large", "bf16"], "deepseek_v3,8,8,4,2.5,1",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=2.5, groups=8, gtk=4, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 8, 8, 4, 2.5, True), bias_scale=0.5)
+case("deepseek_v3_256", 256, 8, ["rand", "bf16"], "deepseek_v3,8,8,4,2.5,1",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=2.5, groups=8, gtk=4, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 8, 8, 4, 2.5, True), bias_scale=0.05, tokens=16)
+case("deepseek_v3_nonorm", 32, 4, ["rand"], "deepseek_v3,4,4,2,1.5,0",
+     cfg(score="sigmoid", renorm="none", scale=1.5, groups=4, gtk=2, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 4, 4, 2, 1.5, False), bias_scale=0.8)
+case("megatron_post_softmax", 8, 2, ALL, "megatron,2,softmax,0,0,0,0", cfg(pre=0),
+     lambda l, b: megatron(l, 2, False, None, None, None, "softmax", None))
+case("megatron_pre_softmax", 32, 4, ALL, "megatron,4,softmax,1,0,0,0", cfg(),
+     lambda l, b: megatron(l, 4, True, None, None, None, "softmax", None))
+case("megatron_pre_softmax_scaled", 16, 2, ["rand"], "megatron,2,softmax,1,0,0,2", cfg(scale=2.0),
+     lambda l, b: megatron(l, 2, True, None, None, 2.0, "softmax", None))
+case("megatron_post_softmax_groups", 64, 6, ["rand", "ties", "neginf"], "megatron,6,softmax,0,8,3,0",
+     cfg(pre=0, groups=8, gtk=3, topm=2),
+     lambda l, b: megatron(l, 6, False, 8, 3, None, "softmax", None))
+case("megatron_pre_softmax_groups", 64, 8, ["rand", "large"], "megatron,8,softmax,1,8,4,0",
+     cfg(groups=8, gtk=4, topm=2),
+     lambda l, b: megatron(l, 8, True, 8, 4, None, "softmax", None))
+case("megatron_sigmoid_dsv3", 64, 8, ["rand", "ties", "large", "neginf", "bf16"], "megatron,8,sigmoid,0,8,4,2.5",
+     cfg(score="sigmoid", pre=0, renorm="sum_eps", eps=1e-20, scale=2.5, groups=8, gtk=4, topm=2),
+     lambda l, b: megatron(l, 8, False, 8, 4, 2.5, "sigmoid", b), bias_scale=0.5)
+case("megatron_sigmoid_top1", 16, 1, ["rand", "large"], "megatron,1,sigmoid,0,0,0,0", cfg(score="sigmoid", pre=0),
+     lambda l, b: megatron(l, 1, False, None, None, None, "sigmoid", b), bias_scale=0.3)
+case("megatron_sqrtsoftplus", 32, 4, ["rand", "ties", "large", "neginf", "bf16"], "megatron,4,sqrtsoftplus,0,0,0,0",
+     cfg(score="sqrtsoftplus", pre=0, renorm="sum_eps", eps=1e-20),
+     lambda l, b: megatron(l, 4, False, None, None, None, "sqrtsoftplus", b), bias_scale=0.3)
+case("megatron_sqrtsoftplus_groups", 48, 4, ["rand"], "megatron,4,sqrtsoftplus,0,4,2,3",
+     cfg(score="sqrtsoftplus", pre=0, renorm="sum_eps", eps=1e-20, scale=3.0, groups=4, gtk=2, topm=2),
+     lambda l, b: megatron(l, 4, False, 4, 2, 3.0, "sqrtsoftplus", None))
+case("vllm_softmax_groups", 64, 6, ["rand", "ties"], "vllm,6,8,3,1,softmax,0,1",
+     cfg(renorm="sum", groups=8, gtk=3, topm=1),
+     lambda l, b: vllm_grouped_topk(l, 6, True, 8, 3, "softmax", None, 1.0))
+case("vllm_sigmoid_bias", 64, 8, ["rand", "large"], "vllm,8,8,4,1,sigmoid,1,2.5",
+     cfg(score="sigmoid", renorm="sum", scale=2.5, groups=8, gtk=4, topm=2),
+     lambda l, b: vllm_grouped_topk(l, 8, True, 8, 4, "sigmoid", b, 2.5), bias_scale=0.5)
+case("llama_cpp_mixtral", 8, 2, ["rand", "large"], "llama_cpp,mixtral,2", cfg(renorm="clamp", eps=6.103515625e-5),
+     lambda l, b: llama_cpp_norm(hf_mixtral(l, 2)))
+case("llama_cpp_sigmoid", 16, 4, ["rand", "large"], "llama_cpp,megatron,4,sigmoid,0,0,0,0",
+     cfg(score="sigmoid", pre=0, renorm="clamp", eps=6.103515625e-5),
+     lambda l, b: llama_cpp_norm(megatron(l, 4, False, None, None, None, "sigmoid", None)))
+
+
+def save(path, arr):
+    np.save(path, np.ascontiguousarray(arr))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for f in os.listdir(OUT):
+        if f.endswith(".npy") or f == "cases.txt":
+            os.remove(os.path.join(OUT, f))
+    gen = torch.Generator().manual_seed(20261122)
+    lines = ["# name dtype preset key=value... (generated by tests/gen_router_golden.py; do not edit)"]
+    for name, e, k, kinds, preset, c, ref, bias_scale, tokens in CASES:
+        for kind in kinds:
+            cname = f"{name}.{kind}"
+            logits = make_logits(kind, tokens, e, gen)
+            bias = (torch.randn(e, generator=gen) * bias_scale) if bias_scale else None
+            with torch.no_grad():
+                idx, w = ref(logits.clone(), bias)
+            save(os.path.join(OUT, cname + ".logits.npy"), logits.numpy().astype(np.float32))
+            if bias is not None:
+                save(os.path.join(OUT, cname + ".bias.npy"), bias.numpy().astype(np.float32))
+            save(os.path.join(OUT, cname + ".indices.npy"), idx.numpy().astype(np.int32))
+            save(os.path.join(OUT, cname + ".weights.npy"), w.float().numpy().astype(np.float32))
+            dtype = "bf16" if kind == "bf16" else "f32"
+            kv = " ".join(f"{key}={val!r}" if isinstance(val, float) else f"{key}={val}" for key, val in c.items())
+            lines.append(f"{cname} {dtype} {preset} k={k} bias={int(bias is not None)} {kv}")
+    with open(os.path.join(OUT, "cases.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {len(lines) - 1} cases to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

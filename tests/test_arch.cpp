@@ -1,0 +1,78 @@
+// Every SIMD arch this translation unit is compiled for must give bit-identical scores,
+// indices and weights to moe::scalar. Built once per arch flag set (see tests/CMakeLists.txt).
+#include <tuple>
+
+#include "test_support.hpp"
+
+namespace {
+
+using archs = std::tuple<moe::scalar
+#if XSIMD_WITH_FMA3_AVX2
+                         , xsimd::fma3<xsimd::avx2>
+#endif
+#if XSIMD_WITH_AVX512BW
+                         , xsimd::avx512bw
+#endif
+                         >;
+
+std::vector<moe::router_config> configs() {
+    std::vector<moe::router_config> out = {moe::presets::mixtral(), moe::presets::qwen2_moe(8, true),
+                                           moe::presets::megatron(4), moe::presets::switch_transformer(),
+                                           moe::presets::megatron(4, moe::score_function::sqrtsoftplus),
+                                           moe::presets::deepseek_v3(6, 4, 2)};
+    for (auto& c : out) c.keep_scores = true;
+    return out;
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar reference", "[arch][determinism]", archs) {
+    if (!moe::arch_available<TestType>()) {
+        WARN("skipped: this CPU lacks " << TestType::name());
+        return;
+    }
+    INFO("arch " << TestType::name());
+    // Widths that exercise full blocks and every tail: 1..33, 60, 64, 100, 256.
+    std::vector<std::size_t> widths;
+    for (std::size_t e = 1; e <= 33; ++e) widths.push_back(e);
+    for (std::size_t e : {60u, 64u, 100u, 256u}) widths.push_back(e);
+    for (std::size_t E : widths) {
+        for (float scale : {1.0f, 30.0f}) {
+            auto l = moe_test::random_logits(37, E, E * 131 + static_cast<std::size_t>(scale), scale);
+            if (E > 3) l(5, 2) = -INFINITY;
+            std::vector<float> bias(E);
+            for (std::size_t e = 0; e < E; ++e) bias[e] = 0.01f * static_cast<float>(e % 7);
+            for (auto c : configs()) {
+                if (c.grouped() && (E % c.num_groups != 0 || c.top_k > E / 2)) continue;
+                if (c.top_k > E) c.top_k = E;
+                CAPTURE(E, scale, moe::to_string(c.score), c.top_k);
+                const auto ref = moe::route<moe::scalar>(l, c, bias);
+                const auto got = moe::route<TestType>(l, c, bias);
+                REQUIRE(got.indices == ref.indices);
+                REQUIRE(got.weights == ref.weights);
+                REQUIRE(got.scores == ref.scores);
+            }
+        }
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("arch: exp and log1p kernels match the scalar lanes bit for bit", "[arch]", archs) {
+    if (!moe::arch_available<TestType>()) return;
+    using O = moe::detail::lane_ops<TestType>;
+    constexpr std::size_t W = O::width;
+    std::vector<float> xs;
+    for (float x = -110.0f; x <= 0.0f; x += 0.0137f) xs.push_back(x);
+    xs.push_back(-0.0f);
+    xs.push_back(-INFINITY);
+    while (xs.size() % W) xs.push_back(0.0f);
+    std::vector<float> out(xs.size());
+    for (std::size_t i = 0; i < xs.size(); i += W)
+        O::store(out.data() + i, moe::detail::exp_nonpos<TestType>(O::load(xs.data() + i)));
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+        CAPTURE(xs[i]);
+        REQUIRE(out[i] == moe::detail::exp_nonpos<moe::scalar>(xs[i]));
+    }
+    for (std::size_t i = 0; i < xs.size(); i += W)
+        O::store(out.data() + i, moe::detail::sqrt_softplus<TestType>(O::load(xs.data() + i) + O::splat(50.0f)));
+    for (std::size_t i = 0; i < xs.size(); ++i) REQUIRE(out[i] == moe::detail::sqrt_softplus<moe::scalar>(xs[i] + 50.0f));
+}
