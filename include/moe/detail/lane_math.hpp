@@ -91,6 +91,37 @@ struct lane_ops<Arch, true> {
     static bool any_bad(V x) noexcept {
         return xsimd::any((x != x) || (x == V(HUGE_VALF)));
     }
+    /// Largest lane (inputs hold no NaN; max is exact, so the order of reduction is irrelevant).
+    static float hmax(V v) noexcept {
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+            return _mm512_reduce_max_ps(v);
+        } else
+#endif
+        {
+            alignas(64) float t[width];
+            v.store_aligned(t);
+            float m = t[0];
+            for (std::size_t i = 1; i < width; ++i) m = t[i] > m ? t[i] : m;
+            return m;
+        }
+    }
+    /// Bit i set where lane i of a equals lane i of b.
+    static std::uint32_t eq_mask(V a, V b) noexcept {
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+            return static_cast<std::uint32_t>(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ));
+        } else
+#endif
+#if XSIMD_WITH_AVX
+            if constexpr (sizeof(typename V::register_type) == 32) {
+            return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
+        } else
+#endif
+        {
+            return static_cast<std::uint32_t>(_mm_movemask_ps(_mm_cmpeq_ps(a, b)));
+        }
+    }
 };
 
 /// e^x for x <= 0 (x = -inf gives 0), with correctly scaled subnormal results, ~1 ulp.
