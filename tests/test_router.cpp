@@ -157,7 +157,7 @@ TEST_CASE("router: renormalisation eps policies", "[router]") {
     CHECK(r.weight(0, 0) == Approx(s0 / (s0 + s1)).epsilon(1e-5));
 }
 
-TEST_CASE("router: -inf logits are masked experts; an all -inf softmax row is an error", "[router][errors]") {
+TEST_CASE("router: -inf logits are masked experts, an all -inf softmax row is an error", "[router][errors]") {
     moe::matrix<float> l(2, 4);
     l.values = {-INFINITY, 1.0f, -INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     auto r = moe::route(l, moe::presets::mixtral());

@@ -73,6 +73,8 @@ struct lane_ops<Arch, true> {
             return V(_mm_fmadd_ps(a, b, c));
 #else
             static_assert(sizeof(Arch) == 0, "moe: no fused multiply-add for this arch");
+            static_cast<void>(b);
+            static_cast<void>(c);
             return a;
 #endif
         }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages moe needs for a purpose: core | demo | test.
+# Skips apt entirely when everything is already installed.
+set -euo pipefail
+purpose=${1:-test}
+core="cmake ninja-build g++ libeigen3-dev libxsimd-dev xtl-dev"
+case "$purpose" in
+  core|demo) pkgs="$core" ;;
+  test) pkgs="$core clang catch2 libbenchmark-dev" ;;
+  *) echo "usage: $0 core|demo|test" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "moe: installing$missing"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends $missing
+fi
