@@ -211,9 +211,10 @@ int run(const options& o) {
         return 0;
     }
 
-    std::printf("routed %zu tokens to %zu experts, k=%zu (%s, %s-softmax, renorm=%s, scale=%g", T, E, k,
-                moe::to_string(o.cfg.score), o.cfg.pre_softmax ? "pre" : "post", renorm_name(o.cfg.renorm),
-                static_cast<double>(o.cfg.scaling_factor));
+    const bool softmax = o.cfg.score == moe::score_function::softmax;
+    std::printf("routed %zu tokens to %zu experts, k=%zu (%s%s, renorm=%s, scale=%g", T, E, k,
+                moe::to_string(o.cfg.score), softmax ? (o.cfg.pre_softmax ? ", pre-softmax" : ", post-softmax") : "",
+                renorm_name(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
     std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
     std::printf("tokens per expert (max/mean load %.3f):\n", straggler);
