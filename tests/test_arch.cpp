@@ -32,13 +32,14 @@ TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar refer
         return;
     }
     INFO("arch " << TestType::name());
-    // Widths that exercise full blocks and every tail: 1..33, 60, 64, 100, 256.
+    // Widths that exercise full blocks and every tail: 1..33, 60, 64, 100, 256; 150 tokens cover
+    // several 64-token tiles, each with whole SIMD tiles and leftover rows.
     std::vector<std::size_t> widths;
     for (std::size_t e = 1; e <= 33; ++e) widths.push_back(e);
     for (std::size_t e : {60u, 64u, 100u, 256u}) widths.push_back(e);
     for (std::size_t E : widths) {
         for (float scale : {1.0f, 30.0f}) {
-            auto l = moe_test::random_logits(37, E, E * 131 + static_cast<std::size_t>(scale), scale);
+            auto l = moe_test::random_logits(150, E, E * 131 + static_cast<std::size_t>(scale), scale);
             if (E > 3) l(5, 2) = -INFINITY;
             std::vector<float> bias(E);
             for (std::size_t e = 0; e < E; ++e) bias[e] = 0.01f * static_cast<float>(e % 7);

@@ -231,13 +231,63 @@ inline std::size_t router_scratch_ints(std::size_t num_experts, std::size_t num_
     return num_experts + num_groups;
 }
 
+/// Validity of one token's logits: 0, 1 + the first NaN / +inf expert, or std::size_t(-1)
+/// when a softmax row has no finite logit.
+template <class Arch, class C>
+[[nodiscard]] std::size_t row_status(const router_config& cfg, const C* x, std::size_t E) noexcept {
+    if (const std::size_t bad = first_bad_value<Arch>(x, E)) return bad;
+    if (cfg.score == score_function::softmax) {
+        for (std::size_t e = 0; e < E; ++e)
+            if (x[e] > -std::numeric_limits<C>::infinity()) return 0;
+        return static_cast<std::size_t>(-1);
+    }
+    return 0;
+}
+
+/// A token's weights from its chosen experts `idx` (shared by every routing path, so they
+/// agree bit for bit): `logit_at(e)` and `score_at(e)` read the token's logit / score.
+template <class C, class LogitAt, class ScoreAt>
+void finish_weights(const router_config& cfg, LogitAt logit_at, ScoreAt score_at, const std::int32_t* idx,
+                    C* w) noexcept {
+    const std::size_t k = cfg.top_k;
+    if (cfg.score == score_function::softmax && !cfg.pre_softmax) {
+        C mx = logit_at(idx[0]);
+        for (std::size_t s = 1; s < k; ++s) mx = logit_at(idx[s]) > mx ? logit_at(idx[s]) : mx;
+        C sum = 0;
+        for (std::size_t s = 0; s < k; ++s) {
+            C e;
+            if constexpr (std::is_same<C, float>::value) {
+                e = exp_nonpos<scalar>(logit_at(idx[s]) - mx);
+            } else {
+                e = std::exp(logit_at(idx[s]) - mx);
+            }
+            w[s] = e;
+            sum = sum + e;
+        }
+        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / sum;
+    } else {
+        for (std::size_t s = 0; s < k; ++s) w[s] = score_at(idx[s]);
+    }
+    if (cfg.renorm != renormalize::none) {
+        C sum = w[0];
+        for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
+        C den = sum;
+        if (cfg.renorm == renormalize::sum_eps) den = sum + C(cfg.renorm_eps);
+        if (cfg.renorm == renormalize::clamp) den = std::max(sum, C(cfg.renorm_eps));
+        if (den != C(0))
+            for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
+    }
+    if (cfg.scaling_factor != 1.0f)
+        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] * C(cfg.scaling_factor);
+}
+
 /// Route one token. Returns 0, or 1 + the first bad expert (NaN / +inf), or
 /// std::size_t(-1) when a softmax row has no finite logit.
 /// Scratch: `vals` holds router_scratch_values(E, G) values, `ints` router_scratch_ints(E, G).
 template <class Arch, class C>
 std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const C* bias, std::int32_t* idx, C* w,
                       C* scores_out, C* vals, std::int32_t* ints) noexcept {
-    if (const std::size_t bad = first_bad_value<Arch>(x, E)) return bad;
+    if (const std::size_t bad = row_status<Arch>(cfg, x, E)) return bad;
     const std::size_t k = cfg.top_k, G = cfg.num_groups;
     const bool softmax = cfg.score == score_function::softmax;
     const bool post = softmax && !cfg.pre_softmax;
@@ -250,11 +300,6 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
     std::int32_t* midx = ints;
     std::int32_t* gidx = ints + E;
 
-    if (softmax) {
-        bool any_finite = false;
-        for (std::size_t e = 0; e < E && !any_finite; ++e) any_finite = x[e] > -std::numeric_limits<C>::infinity();
-        if (!any_finite) return static_cast<std::size_t>(-1);
-    }
     if (!post || scores_out) score_row<Arch>(cfg.score, x, sc, E);
 
     const C* base = post ? x : sc;
@@ -294,37 +339,183 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
         top_k_desc<Arch>(key, E, k, idx, w);
     }
 
-    if (post) {
-        C mx = x[idx[0]];
-        for (std::size_t s = 1; s < k; ++s) mx = x[idx[s]] > mx ? x[idx[s]] : mx;
-        C sum = 0;
-        for (std::size_t s = 0; s < k; ++s) {
-            C e;
-            if constexpr (std::is_same<C, float>::value) {
-                e = exp_nonpos<scalar>(x[idx[s]] - mx);
-            } else {
-                e = std::exp(x[idx[s]] - mx);
-            }
-            w[s] = e;
-            sum = sum + e;
+    finish_weights<C>(cfg, [x](std::int32_t e) { return x[e]; }, [sc](std::int32_t e) { return sc[e]; }, idx, w);
+    return 0;
+}
+
+// ---- The tile path: W tokens at once, one per SIMD lane ------------------------------------
+//
+// Logits are transposed so that vector e holds expert e's logit for W tokens. Every per-lane
+// operation is the row path's operation in the row path's order (the softmax sums use the same
+// 16 interleaved partials and tree), and selection is a compare-exchange insertion network with
+// exact comparisons: results are bit-identical to route_row, with no data-dependent branches.
+
+/// Scratch floats a tile needs (W = SIMD width).
+inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (6 * E + 8) * W; }
+
+/// Insertion network: the k largest of n key vectors per lane, descending, ties to the lower
+/// index (a new key enters above a kept one only when strictly larger). `top` / `topi` receive
+/// k vectors of keys and of indices (as floats: exact below 2^24). Slots start as NaN so that
+/// any key, -inf included, fills them.
+template <class Arch, std::size_t K>
+void topk_network(const float* keyT, std::size_t n, std::size_t stride, float* top, float* topi) noexcept {
+    using O = lane_ops<Arch>;
+    using V = typename O::V;
+    constexpr std::size_t W = O::width;
+    V t[K], ti[K];
+    for (std::size_t j = 0; j < K; ++j) {
+        t[j] = O::splat(std::numeric_limits<float>::quiet_NaN());
+        ti[j] = O::splat(-1.0f);
+    }
+    for (std::size_t e = 0; e < n; ++e) {
+        V v = O::load(keyT + e * stride * W);
+        V vi = O::splat(static_cast<float>(e));
+        typename V::batch_bool_type moved(false);
+        for (std::size_t j = 0; j < K; ++j) {
+            // The new key takes slot j when strictly larger (or the slot is an unfilled NaN);
+            // once it has, the displaced keys shift down one slot each, ties included.
+            moved = moved || !(v <= t[j]);
+            const V nt = xsimd::select(moved, v, t[j]), nti = xsimd::select(moved, vi, ti[j]);
+            v = xsimd::select(moved, t[j], v);
+            vi = xsimd::select(moved, ti[j], vi);
+            t[j] = nt;
+            ti[j] = nti;
         }
-        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / sum;
-    } else {
-        for (std::size_t s = 0; s < k; ++s) w[s] = sc[idx[s]];
+    }
+    for (std::size_t j = 0; j < K; ++j) {
+        O::store(top + j * W, t[j]);
+        O::store(topi + j * W, ti[j]);
+    }
+}
+
+/// The same network for any k, with the slots in memory.
+template <class Arch>
+void topk_network_any(const float* keyT, std::size_t n, std::size_t stride, std::size_t k, float* top,
+                      float* topi) noexcept {
+    using O = lane_ops<Arch>;
+    using V = typename O::V;
+    constexpr std::size_t W = O::width;
+    for (std::size_t j = 0; j < k; ++j) {
+        O::store(top + j * W, O::splat(std::numeric_limits<float>::quiet_NaN()));
+        O::store(topi + j * W, O::splat(-1.0f));
+    }
+    for (std::size_t e = 0; e < n; ++e) {
+        V v = O::load(keyT + e * stride * W);
+        V vi = O::splat(static_cast<float>(e));
+        typename V::batch_bool_type moved(false);
+        for (std::size_t j = 0; j < k; ++j) {
+            const V tj = O::load(top + j * W), tij = O::load(topi + j * W);
+            moved = moved || !(v <= tj);
+            O::store(top + j * W, xsimd::select(moved, v, tj));
+            O::store(topi + j * W, xsimd::select(moved, vi, tij));
+            v = xsimd::select(moved, tj, v);
+            vi = xsimd::select(moved, tij, vi);
+        }
+    }
+}
+
+template <class Arch>
+void topk_lanes(const float* keyT, std::size_t n, std::size_t stride, std::size_t k, float* top, float* topi) noexcept {
+    switch (k) {
+        case 1: topk_network<Arch, 1>(keyT, n, stride, top, topi); break;
+        case 2: topk_network<Arch, 2>(keyT, n, stride, top, topi); break;
+        case 4: topk_network<Arch, 4>(keyT, n, stride, top, topi); break;
+        case 6: topk_network<Arch, 6>(keyT, n, stride, top, topi); break;
+        case 8: topk_network<Arch, 8>(keyT, n, stride, top, topi); break;
+        default: topk_network_any<Arch>(keyT, n, stride, k, top, topi); break;
+    }
+}
+
+/// Routes W consecutive float rows (validated by the caller) starting at `x0` (row stride
+/// `stride`). Outputs as route_row, row-major.
+template <class Arch>
+void route_tile(const router_config& cfg, const float* x0, std::size_t stride, std::size_t E, const float* bias,
+                std::int32_t* idx_out, float* w_out, float* scores_out, float* buf) noexcept {
+    using O = lane_ops<Arch>;
+    using V = typename O::V;
+    constexpr std::size_t W = O::width;
+    constexpr std::size_t NA = canonical_lanes;  // one accumulator vector per canonical partial
+    const std::size_t k = cfg.top_k;
+    const bool softmax = cfg.score == score_function::softmax;
+    const bool post = softmax && !cfg.pre_softmax;
+    float* xT = buf;
+    float* scT = xT + E * W;
+    float* keyT = scT + E * W;
+    float* maskT = keyT + E * W;
+    float* top = maskT + E * W;
+    float* topi = top + E * W;
+    float* gtop = topi + E * W;  // 8 * W spare, and group scratch reuses top / topi below
+
+    for (std::size_t l = 0; l < W; ++l) {
+        const float* r = x0 + l * stride;
+        for (std::size_t e = 0; e < E; ++e) xT[e * W + l] = r[e];
     }
 
-    if (cfg.renorm != renormalize::none) {
-        C sum = w[0];
-        for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
-        C den = sum;
-        if (cfg.renorm == renormalize::sum_eps) den = sum + C(cfg.renorm_eps);
-        if (cfg.renorm == renormalize::clamp) den = std::max(sum, C(cfg.renorm_eps));
-        if (den != C(0))
-            for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
+    if (!post || scores_out) {
+        switch (cfg.score) {
+            case score_function::softmax: {
+                V m = O::load(xT);
+                for (std::size_t e = 1; e < E; ++e) m = O::max(m, O::load(xT + e * W));
+                V acc[NA];
+                for (std::size_t a = 0; a < NA; ++a) acc[a] = O::splat(0.0f);
+                for (std::size_t e = 0; e < E; ++e) {
+                    const V ex = exp_nonpos<Arch>(O::load(xT + e * W) - m);
+                    O::store(scT + e * W, ex);
+                    acc[e % NA] = acc[e % NA] + ex;
+                }
+                for (std::size_t h = NA / 2; h >= 1; h /= 2)
+                    for (std::size_t j = 0; j < h; ++j) acc[j] = acc[j] + acc[j + h];
+                for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, O::load(scT + e * W) / acc[0]);
+                break;
+            }
+            case score_function::sigmoid:
+                for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, sigmoid<Arch>(O::load(xT + e * W)));
+                break;
+            case score_function::sqrtsoftplus:
+                for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, sqrt_softplus<Arch>(O::load(xT + e * W)));
+                break;
+        }
     }
-    if (cfg.scaling_factor != 1.0f)
-        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] * C(cfg.scaling_factor);
-    return 0;
+
+    const float* key = post ? xT : scT;
+    if (bias) {
+        for (std::size_t e = 0; e < E; ++e) O::store(keyT + e * W, O::load(key + e * W) + O::splat(bias[e]));
+        key = keyT;
+    }
+
+    if (cfg.grouped()) {
+        const std::size_t G = cfg.num_groups, S = E / G, m = cfg.group_score_top_m, gk = cfg.group_top_k;
+        float* gscore = topi + E * W - G * W;  // top / topi are free until the final selection
+        for (std::size_t g = 0; g < G; ++g) {
+            topk_lanes<Arch>(key + g * S * W, S, 1, m, top, topi);
+            V sum = O::load(top);
+            for (std::size_t j = 1; j < m; ++j) sum = sum + O::load(top + j * W);
+            O::store(gscore + g * W, sum);
+        }
+        topk_lanes<Arch>(gscore, G, 1, gk, top, topi);
+        const V fill = O::splat(cfg.mask == group_mask::zero ? 0.0f : -std::numeric_limits<float>::infinity());
+        for (std::size_t g = 0; g < G; ++g) {
+            const V gv = O::splat(static_cast<float>(g));
+            auto kept = O::load(topi) == gv;
+            for (std::size_t j = 1; j < gk; ++j) kept = kept || (O::load(topi + j * W) == gv);
+            for (std::size_t e = g * S; e < (g + 1) * S; ++e)
+                O::store(maskT + e * W, xsimd::select(kept, O::load(key + e * W), fill));
+        }
+        key = maskT;
+    }
+
+    topk_lanes<Arch>(key, E, 1, k, top, topi);
+    (void)gtop;
+
+    for (std::size_t l = 0; l < W; ++l) {
+        std::int32_t* idx = idx_out + l * k;
+        for (std::size_t j = 0; j < k; ++j) idx[j] = static_cast<std::int32_t>(topi[j * W + l]);
+        finish_weights<float>(
+            cfg, [xT, l](std::int32_t e) { return xT[static_cast<std::size_t>(e) * W + l]; },
+            [scT, l](std::int32_t e) { return scT[static_cast<std::size_t>(e) * W + l]; }, idx, w_out + l * k);
+        if (scores_out)
+            for (std::size_t e = 0; e < E; ++e) scores_out[l * E + e] = scT[e * W + l];
+    }
 }
 
 template <class T>
@@ -349,6 +540,7 @@ struct router_workspace {
     std::vector<C> values;
     std::vector<std::int32_t> ints;
     std::vector<std::size_t> bad;  ///< per tile: first bad row, or -1
+    std::vector<C> tile_values;    ///< per tile: transposed scratch of the SIMD tile path
 
     [[nodiscard]] static std::size_t tiles(std::size_t num_tokens) noexcept { return (num_tokens + tile_tokens - 1) / tile_tokens; }
     [[nodiscard]] static std::size_t values_per_tile(std::size_t num_experts, std::size_t num_groups) noexcept {
@@ -362,7 +554,13 @@ struct router_workspace {
         if (values.size() < nv) values.resize(nv);
         if (ints.size() < ni) ints.resize(ni);
         if (bad.size() < n) bad.resize(n);
+        if (has_tile_path) {
+            const std::size_t nt = n * detail::tile_scratch_values(num_experts, 16);
+            if (tile_values.size() < nt) tile_values.resize(nt);
+        }
     }
+    /// Set by route_into when the SIMD tile path is used (float logits on a SIMD arch).
+    bool has_tile_path = false;
 };
 
 /// Routes `logits` into a caller-owned `out` (already sized: num_tokens x top_k, scores as
@@ -392,6 +590,7 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
         MOE_THROW("moe.router.output", "output routing is shaped for ", out.num_tokens, " tokens x ", out.num_experts,
                   " experts, k=", out.top_k, "; the call needs ", T_, " x ", E, ", k=", cfg.top_k);
     if (T_ == 0) return;
+    ws.has_tile_path = std::is_same<T, float>::value && has_simd_path_v<A>;
     ws.reserve(T_, E, cfg);
     const std::size_t G = cfg.num_groups;
     const std::size_t nv = ws.values_per_tile(E, G), ni = detail::router_scratch_ints(E, G);
@@ -400,14 +599,31 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
     C* values = ws.values.data();
     std::int32_t* ints = ws.ints.data();
     std::size_t* bad = ws.bad.data();
+    C* tile_buffer = ws.tile_values.data();
     constexpr std::size_t tile_tokens = router_workspace<C>::tile_tokens;
 
-    exec(n_tiles, [&, values, ints, bad, b](std::size_t tile) {
+    exec(n_tiles, [&, values, ints, bad, b, tile_buffer](std::size_t tile) {
         C* vals = values + tile * nv;
         C* row = vals + detail::router_scratch_values(E, G);
         bad[tile] = static_cast<std::size_t>(-1);
         const std::size_t t0 = tile * tile_tokens, t1 = std::min(T_, t0 + tile_tokens);
-        for (std::size_t t = t0; t < t1; ++t) {
+        std::size_t t = t0;
+        if constexpr (std::is_same<T, float>::value && has_simd_path_v<A>) {
+            constexpr std::size_t W = detail::lane_ops<A>::width;
+            float* tbuf = tile_buffer + tile * detail::tile_scratch_values(E, W);
+            for (; t + W <= t1; t += W) {
+                for (std::size_t l = 0; l < W; ++l) {
+                    if (detail::row_status<A>(cfg, logits.row(t + l), E) != 0) {
+                        bad[tile] = t + l;
+                        return;
+                    }
+                }
+                detail::route_tile<A>(cfg, logits.row(t), logits.stride, E, b, out.indices.data() + t * cfg.top_k,
+                                      out.weights.data() + t * cfg.top_k,
+                                      cfg.keep_scores ? out.scores.data() + t * E : nullptr, tbuf);
+            }
+        }
+        for (; t < t1; ++t) {
             const C* x;
             if constexpr (std::is_same<T, C>::value) {
                 x = logits.row(t);
