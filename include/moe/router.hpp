@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -350,6 +351,79 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
 // 16 interleaved partials and tree), and selection is a compare-exchange insertion network with
 // exact comparisons: results are bit-identical to route_row, with no data-dependent branches.
 
+template <class F, std::size_t... I>
+inline void unroll_impl(F&& f, std::index_sequence<I...>) {
+    (f(std::integral_constant<std::size_t, I>{}), ...);
+}
+/// Calls f(integral_constant<0>) ... f(integral_constant<N-1>).
+template <std::size_t N, class F>
+inline void unroll(F&& f) {
+    unroll_impl(f, std::make_index_sequence<N>{});
+}
+
+/// xT[e * W + l] = row l's value e, for W rows x0 + l * stride: W x W blocks transposed in
+/// registers (shuffles; gathers are slow on CPUs with the GDS microcode mitigation).
+template <class Arch>
+void transpose_in(const float* x0, std::size_t stride, std::size_t E, float* xT) noexcept {
+    constexpr std::size_t W = lane_ops<Arch>::width;
+    std::size_t e0 = 0;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+        for (; e0 + 16 <= E; e0 += 16) {
+            __m512 r[16], t[16], u[16];
+            for (std::size_t l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(x0 + l * stride + e0);
+            for (std::size_t i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            // u[4g + c], 128-bit lane k = column 4k + c of rows 4g .. 4g + 3
+            for (std::size_t g = 0; g < 4; ++g) {
+                u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+                u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+                u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+                u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+            }
+            for (std::size_t c = 0; c < 4; ++c) {
+                const __m512 v = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);   // lanes 0, 2
+                const __m512 w = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);   // lanes 1, 3
+                const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+                const __m512 w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+                _mm512_storeu_ps(xT + (e0 + c) * 16, _mm512_shuffle_f32x4(v, v2, 0x88));
+                _mm512_storeu_ps(xT + (e0 + 4 + c) * 16, _mm512_shuffle_f32x4(w, w2, 0x88));
+                _mm512_storeu_ps(xT + (e0 + 8 + c) * 16, _mm512_shuffle_f32x4(v, v2, 0xDD));
+                _mm512_storeu_ps(xT + (e0 + 12 + c) * 16, _mm512_shuffle_f32x4(w, w2, 0xDD));
+            }
+        }
+    } else
+#endif
+#if XSIMD_WITH_AVX
+        if constexpr (W == 8) {
+        for (; e0 + 8 <= E; e0 += 8) {
+            __m256 r[8], t[8], u[8];
+            for (std::size_t l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(x0 + l * stride + e0);
+            for (std::size_t i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (std::size_t g = 0; g < 2; ++g) {
+                u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+                u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+                u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+                u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+            }
+            for (std::size_t c = 0; c < 4; ++c) {
+                _mm256_storeu_ps(xT + (e0 + c) * 8, _mm256_permute2f128_ps(u[c], u[4 + c], 0x20));
+                _mm256_storeu_ps(xT + (e0 + 4 + c) * 8, _mm256_permute2f128_ps(u[c], u[4 + c], 0x31));
+            }
+        }
+    } else
+#endif
+    {
+    }
+    for (; e0 < E; ++e0)
+        for (std::size_t l = 0; l < W; ++l) xT[e0 * W + l] = x0[l * stride + e0];
+}
+
 /// Scratch floats a tile needs (W = SIMD width).
 inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (6 * E + 8) * W; }
 
@@ -446,10 +520,7 @@ void route_tile(const router_config& cfg, const float* x0, std::size_t stride, s
     float* topi = top + E * W;
     float* gtop = topi + E * W;  // 8 * W spare, and group scratch reuses top / topi below
 
-    for (std::size_t l = 0; l < W; ++l) {
-        const float* r = x0 + l * stride;
-        for (std::size_t e = 0; e < E; ++e) xT[e * W + l] = r[e];
-    }
+    transpose_in<Arch>(x0, stride, E, xT);
 
     if (!post || scores_out) {
         switch (cfg.score) {
@@ -458,14 +529,21 @@ void route_tile(const router_config& cfg, const float* x0, std::size_t stride, s
                 for (std::size_t e = 1; e < E; ++e) m = O::max(m, O::load(xT + e * W));
                 V acc[NA];
                 for (std::size_t a = 0; a < NA; ++a) acc[a] = O::splat(0.0f);
-                for (std::size_t e = 0; e < E; ++e) {
-                    const V ex = exp_nonpos<Arch>(O::load(xT + e * W) - m);
-                    O::store(scT + e * W, ex);
-                    acc[e % NA] = acc[e % NA] + ex;
+                for (std::size_t e0 = 0; e0 < E; e0 += NA) {
+                    // Unrolled so that accumulator a is a compile-time index (kept in a register).
+                    unroll<NA>([&](auto a_) {
+                        constexpr std::size_t a = decltype(a_)::value;
+                        if (e0 + a < E) {
+                            const V ex = exp_nonpos<Arch>(O::load(xT + (e0 + a) * W) - m);
+                            O::store(scT + (e0 + a) * W, ex);
+                            acc[a] = acc[a] + ex;
+                        }
+                    });
                 }
                 for (std::size_t h = NA / 2; h >= 1; h /= 2)
                     for (std::size_t j = 0; j < h; ++j) acc[j] = acc[j] + acc[j + h];
-                for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, O::load(scT + e * W) / acc[0]);
+                const V inv = O::splat(1.0f) / acc[0];
+                for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, O::load(scT + e * W) * inv);
                 break;
             }
             case score_function::sigmoid:

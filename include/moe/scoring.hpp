@@ -110,14 +110,15 @@ void softmax_row(const float* x, float* out, std::size_t n) noexcept {
     for (std::size_t a = 0; a < NA; ++a) O::store(p + a * W, acc[a]);
     for (std::size_t s = canonical_lanes / 2; s >= 1; s /= 2)
         for (std::size_t j = 0; j < s; ++j) p[j] = p[j] + p[j + s];
-    const float sum = p[0];
+    // Normalise by one reciprocal (E multiplies instead of E divisions; <= 1.5 ulp).
+    const float inv = 1.0f / p[0];
 
     i = 0;
     if constexpr (W > 1) {
-        const V vs = O::splat(sum);
-        for (; i + W <= n; i += W) O::store(out + i, O::load(out + i) / vs);
+        const V vi = O::splat(inv);
+        for (; i + W <= n; i += W) O::store(out + i, O::load(out + i) * vi);
     }
-    for (; i < n; ++i) out[i] = out[i] / sum;
+    for (; i < n; ++i) out[i] = out[i] * inv;
 }
 
 /// Elementwise score function (sigmoid, sqrtsoftplus) over a row, float32.

@@ -79,16 +79,41 @@ struct lane_ops<Arch, true> {
 #endif
         }
     }
-    static V round_even(V x) noexcept { return xsimd::nearbyint(x); }
-    static V trunc(V x) noexcept { return xsimd::trunc(x); }
+    static V round_even(V x) noexcept {
+#if XSIMD_WITH_AVX512F
+        // The masked form takes an explicit source: GCC 12's unmasked intrinsic reads an
+        // "undefined" register and warns (GCC bug 105593).
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
+            return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        else
+#endif
+            return xsimd::nearbyint(x);
+    }
+    static V trunc(V x) noexcept {
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
+            return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+        else
+#endif
+            return xsimd::trunc(x);
+    }
     static V max(V a, V b) noexcept { return xsimd::select(a < b, b, a); }
     static V abs(V a) noexcept { return xsimd::abs(a); }
     static V sqrt(V a) noexcept { return xsimd::sqrt(a); }
     static V select_gt(V a, V b, V x, V y) noexcept { return xsimd::select(a > b, x, y); }
     static V select_eq(V a, V b, V x, V y) noexcept { return xsimd::select(a == b, x, y); }
     static V pow2i(V n) noexcept {
-        const I e = (xsimd::to_int(n) + I(127)) << 23;
-        return xsimd::bitwise_cast<V>(e);
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+            // vscalefps: 1 * 2^n, exact for integral n in range (masked form: see round_even).
+            const __m512 one = _mm512_set1_ps(1.0f);
+            return V(_mm512_mask_scalef_ps(one, 0xFFFF, one, n));
+        } else
+#endif
+        {
+            const I e = (xsimd::to_int(n) + I(127)) << 23;
+            return xsimd::bitwise_cast<V>(e);
+        }
     }
     static bool any_bad(V x) noexcept {
         return xsimd::any((x != x) || (x == V(HUGE_VALF)));
