@@ -46,12 +46,36 @@ TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar refer
             for (auto c : configs()) {
                 if (c.grouped() && (E % c.num_groups != 0 || c.top_k > E / 2)) continue;
                 if (c.top_k > E) c.top_k = E;
-                CAPTURE(E, scale, moe::to_string(c.score), c.top_k);
-                const auto ref = moe::route<moe::scalar>(l, c, bias);
-                const auto got = moe::route<TestType>(l, c, bias);
-                REQUIRE(got.indices == ref.indices);
-                REQUIRE(got.weights == ref.weights);
-                REQUIRE(got.scores == ref.scores);
+                for (bool with_bias : {false, true}) {
+                    // Without a bias (and groups) the SIMD tile path finishes weights in vectors.
+                    const std::vector<float> b = with_bias ? bias : std::vector<float>{};
+                    CAPTURE(E, scale, moe::to_string(c.score), c.top_k, c.pre_softmax, with_bias);
+                    const auto ref = moe::route<moe::scalar>(l, c, b);
+                    const auto got = moe::route<TestType>(l, c, b);
+                    REQUIRE(got.indices == ref.indices);
+                    REQUIRE(got.weights == ref.weights);
+                    REQUIRE(got.scores == ref.scores);
+                }
+            }
+        }
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("arch: bad logits get the scalar reference's error, wherever the row is", "[arch][errors]",
+                        archs) {
+    if (!moe::arch_available<TestType>()) return;
+    for (std::size_t row : {0u, 5u, 15u, 16u, 63u, 64u, 100u, 149u}) {
+        for (float badv : {NAN, INFINITY, -INFINITY}) {
+            auto l = moe_test::random_logits(150, 24, row);
+            for (std::size_t e = 0; e < 24; ++e)
+                if (badv == -INFINITY || e == 7) l(row, e) = badv;  // -inf: the whole row
+            for (const auto& c : configs()) {
+                CAPTURE(row, badv, moe::to_string(c.score));
+                const std::string want = moe_test::error_of([&] { (void)moe::route<moe::scalar>(l, c); });
+                const std::string got = moe_test::error_of([&] { (void)moe::route<TestType>(l, c); });
+                REQUIRE(got == want);
+                if (badv == -INFINITY && c.score != moe::score_function::softmax) REQUIRE(want.empty());
+                else REQUIRE_FALSE(want.empty());
             }
         }
     }

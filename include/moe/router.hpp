@@ -500,10 +500,11 @@ void topk_lanes(const float* keyT, std::size_t n, std::size_t stride, std::size_
     }
 }
 
-/// Routes W consecutive float rows (validated by the caller) starting at `x0` (row stride
-/// `stride`). Outputs as route_row, row-major.
+/// Routes W consecutive float rows starting at `x0` (row stride `stride`); outputs as
+/// route_row, row-major. Returns false, having written nothing meaningful, when some row holds
+/// NaN / +inf (or, for softmax, no finite value): the caller then finds it with row_status.
 template <class Arch>
-void route_tile(const router_config& cfg, const float* x0, std::size_t stride, std::size_t E, const float* bias,
+[[nodiscard]] bool route_tile(const router_config& cfg, const float* x0, std::size_t stride, std::size_t E, const float* bias,
                 std::int32_t* idx_out, float* w_out, float* scores_out, float* buf) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
@@ -518,9 +519,17 @@ void route_tile(const router_config& cfg, const float* x0, std::size_t stride, s
     float* maskT = keyT + E * W;
     float* top = maskT + E * W;
     float* topi = top + E * W;
-    float* gtop = topi + E * W;  // 8 * W spare, and group scratch reuses top / topi below
-
     transpose_in<Arch>(x0, stride, E, xT);
+    {
+        typename V::batch_bool_type bad(false), finite(false);
+        const V inf = O::splat(std::numeric_limits<float>::infinity());  // finite: v > -inf
+        for (std::size_t e = 0; e < E; ++e) {
+            const V v = O::load(xT + e * W);
+            bad = bad || O::bad_lanes(v);
+            finite = finite || (v > -inf);
+        }
+        if (xsimd::any(bad) || (softmax && !xsimd::all(finite))) return false;
+    }
 
     if (!post || scores_out) {
         switch (cfg.score) {
@@ -583,7 +592,47 @@ void route_tile(const router_config& cfg, const float* x0, std::size_t stride, s
     }
 
     topk_lanes<Arch>(key, E, 1, k, top, topi);
-    (void)gtop;
+
+    if (!bias && !cfg.grouped()) {
+        // The selected keys are the weight sources themselves (logits for post-softmax, scores
+        // otherwise): finish_weights' operations, lane-wise, in the same order.
+        const V zero = O::splat(0.0f);
+        if (post) {
+            V mx = O::load(top);
+            for (std::size_t j = 1; j < k; ++j) mx = O::select_gt(O::load(top + j * W), mx, O::load(top + j * W), mx);
+            V sum = zero;
+            for (std::size_t j = 0; j < k; ++j) {
+                const V e = exp_nonpos<Arch>(O::load(top + j * W) - mx);
+                O::store(top + j * W, e);
+                sum = sum + e;
+            }
+            for (std::size_t j = 0; j < k; ++j) O::store(top + j * W, O::load(top + j * W) / sum);
+        }
+        if (cfg.renorm != renormalize::none) {
+            V sum = O::load(top);
+            for (std::size_t j = 1; j < k; ++j) sum = sum + O::load(top + j * W);
+            V den = sum;
+            const V eps = O::splat(cfg.renorm_eps);
+            if (cfg.renorm == renormalize::sum_eps) den = sum + eps;
+            if (cfg.renorm == renormalize::clamp) den = xsimd::select(sum < eps, eps, sum);
+            const auto nonzero = den != zero;
+            for (std::size_t j = 0; j < k; ++j) {
+                const V w = O::load(top + j * W);
+                O::store(top + j * W, xsimd::select(nonzero, w / den, w));
+            }
+        }
+        if (cfg.scaling_factor != 1.0f)
+            for (std::size_t j = 0; j < k; ++j) O::store(top + j * W, O::load(top + j * W) * O::splat(cfg.scaling_factor));
+        for (std::size_t l = 0; l < W; ++l)
+            for (std::size_t j = 0; j < k; ++j) {
+                idx_out[l * k + j] = static_cast<std::int32_t>(topi[j * W + l]);
+                w_out[l * k + j] = top[j * W + l];
+            }
+        if (scores_out)
+            for (std::size_t l = 0; l < W; ++l)
+                for (std::size_t e = 0; e < E; ++e) scores_out[l * E + e] = scT[e * W + l];
+        return true;
+    }
 
     for (std::size_t l = 0; l < W; ++l) {
         std::int32_t* idx = idx_out + l * k;
@@ -594,6 +643,7 @@ void route_tile(const router_config& cfg, const float* x0, std::size_t stride, s
         if (scores_out)
             for (std::size_t e = 0; e < E; ++e) scores_out[l * E + e] = scT[e * W + l];
     }
+    return true;
 }
 
 template <class T>
@@ -690,15 +740,17 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
             constexpr std::size_t W = detail::lane_ops<A>::width;
             float* tbuf = tile_buffer + tile * detail::tile_scratch_values(E, W);
             for (; t + W <= t1; t += W) {
-                for (std::size_t l = 0; l < W; ++l) {
-                    if (detail::row_status<A>(cfg, logits.row(t + l), E) != 0) {
-                        bad[tile] = t + l;
-                        return;
+                if (!detail::route_tile<A>(cfg, logits.row(t), logits.stride, E, b, out.indices.data() + t * cfg.top_k,
+                                           out.weights.data() + t * cfg.top_k,
+                                           cfg.keep_scores ? out.scores.data() + t * E : nullptr, tbuf)) {
+                    for (std::size_t l = 0; l < W; ++l) {
+                        if (detail::row_status<A>(cfg, logits.row(t + l), E) != 0) {
+                            bad[tile] = t + l;
+                            return;
+                        }
                     }
+                    MOE_ASSERT(false);  // route_tile and row_status apply the same rules
                 }
-                detail::route_tile<A>(cfg, logits.row(t), logits.stride, E, b, out.indices.data() + t * cfg.top_k,
-                                      out.weights.data() + t * cfg.top_k,
-                                      cfg.keep_scores ? out.scores.data() + t * E : nullptr, tbuf);
             }
         }
         for (; t < t1; ++t) {

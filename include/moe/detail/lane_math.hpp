@@ -115,9 +115,10 @@ struct lane_ops<Arch, true> {
             return xsimd::bitwise_cast<V>(e);
         }
     }
-    static bool any_bad(V x) noexcept {
-        return xsimd::any((x != x) || (x == V(HUGE_VALF)));
-    }
+    /// Lanes holding NaN or +inf. (Not `x != x`: xsimd 8.1's AVX-512 `!=` is an ordered
+    /// compare, false for NaN; xsimd::isnan is unordered on every arch.)
+    static typename V::batch_bool_type bad_lanes(V x) noexcept { return xsimd::isnan(x) || (x == V(HUGE_VALF)); }
+    static bool any_bad(V x) noexcept { return xsimd::any(bad_lanes(x)); }
     /// Largest lane (inputs hold no NaN; max is exact, so the order of reduction is irrelevant).
     static float hmax(V v) noexcept {
 #if XSIMD_WITH_AVX512F
