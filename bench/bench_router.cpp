@@ -2,8 +2,9 @@
 // fp32 FMA peak (a register-only FMA loop) and read bandwidth (a streaming sum over 512 MiB),
 // prints them, and reports every case as a fraction of the limit that binds it:
 //   route (scoring + selection from logits): GB/s of logits read, and frac_bw
-//   gate + route (x W^T, then route): GFLOP/s, frac_peak and frac_bw (x read once)
-// Baselines in the same binary: the moe::scalar arch and a naive std::partial_sort router.
+//   gate + route (x W^T with moe's packed kernel, then route): GFLOP/s, frac_peak and frac_bw
+//   (x read once); the gate alone, packed and through Eigen's GEMM
+// Baselines in the same binary: the moe::scalar arch, a naive std::partial_sort router, Eigen.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -133,20 +134,30 @@ void BM_RouteNaive(benchmark::State& st) {
     set_counters(st, s);
 }
 
-void BM_GateRoute(benchmark::State& st) {
+enum class gate_impl { packed, eigen };
+
+/// x W^T (H = 1024) then route; `with_route` false measures the gate alone.
+template <gate_impl Impl, bool WithRoute>
+void BM_Gate(benchmark::State& st) {
     const shape s = shape_of(st);
     const std::size_t H = 1024;
     const auto x = moe::synthetic_logits(s.tokens, H, moe::skew::parse("uniform"), 2);
     auto w = moe::synthetic_logits(s.experts, H, moe::skew::parse("uniform"), 3);
     for (auto& v : w.values) v *= 0.03f;
+    const moe::packed_gate packed = moe::pack_gate(w.view());  // once, at load
     const auto cfg = config_for(s);
     const std::vector<float> bias(s.groups ? s.experts : 0, 0.01f);
     moe::matrix<float> logits(s.tokens, s.experts);
     moe::routing<float> out(s.tokens, s.experts, s.k, false);
     moe::router_workspace<float> ws;
     for (auto _ : st) {
-        moe::gate_into<float>(logits.view(), x.view(), w.view());
-        moe::route_into(out, logits.view(), cfg, bias, ws);
+        if constexpr (Impl == gate_impl::packed) {
+            moe::gate_into(logits.view(), x.view(), packed);
+        } else {
+            moe::gate_into<float>(logits.view(), x.view(), w.view());
+        }
+        if constexpr (WithRoute) moe::route_into(out, logits.view(), cfg, bias, ws);
+        benchmark::DoNotOptimize(logits.values.data());
         benchmark::DoNotOptimize(out.indices.data());
         benchmark::ClobberMemory();
     }
@@ -171,7 +182,9 @@ void shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_Route, moe::default_arch)->Name("BM_Router_TopK/" + std::string(moe::default_arch::name()))->Apply(shapes);
 BENCHMARK_TEMPLATE(BM_Route, moe::scalar)->Name("BM_Router_TopK/scalar")->Apply(shapes);
 BENCHMARK(BM_RouteNaive)->Name("BM_Router_TopK/naive_partial_sort")->Apply(shapes);
-BENCHMARK(BM_GateRoute)->Name("BM_Router_GateRoute/H=1024")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_Gate, gate_impl::packed, true)->Name("BM_Router_GateRoute/H=1024")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_Gate, gate_impl::packed, false)->Name("BM_Gate/packed/H=1024")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_Gate, gate_impl::eigen, false)->Name("BM_Gate/eigen/H=1024")->Apply(shapes);
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);

@@ -101,3 +101,25 @@ TEMPLATE_LIST_TEST_CASE("arch: exp and log1p kernels match the scalar lanes bit 
         O::store(out.data() + i, moe::detail::sqrt_softplus<TestType>(O::load(xs.data() + i) + O::splat(50.0f)));
     for (std::size_t i = 0; i < xs.size(); ++i) REQUIRE(out[i] == moe::detail::sqrt_softplus<moe::scalar>(xs[i] + 50.0f));
 }
+
+TEMPLATE_LIST_TEST_CASE("arch: the packed gate kernel is bit-identical to the scalar reference", "[arch][gate]", archs) {
+    if (!moe::arch_available<TestType>()) return;
+    for (std::size_t E : {3u, 8u, 20u, 64u}) {
+        const auto x = moe_test::random_logits(29, 45, E, 1.0f);
+        const auto w = moe_test::random_logits(E, 45, E + 1, 0.2f);
+        moe::matrix<float> ref(29, E), got(29, E);
+        moe::gate_into<moe::scalar>(ref.view(), x.view(), moe::pack_gate<moe::scalar>(w.view()));
+        moe::gate_into<TestType>(got.view(), x.view(), moe::pack_gate<TestType>(w.view()),
+                                 {}, moe_test::reversed_threads_executor{2});
+        CAPTURE(E);
+        REQUIRE(got.values == ref.values);
+    }
+    const auto w = moe_test::random_logits(20, 8, 1);
+    if (!std::is_same<TestType, moe::scalar>::value) {
+        moe::matrix<float> l(2, 20);
+        const moe::matrix<float> x(2, 8);
+        CHECK_FALSE(moe_test::error_of([&] {
+                        moe::gate_into<TestType>(l.view(), x.view(), moe::pack_gate<moe::scalar>(w.view()));
+                    }).empty());
+    }
+}
