@@ -64,6 +64,14 @@ template <class... Parts>
 #define MOE_THROW(id, ...) ::moe::detail::throw_error(id, ::moe::detail::concat(__VA_ARGS__))
 #endif
 
+/// Forces inlining of small SIMD helpers whose calls would otherwise spill every vector
+/// register (all zmm registers are caller-saved).
+#if defined(__GNUC__) || defined(__clang__)
+#define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MOE_ALWAYS_INLINE inline
+#endif
+
 /// Internal invariant check for hot loops; compiled out under NDEBUG.
 #ifndef MOE_ASSERT
 #ifdef NDEBUG

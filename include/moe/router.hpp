@@ -500,6 +500,28 @@ void topk_lanes(const float* keyT, std::size_t n, std::size_t stride, std::size_
     }
 }
 
+/// Slot-major (k x W) selections to token-major outputs: idx_out[l * k + j], w_out[l * k + j].
+template <class Arch>
+void write_slots(const float* top, const float* topi, std::size_t k, std::int32_t* idx_out, float* w_out) noexcept {
+    using O = lane_ops<Arch>;
+    constexpr std::size_t W = O::width;
+    alignas(64) std::int32_t ib[W];
+    for (std::size_t j = 0; j < k; ++j) {
+        xsimd::batch<std::int32_t, Arch> iv;
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
+            iv = _mm512_mask_cvttps_epi32(_mm512_setzero_si512(), 0xFFFF, O::load(topi + j * W));
+        else
+#endif
+            iv = xsimd::to_int(O::load(topi + j * W));
+        iv.store_aligned(ib);
+        for (std::size_t l = 0; l < W; ++l) {
+            idx_out[l * k + j] = ib[l];
+            w_out[l * k + j] = top[j * W + l];
+        }
+    }
+}
+
 /// Routes W consecutive float rows starting at `x0` (row stride `stride`); outputs as
 /// route_row, row-major. Returns false, having written nothing meaningful, when some row holds
 /// NaN / +inf (or, for softmax, no finite value): the caller then finds it with row_status.
@@ -534,8 +556,11 @@ template <class Arch>
     if (!post || scores_out) {
         switch (cfg.score) {
             case score_function::softmax: {
-                V m = O::load(xT);
-                for (std::size_t e = 1; e < E; ++e) m = O::max(m, O::load(xT + e * W));
+                // Four independent chains; max is exact, so the grouping changes nothing (a
+                // +0 / -0 choice gives the same x - max and exp).
+                V m4[4] = {O::load(xT), O::load(xT), O::load(xT), O::load(xT)};
+                for (std::size_t e = 1; e < E; ++e) m4[e % 4] = O::max(m4[e % 4], O::load(xT + e * W));
+                const V m = O::max(O::max(m4[0], m4[1]), O::max(m4[2], m4[3]));
                 V acc[NA];
                 for (std::size_t a = 0; a < NA; ++a) acc[a] = O::splat(0.0f);
                 for (std::size_t e0 = 0; e0 < E; e0 += NA) {
@@ -623,11 +648,7 @@ template <class Arch>
         }
         if (cfg.scaling_factor != 1.0f)
             for (std::size_t j = 0; j < k; ++j) O::store(top + j * W, O::load(top + j * W) * O::splat(cfg.scaling_factor));
-        for (std::size_t l = 0; l < W; ++l)
-            for (std::size_t j = 0; j < k; ++j) {
-                idx_out[l * k + j] = static_cast<std::int32_t>(topi[j * W + l]);
-                w_out[l * k + j] = top[j * W + l];
-            }
+        write_slots<Arch>(top, topi, k, idx_out, w_out);
         if (scores_out)
             for (std::size_t l = 0; l < W; ++l)
                 for (std::size_t e = 0; e < E; ++e) scores_out[l * E + e] = scT[e * W + l];

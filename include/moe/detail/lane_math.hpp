@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "../arch.hpp"
+#include "../config.hpp"
 
 namespace moe::detail {
 
@@ -156,7 +157,7 @@ struct lane_ops<Arch, true> {
 /// Cephes' expf polynomial on a Cody-Waite reduced argument; the 2^n scaling is split in
 /// two factors so that results in the subnormal range are rounded once, as libm does.
 template <class Arch>
-[[nodiscard]] inline typename lane_ops<Arch>::V exp_nonpos(typename lane_ops<Arch>::V x) noexcept {
+[[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V exp_nonpos(typename lane_ops<Arch>::V x) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
     x = O::max(x, O::splat(-104.0f));
@@ -178,7 +179,7 @@ template <class Arch>
 
 /// log(u) for u in [1, 2] (Cephes' logf polynomial).
 template <class Arch>
-[[nodiscard]] inline typename lane_ops<Arch>::V log_1_2(typename lane_ops<Arch>::V u) noexcept {
+[[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V log_1_2(typename lane_ops<Arch>::V u) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
     const V sqrt2 = O::splat(1.41421356237f);
@@ -204,7 +205,7 @@ template <class Arch>
 
 /// log(1 + y) for y in [0, 1], with the (y - (u - 1)) / u correction for the rounding of 1 + y.
 template <class Arch>
-[[nodiscard]] inline typename lane_ops<Arch>::V log1p_01(typename lane_ops<Arch>::V y) noexcept {
+[[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V log1p_01(typename lane_ops<Arch>::V y) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
     const V u = y + O::splat(1.0f);
@@ -216,7 +217,7 @@ template <class Arch>
 /// sigmoid(x) = 1 / (1 + e^-x), evaluated as e^x / (1 + e^x) for x < 0 so tiny results keep
 /// their precision.
 template <class Arch>
-[[nodiscard]] inline typename lane_ops<Arch>::V sigmoid(typename lane_ops<Arch>::V x) noexcept {
+[[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V sigmoid(typename lane_ops<Arch>::V x) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
     const V e = exp_nonpos<Arch>(O::splat(0.0f) - O::abs(x));
@@ -227,7 +228,7 @@ template <class Arch>
 
 /// sqrt(softplus(x)), softplus(x) = max(x, 0) + log1p(e^-|x|).
 template <class Arch>
-[[nodiscard]] inline typename lane_ops<Arch>::V sqrt_softplus(typename lane_ops<Arch>::V x) noexcept {
+[[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V sqrt_softplus(typename lane_ops<Arch>::V x) noexcept {
     using O = lane_ops<Arch>;
     const auto sp = O::max(x, O::splat(0.0f)) + log1p_01<Arch>(exp_nonpos<Arch>(O::splat(0.0f) - O::abs(x)));
     return O::sqrt(sp);
