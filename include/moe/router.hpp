@@ -427,10 +427,42 @@ void transpose_in(const float* x0, std::size_t stride, std::size_t E, float* xT)
 /// Scratch floats a tile needs (W = SIMD width).
 inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (6 * E + 8) * W; }
 
+/// Vector min / max with the NaN behaviour the insertion network relies on: the second
+/// operand is returned when the comparison is false (x86 minps / maxps semantics).
+template <class Arch>
+MOE_ALWAYS_INLINE typename lane_ops<Arch>::V min_second(typename lane_ops<Arch>::V a, typename lane_ops<Arch>::V b) noexcept {
+    return xsimd::select(a < b, a, b);
+}
+template <class Arch>
+MOE_ALWAYS_INLINE typename lane_ops<Arch>::V max_second(typename lane_ops<Arch>::V a, typename lane_ops<Arch>::V b) noexcept {
+    return xsimd::select(a > b, a, b);
+}
+
+/// One insertion of key v (index vi) into the sorted slots t / ti (descending; unfilled slots
+/// are NaN and come last). As the slots are sorted, "v beats slot j" (m_j) is monotone in j,
+/// so every slot is updated from the old state at once, without a chain through the slots:
+///   t_j  <- m_j ? (m_{j-1} ? t_{j-1} : v) : t_j   = max(t_j, min(v, t_{j-1}))
+///   ti_j <- the same choice, by masks.
+/// A key enters only when strictly larger (or the slot is unfilled): ties keep the lower index.
+template <class Arch, class Slots>
+MOE_ALWAYS_INLINE void insert_lanes(Slots& t, Slots& ti, std::size_t k, typename lane_ops<Arch>::V v,
+                                    typename lane_ops<Arch>::V vi) noexcept {
+    using V = typename lane_ops<Arch>::V;
+    auto beats = [&](std::size_t j) { return !(v <= V(t[j])); };  // true for an unfilled (NaN) slot
+    for (std::size_t j = k; j-- > 1;) {
+        const auto mj = beats(j), mp = beats(j - 1);
+        const V tj = t[j], tp = t[j - 1], tij = ti[j], tip = ti[j - 1];
+        t[j] = max_second<Arch>(tj, min_second<Arch>(v, tp));
+        ti[j] = xsimd::select(mj, xsimd::select(mp, tip, vi), tij);
+    }
+    const auto m0 = beats(0);
+    t[0] = xsimd::select(m0, v, V(t[0]));
+    ti[0] = xsimd::select(m0, vi, V(ti[0]));
+}
+
 /// Insertion network: the k largest of n key vectors per lane, descending, ties to the lower
-/// index (a new key enters above a kept one only when strictly larger). `top` / `topi` receive
-/// k vectors of keys and of indices (as floats: exact below 2^24). Slots start as NaN so that
-/// any key, -inf included, fills them.
+/// index. `top` / `topi` receive k vectors of keys and of indices (as floats: exact below
+/// 2^24). Slots start as NaN so that any key, -inf included, fills them.
 template <class Arch, std::size_t K>
 void topk_network(const float* keyT, std::size_t n, std::size_t stride, float* top, float* topi) noexcept {
     using O = lane_ops<Arch>;
@@ -441,21 +473,8 @@ void topk_network(const float* keyT, std::size_t n, std::size_t stride, float* t
         t[j] = O::splat(std::numeric_limits<float>::quiet_NaN());
         ti[j] = O::splat(-1.0f);
     }
-    for (std::size_t e = 0; e < n; ++e) {
-        V v = O::load(keyT + e * stride * W);
-        V vi = O::splat(static_cast<float>(e));
-        typename V::batch_bool_type moved(false);
-        for (std::size_t j = 0; j < K; ++j) {
-            // The new key takes slot j when strictly larger (or the slot is an unfilled NaN);
-            // once it has, the displaced keys shift down one slot each, ties included.
-            moved = moved || !(v <= t[j]);
-            const V nt = xsimd::select(moved, v, t[j]), nti = xsimd::select(moved, vi, ti[j]);
-            v = xsimd::select(moved, t[j], v);
-            vi = xsimd::select(moved, ti[j], vi);
-            t[j] = nt;
-            ti[j] = nti;
-        }
-    }
+    for (std::size_t e = 0; e < n; ++e)
+        insert_lanes<Arch>(t, ti, K, O::load(keyT + e * stride * W), O::splat(static_cast<float>(e)));
     for (std::size_t j = 0; j < K; ++j) {
         O::store(top + j * W, t[j]);
         O::store(topi + j * W, ti[j]);
@@ -469,23 +488,25 @@ void topk_network_any(const float* keyT, std::size_t n, std::size_t stride, std:
     using O = lane_ops<Arch>;
     using V = typename O::V;
     constexpr std::size_t W = O::width;
+    struct slots {  // k vectors in memory, read and written as V
+        float* p;
+        struct ref {
+            float* q;
+            operator V() const noexcept { return O::load(q); }
+            ref& operator=(V x) noexcept {
+                O::store(q, x);
+                return *this;
+            }
+        };
+        ref operator[](std::size_t j) const noexcept { return {p + j * W}; }
+    };
+    slots t{top}, ti{topi};
     for (std::size_t j = 0; j < k; ++j) {
         O::store(top + j * W, O::splat(std::numeric_limits<float>::quiet_NaN()));
         O::store(topi + j * W, O::splat(-1.0f));
     }
-    for (std::size_t e = 0; e < n; ++e) {
-        V v = O::load(keyT + e * stride * W);
-        V vi = O::splat(static_cast<float>(e));
-        typename V::batch_bool_type moved(false);
-        for (std::size_t j = 0; j < k; ++j) {
-            const V tj = O::load(top + j * W), tij = O::load(topi + j * W);
-            moved = moved || !(v <= tj);
-            O::store(top + j * W, xsimd::select(moved, v, tj));
-            O::store(topi + j * W, xsimd::select(moved, vi, tij));
-            v = xsimd::select(moved, tj, v);
-            vi = xsimd::select(moved, tij, vi);
-        }
-    }
+    for (std::size_t e = 0; e < n; ++e)
+        insert_lanes<Arch>(t, ti, k, O::load(keyT + e * stride * W), O::splat(static_cast<float>(e)));
 }
 
 template <class Arch>
