@@ -123,3 +123,27 @@ TEMPLATE_LIST_TEST_CASE("arch: the packed gate kernel is bit-identical to the sc
                     }).empty());
     }
 }
+
+TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float widening, bit for bit", "[arch]", archs) {
+    if (!moe::arch_available<TestType>()) return;
+    const auto l = moe_test::random_logits(70, 40, 3);
+    moe::matrix<Eigen::bfloat16> lb(70, 40);
+    moe::matrix<Eigen::half> lh(70, 40);
+    moe::matrix<float> fb(70, 40), fh(70, 40);
+    for (std::size_t i = 0; i < l.values.size(); ++i) {
+        lb.values[i] = Eigen::bfloat16(l.values[i]);
+        lh.values[i] = Eigen::half(l.values[i]);
+        fb.values[i] = static_cast<float>(lb.values[i]);
+        fh.values[i] = static_cast<float>(lh.values[i]);
+    }
+    lb(33, 5) = Eigen::bfloat16(NAN);
+    for (const auto& c : configs()) {
+        CAPTURE(moe::to_string(c.score), c.top_k);
+        const auto rh = moe::route<TestType>(lh, c), ref = moe::route<moe::scalar>(fh, c);
+        REQUIRE(rh.indices == ref.indices);
+        REQUIRE(rh.weights == ref.weights);
+        REQUIRE(rh.scores == ref.scores);
+        REQUIRE(moe_test::error_of([&] { (void)moe::route<TestType>(lb, c); }) ==
+                "[moe.router.logits] logits row 33, expert 5 is nan: only finite values and -inf (a masked expert) are accepted");
+    }
+}

@@ -425,7 +425,8 @@ void transpose_in(const float* x0, std::size_t stride, std::size_t E, float* xT)
 }
 
 /// Scratch floats a tile needs (W = SIMD width).
-inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (6 * E + 8) * W; }
+/// The last E * W are a widened copy of bf16 / f16 rows (unused by route_tile itself).
+inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (7 * E + 8) * W; }
 
 /// Vector min / max with the NaN behaviour the insertion network relies on: the second
 /// operand is returned when the comparison is false (x86 minps / maxps semantics).
@@ -760,7 +761,7 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
         MOE_THROW("moe.router.output", "output routing is shaped for ", out.num_tokens, " tokens x ", out.num_experts,
                   " experts, k=", out.top_k, "; the call needs ", T_, " x ", E, ", k=", cfg.top_k);
     if (T_ == 0) return;
-    ws.has_tile_path = std::is_same<T, float>::value && has_simd_path_v<A>;
+    ws.has_tile_path = std::is_same<C, float>::value && has_simd_path_v<A>;
     ws.reserve(T_, E, cfg);
     const std::size_t G = cfg.num_groups;
     const std::size_t nv = ws.values_per_tile(E, G), ni = detail::router_scratch_ints(E, G);
@@ -778,15 +779,28 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
         bad[tile] = static_cast<std::size_t>(-1);
         const std::size_t t0 = tile * tile_tokens, t1 = std::min(T_, t0 + tile_tokens);
         std::size_t t = t0;
-        if constexpr (std::is_same<T, float>::value && has_simd_path_v<A>) {
+        if constexpr (std::is_same<C, float>::value && has_simd_path_v<A>) {
             constexpr std::size_t W = detail::lane_ops<A>::width;
             float* tbuf = tile_buffer + tile * detail::tile_scratch_values(E, W);
             for (; t + W <= t1; t += W) {
-                if (!detail::route_tile<A>(cfg, logits.row(t), logits.stride, E, b, out.indices.data() + t * cfg.top_k,
+                const float* x0 = nullptr;
+                std::size_t xs = 0;
+                if constexpr (std::is_same<T, float>::value) {
+                    x0 = logits.row(t);
+                    xs = logits.stride;
+                } else {
+                    // bf16 / f16: widen the W rows into a float block first.
+                    float* wide = tbuf + detail::tile_scratch_values(E, W) - E * W;
+                    for (std::size_t l = 0; l < W; ++l)
+                        for (std::size_t e = 0; e < E; ++e) wide[l * E + e] = static_cast<float>(logits.row(t + l)[e]);
+                    x0 = wide;
+                    xs = E;
+                }
+                if (!detail::route_tile<A>(cfg, x0, xs, E, b, out.indices.data() + t * cfg.top_k,
                                            out.weights.data() + t * cfg.top_k,
                                            cfg.keep_scores ? out.scores.data() + t * E : nullptr, tbuf)) {
                     for (std::size_t l = 0; l < W; ++l) {
-                        if (detail::row_status<A>(cfg, logits.row(t + l), E) != 0) {
+                        if (detail::row_status<A>(cfg, x0 + l * xs, E) != 0) {
                             bad[tile] = t + l;
                             return;
                         }
