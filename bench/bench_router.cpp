@@ -134,6 +134,29 @@ void BM_RouteNaive(benchmark::State& st) {
     set_counters(st, s);
 }
 
+#if defined(_OPENMP)
+/// Scaling over threads: route 65536 tokens on moe::openmp_executor (tiles of 64 tokens).
+void BM_RouteThreads(benchmark::State& st) {
+    const shape s{65536, static_cast<std::size_t>(st.range(0)), static_cast<std::size_t>(st.range(1)), false};
+    const int threads = static_cast<int>(st.range(2));
+    const auto logits = moe::synthetic_logits(s.tokens, s.experts, moe::skew::parse("zipf:1.0"), 1);
+    const auto cfg = config_for(s);
+    moe::routing<float> out(s.tokens, s.experts, s.k, false);
+    moe::router_workspace<float> ws;
+    for (auto _ : st) {
+        moe::route_into(out, logits.view(), cfg, {}, ws, moe::openmp_executor{threads});
+        benchmark::DoNotOptimize(out.indices.data());
+        benchmark::ClobberMemory();
+    }
+    set_counters(st, s);
+}
+BENCHMARK(BM_RouteThreads)
+    ->Name("BM_Router_TopK_Threads/" + std::string(moe::default_arch::name()))
+    ->ArgNames({"E", "k", "threads"})
+    ->ArgsProduct({{64}, {8}, {1, 2, 4, 8, 16}})
+    ->UseRealTime();
+#endif
+
 enum class gate_impl { packed, eigen };
 
 /// x W^T (H = 1024) then route; `with_route` false measures the gate alone.
