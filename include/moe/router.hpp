@@ -180,53 +180,9 @@ void top_k_desc(const C* key, std::size_t n, std::size_t k, std::int32_t* idx, C
     }
 }
 
-/// The SIMD selection: extract the maximum k times (a vector max, then the first lane equal to
-/// it), so the work is branch-light and independent of the data. Exact comparisons only: the
-/// result is the one top_k_desc gives. `scratch` holds n + 64 floats.
-template <class Arch>
-void top_k_extract(const float* key, std::size_t n, std::size_t k, std::int32_t* idx, float* val,
-                   float* scratch) noexcept {
-    using O = lane_ops<Arch>;
-    constexpr std::size_t W = O::width;
-    constexpr float taken = -std::numeric_limits<float>::infinity();
-    const std::size_t nv = (n + W - 1) / W;
-    std::copy(key, key + n, scratch);
-    std::fill(scratch + n, scratch + nv * W, taken);
-    for (std::size_t s = 0; s < k; ++s) {
-        auto vm = O::load(scratch);
-        for (std::size_t c = 1; c < nv; ++c) vm = O::max(vm, O::load(scratch + c * W));
-        const float mx = O::hmax(vm);
-        if (mx == taken) {
-            // Only -inf keys remain: they tie, so the lowest indices not yet chosen follow.
-            for (std::size_t e = 0; s < k; ++e) {
-                if (std::find(idx, idx + s, static_cast<std::int32_t>(e)) != idx + s) continue;
-                idx[s] = static_cast<std::int32_t>(e);
-                val[s++] = taken;
-            }
-            return;
-        }
-        // First lane equal to the max: masks of 64 lanes at a time, one branch per 64 lanes.
-        const auto target = O::splat(mx);
-        constexpr std::size_t per_word = 64 / W;
-        for (std::size_t c0 = 0; c0 < nv; c0 += per_word) {
-            std::uint64_t m = 0;
-            const std::size_t c1 = std::min(nv, c0 + per_word);
-            for (std::size_t c = c0; c < c1; ++c)
-                m |= static_cast<std::uint64_t>(O::eq_mask(O::load(scratch + c * W), target)) << ((c - c0) * W);
-            if (m) {
-                const std::size_t j = c0 * W + static_cast<std::size_t>(__builtin_ctzll(m));
-                idx[s] = static_cast<std::int32_t>(j);
-                val[s] = mx;
-                scratch[j] = taken;
-                break;
-            }
-        }
-    }
-}
-
 /// Per-tile scratch sizes (values of type C, and int32 indices).
 inline std::size_t router_scratch_values(std::size_t num_experts, std::size_t num_groups) noexcept {
-    return 6 * num_experts + 2 * num_groups + 64;
+    return 5 * num_experts + 2 * num_groups;
 }
 inline std::size_t router_scratch_ints(std::size_t num_experts, std::size_t num_groups) noexcept {
     return num_experts + num_groups;
@@ -334,11 +290,7 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
         key = masked;
     }
 
-    if constexpr (std::is_same<C, float>::value && has_simd_path_v<Arch>) {
-        top_k_extract<Arch>(key, E, k, idx, w, gval + G);
-    } else {
-        top_k_desc<Arch>(key, E, k, idx, w);
-    }
+    top_k_desc<Arch>(key, E, k, idx, w);
 
     finish_weights<C>(cfg, [x](std::int32_t e) { return x[e]; }, [sc](std::int32_t e) { return sc[e]; }, idx, w);
     return 0;

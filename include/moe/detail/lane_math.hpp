@@ -80,23 +80,23 @@ struct lane_ops<Arch, true> {
 #endif
         }
     }
-    static V round_even(V x) noexcept {
+    static V round_even(V x) noexcept { return round_mode<true>(x); }
+    static V trunc(V x) noexcept { return round_mode<false>(x); }
+    /// Round to an integral value: to nearest-even (`Nearest`) or toward zero.
+    template <bool Nearest>
+    static V round_mode(V x) noexcept {
 #if XSIMD_WITH_AVX512F
         // The masked form takes an explicit source: GCC 12's unmasked intrinsic reads an
         // "undefined" register and warns (GCC bug 105593).
-        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
-            return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        else
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+            constexpr int mode = (Nearest ? _MM_FROUND_TO_NEAREST_INT : _MM_FROUND_TO_ZERO) | _MM_FROUND_NO_EXC;
+            return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, mode));
+        } else
 #endif
-            return xsimd::nearbyint(x);
-    }
-    static V trunc(V x) noexcept {
-#if XSIMD_WITH_AVX512F
-        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
-            return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
-        else
-#endif
-            return xsimd::trunc(x);
+        {
+            if constexpr (Nearest) return xsimd::nearbyint(x);
+            else return xsimd::trunc(x);
+        }
     }
     static V max(V a, V b) noexcept { return xsimd::select(a < b, b, a); }
     static V abs(V a) noexcept { return xsimd::abs(a); }
@@ -120,37 +120,6 @@ struct lane_ops<Arch, true> {
     /// compare, false for NaN; xsimd::isnan is unordered on every arch.)
     static typename V::batch_bool_type bad_lanes(V x) noexcept { return xsimd::isnan(x) || (x == V(HUGE_VALF)); }
     static bool any_bad(V x) noexcept { return xsimd::any(bad_lanes(x)); }
-    /// Largest lane (inputs hold no NaN; max is exact, so the order of reduction is irrelevant).
-    static float hmax(V v) noexcept {
-#if XSIMD_WITH_AVX512F
-        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
-            return _mm512_reduce_max_ps(v);
-        } else
-#endif
-        {
-            alignas(64) float t[width];
-            v.store_aligned(t);
-            float m = t[0];
-            for (std::size_t i = 1; i < width; ++i) m = t[i] > m ? t[i] : m;
-            return m;
-        }
-    }
-    /// Bit i set where lane i of a equals lane i of b.
-    static std::uint32_t eq_mask(V a, V b) noexcept {
-#if XSIMD_WITH_AVX512F
-        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
-            return static_cast<std::uint32_t>(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ));
-        } else
-#endif
-#if XSIMD_WITH_AVX
-            if constexpr (sizeof(typename V::register_type) == 32) {
-            return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
-        } else
-#endif
-        {
-            return static_cast<std::uint32_t>(_mm_movemask_ps(_mm_cmpeq_ps(a, b)));
-        }
-    }
 };
 
 /// e^x for x <= 0 (x = -inf gives 0), with correctly scaled subnormal results, ~1 ulp.
