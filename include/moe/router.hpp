@@ -726,6 +726,7 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
     constexpr std::size_t tile_tokens = router_workspace<C>::tile_tokens;
 
     exec(n_tiles, [&, values, ints, bad, b, tile_buffer](std::size_t tile) {
+        static_cast<void>(tile_buffer);  // unused where the tile path is compiled out
         C* vals = values + tile * nv;
         C* row = vals + detail::router_scratch_values(E, G);
         bad[tile] = static_cast<std::size_t>(-1);
