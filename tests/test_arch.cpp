@@ -147,3 +147,17 @@ TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float wideni
                 "[moe.router.logits] logits row 33, expert 5 is nan: only finite values and -inf (a masked expert) are accepted");
     }
 }
+
+TEMPLATE_LIST_TEST_CASE("arch: combine is bit-identical to the scalar reference", "[arch][dispatch]", archs) {
+    if (!moe::arch_available<TestType>()) return;
+    const auto r = moe::route(moe_test::random_logits(50, 16, 4), moe::presets::qwen2_moe(4, true));
+    const auto p = moe::make_plan(r, 4);
+    for (std::size_t H : {1u, 15u, 64u, 100u}) {
+        const auto out = moe_test::random_logits(p.num_rows(), H, H);
+        moe::matrix<float> ref(50, H), got(50, H);
+        moe::combine<moe::scalar>(ref.view(), out.view(), p, r);
+        moe::combine<TestType>(got.view(), out.view(), p, r, moe_test::reversed_threads_executor{2});
+        CAPTURE(H);
+        REQUIRE(got.values == ref.values);
+    }
+}

@@ -3,7 +3,9 @@
 #pragma once
 
 #include "arch.hpp"
+#include "capacity.hpp"
 #include "config.hpp"
+#include "dispatch.hpp"
 #include "executor.hpp"
 #include "gate.hpp"
 #include "io/npy.hpp"

@@ -11,6 +11,17 @@
 
 namespace moe {
 
+namespace detail {
+/// Blocks template argument deduction (C++20's std::type_identity), so that a read-only
+/// parameter accepts views of mutable data.
+template <class T>
+struct type_identity {
+    using type = T;
+};
+template <class T>
+using non_deduced_t = typename type_identity<T>::type;
+}  // namespace detail
+
 /// A row-major view: `rows` x `cols`, row `i` starting at `data + i * stride`.
 /// @tparam T element type; `const T` for read-only views.
 template <class T>

@@ -1,0 +1,154 @@
+/// @file dispatch.hpp
+/// The dispatch plan (which row of the expert-major buffer each routed slot occupies), and the
+/// two data movements around the experts: gather (permute token rows into that buffer) and
+/// combine (weighted sum of each token's expert outputs back into token order).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "arch.hpp"
+#include "config.hpp"
+#include "detail/lane_math.hpp"
+#include "executor.hpp"
+#include "router.hpp"
+#include "tensor.hpp"
+
+namespace moe {
+
+/// Expert-major row order: expert e owns rows [offsets[e], offsets[e + 1]); inside an expert,
+/// tokens keep their order. With `block` > 1 each expert's rows are rounded up to a multiple
+/// of `block` (MegaBlocks blocks, vLLM moe_align_block_size) and the extra rows are padding.
+struct dispatch_plan {
+    std::size_t num_tokens = 0;
+    std::size_t num_experts = 0;
+    std::size_t top_k = 0;
+    std::size_t block = 1;
+    std::vector<std::int32_t> counts;     ///< E: routed rows per expert (padding excluded)
+    std::vector<std::int32_t> offsets;    ///< E + 1: row ranges, padding included
+    std::vector<std::int32_t> row_token;  ///< rows: the token of each row, -1 for padding
+    std::vector<std::int32_t> row_slot;   ///< rows: that token's slot, -1 for padding
+    std::vector<std::int32_t> slot_row;   ///< T x k: the row of (token, slot), -1 for an empty slot
+
+    [[nodiscard]] std::size_t num_rows() const noexcept { return offsets.empty() ? 0 : static_cast<std::size_t>(offsets.back()); }
+    /// Padding rows / all rows (0 without padding).
+    [[nodiscard]] double padding_fraction() const noexcept {
+        std::size_t routed = 0;
+        for (std::int32_t c : counts) routed += static_cast<std::size_t>(c);
+        return num_rows() ? 1.0 - static_cast<double>(routed) / static_cast<double>(num_rows()) : 0.0;
+    }
+};
+
+/// Builds the plan for `r` into `plan`, reusing its memory. Throws [moe.dispatch.index] for an
+/// expert index outside [-1, E), [moe.dispatch.duplicate] for a token with two slots on one
+/// expert, [moe.dispatch.block] for block = 0.
+template <class W>
+void make_plan_into(dispatch_plan& plan, const routing<W>& r, std::size_t block = 1) {
+    if (block == 0) MOE_THROW("moe.dispatch.block", "block size must be at least 1");
+    const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    plan.num_tokens = T;
+    plan.num_experts = E;
+    plan.top_k = k;
+    plan.block = block;
+    plan.counts.assign(E, 0);
+    for (std::size_t t = 0; t < T; ++t) {
+        for (std::size_t s = 0; s < k; ++s) {
+            const std::int32_t e = r.index(t, s);
+            if (e < -1 || e >= static_cast<std::int32_t>(E))
+                MOE_THROW("moe.dispatch.index", "token ", t, ", slot ", s, " names expert ", e, " (num_experts=", E, ")");
+            if (e < 0) continue;
+            for (std::size_t s2 = 0; s2 < s; ++s2)
+                if (r.index(t, s2) == e)
+                    MOE_THROW("moe.dispatch.duplicate", "token ", t, " has slots ", s2, " and ", s, " on expert ", e);
+            ++plan.counts[static_cast<std::size_t>(e)];
+        }
+    }
+    plan.offsets.assign(E + 1, 0);
+    for (std::size_t e = 0; e < E; ++e) {
+        const std::size_t c = static_cast<std::size_t>(plan.counts[e]);
+        const std::size_t padded = (c + block - 1) / block * block;
+        plan.offsets[e + 1] = plan.offsets[e] + static_cast<std::int32_t>(padded);
+    }
+    const std::size_t rows = plan.num_rows();
+    plan.row_token.assign(rows, -1);
+    plan.row_slot.assign(rows, -1);
+    plan.slot_row.assign(T * k, -1);
+    std::vector<std::int32_t> cursor(plan.offsets.begin(), plan.offsets.end() - 1);
+    for (std::size_t t = 0; t < T; ++t) {
+        for (std::size_t s = 0; s < k; ++s) {
+            const std::int32_t e = r.index(t, s);
+            if (e < 0) continue;
+            const std::int32_t row = cursor[static_cast<std::size_t>(e)]++;
+            plan.row_token[static_cast<std::size_t>(row)] = static_cast<std::int32_t>(t);
+            plan.row_slot[static_cast<std::size_t>(row)] = static_cast<std::int32_t>(s);
+            plan.slot_row[t * k + s] = row;
+        }
+    }
+}
+
+/// Returns the plan for `r` (see make_plan_into).
+template <class W>
+[[nodiscard]] dispatch_plan make_plan(const routing<W>& r, std::size_t block = 1) {
+    dispatch_plan p;
+    make_plan_into(p, r, block);
+    return p;
+}
+
+/// rows (num_rows x H) <- token rows of x in plan order; padding rows are zero. Row blocks run
+/// on `exec`. Throws [moe.dispatch.shape] on mismatched shapes.
+template <class T, class Executor = serial_executor>
+void gather(matrix_view<T> rows, matrix_view<const detail::non_deduced_t<T>> x, const dispatch_plan& plan,
+            Executor&& exec = {}) {
+    if (x.rows != plan.num_tokens || rows.rows != plan.num_rows() || rows.cols != x.cols)
+        MOE_THROW("moe.dispatch.shape", "gather: x is ", x.rows, " x ", x.cols, ", rows ", rows.rows, " x ", rows.cols,
+                  "; the plan needs ", plan.num_tokens, " tokens and ", plan.num_rows(), " rows of ", x.cols);
+    constexpr std::size_t block = 64;
+    const std::size_t H = x.cols, n = plan.num_rows();
+    exec((n + block - 1) / block, [&](std::size_t b) {
+        for (std::size_t i = b * block; i < std::min(n, (b + 1) * block); ++i) {
+            const std::int32_t t = plan.row_token[i];
+            if (t >= 0) std::memcpy(rows.row(i), x.row(static_cast<std::size_t>(t)), H * sizeof(T));
+            else std::fill(rows.row(i), rows.row(i) + H, T(0));
+        }
+    });
+}
+
+/// y (T x H) <- for each token, the sum over its routed slots, in slot order, of
+/// weight(t, s) * out[row of (t, s)], as one fused multiply-add chain per element: the result
+/// does not depend on the arch or the executor. Tokens with no routed slot get zeros. Throws
+/// [moe.dispatch.shape] on mismatched shapes.
+template <class Arch = default_arch, class Executor = serial_executor>
+void combine(matrix_view<float> y, matrix_view<const float> out, const dispatch_plan& plan, const routing<float>& r,
+             Executor&& exec = {}) {
+    if (y.rows != plan.num_tokens || out.rows != plan.num_rows() || out.cols != y.cols || r.num_tokens != plan.num_tokens ||
+        r.top_k != plan.top_k)
+        MOE_THROW("moe.dispatch.shape", "combine: y is ", y.rows, " x ", y.cols, ", expert output ", out.rows, " x ",
+                  out.cols, "; the plan needs ", plan.num_tokens, " tokens and ", plan.num_rows(), " rows");
+    using O = detail::lane_ops<Arch>;
+    constexpr std::size_t Wd = O::width;
+    constexpr std::size_t block = 16;
+    const std::size_t T = plan.num_tokens, H = y.cols, k = plan.top_k;
+    exec((T + block - 1) / block, [&](std::size_t b) {
+        for (std::size_t t = b * block; t < std::min(T, (b + 1) * block); ++t) {
+            float* yt = y.row(t);
+            std::fill(yt, yt + H, 0.0f);
+            for (std::size_t s = 0; s < k; ++s) {
+                const std::int32_t row = plan.slot_row[t * k + s];
+                if (row < 0) continue;
+                const float* src = out.row(static_cast<std::size_t>(row));
+                const float w = r.weight(t, s);
+                std::size_t h = 0;
+                if constexpr (Wd > 1) {
+                    const auto vw = O::splat(w);
+                    for (; h + Wd <= H; h += Wd) O::store(yt + h, O::fmadd(vw, O::load(src + h), O::load(yt + h)));
+                }
+                for (; h < H; ++h) yt[h] = std::fma(w, src[h], yt[h]);
+            }
+        }
+    });
+}
+
+}  // namespace moe

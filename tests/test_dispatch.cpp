@@ -1,0 +1,122 @@
+// Dispatch plan, gather and combine: plan invariants against a brute-force reference, and the
+// round trips that must hold exactly.
+#include <map>
+
+#include "test_support.hpp"
+
+using moe_test::error_of;
+
+namespace {
+
+/// A routing with some empty slots (-1), as capacity drops will produce.
+moe::routing<float> sample_routing(std::size_t T, std::size_t E, std::size_t k, std::uint64_t seed, bool holes) {
+    auto r = moe::route(moe_test::random_logits(T, E, seed), moe::presets::qwen2_moe(k, true));
+    moe::splitmix64 rng(seed + 1);
+    if (holes)
+        for (std::size_t i = 0; i < r.indices.size(); ++i)
+            if (rng.uniform() < 0.2) {
+                r.indices[i] = -1;
+                r.weights[i] = 0.0f;
+            }
+    return r;
+}
+
+void check_plan(const moe::dispatch_plan& p, const moe::routing<float>& r) {
+    const std::size_t E = r.num_experts, k = r.top_k;
+    // Reference: (expert, token) pairs in sorted order = the expected rows, expert by expert.
+    std::map<std::pair<int, int>, int> expected;  // (expert, token) -> slot
+    for (std::size_t t = 0; t < r.num_tokens; ++t)
+        for (std::size_t s = 0; s < k; ++s)
+            if (r.index(t, s) >= 0) expected[{r.index(t, s), static_cast<int>(t)}] = static_cast<int>(s);
+    REQUIRE(p.offsets.size() == E + 1);
+    REQUIRE(p.offsets[0] == 0);
+    auto it = expected.begin();
+    for (std::size_t e = 0; e < E; ++e) {
+        const int begin = p.offsets[e], end = p.offsets[e + 1], routed = p.counts[e];
+        REQUIRE((end - begin) % static_cast<int>(p.block) == 0);
+        REQUIRE(end - begin - routed < static_cast<int>(p.block));
+        for (int row = begin; row < end; ++row) {
+            if (row < begin + routed) {
+                REQUIRE(it != expected.end());
+                REQUIRE(it->first.first == static_cast<int>(e));
+                REQUIRE(p.row_token[static_cast<std::size_t>(row)] == it->first.second);  // token order inside an expert
+                REQUIRE(p.row_slot[static_cast<std::size_t>(row)] == it->second);
+                REQUIRE(p.slot_row[static_cast<std::size_t>(it->first.second) * k + static_cast<std::size_t>(it->second)] == row);
+                ++it;
+            } else {
+                REQUIRE(p.row_token[static_cast<std::size_t>(row)] == -1);  // padding
+                REQUIRE(p.row_slot[static_cast<std::size_t>(row)] == -1);
+            }
+        }
+    }
+    REQUIRE(it == expected.end());
+    for (std::size_t i = 0; i < r.indices.size(); ++i)
+        if (r.indices[i] < 0) REQUIRE(p.slot_row[i] == -1);  // nothing lost: empty slots say so
+}
+
+}  // namespace
+
+TEST_CASE("dispatch: plans are expert-major, stable, padded to the block", "[dispatch]") {
+    for (std::size_t block : {1u, 4u, 128u})
+        for (bool holes : {false, true})
+            for (auto [T, E, k] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 8, 2}, {37, 8, 2}, {200, 64, 8}, {5, 16, 4}}) {
+                CAPTURE(block, holes, T, E, k);
+                const auto r = sample_routing(T, E, k, T * E + k, holes);
+                const auto p = moe::make_plan(r, block);
+                check_plan(p, r);
+                if (block == 1) CHECK(p.padding_fraction() == 0.0);
+            }
+    // All tokens to one expert; experts with no rows.
+    moe::routing<float> one(50, 8, 1, false);
+    for (auto& i : one.indices) i = 3;
+    const auto p = moe::make_plan(one, 16);
+    check_plan(p, one);
+    CHECK(p.num_rows() == 64);
+    CHECK(p.padding_fraction() == Approx(14.0 / 64.0));
+}
+
+TEST_CASE("dispatch: gather then combine restores x; padding changes nothing", "[dispatch]") {
+    const std::size_t T = 45, E = 8, H = 37;
+    const auto x = moe_test::random_logits(T, H, 3);
+    for (bool holes : {false, true}) {
+        auto r = sample_routing(T, E, 2, 9, holes);
+        // Weights that sum to 1 per token over its routed slots (an identity "expert").
+        std::vector<float> kept(T, 0.0f);
+        for (std::size_t t = 0; t < T; ++t) {
+            std::size_t n = 0;
+            for (std::size_t s = 0; s < 2; ++s) n += r.index(t, s) >= 0;
+            for (std::size_t s = 0; s < 2; ++s) r.weights[t * 2 + s] = r.index(t, s) >= 0 ? 1.0f / float(n) : 0.0f;
+            kept[t] = n ? 1.0f : 0.0f;
+        }
+        moe::matrix<float> y_ref;
+        for (std::size_t block : {1u, 8u}) {
+            const auto p = moe::make_plan(r, block);
+            moe::matrix<float> rows(p.num_rows(), H, -7.0f), y(T, H, -7.0f);
+            moe::gather(rows.view(), x.view(), p);
+            for (std::size_t i = 0; i < p.num_rows(); ++i)
+                if (p.row_token[i] < 0)
+                    for (std::size_t h = 0; h < H; ++h) REQUIRE(rows(i, h) == 0.0f);  // padding is zero
+            moe::combine(y.view(), rows.view(), p, r, moe_test::reversed_threads_executor{});
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t h = 0; h < H; ++h) REQUIRE(y(t, h) == kept[t] * x(t, h));  // 1/n * x summed n times: exact for n <= 2
+            if (block == 1) y_ref = y;
+            else CHECK(y.values == y_ref.values);
+        }
+    }
+}
+
+TEST_CASE("dispatch: bad routings and shapes are errors", "[dispatch][errors]") {
+    moe::routing<float> r(2, 4, 2, false);
+    r.indices = {0, 1, 2, 4};
+    CHECK(error_of([&] { (void)moe::make_plan(r); }) == "[moe.dispatch.index] token 1, slot 1 names expert 4 (num_experts=4)");
+    r.indices = {0, 1, 2, 2};
+    CHECK(error_of([&] { (void)moe::make_plan(r); }) == "[moe.dispatch.duplicate] token 1 has slots 0 and 1 on expert 2");
+    r.indices = {0, 1, 2, -1};
+    CHECK(error_of([&] { (void)moe::make_plan(r, 0); }) == "[moe.dispatch.block] block size must be at least 1");
+    const auto p = moe::make_plan(r);
+    moe::matrix<float> x(2, 8), rows(2, 8), y(2, 8);
+    CHECK(error_of([&] { moe::gather(rows.view(), x.view(), p); }) ==
+          "[moe.dispatch.shape] gather: x is 2 x 8, rows 2 x 8; the plan needs 2 tokens and 3 rows of 8");
+    CHECK(error_of([&] { moe::combine(y.view(), rows.view(), p, r); }) ==
+          "[moe.dispatch.shape] combine: y is 2 x 8, expert output 2 x 8; the plan needs 2 tokens and 3 rows");
+}
