@@ -150,14 +150,35 @@ TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float wideni
 
 TEMPLATE_LIST_TEST_CASE("arch: combine is bit-identical to the scalar reference", "[arch][dispatch]", archs) {
     if (!moe::arch_available<TestType>()) return;
-    const auto r = moe::route(moe_test::random_logits(50, 16, 4), moe::presets::qwen2_moe(4, true));
-    const auto p = moe::make_plan(r, 4);
-    for (std::size_t H : {1u, 15u, 64u, 100u}) {
-        const auto out = moe_test::random_logits(p.num_rows(), H, H);
-        moe::matrix<float> ref(50, H), got(50, H);
-        moe::combine<moe::scalar>(ref.view(), out.view(), p, r);
-        moe::combine<TestType>(got.view(), out.view(), p, r, moe_test::reversed_threads_executor{2});
-        CAPTURE(H);
-        REQUIRE(got.values == ref.values);
+    // k = 70 takes combine's multi-pass path (more than 64 slots per token).
+    for (auto [E, k] : {std::pair<std::size_t, std::size_t>{16, 4}, {80, 70}}) {
+        const auto r = moe::route(moe_test::random_logits(50, E, 4), moe::presets::qwen2_moe(k, true));
+        const auto p = moe::make_plan(r, 4);
+        for (std::size_t H : {1u, 15u, 64u, 100u}) {
+            const auto out = moe_test::random_logits(p.num_rows(), H, H);
+            moe::matrix<float> ref(50, H), got(50, H);
+            moe::combine<moe::scalar>(ref.view(), out.view(), p, r);
+            moe::combine<TestType>(got.view(), out.view(), p, r, moe_test::reversed_threads_executor{2});
+            CAPTURE(E, k, H);
+            REQUIRE(got.values == ref.values);
+        }
     }
+}
+
+TEMPLATE_LIST_TEST_CASE("arch: large gathers and combines (streaming stores) match the scalar path", "[arch][dispatch]", archs) {
+    if (!moe::arch_available<TestType>()) return;
+    // 1024 x 4096 floats = 16 MiB: above detail::gather_stream_bytes, so SIMD archs stream.
+    const std::size_t T = 1024, H = 4096;
+    STATIC_REQUIRE(moe::detail::gather_stream_bytes <= T * H * sizeof(float));
+    const auto r = moe::route(moe_test::random_logits(T, 8, 1), moe::presets::mixtral());
+    const auto p = moe::make_plan(r, 16);
+    const auto x = moe_test::random_logits(T, H, 2);
+    moe::matrix<float> rows_ref(p.num_rows(), H), rows(p.num_rows(), H, 5.0f);
+    moe::gather<moe::scalar>(rows_ref.view(), x.view(), p);
+    moe::gather<TestType>(rows.view(), x.view(), p, moe_test::reversed_threads_executor{2});
+    REQUIRE(rows.values == rows_ref.values);
+    moe::matrix<float> y_ref(T, H), y(T, H, 5.0f);
+    moe::combine<moe::scalar>(y_ref.view(), rows_ref.view(), p, r);
+    moe::combine<TestType>(y.view(), rows.view(), p, r, moe_test::reversed_threads_executor{2});
+    REQUIRE(y.values == y_ref.values);
 }

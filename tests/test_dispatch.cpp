@@ -120,3 +120,22 @@ TEST_CASE("dispatch: bad routings and shapes are errors", "[dispatch][errors]") 
     CHECK(error_of([&] { moe::combine(y.view(), rows.view(), p, r); }) ==
           "[moe.dispatch.shape] combine: y is 2 x 8, expert output 2 x 8; the plan needs 2 tokens and 3 rows");
 }
+
+TEST_CASE("dispatch: combine sums slots in order, also past 64 slots per token", "[dispatch]") {
+    // k = 70 > 64 takes the multi-pass path; the reference is the documented FMA chain.
+    const std::size_t T = 3, E = 80, k = 70, H = 41;
+    auto r = moe::route(moe_test::random_logits(T, E, 5), moe::presets::qwen2_moe(k, true));
+    r.indices[5] = -1;  // an empty slot is skipped
+    r.weights[5] = 0.0f;
+    const auto p = moe::make_plan(r);
+    const auto out = moe_test::random_logits(p.num_rows(), H, 6);
+    moe::matrix<float> y(T, H);
+    moe::combine(y.view(), out.view(), p, r);
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t h = 0; h < H; ++h) {
+            float a = 0.0f;
+            for (std::size_t s = 0; s < k; ++s)
+                if (p.slot_row[t * k + s] >= 0) a = std::fma(r.weight(t, s), out(static_cast<std::size_t>(p.slot_row[t * k + s]), h), a);
+            REQUIRE(y(t, h) == a);
+        }
+}

@@ -97,9 +97,48 @@ template <class W>
     return p;
 }
 
+namespace detail {
+
+/// Copies `bytes` from src to dst with non-temporal stores where the arch has them (no
+/// read-for-ownership of destination lines: what memcpy does for large copies).
+template <class Arch>
+inline void stream_copy(void* dst, const void* src, std::size_t bytes) noexcept {
+    auto* d = static_cast<char*>(dst);
+    const auto* s = static_cast<const char*>(src);
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+        const std::size_t head = std::min(bytes, (64 - reinterpret_cast<std::uintptr_t>(d) % 64) % 64);
+        std::memcpy(d, s, head);
+        std::size_t i = head;
+        for (; i + 64 <= bytes; i += 64)
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(d + i), _mm512_loadu_si512(reinterpret_cast<const void*>(s + i)));
+        std::memcpy(d + i, s + i, bytes - i);
+        return;
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (lane_ops<Arch>::width == 8) {
+        const std::size_t head = std::min(bytes, (32 - reinterpret_cast<std::uintptr_t>(d) % 32) % 32);
+        std::memcpy(d, s, head);
+        std::size_t i = head;
+        for (; i + 32 <= bytes; i += 32)
+            _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+        std::memcpy(d + i, s + i, bytes - i);
+        return;
+    }
+#endif
+    std::memcpy(d, s, bytes);
+}
+
+/// Destinations above this size are written with non-temporal stores: they cannot stay in
+/// cache for the expert kernel anyway. Smaller ones use normal stores and stay warm.
+inline constexpr std::size_t gather_stream_bytes = std::size_t(16) << 20;
+
+}  // namespace detail
+
 /// rows (num_rows x H) <- token rows of x in plan order; padding rows are zero. Row blocks run
 /// on `exec`. Throws [moe.dispatch.shape] on mismatched shapes.
-template <class T, class Executor = serial_executor>
+template <class Arch = default_arch, class T, class Executor = serial_executor>
 void gather(matrix_view<T> rows, matrix_view<const detail::non_deduced_t<T>> x, const dispatch_plan& plan,
             Executor&& exec = {}) {
     if (x.rows != plan.num_tokens || rows.rows != plan.num_rows() || rows.cols != x.cols)
@@ -107,12 +146,17 @@ void gather(matrix_view<T> rows, matrix_view<const detail::non_deduced_t<T>> x, 
                   "; the plan needs ", plan.num_tokens, " tokens and ", plan.num_rows(), " rows of ", x.cols);
     constexpr std::size_t block = 64;
     const std::size_t H = x.cols, n = plan.num_rows();
+    const bool stream = n * H * sizeof(T) >= detail::gather_stream_bytes;
     exec((n + block - 1) / block, [&](std::size_t b) {
         for (std::size_t i = b * block; i < std::min(n, (b + 1) * block); ++i) {
             const std::int32_t t = plan.row_token[i];
-            if (t >= 0) std::memcpy(rows.row(i), x.row(static_cast<std::size_t>(t)), H * sizeof(T));
-            else std::fill(rows.row(i), rows.row(i) + H, T(0));
+            if (t < 0) std::fill(rows.row(i), rows.row(i) + H, T(0));
+            else if (stream) detail::stream_copy<Arch>(rows.row(i), x.row(static_cast<std::size_t>(t)), H * sizeof(T));
+            else std::memcpy(rows.row(i), x.row(static_cast<std::size_t>(t)), H * sizeof(T));
         }
+#if XSIMD_WITH_SSE2
+        if (stream) _mm_sfence();  // order the streamed rows before the executor's join
+#endif
     });
 }
 
@@ -131,23 +175,62 @@ void combine(matrix_view<float> y, matrix_view<const float> out, const dispatch_
     constexpr std::size_t Wd = O::width;
     constexpr std::size_t block = 16;
     const std::size_t T = plan.num_tokens, H = y.cols, k = plan.top_k;
+    const bool stream = T * H * sizeof(float) >= detail::gather_stream_bytes;
     exec((T + block - 1) / block, [&](std::size_t b) {
+        const float* src[64];
+        float w[64];
         for (std::size_t t = b * block; t < std::min(T, (b + 1) * block); ++t) {
             float* yt = y.row(t);
-            std::fill(yt, yt + H, 0.0f);
-            for (std::size_t s = 0; s < k; ++s) {
-                const std::int32_t row = plan.slot_row[t * k + s];
-                if (row < 0) continue;
-                const float* src = out.row(static_cast<std::size_t>(row));
-                const float w = r.weight(t, s);
+            bool first = true;  // the first pass starts from 0 instead of reading y
+            std::size_t s0 = 0;
+            while (s0 < k) {
+                std::size_t n = 0;  // routed slots of this pass, in slot order (<= 64)
+                for (; s0 < k && n < 64; ++s0) {
+                    const std::int32_t row = plan.slot_row[t * k + s0];
+                    if (row < 0) continue;
+                    src[n] = out.row(static_cast<std::size_t>(row));
+                    w[n++] = r.weight(t, s0);
+                }
+                if (n == 0) continue;
+                // Each element: y = fma(w_n, src_n, ... fma(w_0, src_0, 0)), kept in registers
+                // across the slots and stored once (streamed when y is large and this is the
+                // last pass).
+                auto scalar_part = [&](std::size_t h0, std::size_t h1) {
+                    for (std::size_t h = h0; h < h1; ++h) {
+                        float a = first ? 0.0f : yt[h];
+                        for (std::size_t j = 0; j < n; ++j) a = std::fma(w[j], src[j][h], a);
+                        yt[h] = a;
+                    }
+                };
                 std::size_t h = 0;
                 if constexpr (Wd > 1) {
-                    const auto vw = O::splat(w);
-                    for (; h + Wd <= H; h += Wd) O::store(yt + h, O::fmadd(vw, O::load(src + h), O::load(yt + h)));
+                    constexpr std::size_t vbytes = Wd * sizeof(float);
+                    const bool nt = stream && s0 == k && reinterpret_cast<std::uintptr_t>(yt) % sizeof(float) == 0;
+                    if (nt) {  // align the vector part for streaming stores
+                        h = std::min(H, (vbytes - reinterpret_cast<std::uintptr_t>(yt) % vbytes) % vbytes / sizeof(float));
+                        scalar_part(0, h);
+                    }
+                    for (; h + 4 * Wd <= H; h += 4 * Wd) {
+                        typename O::V acc[4];
+                        for (std::size_t u = 0; u < 4; ++u) acc[u] = first ? O::splat(0.0f) : O::load(yt + h + u * Wd);
+                        for (std::size_t j = 0; j < n; ++j) {
+                            const auto vw = O::splat(w[j]);
+                            for (std::size_t u = 0; u < 4; ++u) acc[u] = O::fmadd(vw, O::load(src[j] + h + u * Wd), acc[u]);
+                        }
+                        for (std::size_t u = 0; u < 4; ++u) {
+                            if (nt) O::stream(yt + h + u * Wd, acc[u]);
+                            else O::store(yt + h + u * Wd, acc[u]);
+                        }
+                    }
                 }
-                for (; h < H; ++h) yt[h] = std::fma(w, src[h], yt[h]);
+                scalar_part(h, H);
+                first = false;
             }
+            if (first) std::fill(yt, yt + H, 0.0f);  // no routed slot
         }
+#if XSIMD_WITH_SSE2
+        if (stream) _mm_sfence();
+#endif
     });
 }
 

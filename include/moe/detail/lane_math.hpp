@@ -57,6 +57,22 @@ struct lane_ops<Arch, true> {
     static V splat(float x) noexcept { return V(x); }
     static V load(const float* p) noexcept { return V::load_unaligned(p); }
     static void store(float* p, V v) noexcept { v.store_unaligned(p); }
+    /// Non-temporal store; `p` must be aligned to the vector size.
+    static void stream(float* p, V v) noexcept {
+#if XSIMD_WITH_AVX512F
+        if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
+            _mm512_stream_ps(p, v);
+            return;
+        }
+#endif
+#if XSIMD_WITH_AVX
+        if constexpr (width == 8) {
+            _mm256_stream_ps(p, v);
+            return;
+        }
+#endif
+        v.store_aligned(p);
+    }
     static V fmadd(V a, V b, V c) noexcept {
 #if XSIMD_WITH_AVX512F
         if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value) {
