@@ -88,3 +88,96 @@ TEST_CASE("capacity: bad factors are errors", "[capacity][errors]") {
           "[moe.capacity.formula] unknown capacity formula 'gshard' (expected megatron, deepspeed, tutel, megablocks, capacity_aware or dropless)");
     CHECK(moe::parse_capacity_formula("tutel") == moe::capacity_formula::tutel);
 }
+
+namespace {
+/// Every invariant of a drop: capacity respected, each slot routed xor reported dropped, the
+/// loads add up, kept slots untouched, and (for a ranking policy) no dropped slot outranks a
+/// kept one on its expert.
+void check_drop(const moe::routing<float>& before, const moe::routing<float>& after, const moe::capacity_report& rep) {
+    const std::size_t E = before.num_experts, k = before.top_k;
+    std::vector<std::size_t> load(E, 0);
+    std::size_t d = 0;
+    for (std::size_t i = 0; i < before.indices.size(); ++i) {
+        const bool is_dropped = d < rep.dropped.size() && rep.dropped[d] == static_cast<std::int32_t>(i);
+        if (is_dropped) {
+            ++d;
+            REQUIRE(before.indices[i] >= 0);
+            REQUIRE(after.indices[i] == -1);
+            REQUIRE(after.weights[i] == 0.0f);
+        } else {
+            REQUIRE(after.indices[i] == before.indices[i]);
+            if (after.indices[i] >= 0) ++load[static_cast<std::size_t>(after.indices[i])];
+        }
+    }
+    REQUIRE(d == rep.dropped.size());
+    REQUIRE(load == rep.load_after);
+    REQUIRE(before.tokens_per_expert() == rep.load_before);
+    for (std::size_t e = 0; e < E; ++e) {
+        REQUIRE(load[e] <= rep.capacity);
+        REQUIRE(load[e] == std::min(rep.capacity, rep.load_before[e]));  // drops only where over-full
+    }
+    (void)k;
+}
+}  // namespace
+
+TEST_CASE("capacity: every policy keeps the invariants, on skewed and adversarial routings", "[capacity]") {
+    for (auto policy : {moe::drop_policy::weight, moe::drop_policy::score, moe::drop_policy::position,
+                        moe::drop_policy::slot_major, moe::drop_policy::batch_prioritized, moe::drop_policy::random}) {
+        for (double cf : {0.25, 1.0, 2.0}) {
+            for (auto [T, E, k] : {std::tuple<std::size_t, std::size_t, std::size_t>{64, 8, 2}, {5, 16, 4}, {33, 4, 4}}) {
+                auto cfg = moe::presets::qwen2_moe(k, true);
+                cfg.keep_scores = true;
+                const auto logits = moe::synthetic_logits(T, E, moe::skew::parse("zipf:2"), T + E);
+                const auto before = moe::route(logits, cfg);
+                auto after = before;
+                moe::drop_config d;
+                d.capacity.factor = cf;
+                d.policy = policy;
+                d.seed = 7;
+                const auto rep = moe::apply_capacity(after, d);
+                CAPTURE(moe::to_string(policy), cf, T, E, k);
+                check_drop(before, after, rep);
+                if (policy == moe::drop_policy::weight) {
+                    // No kept slot of an expert has a smaller weight than a dropped one of it.
+                    for (std::int32_t i : rep.dropped)
+                        for (std::size_t j = 0; j < after.indices.size(); ++j)
+                            if (after.indices[j] == before.indices[static_cast<std::size_t>(i)])
+                                REQUIRE(after.weights[j] >= before.weights[static_cast<std::size_t>(i)]);
+                }
+            }
+        }
+    }
+    // All tokens to one expert, capacity 1: exactly one slot survives.
+    moe::routing<float> one(10, 4, 1, false);
+    for (auto& i : one.indices) i = 2;
+    for (auto& w : one.weights) w = 1.0f;
+    auto after = one;
+    moe::drop_config d;
+    d.capacity.formula = moe::capacity_formula::megatron;
+    d.capacity.factor = 0.4;  // ceil(10 / 4 * 0.4) = 1
+    d.policy = moe::drop_policy::position;
+    const auto rep = moe::apply_capacity(after, d);
+    CHECK(rep.capacity == 1);
+    CHECK(after.index(0, 0) == 2);
+    CHECK(rep.dropped.size() == 9);
+    // Random drops depend on the seed, and only on it.
+    moe::routing<float> a = one, b = one, c = one;
+    d.policy = moe::drop_policy::random;
+    d.seed = 1;
+    moe::apply_capacity(a, d);
+    moe::apply_capacity(b, d);
+    d.seed = 2;
+    moe::apply_capacity(c, d);
+    CHECK(a.indices == b.indices);
+    CHECK(a.indices != c.indices);
+}
+
+TEST_CASE("capacity: policies that rank by score need the scores", "[capacity][errors]") {
+    auto r = moe::route(moe_test::random_logits(8, 4, 1), moe::presets::mixtral());
+    moe::drop_config d;
+    d.policy = moe::drop_policy::score;
+    CHECK(error_of([&] { moe::apply_capacity(r, d); }) ==
+          "[moe.capacity.scores] drop policy score ranks by full scores: route with keep_scores = true");
+    CHECK(error_of([] { (void)moe::parse_drop_policy("lifo"); }) ==
+          "[moe.capacity.policy] unknown drop policy 'lifo' (expected weight, score, position, slot_major, batch_prioritized or random)");
+}

@@ -2,16 +2,23 @@
 /// Expert capacity: how many rows each expert accepts, by each peer's formula, with its exact
 /// arithmetic (rounding and the floating-point type it computes in).
 ///
-/// Drop policies, reroute and fill-in build on this (see the capacity issue); this header is
-/// the formulas.
+/// `apply_capacity` enforces it on a routing: the slots an over-full expert cannot take are
+/// dropped (index -1, weight 0) by a named policy, and reported. Reroute and fill-in build on
+/// this next.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
 #include <string>
+#include <vector>
 
 #include "config.hpp"
+#include "router.hpp"
+#include "synthetic.hpp"
 
 namespace moe {
 
@@ -109,6 +116,146 @@ struct capacity_config {
         case capacity_formula::dropless: return max_load;
     }
     return max_load;
+}
+
+/// Which routed slots an over-full expert keeps (ties always go to the lower token index).
+enum class drop_policy {
+    weight,             ///< the largest final weights (Megatron drop_policy "probs")
+    score,              ///< the largest full scores for that expert, e.g. the full-softmax
+                        ///< probability (capacity-aware inference "score"; needs keep_scores)
+    position,           ///< the first in token order (Megatron / MegaBlocks "position")
+    slot_major,         ///< every token's first choice before any second choice, each in token
+                        ///< order (DeepSpeed, Tutel)
+    batch_prioritized,  ///< slot-major over tokens ordered by their largest score (Tutel BPR;
+                        ///< needs keep_scores)
+    random              ///< a seeded random priority per slot (DeepSpeed RTS)
+};
+
+[[nodiscard]] inline const char* to_string(drop_policy p) noexcept {
+    switch (p) {
+        case drop_policy::weight: return "weight";
+        case drop_policy::score: return "score";
+        case drop_policy::position: return "position";
+        case drop_policy::slot_major: return "slot_major";
+        case drop_policy::batch_prioritized: return "batch_prioritized";
+        case drop_policy::random: return "random";
+    }
+    return "?";
+}
+
+/// Parses a policy name (as to_string writes it); throws [moe.capacity.policy].
+[[nodiscard]] inline drop_policy parse_drop_policy(const std::string& s) {
+    for (auto p : {drop_policy::weight, drop_policy::score, drop_policy::position, drop_policy::slot_major,
+                   drop_policy::batch_prioritized, drop_policy::random})
+        if (s == to_string(p)) return p;
+    MOE_THROW("moe.capacity.policy", "unknown drop policy '", s,
+              "' (expected weight, score, position, slot_major, batch_prioritized or random)");
+}
+
+/// Capacity enforcement: the formula, the drop policy, and what happens to the kept weights.
+struct drop_config {
+    capacity_config capacity;
+    drop_policy policy = drop_policy::weight;
+    /// Renormalise each token's kept weights after the drop (DeepSpeed: clamp at float eps);
+    /// none keeps them (Megatron, Tutel, which normalise before, in the router).
+    renormalize renorm_after = renormalize::none;
+    float renorm_eps = 0.0f;
+    std::uint64_t seed = 0;  ///< drop_policy::random
+};
+
+/// What apply_capacity did.
+struct capacity_report {
+    std::size_t capacity = 0;
+    std::vector<std::size_t> load_before;  ///< routed slots per expert before the drop
+    std::vector<std::size_t> load_after;   ///< after: never above capacity
+    std::vector<std::int32_t> dropped;     ///< dropped slots as token * k + slot, ascending
+};
+
+/// Enforces per-expert capacity on `r` in place: dropped slots become index -1, weight 0, and
+/// are listed in the report (nothing is lost silently). Slots keep their positions.
+template <class W>
+capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
+    const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    capacity_report rep;
+    rep.load_before = r.tokens_per_expert();
+    const std::size_t max_load = rep.load_before.empty() ? 0 : *std::max_element(rep.load_before.begin(), rep.load_before.end());
+    rep.capacity = expert_capacity(cfg.capacity, T, E, k, max_load);
+    const bool needs_scores = cfg.policy == drop_policy::score || cfg.policy == drop_policy::batch_prioritized;
+    if (needs_scores && r.scores.size() != T * E)
+        MOE_THROW("moe.capacity.scores", "drop policy ", to_string(cfg.policy),
+                  " ranks by full scores: route with keep_scores = true");
+    if (cfg.renorm_after == renormalize::clamp && !(cfg.renorm_eps > 0.0f))
+        MOE_THROW("moe.capacity.renorm_eps", "renormalize::clamp after the drop needs renorm_eps > 0");
+    const std::size_t C = rep.capacity;
+
+    // The order in which slots claim room: a priority list, first claimed first kept.
+    std::vector<std::int32_t> order;
+    order.reserve(T * k);
+    auto push_token_major = [&](const std::vector<std::int32_t>& tokens) {
+        for (std::size_t s = 0; s < k; ++s)
+            for (std::int32_t t : tokens) order.push_back(t * static_cast<std::int32_t>(k) + static_cast<std::int32_t>(s));
+    };
+    std::vector<std::int32_t> tokens(T);
+    std::iota(tokens.begin(), tokens.end(), 0);
+    switch (cfg.policy) {
+        case drop_policy::position:
+            for (std::size_t i = 0; i < T * k; ++i) order.push_back(static_cast<std::int32_t>(i));
+            break;
+        case drop_policy::slot_major: push_token_major(tokens); break;
+        case drop_policy::batch_prioritized: {
+            std::vector<W> best(T, -std::numeric_limits<W>::infinity());
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t e = 0; e < E; ++e) best[t] = std::max(best[t], r.score(t, e));
+            std::stable_sort(tokens.begin(), tokens.end(), [&](std::int32_t a, std::int32_t b) { return best[a] > best[b]; });
+            push_token_major(tokens);
+            break;
+        }
+        case drop_policy::weight:
+        case drop_policy::score:
+        case drop_policy::random: {
+            std::vector<double> key(T * k);
+            for (std::size_t i = 0; i < T * k; ++i) {
+                const std::int32_t e = r.indices[i];
+                if (cfg.policy == drop_policy::weight) key[i] = static_cast<double>(r.weights[i]);
+                else if (cfg.policy == drop_policy::score) key[i] = e >= 0 ? static_cast<double>(r.score(i / k, static_cast<std::size_t>(e))) : 0.0;
+                else key[i] = splitmix64(cfg.seed ^ (0x9E3779B97F4A7C15ull * (i + 1))).uniform();
+            }
+            for (std::size_t i = 0; i < T * k; ++i) order.push_back(static_cast<std::int32_t>(i));
+            // Larger key first; ties: lower token, then lower slot (the index order).
+            std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return key[a] > key[b]; });
+            break;
+        }
+    }
+
+    std::vector<std::size_t> taken(E, 0);
+    std::vector<char> drop(T * k, 0);
+    for (std::int32_t i : order) {
+        const std::int32_t e = r.indices[static_cast<std::size_t>(i)];
+        if (e < 0) continue;
+        if (taken[static_cast<std::size_t>(e)] < C) ++taken[static_cast<std::size_t>(e)];
+        else drop[static_cast<std::size_t>(i)] = 1;
+    }
+    for (std::size_t i = 0; i < T * k; ++i)
+        if (drop[i]) {
+            r.indices[i] = -1;
+            r.weights[i] = W(0);
+            rep.dropped.push_back(static_cast<std::int32_t>(i));
+        }
+    rep.load_after = std::move(taken);
+
+    if (cfg.renorm_after != renormalize::none) {
+        for (std::size_t t = 0; t < T; ++t) {
+            W* w = r.weights.data() + t * k;
+            W sum = w[0];
+            for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
+            W den = sum;
+            if (cfg.renorm_after == renormalize::sum_eps) den = sum + W(cfg.renorm_eps);
+            if (cfg.renorm_after == renormalize::clamp) den = std::max(sum, W(cfg.renorm_eps));
+            if (den != W(0))
+                for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
+        }
+    }
+    return rep;
 }
 
 }  // namespace moe

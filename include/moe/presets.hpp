@@ -108,6 +108,16 @@ namespace moe::presets {
     return c;
 }
 
+/// Tutel's gate (`fast_dispatch` top-k gating with normalize_gate): softmax, top-k, weights
+/// divided by their sum clamped at float eps. Its slot-major capacity is
+/// drop_policy::slot_major (or batch_prioritized) with capacity_formula::tutel.
+[[nodiscard]] inline router_config tutel(std::size_t top_k = 2) {
+    router_config c = mixtral(top_k);
+    c.renorm = renormalize::clamp;
+    c.renorm_eps = 1.1920928955078125e-7f;  // torch.finfo(float32).eps
+    return c;
+}
+
 /// llama.cpp `build_moe_ffn` renormalisation: w / max(sum(w), 2^-14) (ggml_clamp on the sum).
 /// Applied on top of any configuration: `presets::llama_cpp_norm(presets::mixtral())`.
 [[nodiscard]] inline router_config llama_cpp_norm(router_config c) {
