@@ -41,9 +41,18 @@ router (start from a preset, then override)
   --group-top-k GK         groups kept per token
   --group-score topm:M|max group score: sum of its M best keys, or its max
   --group-mask neg-inf|zero  what experts of dropped groups get
+capacity (off unless a factor, formula or policy is given)
+  --capacity-factor F      capacity factor (gamma for capacity_aware)      (default 1.0)
+  --capacity-formula NAME  megatron | deepspeed | tutel | megablocks | capacity_aware | dropless
+  --min-capacity N         lower bound (megatron, deepspeed)
+  --capacity-alignment N   round capacity up to a multiple (tutel)
+  --drop-policy NAME       weight | score | position | slot_major | batch_prioritized | random
+  --renormalize-after-drop[=EPS|=clamp:C]  renormalise kept weights (DeepSpeed: =clamp:1.1920929e-07)
+  --block-size B           pad each expert's rows to a multiple of B (reports padding waste)
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
-                           DIR/summary.json; without it, print a summary
+                           DIR/tokens_per_expert.npy, DIR/summary.json; without it, print a
+                           summary. Dropped slots have index -1 and weight 0.
   --help                   this text
 )";
 
@@ -54,6 +63,9 @@ struct options {
     std::string skew = "zipf:1.0";
     std::uint64_t seed = 0;
     moe::router_config cfg = moe::presets::mixtral();
+    bool capacity = false;
+    moe::drop_config drop;
+    std::size_t block = 1;
 };
 
 [[noreturn]] void fail(const std::string& id, const std::string& msg) {
@@ -161,11 +173,44 @@ options parse(int argc, char** argv) {
             if (v == "neg-inf") o.cfg.mask = moe::group_mask::neg_inf;
             else if (v == "zero") o.cfg.mask = moe::group_mask::zero;
             else fail("moe.cli.value", "--group-mask expects neg-inf or zero, got '" + v + "'");
-        } else if (a == "--out") o.out_dir = next();
+        } else if (a == "--capacity-factor") {
+            o.capacity = true;
+            o.drop.capacity.factor = to_double("--capacity-factor", next());
+        } else if (a == "--capacity-formula") {
+            o.capacity = true;
+            try {
+                o.drop.capacity.formula = moe::parse_capacity_formula(next());
+            } catch (const moe::error& e) {
+                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
+            }
+        } else if (a == "--min-capacity") o.drop.capacity.min_capacity = to_size("--min-capacity", next());
+        else if (a == "--capacity-alignment") o.drop.capacity.alignment = to_size("--capacity-alignment", next());
+        else if (a == "--drop-policy") {
+            o.capacity = true;
+            try {
+                o.drop.policy = moe::parse_drop_policy(next());
+            } catch (const moe::error& e) {
+                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
+            }
+        } else if (a == "--renormalize-after-drop") {
+            if (!has_eq) {
+                o.drop.renorm_after = moe::renormalize::sum;
+            } else if (val.rfind("clamp:", 0) == 0) {
+                o.drop.renorm_after = moe::renormalize::clamp;
+                o.drop.renorm_eps = static_cast<float>(to_double("--renormalize-after-drop", val.substr(6)));
+            } else {
+                o.drop.renorm_after = moe::renormalize::sum_eps;
+                o.drop.renorm_eps = static_cast<float>(to_double("--renormalize-after-drop", val));
+            }
+        } else if (a == "--block-size") o.block = to_size("--block-size", next());
+        else if (a == "--out") o.out_dir = next();
         else fail("moe.cli.arg", "unknown option '" + std::string(argv[i]) + "' (see --help)");
     }
     if (o.synthetic == !o.logits_path.empty())
         fail("moe.cli.input", "give exactly one of --logits FILE.npy or --synthetic T,E");
+    o.drop.seed = o.seed;
+    if (o.capacity && (o.drop.policy == moe::drop_policy::score || o.drop.policy == moe::drop_policy::batch_prioritized))
+        o.cfg.keep_scores = true;
     return o;
 }
 
@@ -187,25 +232,39 @@ int run(const options& o) {
     if (!o.bias_path.empty()) bias = moe::io::read_npy_matrix<float>(o.bias_path, true).values;
 
     const auto t0 = std::chrono::steady_clock::now();
-    const moe::routing<float> r = moe::route(logits, o.cfg, bias);
+    moe::routing<float> r = moe::route(logits, o.cfg, bias);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const moe::load_metrics before = moe::measure(r);
+    moe::capacity_report rep;
+    if (o.capacity) rep = moe::apply_capacity(r, o.drop);
+    const moe::dispatch_plan plan = moe::make_plan(r, o.block);
+    const moe::load_metrics m = moe::measure(r, o.capacity ? &rep : nullptr, &plan);
 
     const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
-    const std::vector<std::size_t> load = r.tokens_per_expert();
-    const std::size_t max_load = load.empty() ? 0 : *std::max_element(load.begin(), load.end());
-    const double mean_load = E ? static_cast<double>(T * k) / static_cast<double>(E) : 0.0;
-    const double straggler = mean_load > 0 ? static_cast<double>(max_load) / mean_load : 0.0;
+    const std::vector<std::size_t>& load = m.load;
+    const std::size_t max_load = m.max_load;
+    const double straggler = m.max_over_mean;
 
     if (!o.out_dir.empty()) {
         ::mkdir(o.out_dir.c_str(), 0755);
         moe::io::write_npy(o.out_dir + "/indices.npy", r.indices.data(), {T, k});
         moe::io::write_npy(o.out_dir + "/weights.npy", r.weights.data(), {T, k});
+        const std::vector<std::int64_t> load64(load.begin(), load.end());
+        moe::io::write_npy(o.out_dir + "/tokens_per_expert.npy", load64.data(), {E});
         std::ofstream js(o.out_dir + "/summary.json");
         js << "{\n  \"tokens\": " << T << ",\n  \"experts\": " << E << ",\n  \"top_k\": " << k
            << ",\n  \"score\": \"" << moe::to_string(o.cfg.score) << "\",\n  \"tokens_per_expert\": [";
         for (std::size_t e = 0; e < E; ++e) js << (e ? ", " : "") << load[e];
-        js << "],\n  \"max_load\": " << max_load << ",\n  \"mean_load\": " << mean_load
-           << ",\n  \"max_over_mean\": " << straggler << "\n}\n";
+        js << "],\n  \"max_load\": " << max_load << ",\n  \"mean_load\": " << m.mean_load
+           << ",\n  \"max_over_mean\": " << straggler << ",\n  \"max_over_mean_before_capacity\": "
+           << before.max_over_mean << ",\n  \"cv\": " << m.cv;
+        if (o.capacity) {
+            js << ",\n  \"capacity\": " << rep.capacity << ",\n  \"dropped\": " << m.dropped
+               << ",\n  \"drop_rate\": " << m.drop_rate << ",\n  \"drops_by_decile\": [";
+            for (std::size_t i = 0; i < 10; ++i) js << (i ? ", " : "") << m.drops_by_decile[i];
+            js << "]";
+        }
+        js << ",\n  \"padding_fraction\": " << m.padding_fraction << "\n}\n";
         if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
         std::printf("wrote %s/indices.npy, weights.npy, summary.json\n", o.out_dir.c_str());
         return 0;
@@ -217,7 +276,13 @@ int run(const options& o) {
                 renorm_name(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
     std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
-    std::printf("tokens per expert (max/mean load %.3f):\n", straggler);
+    if (o.capacity)
+        std::printf("capacity %zu (%s, factor %g, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",
+                    rep.capacity, moe::to_string(o.drop.capacity.formula), o.drop.capacity.factor,
+                    moe::to_string(o.drop.policy), m.dropped, m.dropped + m.routed, 100.0 * m.drop_rate,
+                    before.max_over_mean, m.max_over_mean);
+    if (o.block > 1) std::printf("block padding to %zu rows: %.1f%% of rows are padding\n", o.block, 100.0 * m.padding_fraction);
+    std::printf("tokens per expert (max/mean load %.3f, CV %.3f):\n", straggler, m.cv);
     const std::size_t shown = std::min<std::size_t>(E, 32);
     for (std::size_t e = 0; e < shown; ++e) {
         const int bar = max_load ? static_cast<int>(40.0 * static_cast<double>(load[e]) / static_cast<double>(max_load) + 0.5) : 0;

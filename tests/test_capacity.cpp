@@ -181,3 +181,27 @@ TEST_CASE("capacity: policies that rank by score need the scores", "[capacity][e
     CHECK(error_of([] { (void)moe::parse_drop_policy("lifo"); }) ==
           "[moe.capacity.policy] unknown drop policy 'lifo' (expected weight, score, position, slot_major, batch_prioritized or random)");
 }
+
+TEST_CASE("metrics: loads, straggler ratio, CV, drops by decile, padding", "[metrics]") {
+    moe::routing<float> r(10, 4, 1, false);
+    r.indices = {0, 0, 0, 0, 0, 0, 1, 1, 2, 3};  // loads 6, 2, 1, 1
+    for (auto& w : r.weights) w = 1.0f;
+    const auto m0 = moe::measure(r);
+    CHECK(m0.load == std::vector<std::size_t>{6, 2, 1, 1});
+    CHECK(m0.mean_load == 2.5);
+    CHECK(m0.max_over_mean == 2.4);
+    // population std of {6, 2, 1, 1} around 2.5: sqrt((12.25 + 0.25 + 2.25 + 2.25) / 4)
+    CHECK(m0.cv == Approx(std::sqrt(17.0 / 4.0) / 2.5));
+    moe::drop_config d;
+    d.capacity.formula = moe::capacity_formula::megatron;
+    d.capacity.factor = 1.0;  // ceil(10 / 4) = 3
+    d.policy = moe::drop_policy::position;
+    const auto rep = moe::apply_capacity(r, d);
+    const auto plan = moe::make_plan(r, 4);
+    const auto m = moe::measure(r, &rep, &plan);
+    CHECK(m.load == std::vector<std::size_t>{3, 2, 1, 1});
+    CHECK(m.dropped == 3);
+    CHECK(m.drop_rate == 0.3);
+    CHECK(m.drops_by_decile == std::array<std::size_t, 10>{0, 0, 0, 1, 1, 1, 0, 0, 0, 0});  // tokens 3, 4, 5
+    CHECK(m.padding_fraction == Approx(1.0 - 7.0 / 16.0));
+}

@@ -9,6 +9,7 @@
 #include "executor.hpp"
 #include "gate.hpp"
 #include "io/npy.hpp"
+#include "metrics.hpp"
 #include "presets.hpp"
 #include "router.hpp"
 #include "scoring.hpp"
