@@ -4,6 +4,8 @@
 //   tutel          k * int(cf * ((T + E - 1) // E))
 //   megablocks     int(cf * (k * T * 1 / E))
 //   capacity_aware math.ceil(cf * (k*T/E))
+#include <set>
+
 #include "test_support.hpp"
 
 using moe_test::error_of;
@@ -204,4 +206,94 @@ TEST_CASE("metrics: loads, straggler ratio, CV, drops by decile, padding", "[met
     CHECK(m.drop_rate == 0.3);
     CHECK(m.drops_by_decile == std::array<std::size_t, 10>{0, 0, 0, 1, 1, 1, 0, 0, 0, 0});  // tokens 3, 4, 5
     CHECK(m.padding_fraction == Approx(1.0 - 7.0 / 16.0));
+}
+
+TEST_CASE("capacity: reroute moves overflow to the next-best expert with room, by rounds", "[capacity][reroute]") {
+    // 4 tokens all prefer expert 0, then 1, then 2, then 3 (scores below); k = 1, capacity 1.
+    moe::routing<float> r(4, 4, 1, true);
+    const float sc[4][4] = {{0.5f, 0.3f, 0.15f, 0.05f}, {0.6f, 0.2f, 0.15f, 0.05f}, {0.4f, 0.35f, 0.2f, 0.05f},
+                            {0.45f, 0.1f, 0.4f, 0.05f}};
+    for (std::size_t t = 0; t < 4; ++t) {
+        for (std::size_t e = 0; e < 4; ++e) r.scores[t * 4 + e] = sc[t][e];
+        r.indices[t] = 0;
+        r.weights[t] = sc[t][0];
+    }
+    moe::drop_config d;
+    d.capacity.formula = moe::capacity_formula::megatron;
+    d.capacity.factor = 1.0;  // ceil(4 * 1 / 4) = 1
+    d.policy = moe::drop_policy::weight;
+    d.reroute = true;
+    auto a = r;
+    const auto rep = moe::apply_capacity(a, d);
+    // Expert 0 keeps token 1 (0.6). Round 1: tokens 0, 2 propose to expert 1, token 3 to
+    // expert 2; expert 1 keeps token 2 (0.35 > 0.3). Round 2: token 0 -> expert 2 is full
+    // (token 3), so token 0 goes on to expert 3 in round 3.
+    CHECK(a.indices == std::vector<std::int32_t>{3, 0, 1, 2});
+    CHECK(a.weights == std::vector<float>{0.05f, 0.6f, 0.35f, 0.4f});
+    CHECK(rep.dropped.empty());
+    CHECK(rep.rerouted == std::vector<std::int32_t>{0, 2, 3});
+    CHECK(rep.original == std::vector<std::int32_t>{0, 0, 0});
+    CHECK(rep.load_after == std::vector<std::size_t>{1, 1, 1, 1});
+    // Placement: experts {0, 1} on device 0, {2, 3} on device 1. Overflow of expert 0 may only
+    // go to expert 1: one token fits, two are dropped.
+    d.placement = {0, 0, 1, 1};
+    auto b = r;
+    const auto rp = moe::apply_capacity(b, d);
+    CHECK(b.indices == std::vector<std::int32_t>{-1, 0, 1, -1});
+    CHECK(rp.dropped == std::vector<std::int32_t>{0, 3});
+    d.placement = {0, 0, 1};
+    CHECK(moe_test::error_of([&] { auto c = r; moe::apply_capacity(c, d); }) ==
+          "[moe.capacity.placement] placement maps 3 experts, expected num_experts=4");
+}
+
+TEST_CASE("capacity: reroute invariants on skewed routings", "[capacity][reroute]") {
+    for (double cf : {0.5, 1.0, 1.5})
+        for (bool placed : {false, true})
+            for (auto [T, E, k] : {std::tuple<std::size_t, std::size_t, std::size_t>{200, 8, 2}, {64, 16, 4}, {7, 4, 3}}) {
+                auto cfg = moe::presets::qwen2_moe(k, true);
+                cfg.keep_scores = true;
+                const auto before = moe::route(moe::synthetic_logits(T, E, moe::skew::parse("zipf:1.5"), T), cfg);
+                moe::drop_config d;
+                d.capacity.factor = cf;
+                d.reroute = true;
+                if (placed)
+                    for (std::size_t e = 0; e < E; ++e) d.placement.push_back(static_cast<std::int32_t>(e % 2));
+                auto plain = before;
+                moe::drop_config no_reroute = d;
+                no_reroute.reroute = false;
+                const auto rep0 = moe::apply_capacity(plain, no_reroute);
+                auto after = before;
+                const auto rep = moe::apply_capacity(after, d);
+                CAPTURE(cf, placed, T, E, k);
+                REQUIRE(rep.dropped.size() + rep.rerouted.size() == rep0.dropped.size());  // every overflow accounted for
+                std::vector<std::size_t> load(E, 0);
+                for (std::size_t t = 0; t < T; ++t) {
+                    std::set<int> held;
+                    for (std::size_t s = 0; s < k; ++s) {
+                        const int e = after.index(t, s);
+                        if (e < 0) continue;
+                        REQUIRE(held.insert(e).second);  // never twice on one expert
+                        ++load[static_cast<std::size_t>(e)];
+                    }
+                }
+                REQUIRE(load == rep.load_after);
+                for (std::size_t e = 0; e < E; ++e) REQUIRE(load[e] <= rep.capacity);
+                for (std::size_t j = 0; j < rep.rerouted.size(); ++j) {
+                    const std::size_t i = static_cast<std::size_t>(rep.rerouted[j]);
+                    REQUIRE(after.indices[i] != rep.original[j]);
+                    REQUIRE(after.weights[i] == after.score(i / k, static_cast<std::size_t>(after.indices[i])));
+                    if (placed) REQUIRE(after.indices[i] % 2 == rep.original[j] % 2);
+                }
+                // A slot is dropped only when every expert it could use is full or already its own.
+                for (std::int32_t i : rep.dropped) {
+                    const std::size_t t = static_cast<std::size_t>(i) / k;
+                    const int origin = before.indices[static_cast<std::size_t>(i)];
+                    for (std::size_t e = 0; e < E; ++e) {
+                        if (placed && static_cast<int>(e % 2) != origin % 2) continue;
+                        bool own = false;
+                        for (std::size_t s = 0; s < k; ++s) own = own || after.index(t, s) == static_cast<int>(e);
+                        REQUIRE((own || load[e] == rep.capacity));
+                    }
+                }
+            }
 }

@@ -161,6 +161,16 @@ struct drop_config {
     renormalize renorm_after = renormalize::none;
     float renorm_eps = 0.0f;
     std::uint64_t seed = 0;  ///< drop_policy::random
+    /// Reroute overflowed slots instead of dropping them ("Capacity-Aware Inference", He et al.
+    /// 2025): in rounds, each overflowed slot proposes to its token's next-best expert (by full
+    /// score) that the token does not already use; an expert accepts its best-scoring proposals
+    /// while it has room (accepted slots stay); the rest propose again. A slot with no
+    /// candidate left is dropped. The rerouted slot's weight is the token's score for the new
+    /// expert (renorm_after then applies). Needs the full scores (keep_scores).
+    bool reroute = false;
+    /// Expert -> device (rank, GPU). When set, a slot is only rerouted to experts on the device
+    /// of its original expert (Rectify-Router's intra-GPU rectification: no extra traffic).
+    std::vector<std::int32_t> placement;
 };
 
 /// What apply_capacity did.
@@ -169,7 +179,111 @@ struct capacity_report {
     std::vector<std::size_t> load_before;  ///< routed slots per expert before the drop
     std::vector<std::size_t> load_after;   ///< after: never above capacity
     std::vector<std::int32_t> dropped;     ///< dropped slots as token * k + slot, ascending
+    std::vector<std::int32_t> rerouted;    ///< slots moved to another expert, ascending
+    std::vector<std::int32_t> original;    ///< for each rerouted slot, the expert it left
+    std::size_t reroute_rounds = 0;
 };
+
+namespace detail {
+
+/// The reroute rounds of apply_capacity (see drop_config::reroute). `drop` marks overflowed
+/// slots on entry and the ones still unplaced on exit; `taken` is each expert's load.
+template <class W>
+void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std::vector<std::size_t>& taken,
+                      std::vector<char>& drop, capacity_report& rep) {
+    const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    struct proposal {
+        std::int32_t slot;       // token * k + s
+        std::int32_t origin;     // the expert it overflowed from
+        std::size_t id;          // row of its candidate order in `cand`
+        std::size_t next = 0;    // position in that order
+        std::int32_t target = -1;
+    };
+    std::vector<proposal> live;
+    for (std::size_t i = 0; i < T * k; ++i)
+        if (drop[i]) live.push_back({static_cast<std::int32_t>(i), r.indices[i], live.size()});
+    // Candidate order of each overflowed slot's token: experts by full score, descending, ties
+    // to the lower index; computed once.
+    std::vector<std::int32_t> cand(live.size() * E);
+    for (const proposal& pr : live) {
+        const std::size_t t = static_cast<std::size_t>(pr.slot) / k;
+        std::int32_t* c = cand.data() + pr.id * E;
+        std::iota(c, c + E, 0);
+        std::stable_sort(c, c + E, [&](std::int32_t a, std::int32_t b) {
+            return r.score(t, static_cast<std::size_t>(a)) > r.score(t, static_cast<std::size_t>(b));
+        });
+    }
+    auto holds = [&](std::size_t t, std::int32_t e) {
+        for (std::size_t s = 0; s < k; ++s)
+            if (!drop[t * k + s] && r.indices[t * k + s] == e) return true;
+        return false;
+    };
+    std::vector<std::pair<std::int32_t, std::size_t>> by_expert;  // (expert, proposal index)
+    while (!live.empty()) {
+        ++rep.reroute_rounds;
+        // Each live slot proposes to its token's next candidate that has room, is not already
+        // used by the token, and (with a placement) lives on the origin's device.
+        by_expert.clear();
+        for (std::size_t p = 0; p < live.size(); ++p) {
+            proposal& pr = live[p];
+            const std::size_t t = static_cast<std::size_t>(pr.slot) / k;
+            const std::int32_t* order = cand.data() + pr.id * E;
+            pr.target = -1;
+            for (; pr.next < E; ++pr.next) {
+                const std::int32_t e = order[pr.next];
+                if (taken[static_cast<std::size_t>(e)] >= C || holds(t, e)) continue;
+                if (!cfg.placement.empty() &&
+                    cfg.placement[static_cast<std::size_t>(e)] != cfg.placement[static_cast<std::size_t>(pr.origin)])
+                    continue;
+                pr.target = e;
+                ++pr.next;
+                break;
+            }
+            if (pr.target >= 0) by_expert.emplace_back(pr.target, p);
+        }
+        if (by_expert.empty()) break;
+        // Experts accept their best-scoring proposals while they have room (ties: lower slot).
+        std::stable_sort(by_expert.begin(), by_expert.end(), [&](const auto& a, const auto& b) {
+            if (a.first != b.first) return a.first < b.first;
+            const proposal &pa = live[a.second], &pb = live[b.second];
+            const W sa = r.score(static_cast<std::size_t>(pa.slot) / k, static_cast<std::size_t>(a.first));
+            const W sb = r.score(static_cast<std::size_t>(pb.slot) / k, static_cast<std::size_t>(b.first));
+            if (sa != sb) return sa > sb;
+            return pa.slot < pb.slot;
+        });
+        std::vector<char> placed(live.size(), 0);
+        for (const auto& [e, p] : by_expert) {
+            const std::size_t t = static_cast<std::size_t>(live[p].slot) / k;
+            // Two slots of one token may propose to the same expert in a round: only the first.
+            if (taken[static_cast<std::size_t>(e)] >= C || holds(t, e)) continue;
+            const std::size_t i = static_cast<std::size_t>(live[p].slot);
+            ++taken[static_cast<std::size_t>(e)];
+            drop[i] = 0;
+            r.indices[i] = e;
+            r.weights[i] = r.score(t, static_cast<std::size_t>(e));
+            rep.rerouted.push_back(live[p].slot);
+            rep.original.push_back(live[p].origin);
+            placed[p] = 1;
+        }
+        std::size_t n = 0;
+        for (std::size_t p = 0; p < live.size(); ++p)
+            if (!placed[p] && live[p].next < E) live[n++] = live[p];
+        live.resize(n);
+    }
+    // Report rerouted slots in ascending order (with their origins).
+    std::vector<std::size_t> idx(rep.rerouted.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return rep.rerouted[a] < rep.rerouted[b]; });
+    std::vector<std::int32_t> rr, orig;
+    for (std::size_t j : idx) {
+        rr.push_back(rep.rerouted[j]);
+        orig.push_back(rep.original[j]);
+    }
+    rep.rerouted = std::move(rr);
+    rep.original = std::move(orig);
+}
+
+}  // namespace detail
 
 /// Enforces per-expert capacity on `r` in place: dropped slots become index -1, weight 0, and
 /// are listed in the report (nothing is lost silently). Slots keep their positions.
@@ -184,6 +298,15 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     if (needs_scores && r.scores.size() != T * E)
         MOE_THROW("moe.capacity.scores", "drop policy ", to_string(cfg.policy),
                   " ranks by full scores: route with keep_scores = true");
+    if (cfg.reroute && r.scores.size() != T * E)
+        MOE_THROW("moe.capacity.scores", "reroute ranks candidate experts by full scores: route with keep_scores = true");
+    if (!cfg.placement.empty()) {
+        if (cfg.placement.size() != E)
+            MOE_THROW("moe.capacity.placement", "placement maps ", cfg.placement.size(), " experts, expected num_experts=", E);
+        for (std::size_t e = 0; e < E; ++e)
+            if (cfg.placement[e] < 0)
+                MOE_THROW("moe.capacity.placement", "placement of expert ", e, " is ", cfg.placement[e], " (devices are >= 0)");
+    }
     if (cfg.renorm_after == renormalize::clamp && !(cfg.renorm_eps > 0.0f))
         MOE_THROW("moe.capacity.renorm_eps", "renormalize::clamp after the drop needs renorm_eps > 0");
     const std::size_t C = rep.capacity;
@@ -235,6 +358,7 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
         if (taken[static_cast<std::size_t>(e)] < C) ++taken[static_cast<std::size_t>(e)];
         else drop[static_cast<std::size_t>(i)] = 1;
     }
+    if (cfg.reroute) detail::reroute_overflow(r, cfg, C, taken, drop, rep);
     for (std::size_t i = 0; i < T * k; ++i)
         if (drop[i]) {
             r.indices[i] = -1;
