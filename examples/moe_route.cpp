@@ -48,6 +48,8 @@ capacity (off unless a factor, formula or policy is given)
   --capacity-alignment N   round capacity up to a multiple (tutel)
   --drop-policy NAME       weight | score | position | slot_major | batch_prioritized | random
   --renormalize-after-drop[=EPS|=clamp:C]  renormalise kept weights (DeepSpeed: =clamp:1.1920929e-07)
+  --reroute                reroute overflow to each token's next-best expert with room
+  --placement contiguous:D experts split evenly over D devices; reroute stays on a device
   --block-size B           pad each expert's rows to a multiple of B (reports padding waste)
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
@@ -65,6 +67,7 @@ struct options {
     moe::router_config cfg = moe::presets::mixtral();
     bool capacity = false;
     moe::drop_config drop;
+    std::size_t placement_devices = 0;
     std::size_t block = 1;
 };
 
@@ -202,6 +205,14 @@ options parse(int argc, char** argv) {
                 o.drop.renorm_after = moe::renormalize::sum_eps;
                 o.drop.renorm_eps = static_cast<float>(to_double("--renormalize-after-drop", val));
             }
+        } else if (a == "--reroute") {
+            o.capacity = true;
+            o.drop.reroute = true;
+        } else if (a == "--placement") {
+            const std::string v = next();
+            if (v.rfind("contiguous:", 0) != 0) fail("moe.cli.value", "--placement expects contiguous:D, got '" + v + "'");
+            o.placement_devices = to_size("--placement", v.substr(11));
+            if (o.placement_devices == 0) fail("moe.cli.value", "--placement needs at least one device");
         } else if (a == "--block-size") o.block = to_size("--block-size", next());
         else if (a == "--out") o.out_dir = next();
         else fail("moe.cli.arg", "unknown option '" + std::string(argv[i]) + "' (see --help)");
@@ -209,7 +220,8 @@ options parse(int argc, char** argv) {
     if (o.synthetic == !o.logits_path.empty())
         fail("moe.cli.input", "give exactly one of --logits FILE.npy or --synthetic T,E");
     o.drop.seed = o.seed;
-    if (o.capacity && (o.drop.policy == moe::drop_policy::score || o.drop.policy == moe::drop_policy::batch_prioritized))
+    if (o.capacity && (o.drop.reroute || o.drop.policy == moe::drop_policy::score ||
+                       o.drop.policy == moe::drop_policy::batch_prioritized))
         o.cfg.keep_scores = true;
     return o;
 }
@@ -233,10 +245,16 @@ int run(const options& o) {
 
     const auto t0 = std::chrono::steady_clock::now();
     moe::routing<float> r = moe::route(logits, o.cfg, bias);
+    const std::size_t E_in = r.num_experts;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const moe::load_metrics before = moe::measure(r);
     moe::capacity_report rep;
-    if (o.capacity) rep = moe::apply_capacity(r, o.drop);
+    moe::drop_config drop = o.drop;
+    if (o.placement_devices) {  // contiguous: expert e on device e * D / E
+        for (std::size_t e = 0; e < E_in; ++e)
+            drop.placement.push_back(static_cast<std::int32_t>(e * o.placement_devices / E_in));
+    }
+    if (o.capacity) rep = moe::apply_capacity(r, drop);
     const moe::dispatch_plan plan = moe::make_plan(r, o.block);
     const moe::load_metrics m = moe::measure(r, o.capacity ? &rep : nullptr, &plan);
 
@@ -262,7 +280,7 @@ int run(const options& o) {
             js << ",\n  \"capacity\": " << rep.capacity << ",\n  \"dropped\": " << m.dropped
                << ",\n  \"drop_rate\": " << m.drop_rate << ",\n  \"drops_by_decile\": [";
             for (std::size_t i = 0; i < 10; ++i) js << (i ? ", " : "") << m.drops_by_decile[i];
-            js << "]";
+            js << "],\n  \"rerouted\": " << rep.rerouted.size() << ",\n  \"reroute_rounds\": " << rep.reroute_rounds;
         }
         js << ",\n  \"padding_fraction\": " << m.padding_fraction << "\n}\n";
         if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
@@ -281,6 +299,9 @@ int run(const options& o) {
                     rep.capacity, moe::to_string(o.drop.capacity.formula), o.drop.capacity.factor,
                     moe::to_string(o.drop.policy), m.dropped, m.dropped + m.routed, 100.0 * m.drop_rate,
                     before.max_over_mean, m.max_over_mean);
+    if (o.capacity && drop.reroute)
+        std::printf("rerouted %zu slots in %zu rounds%s\n", rep.rerouted.size(), rep.reroute_rounds,
+                    drop.placement.empty() ? "" : " (within each expert's device)");
     if (o.block > 1) std::printf("block padding to %zu rows: %.1f%% of rows are padding\n", o.block, 100.0 * m.padding_fraction);
     std::printf("tokens per expert (max/mean load %.3f, CV %.3f):\n", straggler, m.cv);
     const std::size_t shown = std::min<std::size_t>(E, 32);
