@@ -335,24 +335,44 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
         }
         case drop_policy::weight:
         case drop_policy::score:
-        case drop_policy::random: {
-            std::vector<double> key(T * k);
-            for (std::size_t i = 0; i < T * k; ++i) {
-                const std::int32_t e = r.indices[i];
-                if (cfg.policy == drop_policy::weight) key[i] = static_cast<double>(r.weights[i]);
-                else if (cfg.policy == drop_policy::score) key[i] = e >= 0 ? static_cast<double>(r.score(i / k, static_cast<std::size_t>(e))) : 0.0;
-                else key[i] = splitmix64(cfg.seed ^ (0x9E3779B97F4A7C15ull * (i + 1))).uniform();
-            }
-            for (std::size_t i = 0; i < T * k; ++i) order.push_back(static_cast<std::int32_t>(i));
-            // Larger key first; ties: lower token, then lower slot (the index order).
-            std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return key[a] > key[b]; });
-            break;
-        }
+        case drop_policy::random: break;  // ranked per expert below
     }
 
     std::vector<std::size_t> taken(E, 0);
     std::vector<char> drop(T * k, 0);
-    for (std::int32_t i : order) {
+    if (order.empty() && T * k > 0) {
+        // Key-ranked policies: bucket the routed slots by expert (slot order inside a bucket),
+        // then each over-full expert keeps its C largest keys; ties to the lower slot index.
+        std::vector<double> key(T * k);
+        for (std::size_t i = 0; i < T * k; ++i) {
+            const std::int32_t e = r.indices[i];
+            if (e < 0) continue;
+            if (cfg.policy == drop_policy::weight) key[i] = static_cast<double>(r.weights[i]);
+            else if (cfg.policy == drop_policy::score) key[i] = static_cast<double>(r.score(i / k, static_cast<std::size_t>(e)));
+            else key[i] = splitmix64(cfg.seed ^ (0x9E3779B97F4A7C15ull * (i + 1))).uniform();
+        }
+        std::vector<std::size_t> start(E + 1, 0);
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (r.indices[i] >= 0) ++start[static_cast<std::size_t>(r.indices[i]) + 1];
+        for (std::size_t e = 0; e < E; ++e) start[e + 1] += start[e];
+        std::vector<std::int32_t> bucket(start[E]);
+        std::vector<std::size_t> fill(start.begin(), start.end() - 1);
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (r.indices[i] >= 0) bucket[fill[static_cast<std::size_t>(r.indices[i])]++] = static_cast<std::int32_t>(i);
+        const auto better = [&](std::int32_t a, std::int32_t b) {
+            return key[static_cast<std::size_t>(a)] > key[static_cast<std::size_t>(b)] ||
+                   (key[static_cast<std::size_t>(a)] == key[static_cast<std::size_t>(b)] && a < b);
+        };
+        for (std::size_t e = 0; e < E; ++e) {
+            auto* b = bucket.data() + start[e];
+            const std::size_t n = start[e + 1] - start[e];
+            taken[e] = std::min(n, C);
+            if (n <= C) continue;
+            std::nth_element(b, b + C, b + n, better);  // b[0, C) are the kept ones
+            for (std::size_t j = C; j < n; ++j) drop[static_cast<std::size_t>(b[j])] = 1;
+        }
+    }
+    for (std::int32_t i : order) {  // order-based policies: first claimed, first kept
         const std::int32_t e = r.indices[static_cast<std::size_t>(i)];
         if (e < 0) continue;
         if (taken[static_cast<std::size_t>(e)] < C) ++taken[static_cast<std::size_t>(e)];
