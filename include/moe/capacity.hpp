@@ -192,27 +192,19 @@ template <class W>
 void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std::vector<std::size_t>& taken,
                       std::vector<char>& drop, capacity_report& rep) {
     const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    // A live slot walks its token's experts in (full score descending, index ascending) order,
+    // from a cursor: each step takes the best eligible expert after the cursor (an O(E) scan;
+    // most slots are placed within a few steps, so no full sort is needed).
     struct proposal {
         std::int32_t slot;       // token * k + s
         std::int32_t origin;     // the expert it overflowed from
-        std::size_t id;          // row of its candidate order in `cand`
-        std::size_t next = 0;    // position in that order
+        W cursor_score = std::numeric_limits<W>::infinity();
+        std::int32_t cursor_expert = -1;
         std::int32_t target = -1;
     };
     std::vector<proposal> live;
     for (std::size_t i = 0; i < T * k; ++i)
-        if (drop[i]) live.push_back({static_cast<std::int32_t>(i), r.indices[i], live.size()});
-    // Candidate order of each overflowed slot's token: experts by full score, descending, ties
-    // to the lower index; computed once.
-    std::vector<std::int32_t> cand(live.size() * E);
-    for (const proposal& pr : live) {
-        const std::size_t t = static_cast<std::size_t>(pr.slot) / k;
-        std::int32_t* c = cand.data() + pr.id * E;
-        std::iota(c, c + E, 0);
-        std::stable_sort(c, c + E, [&](std::int32_t a, std::int32_t b) {
-            return r.score(t, static_cast<std::size_t>(a)) > r.score(t, static_cast<std::size_t>(b));
-        });
-    }
+        if (drop[i]) live.push_back({static_cast<std::int32_t>(i), r.indices[i]});
     auto holds = [&](std::size_t t, std::int32_t e) {
         for (std::size_t s = 0; s < k; ++s)
             if (!drop[t * k + s] && r.indices[t * k + s] == e) return true;
@@ -222,22 +214,27 @@ void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std:
     while (!live.empty()) {
         ++rep.reroute_rounds;
         // Each live slot proposes to its token's next candidate that has room, is not already
-        // used by the token, and (with a placement) lives on the origin's device.
+        // used by the token, and (with a placement) lives on the origin's device. Experts only
+        // fill up and tokens only gain experts, so a skipped expert never becomes eligible.
         by_expert.clear();
         for (std::size_t p = 0; p < live.size(); ++p) {
             proposal& pr = live[p];
             const std::size_t t = static_cast<std::size_t>(pr.slot) / k;
-            const std::int32_t* order = cand.data() + pr.id * E;
-            pr.target = -1;
-            for (; pr.next < E; ++pr.next) {
-                const std::int32_t e = order[pr.next];
-                if (taken[static_cast<std::size_t>(e)] >= C || holds(t, e)) continue;
-                if (!cfg.placement.empty() &&
-                    cfg.placement[static_cast<std::size_t>(e)] != cfg.placement[static_cast<std::size_t>(pr.origin)])
-                    continue;
-                pr.target = e;
-                ++pr.next;
-                break;
+            const W* sc = r.scores.data() + t * E;
+            std::int32_t best = -1;
+            for (std::size_t e = 0; e < E; ++e) {
+                const W v = sc[e];
+                const bool after = v < pr.cursor_score || (v == pr.cursor_score && static_cast<std::int32_t>(e) > pr.cursor_expert);
+                if (!after || (best >= 0 && !(v > sc[best]))) continue;
+                if (taken[e] >= C) continue;
+                if (!cfg.placement.empty() && cfg.placement[e] != cfg.placement[static_cast<std::size_t>(pr.origin)]) continue;
+                if (holds(t, static_cast<std::int32_t>(e))) continue;
+                best = static_cast<std::int32_t>(e);
+            }
+            pr.target = best;
+            if (best >= 0) {
+                pr.cursor_score = sc[best];
+                pr.cursor_expert = best;
             }
             if (pr.target >= 0) by_expert.emplace_back(pr.target, p);
         }
@@ -267,7 +264,7 @@ void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std:
         }
         std::size_t n = 0;
         for (std::size_t p = 0; p < live.size(); ++p)
-            if (!placed[p] && live[p].next < E) live[n++] = live[p];
+            if (!placed[p] && live[p].target >= 0) live[n++] = live[p];  // no target: nothing left
         live.resize(n);
     }
     // Report rerouted slots in ascending order (with their origins).
