@@ -21,7 +21,7 @@ moe::routing<float> sample_routing(std::size_t T, std::size_t E, std::size_t k, 
     return r;
 }
 
-void check_plan(const moe::dispatch_plan& p, const moe::routing<float>& r) {
+void check_plan(const moe::dispatch_plan& p, const moe::routing<float>& r, std::size_t rows_per_expert = 0) {
     const std::size_t E = r.num_experts, k = r.top_k;
     // Reference: (expert, token) pairs in sorted order = the expected rows, expert by expert.
     std::map<std::pair<int, int>, int> expected;  // (expert, token) -> slot
@@ -33,8 +33,10 @@ void check_plan(const moe::dispatch_plan& p, const moe::routing<float>& r) {
     auto it = expected.begin();
     for (std::size_t e = 0; e < E; ++e) {
         const int begin = p.offsets[e], end = p.offsets[e + 1], routed = p.counts[e];
-        REQUIRE((end - begin) % static_cast<int>(p.block) == 0);
-        REQUIRE(end - begin - routed < static_cast<int>(p.block));
+        // Rows: the routed count (or rows_per_expert), rounded up to the block.
+        const int want = static_cast<int>((std::max<std::size_t>(static_cast<std::size_t>(routed), rows_per_expert) + p.block - 1) /
+                                          p.block * p.block);
+        REQUIRE(end - begin == want);
         for (int row = begin; row < end; ++row) {
             if (row < begin + routed) {
                 REQUIRE(it != expected.end());
@@ -138,4 +140,26 @@ TEST_CASE("dispatch: combine sums slots in order, also past 64 slots per token",
                 if (p.slot_row[t * k + s] >= 0) a = std::fma(r.weight(t, s), out(static_cast<std::size_t>(p.slot_row[t * k + s]), h), a);
             REQUIRE(y(t, h) == a);
         }
+}
+
+TEST_CASE("dispatch: pad-to-capacity gives every expert exactly C rows; masked tokens vanish", "[dispatch]") {
+    auto r = sample_routing(40, 8, 2, 3, false);
+    std::vector<std::uint8_t> valid(40, 1);
+    for (std::size_t t = 30; t < 40; ++t) valid[t] = 0;  // a padded batch
+    moe::mask_tokens(r, valid);
+    for (std::size_t t = 30; t < 40; ++t) CHECK((r.index(t, 0) == -1 && r.index(t, 1) == -1 && r.weight(t, 0) == 0.0f));
+    moe::drop_config d;
+    d.capacity.factor = 1.0;  // megatron: ceil(40 * 2 / 8) = 10
+    const auto rep = moe::apply_capacity(r, d);
+    CHECK(rep.capacity == 10);
+    for (std::int32_t i : rep.dropped) CHECK(i / 2 < 30);  // masked tokens are never "dropped"
+    const auto p = moe::make_plan(r, 1, rep.capacity);
+    check_plan(p, r, rep.capacity);
+    for (std::size_t e = 0; e < 8; ++e) CHECK(p.offsets[e + 1] - p.offsets[e] == 10);
+    const auto pb = moe::make_plan(r, 4, rep.capacity);  // then rounded to blocks of 4
+    check_plan(pb, r, rep.capacity);
+    for (std::size_t e = 0; e < 8; ++e) CHECK(pb.offsets[e + 1] - pb.offsets[e] == 12);
+    CHECK(moe_test::error_of([&] { (void)moe::make_plan(r, 1, 2); }).rfind("[moe.dispatch.capacity] expert ", 0) == 0);
+    CHECK(moe_test::error_of([&] { moe::mask_tokens(r, std::vector<int>(3, 1)); }) ==
+          "[moe.router.mask] mask has 3 entries, expected num_tokens=40");
 }

@@ -42,11 +42,13 @@ struct dispatch_plan {
     }
 };
 
-/// Builds the plan for `r` into `plan`, reusing its memory. Throws [moe.dispatch.index] for an
-/// expert index outside [-1, E), [moe.dispatch.duplicate] for a token with two slots on one
-/// expert, [moe.dispatch.block] for block = 0.
+/// Builds the plan for `r` into `plan`, reusing its memory. `rows_per_expert` > 0 pads every
+/// expert to exactly that many rows (pad-to-capacity: pass capacity_report::capacity), then
+/// to a multiple of `block`. Throws [moe.dispatch.index] for an expert index outside [-1, E),
+/// [moe.dispatch.duplicate] for a token with two slots on one expert, [moe.dispatch.block]
+/// for block = 0, [moe.dispatch.capacity] when an expert has more rows than rows_per_expert.
 template <class W>
-void make_plan_into(dispatch_plan& plan, const routing<W>& r, std::size_t block = 1) {
+void make_plan_into(dispatch_plan& plan, const routing<W>& r, std::size_t block = 1, std::size_t rows_per_expert = 0) {
     if (block == 0) MOE_THROW("moe.dispatch.block", "block size must be at least 1");
     const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
     plan.num_tokens = T;
@@ -68,7 +70,13 @@ void make_plan_into(dispatch_plan& plan, const routing<W>& r, std::size_t block 
     }
     plan.offsets.assign(E + 1, 0);
     for (std::size_t e = 0; e < E; ++e) {
-        const std::size_t c = static_cast<std::size_t>(plan.counts[e]);
+        std::size_t c = static_cast<std::size_t>(plan.counts[e]);
+        if (rows_per_expert > 0) {
+            if (c > rows_per_expert)
+                MOE_THROW("moe.dispatch.capacity", "expert ", e, " has ", c, " routed slots, more than rows_per_expert=",
+                          rows_per_expert, " (apply the capacity first)");
+            c = rows_per_expert;
+        }
         const std::size_t padded = (c + block - 1) / block * block;
         plan.offsets[e + 1] = plan.offsets[e] + static_cast<std::int32_t>(padded);
     }
@@ -91,9 +99,9 @@ void make_plan_into(dispatch_plan& plan, const routing<W>& r, std::size_t block 
 
 /// Returns the plan for `r` (see make_plan_into).
 template <class W>
-[[nodiscard]] dispatch_plan make_plan(const routing<W>& r, std::size_t block = 1) {
+[[nodiscard]] dispatch_plan make_plan(const routing<W>& r, std::size_t block = 1, std::size_t rows_per_expert = 0) {
     dispatch_plan p;
-    make_plan_into(p, r, block);
+    make_plan_into(p, r, block, rows_per_expert);
     return p;
 }
 

@@ -139,6 +139,21 @@ struct routing {
     }
 };
 
+/// Un-routes the tokens whose `valid` entry is 0 (padding tokens of a batch): all their slots
+/// become -1 with weight 0, so capacity, dispatch and metrics never see them. Throws
+/// [moe.router.mask] when the mask's length is not the number of tokens.
+template <class W, class Mask>
+void mask_tokens(routing<W>& r, const Mask& valid) {
+    if (static_cast<std::size_t>(valid.size()) != r.num_tokens)
+        MOE_THROW("moe.router.mask", "mask has ", valid.size(), " entries, expected num_tokens=", r.num_tokens);
+    for (std::size_t t = 0; t < r.num_tokens; ++t)
+        if (!valid[t])
+            for (std::size_t s = 0; s < r.top_k; ++s) {
+                r.indices[t * r.top_k + s] = -1;
+                r.weights[t * r.top_k + s] = W(0);
+            }
+}
+
 namespace detail {
 
 /// The k largest keys of key[0..n), descending, ties to the lower index. Exact comparisons
