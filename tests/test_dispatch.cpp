@@ -1,6 +1,7 @@
 // Dispatch plan, gather and combine: plan invariants against a brute-force reference, and the
 // round trips that must hold exactly.
 #include <map>
+#include <numeric>
 
 #include "test_support.hpp"
 
@@ -162,4 +163,30 @@ TEST_CASE("dispatch: pad-to-capacity gives every expert exactly C rows; masked t
     CHECK(moe_test::error_of([&] { (void)moe::make_plan(r, 1, 2); }).rfind("[moe.dispatch.capacity] expert ", 0) == 0);
     CHECK(moe_test::error_of([&] { moe::mask_tokens(r, std::vector<int>(3, 1)); }) ==
           "[moe.router.mask] mask has 3 entries, expected num_tokens=40");
+}
+
+TEST_CASE("dispatch: vLLM moe_align_block_size layout", "[dispatch]") {
+    // Reference: vLLM's torch golden, transcribed: stable sort of the flattened expert ids,
+    // per-expert counts padded to the block, sentinel = numel, one expert id per block.
+    for (std::size_t block : {1u, 4u, 16u}) {
+        const auto r = sample_routing(37, 8, 2, block, false);
+        const std::size_t n = r.indices.size();
+        std::vector<std::int32_t> order(n);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return r.indices[a] < r.indices[b]; });
+        std::vector<std::int32_t> want_ids, want_experts;
+        std::size_t pos = 0;
+        for (std::int32_t e = 0; e < 8; ++e) {
+            std::size_t c = 0;
+            while (pos < n && r.indices[static_cast<std::size_t>(order[pos])] == e) want_ids.push_back(order[pos++]), ++c;
+            const std::size_t padded = (c + block - 1) / block * block;
+            for (std::size_t j = c; j < padded; ++j) want_ids.push_back(static_cast<std::int32_t>(n));
+            for (std::size_t b = 0; b < padded / block; ++b) want_experts.push_back(e);
+        }
+        const auto v = moe::to_vllm_layout(moe::make_plan(r, block));
+        CAPTURE(block);
+        CHECK(v.sorted_token_ids == want_ids);
+        CHECK(v.expert_ids == want_experts);
+        CHECK(v.num_tokens_post_pad == static_cast<std::int32_t>(want_ids.size()));
+    }
 }

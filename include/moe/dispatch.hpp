@@ -144,6 +144,30 @@ inline constexpr std::size_t gather_stream_bytes = std::size_t(16) << 20;
 
 }  // namespace detail
 
+/// A block-padded plan in vLLM's `moe_align_block_size` encoding, for engines whose fused-MoE
+/// kernels expect it: slot ids (token * k + slot) expert by expert, each expert padded with the
+/// sentinel T * k to a multiple of the block; the expert of each block; the padded length.
+struct vllm_block_layout {
+    std::vector<std::int32_t> sorted_token_ids;  ///< num_tokens_post_pad entries
+    std::vector<std::int32_t> expert_ids;        ///< num_tokens_post_pad / block entries
+    std::int32_t num_tokens_post_pad = 0;
+};
+
+/// Converts a plan built with block size B into vLLM's layout (see vllm_block_layout).
+[[nodiscard]] inline vllm_block_layout to_vllm_layout(const dispatch_plan& p) {
+    vllm_block_layout v;
+    const std::int32_t sentinel = static_cast<std::int32_t>(p.num_tokens * p.top_k);
+    v.num_tokens_post_pad = static_cast<std::int32_t>(p.num_rows());
+    v.sorted_token_ids.resize(p.num_rows());
+    for (std::size_t i = 0; i < p.num_rows(); ++i)
+        v.sorted_token_ids[i] = p.row_token[i] < 0 ? sentinel
+                                                   : p.row_token[i] * static_cast<std::int32_t>(p.top_k) + p.row_slot[i];
+    for (std::size_t e = 0; e < p.num_experts; ++e)
+        for (std::int32_t b = p.offsets[e]; b < p.offsets[e + 1]; b += static_cast<std::int32_t>(p.block))
+            v.expert_ids.push_back(static_cast<std::int32_t>(e));
+    return v;
+}
+
 /// rows (num_rows x H) <- token rows of x in plan order; padding rows are zero. Row blocks run
 /// on `exec`. Throws [moe.dispatch.shape] on mismatched shapes.
 template <class Arch = default_arch, class T, class Executor = serial_executor>
