@@ -50,6 +50,8 @@ capacity (off unless a factor, formula or policy is given)
   --renormalize-after-drop[=EPS|=clamp:C]  renormalise kept weights (DeepSpeed: =clamp:1.1920929e-07)
   --reroute                reroute overflow to each token's next-best expert with room
   --placement contiguous:D experts split evenly over D devices; reroute stays on a device
+  --fill-in                fill under-full experts' idle rows with their best unrouted tokens
+  --pad-to-capacity        every expert gets exactly capacity rows (padding reported)
   --block-size B           pad each expert's rows to a multiple of B (reports padding waste)
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
@@ -68,6 +70,8 @@ struct options {
     bool capacity = false;
     moe::drop_config drop;
     std::size_t placement_devices = 0;
+    bool fill = false;
+    bool pad_to_capacity = false;
     std::size_t block = 1;
 };
 
@@ -213,6 +217,12 @@ options parse(int argc, char** argv) {
             if (v.rfind("contiguous:", 0) != 0) fail("moe.cli.value", "--placement expects contiguous:D, got '" + v + "'");
             o.placement_devices = to_size("--placement", v.substr(11));
             if (o.placement_devices == 0) fail("moe.cli.value", "--placement needs at least one device");
+        } else if (a == "--fill-in") {
+            o.capacity = true;
+            o.fill = true;
+        } else if (a == "--pad-to-capacity") {
+            o.capacity = true;
+            o.pad_to_capacity = true;
         } else if (a == "--block-size") o.block = to_size("--block-size", next());
         else if (a == "--out") o.out_dir = next();
         else fail("moe.cli.arg", "unknown option '" + std::string(argv[i]) + "' (see --help)");
@@ -220,7 +230,7 @@ options parse(int argc, char** argv) {
     if (o.synthetic == !o.logits_path.empty())
         fail("moe.cli.input", "give exactly one of --logits FILE.npy or --synthetic T,E");
     o.drop.seed = o.seed;
-    if (o.capacity && (o.drop.reroute || o.drop.policy == moe::drop_policy::score ||
+    if (o.capacity && (o.drop.reroute || o.fill || o.drop.policy == moe::drop_policy::score ||
                        o.drop.policy == moe::drop_policy::batch_prioritized))
         o.cfg.keep_scores = true;
     return o;
@@ -255,8 +265,15 @@ int run(const options& o) {
             drop.placement.push_back(static_cast<std::int32_t>(e * o.placement_devices / E_in));
     }
     if (o.capacity) rep = moe::apply_capacity(r, drop);
-    const moe::dispatch_plan plan = moe::make_plan(r, o.block);
-    const moe::load_metrics m = moe::measure(r, o.capacity ? &rep : nullptr, &plan);
+    // Drops are measured right after the capacity step; loads and padding on the final routing.
+    const moe::load_metrics after_capacity = moe::measure(r, o.capacity ? &rep : nullptr);
+    moe::fill_in_report fill;
+    if (o.fill) r = moe::fill_in(r, rep.capacity, &fill);
+    const moe::dispatch_plan plan = moe::make_plan(r, o.block, o.pad_to_capacity ? rep.capacity : 0);
+    moe::load_metrics m = moe::measure(r, nullptr, &plan);
+    m.dropped = after_capacity.dropped;
+    m.drop_rate = after_capacity.drop_rate;
+    m.drops_by_decile = after_capacity.drops_by_decile;
 
     const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
     const std::vector<std::size_t>& load = m.load;
@@ -280,7 +297,8 @@ int run(const options& o) {
             js << ",\n  \"capacity\": " << rep.capacity << ",\n  \"dropped\": " << m.dropped
                << ",\n  \"drop_rate\": " << m.drop_rate << ",\n  \"drops_by_decile\": [";
             for (std::size_t i = 0; i < 10; ++i) js << (i ? ", " : "") << m.drops_by_decile[i];
-            js << "],\n  \"rerouted\": " << rep.rerouted.size() << ",\n  \"reroute_rounds\": " << rep.reroute_rounds;
+            js << "],\n  \"rerouted\": " << rep.rerouted.size() << ",\n  \"reroute_rounds\": " << rep.reroute_rounds
+               << ",\n  \"filled\": " << fill.filled;
         }
         js << ",\n  \"padding_fraction\": " << m.padding_fraction << "\n}\n";
         if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
@@ -289,7 +307,7 @@ int run(const options& o) {
     }
 
     const bool softmax = o.cfg.score == moe::score_function::softmax;
-    std::printf("routed %zu tokens to %zu experts, k=%zu (%s%s, renorm=%s, scale=%g", T, E, k,
+    std::printf("routed %zu tokens to %zu experts, k=%zu (%s%s, renorm=%s, scale=%g", T, E, o.cfg.top_k,
                 moe::to_string(o.cfg.score), softmax ? (o.cfg.pre_softmax ? ", pre-softmax" : ", post-softmax") : "",
                 renorm_name(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
@@ -297,12 +315,16 @@ int run(const options& o) {
     if (o.capacity)
         std::printf("capacity %zu (%s, factor %g, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",
                     rep.capacity, moe::to_string(o.drop.capacity.formula), o.drop.capacity.factor,
-                    moe::to_string(o.drop.policy), m.dropped, m.dropped + m.routed, 100.0 * m.drop_rate,
-                    before.max_over_mean, m.max_over_mean);
+                    moe::to_string(o.drop.policy), m.dropped, after_capacity.dropped + after_capacity.routed,
+                    100.0 * m.drop_rate, before.max_over_mean, after_capacity.max_over_mean);
     if (o.capacity && drop.reroute)
         std::printf("rerouted %zu slots in %zu rounds%s\n", rep.rerouted.size(), rep.reroute_rounds,
                     drop.placement.empty() ? "" : " (within each expert's device)");
-    if (o.block > 1) std::printf("block padding to %zu rows: %.1f%% of rows are padding\n", o.block, 100.0 * m.padding_fraction);
+    if (o.fill) std::printf("fill-in added %zu (token, expert) pairs; up to %zu experts per token\n", fill.filled, k);
+    (void)T;
+    if (o.block > 1 || o.pad_to_capacity)
+        std::printf("padding: %.1f%% of %zu rows%s\n", 100.0 * m.padding_fraction, plan.num_rows(),
+                    o.pad_to_capacity ? " (pad-to-capacity)" : "");
     std::printf("tokens per expert (max/mean load %.3f, CV %.3f):\n", straggler, m.cv);
     const std::size_t shown = std::min<std::size_t>(E, 32);
     for (std::size_t e = 0; e < shown; ++e) {

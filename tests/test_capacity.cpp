@@ -297,3 +297,54 @@ TEST_CASE("capacity: reroute invariants on skewed routings", "[capacity][reroute
                 }
             }
 }
+
+TEST_CASE("capacity: fill-in gives idle rows of under-full experts to their best unrouted tokens", "[capacity][fill_in]") {
+    auto cfg = moe::presets::qwen2_moe(2, true);
+    cfg.keep_scores = true;
+    const std::size_t T = 60, E = 8;
+    auto r = moe::route(moe::synthetic_logits(T, E, moe::skew::parse("zipf:1.5"), 3), cfg);
+    moe::drop_config d;
+    d.capacity.factor = 1.0;  // megatron: ceil(60 * 2 / 8) = 15
+    const auto rep = moe::apply_capacity(r, d);
+    moe::fill_in_report fr;
+    const auto f = moe::fill_in(r, rep.capacity, &fr);
+    REQUIRE(f.top_k >= r.top_k);
+    std::vector<std::size_t> load(E, 0);
+    std::size_t added = 0;
+    for (std::size_t t = 0; t < T; ++t) {
+        std::set<int> held;
+        for (std::size_t s = 0; s < f.top_k; ++s) {
+            const int e = f.index(t, s);
+            if (s < r.top_k) {
+                REQUIRE(e == r.index(t, s));  // the routed slots are untouched
+                REQUIRE(f.weight(t, s) == r.weight(t, s));
+            } else if (e >= 0) {
+                ++added;
+                REQUIRE(f.weight(t, s) == r.score(t, static_cast<std::size_t>(e)));
+            }
+            if (e < 0) continue;
+            REQUIRE(held.insert(e).second);
+            ++load[static_cast<std::size_t>(e)];
+        }
+    }
+    REQUIRE(added == fr.filled);
+    REQUIRE(load == fr.load_after);
+    for (std::size_t e = 0; e < E; ++e) {
+        REQUIRE(load[e] == std::min(rep.capacity, T));  // every expert is full after fill-in
+        // Fills are the best-scoring tokens not routed there before: any token left out
+        // scores no higher than any token filled in.
+        float worst_in = INFINITY, best_out = -INFINITY;
+        for (std::size_t t = 0; t < T; ++t) {
+            bool before = false, after = false;
+            for (std::size_t s = 0; s < r.top_k; ++s) before = before || r.index(t, s) == static_cast<int>(e);
+            for (std::size_t s = 0; s < f.top_k; ++s) after = after || f.index(t, s) == static_cast<int>(e);
+            if (before) continue;
+            if (after) worst_in = std::min(worst_in, r.score(t, e));
+            else best_out = std::max(best_out, r.score(t, e));
+        }
+        REQUIRE(best_out <= worst_in);
+    }
+    // The plan handles the extra slots like any others.
+    const auto p = moe::make_plan(f, 1, rep.capacity);
+    CHECK(p.padding_fraction() == 0.0);
+}

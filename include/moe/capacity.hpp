@@ -399,4 +399,67 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     return rep;
 }
 
+/// What fill_in added.
+struct fill_in_report {
+    std::size_t filled = 0;               ///< (token, expert) pairs added
+    std::vector<std::size_t> load_after;  ///< per expert, never above the capacity
+};
+
+/// Fill-in rectification (Rectify-Router, Zeng et al. 2024): each expert with fewer than
+/// `capacity` slots takes, up to capacity, the tokens with the highest full scores for it that
+/// are not routed to it yet (ties: lower token), with the score as weight: idle rows of a
+/// capacity-padded expert do useful work at no extra latency. Returns a routing with
+/// k_max = k + the most fills any token received; a token's extra slots after its fills are -1
+/// and its first k slots are unchanged. Needs full scores (keep_scores).
+template <class W>
+[[nodiscard]] routing<W> fill_in(const routing<W>& r, std::size_t capacity, fill_in_report* report = nullptr) {
+    const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
+    if (r.scores.size() != T * E)
+        MOE_THROW("moe.capacity.scores", "fill-in ranks tokens by full scores: route with keep_scores = true");
+    std::vector<std::size_t> load = r.tokens_per_expert();
+    std::vector<char> routed(T * E, 0);
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t s = 0; s < k; ++s)
+            if (r.index(t, s) >= 0) routed[t * E + static_cast<std::size_t>(r.index(t, s))] = 1;
+    std::vector<std::vector<std::int32_t>> extra(T);
+    std::vector<std::int32_t> cand;
+    std::size_t filled = 0;
+    for (std::size_t e = 0; e < E; ++e) {
+        if (load[e] >= capacity) continue;
+        cand.clear();
+        for (std::size_t t = 0; t < T; ++t)
+            if (!routed[t * E + e]) cand.push_back(static_cast<std::int32_t>(t));
+        const std::size_t take = std::min(capacity - load[e], cand.size());
+        const auto better = [&](std::int32_t a, std::int32_t b) {
+            const W sa = r.score(static_cast<std::size_t>(a), e), sb = r.score(static_cast<std::size_t>(b), e);
+            return sa > sb || (sa == sb && a < b);
+        };
+        std::partial_sort(cand.begin(), cand.begin() + static_cast<long>(take), cand.end(), better);
+        std::sort(cand.begin(), cand.begin() + static_cast<long>(take));  // record fills in token order
+        for (std::size_t j = 0; j < take; ++j) extra[static_cast<std::size_t>(cand[j])].push_back(static_cast<std::int32_t>(e));
+        load[e] += take;
+        filled += take;
+    }
+    std::size_t m = 0;
+    for (const auto& x : extra) m = std::max(m, x.size());
+    routing<W> out(T, E, k + m, !r.scores.empty());
+    out.scores = r.scores;
+    for (std::size_t t = 0; t < T; ++t) {
+        for (std::size_t s = 0; s < k; ++s) {
+            out.indices[t * (k + m) + s] = r.index(t, s);
+            out.weights[t * (k + m) + s] = r.weight(t, s);
+        }
+        for (std::size_t j = 0; j < extra[t].size(); ++j) {
+            const std::int32_t e = extra[t][j];
+            out.indices[t * (k + m) + k + j] = e;
+            out.weights[t * (k + m) + k + j] = r.score(t, static_cast<std::size_t>(e));
+        }
+    }
+    if (report) {
+        report->filled = filled;
+        report->load_after = std::move(load);
+    }
+    return out;
+}
+
 }  // namespace moe
