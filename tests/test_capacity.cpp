@@ -348,3 +348,40 @@ TEST_CASE("capacity: fill-in gives idle rows of under-full experts to their best
     const auto p = moe::make_plan(f, 1, rep.capacity);
     CHECK(p.padding_fraction() == 0.0);
 }
+
+TEST_CASE("capacity: explicit per-expert capacities, and the expanded variant", "[capacity]") {
+    auto cfg = moe::presets::qwen2_moe(2, true);
+    cfg.keep_scores = true;
+    const std::size_t T = 50, E = 4;
+    const auto logits = moe::synthetic_logits(T, E, moe::skew::parse("zipf:1"), 9);
+    auto r = moe::route(logits, cfg);
+    moe::drop_config d;
+    d.per_expert = {5, 10, 0, 50};
+    d.policy = moe::drop_policy::position;
+    const auto rep = moe::apply_capacity(r, d);
+    CHECK(rep.capacities == d.per_expert);
+    for (std::size_t e = 0; e < E; ++e) CHECK(rep.load_after[e] == std::min(rep.load_before[e], d.per_expert[e]));
+    d.per_expert = {1, 2};
+    CHECK(moe_test::error_of([&] { auto c = r; moe::apply_capacity(c, d); }) ==
+          "[moe.capacity.per_expert] per_expert has 2 capacities, expected num_experts=4");
+
+    // Expanded: candidate sets are the top-3, capacities those of top-2; each expert keeps its
+    // best-scoring candidates. A token may end with 0..3 experts; total kept <= E * C.
+    auto cfg3 = cfg;
+    cfg3.top_k = 3;
+    auto wide = moe::route(logits, cfg3);
+    moe::capacity_config c2;
+    c2.factor = 1.0;
+    const std::size_t C = moe::expert_capacity(c2, T, E, 2, 0);  // ceil(50 * 2 / 4) = 25
+    moe::drop_config ex;
+    ex.per_expert.assign(E, C);
+    ex.policy = moe::drop_policy::score;
+    const auto rex = moe::apply_capacity(wide, ex);
+    std::size_t kept = 0;
+    for (std::size_t e = 0; e < E; ++e) {
+        CHECK(rex.load_after[e] <= C);
+        kept += rex.load_after[e];
+    }
+    CHECK(kept <= E * C);
+    CHECK(kept + rex.dropped.size() == T * 3);
+}

@@ -171,11 +171,17 @@ struct drop_config {
     /// Expert -> device (rank, GPU). When set, a slot is only rerouted to experts on the device
     /// of its original expert (Rectify-Router's intra-GPU rectification: no extra traffic).
     std::vector<std::int32_t> placement;
+    /// Explicit per-expert capacities (E values); when set they replace the formula. Also the
+    /// way to run the "expanded" variant: route with k' > k, then cap each expert at the
+    /// capacity computed for k, with drop_policy::score (each expert keeps the best tokens
+    /// among all that list it in their top-k').
+    std::vector<std::size_t> per_expert;
 };
 
 /// What apply_capacity did.
 struct capacity_report {
-    std::size_t capacity = 0;
+    std::size_t capacity = 0;              ///< the formula's capacity (the largest, with per_expert)
+    std::vector<std::size_t> capacities;   ///< per expert: what was enforced
     std::vector<std::size_t> load_before;  ///< routed slots per expert before the drop
     std::vector<std::size_t> load_after;   ///< after: never above capacity
     std::vector<std::int32_t> dropped;     ///< dropped slots as token * k + slot, ascending
@@ -189,7 +195,7 @@ namespace detail {
 /// The reroute rounds of apply_capacity (see drop_config::reroute). `drop` marks overflowed
 /// slots on entry and the ones still unplaced on exit; `taken` is each expert's load.
 template <class W>
-void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std::vector<std::size_t>& taken,
+void reroute_overflow(routing<W>& r, const drop_config& cfg, const std::vector<std::size_t>& cap, std::vector<std::size_t>& taken,
                       std::vector<char>& drop, capacity_report& rep) {
     const std::size_t T = r.num_tokens, E = r.num_experts, k = r.top_k;
     // A live slot walks its token's experts in (full score descending, index ascending) order,
@@ -226,7 +232,7 @@ void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std:
                 const W v = sc[e];
                 const bool after = v < pr.cursor_score || (v == pr.cursor_score && static_cast<std::int32_t>(e) > pr.cursor_expert);
                 if (!after || (best >= 0 && !(v > sc[best]))) continue;
-                if (taken[e] >= C) continue;
+                if (taken[e] >= cap[e]) continue;
                 if (!cfg.placement.empty() && cfg.placement[e] != cfg.placement[static_cast<std::size_t>(pr.origin)]) continue;
                 if (holds(t, static_cast<std::int32_t>(e))) continue;
                 best = static_cast<std::int32_t>(e);
@@ -252,7 +258,7 @@ void reroute_overflow(routing<W>& r, const drop_config& cfg, std::size_t C, std:
         for (const auto& [e, p] : by_expert) {
             const std::size_t t = static_cast<std::size_t>(live[p].slot) / k;
             // Two slots of one token may propose to the same expert in a round: only the first.
-            if (taken[static_cast<std::size_t>(e)] >= C || holds(t, e)) continue;
+            if (taken[static_cast<std::size_t>(e)] >= cap[static_cast<std::size_t>(e)] || holds(t, e)) continue;
             const std::size_t i = static_cast<std::size_t>(live[p].slot);
             ++taken[static_cast<std::size_t>(e)];
             drop[i] = 0;
@@ -306,7 +312,15 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     }
     if (cfg.renorm_after == renormalize::clamp && !(cfg.renorm_eps > 0.0f))
         MOE_THROW("moe.capacity.renorm_eps", "renormalize::clamp after the drop needs renorm_eps > 0");
-    const std::size_t C = rep.capacity;
+    if (!cfg.per_expert.empty()) {
+        if (cfg.per_expert.size() != E)
+            MOE_THROW("moe.capacity.per_expert", "per_expert has ", cfg.per_expert.size(), " capacities, expected num_experts=", E);
+        rep.capacities = cfg.per_expert;
+        rep.capacity = E ? *std::max_element(rep.capacities.begin(), rep.capacities.end()) : 0;
+    } else {
+        rep.capacities.assign(E, rep.capacity);
+    }
+    const std::vector<std::size_t>& cap = rep.capacities;
 
     // The order in which slots claim room: a priority list, first claimed first kept.
     std::vector<std::int32_t> order;
@@ -363,6 +377,7 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
         for (std::size_t e = 0; e < E; ++e) {
             auto* b = bucket.data() + start[e];
             const std::size_t n = start[e + 1] - start[e];
+            const std::size_t C = cap[e];
             taken[e] = std::min(n, C);
             if (n <= C) continue;
             std::nth_element(b, b + C, b + n, better);  // b[0, C) are the kept ones
@@ -372,10 +387,10 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     for (std::int32_t i : order) {  // order-based policies: first claimed, first kept
         const std::int32_t e = r.indices[static_cast<std::size_t>(i)];
         if (e < 0) continue;
-        if (taken[static_cast<std::size_t>(e)] < C) ++taken[static_cast<std::size_t>(e)];
+        if (taken[static_cast<std::size_t>(e)] < cap[static_cast<std::size_t>(e)]) ++taken[static_cast<std::size_t>(e)];
         else drop[static_cast<std::size_t>(i)] = 1;
     }
-    if (cfg.reroute) detail::reroute_overflow(r, cfg, C, taken, drop, rep);
+    if (cfg.reroute) detail::reroute_overflow(r, cfg, cap, taken, drop, rep);
     for (std::size_t i = 0; i < T * k; ++i)
         if (drop[i]) {
             r.indices[i] = -1;
