@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -43,13 +45,16 @@ router (start from a preset, then override)
   --group-mask neg-inf|zero  what experts of dropped groups get
 capacity (off unless a factor, formula or policy is given)
   --capacity-factor F      capacity factor (gamma for capacity_aware)      (default 1.0)
+  --capacity N             explicit capacity for every expert (replaces the formula)
   --capacity-formula NAME  megatron | deepspeed | tutel | megablocks | capacity_aware | dropless
   --min-capacity N         lower bound (megatron, deepspeed)
   --capacity-alignment N   round capacity up to a multiple (tutel)
   --drop-policy NAME       weight | score | position | slot_major | batch_prioritized | random
   --renormalize-after-drop[=EPS|=clamp:C]  renormalise kept weights (DeepSpeed: =clamp:1.1920929e-07)
   --reroute                reroute overflow to each token's next-best expert with room
-  --placement contiguous:D experts split evenly over D devices; reroute stays on a device
+  --placement contiguous:D|FILE.json  expert -> device: split evenly over D devices, or a JSON
+                           array of device ids ([0, 0, 1, 1] or {"placement": [...]}); reroute stays
+                           on a device, and per-device loads are reported
   --fill-in                fill under-full experts' idle rows with their best unrouted tokens
   --pad-to-capacity        every expert gets exactly capacity rows (padding reported)
   --block-size B           pad each expert's rows to a multiple of B (reports padding waste)
@@ -70,6 +75,8 @@ struct options {
     bool capacity = false;
     moe::drop_config drop;
     std::size_t placement_devices = 0;
+    std::string placement_file;
+    std::size_t fixed_capacity = 0;
     bool fill = false;
     bool pad_to_capacity = false;
     std::size_t block = 1;
@@ -214,9 +221,15 @@ options parse(int argc, char** argv) {
             o.drop.reroute = true;
         } else if (a == "--placement") {
             const std::string v = next();
-            if (v.rfind("contiguous:", 0) != 0) fail("moe.cli.value", "--placement expects contiguous:D, got '" + v + "'");
-            o.placement_devices = to_size("--placement", v.substr(11));
-            if (o.placement_devices == 0) fail("moe.cli.value", "--placement needs at least one device");
+            if (v.rfind("contiguous:", 0) == 0) {
+                o.placement_devices = to_size("--placement", v.substr(11));
+                if (o.placement_devices == 0) fail("moe.cli.value", "--placement needs at least one device");
+            } else {
+                o.placement_file = v;
+            }
+        } else if (a == "--capacity") {
+            o.capacity = true;
+            o.fixed_capacity = to_size("--capacity", next());
         } else if (a == "--fill-in") {
             o.capacity = true;
             o.fill = true;
@@ -234,6 +247,37 @@ options parse(int argc, char** argv) {
                        o.drop.policy == moe::drop_policy::batch_prioritized))
         o.cfg.keep_scores = true;
     return o;
+}
+
+/// Reads a JSON array of device ids, alone or as the "placement" member of an object.
+std::vector<std::int32_t> read_placement(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) fail("moe.cli.placement", "cannot open '" + path + "'");
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::size_t begin = text.find('[');
+    const std::size_t key = text.find("\"placement\"");
+    if (key != std::string::npos) begin = text.find('[', key);
+    const std::size_t end = begin == std::string::npos ? std::string::npos : text.find(']', begin);
+    if (end == std::string::npos) fail("moe.cli.placement", path + ": expected a JSON array of device ids");
+    std::vector<std::int32_t> out;
+    std::string item;
+    std::istringstream items(text.substr(begin + 1, end - begin - 1));
+    while (std::getline(items, item, ',')) {
+        const auto b = item.find_first_not_of(" \t\r\n"), e = item.find_last_not_of(" \t\r\n");
+        if (b == std::string::npos) fail("moe.cli.placement", path + ": empty entry in the placement array");
+        const std::string tok = item.substr(b, e - b + 1);
+        std::size_t used = 0;
+        long v = -1;
+        try {
+            v = std::stol(tok, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != tok.size() || v < 0 || v > 1000000)
+            fail("moe.cli.placement", path + ": '" + tok + "' is not a device id (a non-negative integer)");
+        out.push_back(static_cast<std::int32_t>(v));
+    }
+    return out;
 }
 
 const char* renorm_name(moe::renormalize r) {
@@ -264,6 +308,11 @@ int run(const options& o) {
         for (std::size_t e = 0; e < E_in; ++e)
             drop.placement.push_back(static_cast<std::int32_t>(e * o.placement_devices / E_in));
     }
+    if (!o.placement_file.empty()) drop.placement = read_placement(o.placement_file);
+    if (o.fixed_capacity) drop.per_expert.assign(E_in, o.fixed_capacity);
+    // Placement is checked here too, so that it is validated without --reroute.
+    const std::vector<std::size_t> device_load =
+        drop.placement.empty() ? std::vector<std::size_t>{} : moe::device_loads(r, drop.placement);
     if (o.capacity) rep = moe::apply_capacity(r, drop);
     // Drops are measured right after the capacity step; loads and padding on the final routing.
     const moe::load_metrics after_capacity = moe::measure(r, o.capacity ? &rep : nullptr);
@@ -300,6 +349,14 @@ int run(const options& o) {
             js << "],\n  \"rerouted\": " << rep.rerouted.size() << ",\n  \"reroute_rounds\": " << rep.reroute_rounds
                << ",\n  \"filled\": " << fill.filled;
         }
+        if (!drop.placement.empty()) {
+            const auto dl = moe::device_loads(r, drop.placement);
+            js << ",\n  \"device_loads_before_capacity\": [";
+            for (std::size_t d = 0; d < device_load.size(); ++d) js << (d ? ", " : "") << device_load[d];
+            js << "],\n  \"device_loads\": [";
+            for (std::size_t d = 0; d < dl.size(); ++d) js << (d ? ", " : "") << dl[d];
+            js << "]";
+        }
         js << ",\n  \"padding_fraction\": " << m.padding_fraction << "\n}\n";
         if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
         std::printf("wrote %s/indices.npy, weights.npy, summary.json\n", o.out_dir.c_str());
@@ -313,8 +370,11 @@ int run(const options& o) {
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
     std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
     if (o.capacity)
-        std::printf("capacity %zu (%s, factor %g, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",
-                    rep.capacity, moe::to_string(o.drop.capacity.formula), o.drop.capacity.factor,
+        std::printf("capacity %zu (%s, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",
+                    rep.capacity,
+                    o.fixed_capacity ? "explicit"
+                                     : (std::string(moe::to_string(o.drop.capacity.formula)) + ", factor " +
+                                        moe::detail::concat(o.drop.capacity.factor)).c_str(),
                     moe::to_string(o.drop.policy), m.dropped, after_capacity.dropped + after_capacity.routed,
                     100.0 * m.drop_rate, before.max_over_mean, after_capacity.max_over_mean);
     if (o.capacity && drop.reroute)
@@ -325,6 +385,14 @@ int run(const options& o) {
     if (o.block > 1 || o.pad_to_capacity)
         std::printf("padding: %.1f%% of %zu rows%s\n", 100.0 * m.padding_fraction, plan.num_rows(),
                     o.pad_to_capacity ? " (pad-to-capacity)" : "");
+    if (!drop.placement.empty()) {
+        const auto dl = moe::device_loads(r, drop.placement);
+        std::printf("slots per device:");
+        for (std::size_t d = 0; d < dl.size(); ++d)
+            std::printf(" %zu%s", dl[d], d < device_load.size() && device_load[d] != dl[d]
+                                                 ? (" (was " + std::to_string(device_load[d]) + ")").c_str() : "");
+        std::printf("\n");
+    }
     std::printf("tokens per expert (max/mean load %.3f, CV %.3f):\n", straggler, m.cv);
     const std::size_t shown = std::min<std::size_t>(E, 32);
     for (std::size_t e = 0; e < shown; ++e) {

@@ -385,3 +385,22 @@ TEST_CASE("capacity: explicit per-expert capacities, and the expanded variant", 
     CHECK(kept <= E * C);
     CHECK(kept + rex.dropped.size() == T * 3);
 }
+
+TEST_CASE("capacity: zero capacity is an error; device loads", "[capacity][errors]") {
+    auto r = moe::route(moe_test::random_logits(4, 8, 1), moe::presets::mixtral());
+    moe::drop_config d;
+    d.capacity.formula = moe::capacity_formula::tutel;
+    d.capacity.factor = 0.5;  // 2 * int(0.5 * ceil(4 / 8)) = 0
+    CHECK(moe_test::error_of([&] { auto c = r; moe::apply_capacity(c, d); }) ==
+          "[moe.capacity.zero] capacity is 0 for every expert (tutel, factor 0.5, 4 tokens, 8 experts, k=2): every slot would be dropped");
+    d = {};
+    d.per_expert.assign(8, 0);
+    CHECK(moe_test::error_of([&] { auto c = r; moe::apply_capacity(c, d); }).rfind("[moe.capacity.zero]", 0) == 0);
+    const auto loads = moe::device_loads(r, {0, 0, 1, 1, 2, 2, 3, 3});
+    std::size_t total = 0;
+    for (std::size_t l : loads) total += l;
+    CHECK(loads.size() == 4);
+    CHECK(total == 8);
+    CHECK(moe_test::error_of([&] { (void)moe::device_loads(r, {0, 1}); }) ==
+          "[moe.capacity.placement] placement maps 2 experts, expected num_experts=8");
+}

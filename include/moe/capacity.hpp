@@ -320,6 +320,10 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     } else {
         rep.capacities.assign(E, rep.capacity);
     }
+    // A capacity of 0 everywhere would drop every slot: a configuration error, not a policy.
+    if (rep.capacity == 0 && max_load > 0)
+        MOE_THROW("moe.capacity.zero", "capacity is 0 for every expert (", to_string(cfg.capacity.formula), ", factor ",
+                  cfg.capacity.factor, ", ", T, " tokens, ", E, " experts, k=", k, "): every slot would be dropped");
     const std::vector<std::size_t>& cap = rep.capacities;
 
     // The order in which slots claim room: a priority list, first claimed first kept.

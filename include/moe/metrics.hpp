@@ -30,6 +30,23 @@ struct load_metrics {
     double padding_fraction = 0;    ///< padding rows / all rows of the plan (0 without one)
 };
 
+/// Routed slots on each device under an expert -> device placement (devices 0 .. max).
+/// Throws [moe.capacity.placement] when the placement does not map every expert.
+template <class W>
+[[nodiscard]] std::vector<std::size_t> device_loads(const routing<W>& r, const std::vector<std::int32_t>& placement) {
+    if (placement.size() != r.num_experts)
+        MOE_THROW("moe.capacity.placement", "placement maps ", placement.size(), " experts, expected num_experts=", r.num_experts);
+    std::int32_t devices = 0;
+    for (std::int32_t d : placement) {
+        if (d < 0) MOE_THROW("moe.capacity.placement", "placement holds device ", d, " (devices are >= 0)");
+        devices = std::max(devices, d + 1);
+    }
+    std::vector<std::size_t> load(static_cast<std::size_t>(devices), 0);
+    const auto per_expert = r.tokens_per_expert();
+    for (std::size_t e = 0; e < r.num_experts; ++e) load[static_cast<std::size_t>(placement[e])] += per_expert[e];
+    return load;
+}
+
 /// Metrics of `r`; `report` adds the drops, `plan` the padding waste.
 template <class W>
 [[nodiscard]] load_metrics measure(const routing<W>& r, const capacity_report* report = nullptr,
