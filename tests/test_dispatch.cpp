@@ -190,3 +190,17 @@ TEST_CASE("dispatch: vLLM moe_align_block_size layout", "[dispatch]") {
         CHECK(v.num_tokens_post_pad == static_cast<std::int32_t>(want_ids.size()));
     }
 }
+
+TEST_CASE("dispatch: MegaBlocks block padding (blocking = 128)", "[dispatch]") {
+    // MegaBlocks: padded_bins = inclusive_cumsum(round_up(tokens_per_expert, blocking)), and
+    // each expert's rows start at the previous bin; the padded rows are empty.
+    const auto r = sample_routing(300, 16, 2, 11, true);
+    const auto p = moe::make_plan(r, 128);
+    const auto tokens_per_expert = r.tokens_per_expert();
+    std::int64_t bin = 0;
+    for (std::size_t e = 0; e < 16; ++e) {
+        bin += static_cast<std::int64_t>((tokens_per_expert[e] + 127) / 128 * 128);
+        CHECK(p.offsets[e + 1] == bin);
+        CHECK(static_cast<std::size_t>(p.counts[e]) == tokens_per_expert[e]);
+    }
+}
