@@ -330,3 +330,23 @@ TEST_CASE("synthetic: skew parsing and determinism", "[synthetic]") {
     const auto load = moe::route(a, moe::presets::switch_transformer()).tokens_per_expert();
     CHECK(load[0] > load[7]);  // zipf makes low-index experts popular
 }
+
+TEST_CASE("router: post-softmax with the 0.0 group mask choosing -inf experts gives zero weights", "[router][regression]") {
+    // Found by the fuzzer (tests/fuzz/corpus/regression-post-softmax-zero-mask): the kept group
+    // has negative logits, the masked group -inf; with the 0.0 mask the masked experts win,
+    // and softmax over two -inf logits was -inf - -inf = NaN (undefined behaviour in exp).
+    moe::matrix<float> l(1, 4);
+    l.values = {-1.0f, -2.0f, -INFINITY, -INFINITY};
+    moe::router_config c;
+    c.score = moe::score_function::softmax;
+    c.pre_softmax = false;
+    c.top_k = 2;
+    c.num_groups = 2;
+    c.group_top_k = 1;
+    c.group_score_top_m = 1;
+    c.mask = moe::group_mask::zero;
+    const auto r = moe::route(l, c);
+    CHECK(r.indices == std::vector<std::int32_t>{2, 3});
+    CHECK(r.weights == std::vector<float>{0.0f, 0.0f});
+    CHECK(moe::detail::exp_nonpos<moe::scalar>(NAN) == 0.0f);
+}

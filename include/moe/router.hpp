@@ -225,6 +225,12 @@ void finish_weights(const router_config& cfg, LogitAt logit_at, ScoreAt score_at
     if (cfg.score == score_function::softmax && !cfg.pre_softmax) {
         C mx = logit_at(idx[0]);
         for (std::size_t s = 1; s < k; ++s) mx = logit_at(idx[s]) > mx ? logit_at(idx[s]) : mx;
+        if (mx == -std::numeric_limits<C>::infinity()) {
+            // Every chosen logit is -inf (possible only when the 0.0 group mask picks masked
+            // experts): no probability mass, so zero weights rather than torch's NaN.
+            for (std::size_t s = 0; s < k; ++s) w[s] = C(0);
+            return;
+        }
         C sum = 0;
         for (std::size_t s = 0; s < k; ++s) {
             C e;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -27,13 +28,12 @@ struct skew {
         const std::string name = s.substr(0, colon);
         double v = 0.0;
         if (colon != std::string::npos) {
-            try {
-                std::size_t used = 0;
-                v = std::stod(s.substr(colon + 1), &used);
-                if (used != s.size() - colon - 1) throw std::invalid_argument("trailing");
-            } catch (const std::exception&) {
+            // strtod, not std::stod: no exceptions, so the header builds with -fno-exceptions.
+            const std::string num = s.substr(colon + 1);
+            char* end = nullptr;
+            v = std::strtod(num.c_str(), &end);
+            if (num.empty() || end != num.c_str() + num.size())
                 MOE_THROW("moe.synthetic.skew", "cannot read the parameter of '", s, "'");
-            }
         }
         if (name == "uniform" && colon == std::string::npos) return k;
         if (name == "zipf" && colon != std::string::npos && v >= 0.0 && std::isfinite(v)) {

@@ -145,7 +145,8 @@ template <class Arch>
 [[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V exp_nonpos(typename lane_ops<Arch>::V x) noexcept {
     using O = lane_ops<Arch>;
     using V = typename O::V;
-    x = O::max(x, O::splat(-104.0f));
+    // max(-104, x) in this operand order also maps NaN to -104 (e^NaN -> 0): never UB below.
+    x = O::max(O::splat(-104.0f), x);
     const V n = O::round_even(x * O::splat(1.44269504088896341f));
     V r = O::fmadd(n, O::splat(-0.693359375f), x);
     r = O::fmadd(n, O::splat(2.12194440e-4f), r);
