@@ -112,17 +112,36 @@ double to_double(const std::string& opt, const std::string& v) {
     return x;
 }
 
+/// --renormalize / --renormalize-after-drop: no value = sum; =EPS = sum + EPS; =clamp:C = clamp.
+void parse_renorm(const std::string& opt, bool has_value, const std::string& val, moe::renormalize& mode, float& eps) {
+    if (!has_value) {
+        mode = moe::renormalize::sum;
+    } else if (val.rfind("clamp:", 0) == 0) {
+        mode = moe::renormalize::clamp;
+        eps = static_cast<float>(to_double(opt, val.substr(6)));
+    } else {
+        mode = moe::renormalize::sum_eps;
+        eps = static_cast<float>(to_double(opt, val));
+    }
+}
+
+/// Runs a library parser (parse_score_function, ...), turning its moe::error into fail().
+template <class F>
+auto parsed(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const moe::error& e) {
+        fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
+    }
+}
+
 options parse(int argc, char** argv) {
     options o;
     // The preset is applied first, whatever its position, so that other flags override it.
     for (int i = 1; i < argc; ++i) {
         if (std::string(argv[i]) == "--preset") {
             if (i + 1 >= argc) fail("moe.cli.value", "--preset needs a value");
-            try {
-                o.cfg = moe::presets::by_name(argv[i + 1]);
-            } catch (const moe::error& e) {
-                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
-            }
+            o.cfg = parsed([&] { return moe::presets::by_name(argv[i + 1]); });
         }
     }
     for (int i = 1; i < argc; ++i) {
@@ -153,26 +172,11 @@ options parse(int argc, char** argv) {
         } else if (a == "--skew") o.skew = next();
         else if (a == "--seed") o.seed = to_size("--seed", next());
         else if (a == "--preset") next();
-        else if (a == "--score") {
-            try {
-                o.cfg.score = moe::parse_score_function(next());
-            } catch (const moe::error& e) {
-                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
-            }
-        } else if (a == "--top-k") o.cfg.top_k = to_size("--top-k", next());
+        else if (a == "--score") o.cfg.score = parsed([&] { return moe::parse_score_function(next()); }); else if (a == "--top-k") o.cfg.top_k = to_size("--top-k", next());
         else if (a == "--pre-softmax") o.cfg.pre_softmax = true;
         else if (a == "--post-softmax") o.cfg.pre_softmax = false;
-        else if (a == "--renormalize") {
-            if (!has_eq) {
-                o.cfg.renorm = moe::renormalize::sum;
-            } else if (val.rfind("clamp:", 0) == 0) {
-                o.cfg.renorm = moe::renormalize::clamp;
-                o.cfg.renorm_eps = static_cast<float>(to_double("--renormalize", val.substr(6)));
-            } else {
-                o.cfg.renorm = moe::renormalize::sum_eps;
-                o.cfg.renorm_eps = static_cast<float>(to_double("--renormalize", val));
-            }
-        } else if (a == "--no-renormalize") o.cfg.renorm = moe::renormalize::none;
+        else if (a == "--renormalize") parse_renorm(a, has_eq, val, o.cfg.renorm, o.cfg.renorm_eps);
+        else if (a == "--no-renormalize") o.cfg.renorm = moe::renormalize::none;
         else if (a == "--scale") o.cfg.scaling_factor = static_cast<float>(to_double("--scale", next()));
         else if (a == "--bias") o.bias_path = next();
         else if (a == "--groups") o.cfg.num_groups = to_size("--groups", next());
@@ -192,30 +196,14 @@ options parse(int argc, char** argv) {
             o.drop.capacity.factor = to_double("--capacity-factor", next());
         } else if (a == "--capacity-formula") {
             o.capacity = true;
-            try {
-                o.drop.capacity.formula = moe::parse_capacity_formula(next());
-            } catch (const moe::error& e) {
-                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
-            }
+            o.drop.capacity.formula = parsed([&] { return moe::parse_capacity_formula(next()); });
         } else if (a == "--min-capacity") o.drop.capacity.min_capacity = to_size("--min-capacity", next());
         else if (a == "--capacity-alignment") o.drop.capacity.alignment = to_size("--capacity-alignment", next());
         else if (a == "--drop-policy") {
             o.capacity = true;
-            try {
-                o.drop.policy = moe::parse_drop_policy(next());
-            } catch (const moe::error& e) {
-                fail(e.id(), std::string(e.what()).substr(e.id().size() + 3));
-            }
+            o.drop.policy = parsed([&] { return moe::parse_drop_policy(next()); });
         } else if (a == "--renormalize-after-drop") {
-            if (!has_eq) {
-                o.drop.renorm_after = moe::renormalize::sum;
-            } else if (val.rfind("clamp:", 0) == 0) {
-                o.drop.renorm_after = moe::renormalize::clamp;
-                o.drop.renorm_eps = static_cast<float>(to_double("--renormalize-after-drop", val.substr(6)));
-            } else {
-                o.drop.renorm_after = moe::renormalize::sum_eps;
-                o.drop.renorm_eps = static_cast<float>(to_double("--renormalize-after-drop", val));
-            }
+            parse_renorm(a, has_eq, val, o.drop.renorm_after, o.drop.renorm_eps);
         } else if (a == "--reroute") {
             o.capacity = true;
             o.drop.reroute = true;

@@ -403,18 +403,8 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
         }
     rep.load_after = std::move(taken);
 
-    if (cfg.renorm_after != renormalize::none) {
-        for (std::size_t t = 0; t < T; ++t) {
-            W* w = r.weights.data() + t * k;
-            W sum = w[0];
-            for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
-            W den = sum;
-            if (cfg.renorm_after == renormalize::sum_eps) den = sum + W(cfg.renorm_eps);
-            if (cfg.renorm_after == renormalize::clamp) den = std::max(sum, W(cfg.renorm_eps));
-            if (den != W(0))
-                for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
-        }
-    }
+    for (std::size_t t = 0; t < T && cfg.renorm_after != renormalize::none; ++t)
+        detail::renormalize_weights(cfg.renorm_after, cfg.renorm_eps, r.weights.data() + t * k, k);
     return rep;
 }
 

@@ -216,6 +216,20 @@ template <class Arch, class C>
     return 0;
 }
 
+/// Divides a token's k weights by their sum per `mode` (none / sum / sum + eps / max(sum, eps));
+/// a zero denominator leaves them as they are. Shared by the router and the capacity stage.
+template <class C>
+void renormalize_weights(renormalize mode, float eps, C* w, std::size_t k) noexcept {
+    if (mode == renormalize::none || k == 0) return;
+    C sum = w[0];
+    for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
+    C den = sum;
+    if (mode == renormalize::sum_eps) den = sum + C(eps);
+    if (mode == renormalize::clamp) den = std::max(sum, C(eps));
+    if (den != C(0))
+        for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
+}
+
 /// A token's weights from its chosen experts `idx` (shared by every routing path, so they
 /// agree bit for bit): `logit_at(e)` and `score_at(e)` read the token's logit / score.
 template <class C, class LogitAt, class ScoreAt>
@@ -246,15 +260,7 @@ void finish_weights(const router_config& cfg, LogitAt logit_at, ScoreAt score_at
     } else {
         for (std::size_t s = 0; s < k; ++s) w[s] = score_at(idx[s]);
     }
-    if (cfg.renorm != renormalize::none) {
-        C sum = w[0];
-        for (std::size_t s = 1; s < k; ++s) sum = sum + w[s];
-        C den = sum;
-        if (cfg.renorm == renormalize::sum_eps) den = sum + C(cfg.renorm_eps);
-        if (cfg.renorm == renormalize::clamp) den = std::max(sum, C(cfg.renorm_eps));
-        if (den != C(0))
-            for (std::size_t s = 0; s < k; ++s) w[s] = w[s] / den;
-    }
+    renormalize_weights(cfg.renorm, cfg.renorm_eps, w, k);
     if (cfg.scaling_factor != 1.0f)
         for (std::size_t s = 0; s < k; ++s) w[s] = w[s] * C(cfg.scaling_factor);
 }
