@@ -87,3 +87,33 @@ struct vector_view {
 };
 
 }  // namespace moe
+
+namespace moe {
+namespace detail {
+
+/// Element type of a matrix or matrix view (const removed), for functions that accept either.
+template <class L>
+struct view_traits;
+template <class T>
+struct view_traits<matrix_view<T>> {
+    using element = std::remove_const_t<T>;
+};
+template <class T>
+struct view_traits<matrix<T>> {
+    using element = T;
+};
+template <class L>
+using element_t = typename view_traits<std::decay_t<L>>::element;
+
+/// A read-only view of a matrix or matrix view.
+template <class T>
+[[nodiscard]] constexpr matrix_view<const T> const_view(const matrix_view<T>& v) noexcept {
+    return v;
+}
+template <class T>
+[[nodiscard]] matrix_view<const T> const_view(const matrix<T>& m) noexcept {
+    return m.view();
+}
+
+}  // namespace detail
+}  // namespace moe
