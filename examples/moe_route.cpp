@@ -43,6 +43,17 @@ router (start from a preset, then override)
   --group-top-k GK         groups kept per token
   --group-score topm:M|max group score: sum of its M best keys, or its max
   --group-mask neg-inf|zero  what experts of dropped groups get
+policy and noise
+  --policy P               topk | top-p:P | expert-choice[:CF] | sinkhorn             (default topk)
+                           top-p keeps each token's fewest best experts whose probability
+                           reaches P; expert-choice: each expert takes its top ceil(T*CF/E)
+                           tokens (CF defaults to k); sinkhorn: Megatron's balanced top-k
+  --null-experts N         the last N logit columns are AdaMoE null experts (synthetic input
+                           gets N extra columns): slots routed there are left empty
+  --jitter EPS             multiply the logits by U(1-EPS, 1+EPS) before routing (a stand-in
+                           for the input jitter, which acts on the gate input)
+  --noise gumbel|normal:S  selection noise: Gumbel (DeepSpeed RSample: weights from the clean
+                           logits) or N(0,1)*S/E (Tutel gate_noise S)
 capacity (off unless a factor, formula or policy is given)
   --capacity-factor F      capacity factor (gamma for capacity_aware)      (default 1.0)
   --capacity N             explicit capacity for every expert (replaces the formula)
@@ -80,6 +91,12 @@ struct options {
     bool fill = false;
     bool pad_to_capacity = false;
     std::size_t block = 1;
+    std::string policy = "topk";
+    double policy_param = 0.0;
+    std::size_t null_experts = 0;
+    double jitter = 0.0;
+    std::string noise;
+    double noise_scale = 0.0;
 };
 
 [[noreturn]] void fail(const std::string& id, const std::string& msg) {
@@ -224,6 +241,24 @@ options parse(int argc, char** argv) {
         } else if (a == "--pad-to-capacity") {
             o.capacity = true;
             o.pad_to_capacity = true;
+        } else if (a == "--policy") {
+            const std::string v = next();
+            const auto colon = v.find(':');
+            o.policy = v.substr(0, colon);
+            const bool has = colon != std::string::npos;
+            if (has) o.policy_param = to_double("--policy", v.substr(colon + 1));
+            if (!(o.policy == "topk" && !has) && !(o.policy == "top-p" && has) && o.policy != "expert-choice" &&
+                !(o.policy == "sinkhorn" && !has))
+                fail("moe.cli.value", "--policy expects topk, top-p:P, expert-choice[:CF] or sinkhorn, got '" + v + "'");
+        } else if (a == "--null-experts") o.null_experts = to_size("--null-experts", next());
+        else if (a == "--jitter") o.jitter = to_double("--jitter", next());
+        else if (a == "--noise") {
+            const std::string v = next();
+            if (v == "gumbel") o.noise = v;
+            else if (v.rfind("normal:", 0) == 0) {
+                o.noise = "normal";
+                o.noise_scale = to_double("--noise", v.substr(7));
+            } else fail("moe.cli.value", "--noise expects gumbel or normal:S, got '" + v + "'");
         } else if (a == "--block-size") o.block = to_size("--block-size", next());
         else if (a == "--out") o.out_dir = next();
         else fail("moe.cli.arg", "unknown option '" + std::string(argv[i]) + "' (see --help)");
@@ -278,17 +313,77 @@ const char* renorm_name(moe::renormalize r) {
     return "?";
 }
 
+/// The router losses of a routing taken before any drop (clean logits for P).
+struct loss_summary {
+    double aux_megatron = 0, aux_hf = 0, aux_deepspeed = 0, z = 0, importance_load = 0;
+    bool has_importance = false;
+    double experts_per_token = 0;
+};
+
+loss_summary losses_of(const moe::matrix<float>& clean, const moe::matrix<float>& noisy, const moe::routing<float>& r,
+                       const options& o) {
+    loss_summary s;
+    moe::aux_loss_config a;
+    a.score = o.cfg.score == moe::score_function::sigmoid ? moe::score_function::sigmoid : moe::score_function::softmax;
+    a.num_null_experts = o.null_experts;
+    s.aux_megatron = moe::load_balancing_loss(clean, r, a);
+    a.variant = moe::aux_loss_variant::hf_mixtral;
+    s.aux_hf = moe::load_balancing_loss(clean, r, a);
+    a.variant = moe::aux_loss_variant::deepspeed;
+    s.aux_deepspeed = moe::load_balancing_loss(clean, r, a);
+    s.z = moe::z_loss(clean);
+    bool every_token_routed = clean.cols >= 2;
+    for (std::size_t t = 0; t < r.num_tokens && every_token_routed; ++t) every_token_routed = r.index(t, 0) >= 0;
+    if (every_token_routed) {
+        s.importance_load = moe::importance_load_loss(clean, noisy, r, o.noise == "normal" ? o.noise_scale : 1.0);
+        s.has_importance = true;
+    }
+    return s;
+}
+
 int run(const options& o) {
-    moe::matrix<float> logits = o.synthetic
-                                    ? moe::synthetic_logits(o.synth_tokens, o.synth_experts, moe::skew::parse(o.skew), o.seed)
-                                    : moe::io::read_npy_matrix<float>(o.logits_path);
+    const std::size_t extra = o.synthetic ? o.null_experts : 0;
+    moe::matrix<float> logits =
+        o.synthetic ? moe::synthetic_logits(o.synth_tokens, o.synth_experts + extra, moe::skew::parse(o.skew), o.seed)
+                    : moe::io::read_npy_matrix<float>(o.logits_path);
     std::vector<float> bias;
     if (!o.bias_path.empty()) bias = moe::io::read_npy_matrix<float>(o.bias_path, true).values;
+    if (o.null_experts >= logits.cols)
+        fail("moe.cli.value", "--null-experts " + std::to_string(o.null_experts) + " leaves no real expert among " +
+                                  std::to_string(logits.cols) + " logit columns");
+
+    const moe::matrix<float> clean = logits;
+    if (o.jitter > 0.0) moe::apply_jitter(logits.view(), o.jitter, o.seed + 1);
+    if (o.noise == "gumbel") moe::add_gumbel_noise(logits.view(), o.seed + 2);
+    if (o.noise == "normal")
+        moe::add_normal_noise(logits.view(), o.noise_scale / static_cast<double>(logits.cols), o.seed + 2);
 
     const auto t0 = std::chrono::steady_clock::now();
-    moe::routing<float> r = moe::route(logits, o.cfg, bias);
-    const std::size_t E_in = r.num_experts;
+    moe::routing<float> r;
+    if (o.policy == "topk") {
+        r = moe::route(logits, o.cfg, bias);
+        if (o.noise == "gumbel") moe::rescore(r, clean, o.cfg);
+    } else if (o.policy == "top-p") {
+        moe::top_p_config c;
+        c.p = o.policy_param;
+        c.score = o.cfg.score;
+        c.keep_scores = o.cfg.keep_scores;
+        r = moe::route_top_p(logits, c);
+    } else if (o.policy == "expert-choice") {
+        moe::expert_choice_config c;
+        c.capacity_factor = o.policy_param > 0 ? o.policy_param : static_cast<double>(o.cfg.top_k);
+        c.score = o.cfg.score;
+        c.keep_scores = o.cfg.keep_scores;
+        r = moe::route_expert_choice(logits, c);
+    } else {
+        r = moe::route_sinkhorn(logits, o.cfg.top_k);
+        if (o.cfg.keep_scores) r.scores = moe::route(logits, o.cfg).scores;  // for score-based drop / reroute
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const loss_summary losses = losses_of(clean, logits, r, o);
+    if (o.null_experts) r = moe::strip_null_experts(r, r.num_experts - o.null_experts);
+    const double experts_per_token = moe::mean_experts_per_token(r);
+    const std::size_t E_in = r.num_experts;
     const moe::load_metrics before = moe::measure(r);
     moe::capacity_report rep;
     moe::drop_config drop = o.drop;
@@ -345,6 +440,10 @@ int run(const options& o) {
             for (std::size_t d = 0; d < dl.size(); ++d) js << (d ? ", " : "") << dl[d];
             js << "]";
         }
+        js << ",\n  \"policy\": \"" << o.policy << "\",\n  \"mean_experts_per_token\": " << experts_per_token
+           << ",\n  \"aux_loss\": {\"megatron\": " << losses.aux_megatron << ", \"hf_mixtral\": " << losses.aux_hf
+           << ", \"deepspeed\": " << losses.aux_deepspeed << "},\n  \"z_loss\": " << losses.z;
+        if (losses.has_importance) js << ",\n  \"importance_load_loss\": " << losses.importance_load;
         js << ",\n  \"padding_fraction\": " << m.padding_fraction << "\n}\n";
         if (!js) fail("moe.cli.output", "failed writing " + o.out_dir + "/summary.json");
         std::printf("wrote %s/indices.npy, weights.npy, summary.json\n", o.out_dir.c_str());
@@ -357,6 +456,14 @@ int run(const options& o) {
                 renorm_name(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
     std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
+    if (o.policy != "topk" || o.null_experts)
+        std::printf("policy %s%s: %.3f experts per token\n", o.policy.c_str(),
+                    o.null_experts ? (" with " + std::to_string(o.null_experts) + " null experts").c_str() : "",
+                    experts_per_token);
+    std::printf("losses: aux %.6g (Megatron), %.6g (HF Mixtral), %.6g (DeepSpeed); z-loss %.6g", losses.aux_megatron,
+                losses.aux_hf, losses.aux_deepspeed, losses.z);
+    if (losses.has_importance) std::printf("; importance+load %.6g", losses.importance_load);
+    std::printf("\n");
     if (o.capacity)
         std::printf("capacity %zu (%s, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",
                     rep.capacity,

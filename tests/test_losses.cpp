@@ -390,3 +390,22 @@ TEST_CASE("losses and policies: bad input gets a stable error", "[losses][select
     CHECK(moe_test::error_of([&] { (void)moe::route_top_p(bad.view(), moe::top_p_config{}); }) ==
           "[moe.selection.logits] logits row 2, expert 1 is nan: only finite values and -inf are accepted");
 }
+
+TEST_CASE("losses and capacity under dynamic k use the routed slots, not the slot count", "[losses][selection]") {
+    // Each token uses one of its two slots: Megatron's k is then 1, and capacity is sized for
+    // T routed slots, exactly as a top-1 routing of the same choices.
+    const auto l = moe_test::random_logits(64, 8, 31);
+    auto r2 = moe::route(l, moe::presets::megatron(2));
+    moe::routing<float> r1(64, 8, 1, false);
+    for (std::size_t t = 0; t < 64; ++t) {
+        r1.indices[t] = r2.index(t, 0);
+        r1.weights[t] = r2.weight(t, 0);
+        r2.indices[t * 2 + 1] = -1;
+        r2.weights[t * 2 + 1] = 0.0f;
+    }
+    CHECK(moe::load_balancing_loss(l, r2, {}) == moe::load_balancing_loss(l, r1, {}));
+    moe::drop_config d;
+    d.capacity.factor = 1.0;
+    CHECK(moe::apply_capacity(r2, d).capacity == moe::apply_capacity(r1, d).capacity);
+    CHECK(moe::apply_capacity(r1, d).capacity == 8);
+}

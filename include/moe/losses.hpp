@@ -46,7 +46,8 @@ struct aux_loss_config {
     aux_loss_variant variant = aux_loss_variant::megatron;
     /// softmax (P = full softmax) or sigmoid (P = sigmoid / (sum + 1e-20), Megatron).
     score_function score = score_function::softmax;
-    /// k of the Megatron normalisation; 0 = the routing's top_k.
+    /// k of the Megatron normalisation; 0 = the routed slots per valid token (the routing's
+    /// top_k when every slot is used; the mean k under dynamic k).
     std::size_t top_k = 0;
     double coeff = 1.0;
     /// AdaMoE: the last `num_null_experts` columns are null experts. Their counts are replaced by
@@ -70,7 +71,8 @@ struct aux_loss_terms {
     std::vector<double> prob_sum;  ///< sum over valid tokens of P(t, e)
     std::vector<double> counts;    ///< slots routed to e (variant's rule), before any drop
     double tokens = 0;             ///< valid tokens
-    std::size_t top_k = 0;         ///< k of the Megatron normalisation
+    double slots = 0;              ///< routed slots of the valid tokens (all slots, any variant)
+    std::size_t top_k = 0;         ///< fixed k of the Megatron normalisation, 0 = slots / tokens
 
     aux_loss_terms() = default;
     explicit aux_loss_terms(std::size_t num_experts) : prob_sum(num_experts, 0.0), counts(num_experts, 0.0) {}
@@ -83,6 +85,7 @@ struct aux_loss_terms {
             counts[e] += o.counts[e];
         }
         tokens += o.tokens;
+        slots += o.slots;
         if (top_k == 0) top_k = o.top_k;
         return *this;
     }
@@ -151,16 +154,19 @@ void loss_probs_backward(score_function f, const C* x, const C* p, const C* g, C
     }
 }
 
-/// Counts of the variant from a routing (slot 0 only for deepspeed; -1 slots ignored).
+/// Counts of the variant from a routing (slot 0 only for deepspeed; -1 slots ignored) into
+/// `terms`, with the routed slots of every variant.
 template <class W>
 void add_counts(const routing<W>& r, aux_loss_variant v, vector_view<std::uint8_t> valid, std::size_t t0,
-                std::size_t t1, double* counts) {
-    const std::size_t slots = v == aux_loss_variant::deepspeed ? std::min<std::size_t>(1, r.top_k) : r.top_k;
+                std::size_t t1, aux_loss_terms& terms) {
+    const std::size_t counted = v == aux_loss_variant::deepspeed ? std::min<std::size_t>(1, r.top_k) : r.top_k;
     for (std::size_t t = t0; t < t1; ++t) {
         if (!valid.empty() && !valid[t]) continue;
-        for (std::size_t s = 0; s < slots; ++s) {
+        for (std::size_t s = 0; s < r.top_k; ++s) {
             const std::int32_t e = r.index(t, s);
-            if (e >= 0) counts[static_cast<std::size_t>(e)] += 1.0;
+            if (e < 0) continue;
+            terms.slots += 1.0;
+            if (s < counted) terms.counts[static_cast<std::size_t>(e)] += 1.0;
         }
     }
 }
@@ -177,9 +183,12 @@ inline std::vector<double> effective_counts(const aux_loss_config& cfg, const st
 }
 
 /// The factor c of L = c * sum_e P_e n_e.
-inline double aux_loss_factor(const aux_loss_config& cfg, std::size_t E, std::size_t k, double tokens) {
+inline double aux_loss_factor(const aux_loss_config& cfg, std::size_t E, const aux_loss_terms& terms) {
+    const double tokens = terms.tokens;
     if (tokens <= 0) return 0.0;
-    const double kn = cfg.variant == aux_loss_variant::megatron ? static_cast<double>(k) : 1.0;
+    const double k = terms.top_k ? static_cast<double>(terms.top_k) : terms.slots / tokens;
+    if (cfg.variant == aux_loss_variant::megatron && !(k > 0)) return 0.0;
+    const double kn = cfg.variant == aux_loss_variant::megatron ? k : 1.0;
     return cfg.coeff * static_cast<double>(E) / (kn * tokens * tokens);
 }
 
@@ -218,7 +227,7 @@ template <class Arch = default_arch, class L, class W>
         MOE_THROW("moe.losses.routing", "routing is ", r.num_tokens, " tokens x ", r.num_experts, " experts; logits are ", T_,
                   " x ", E);
     aux_loss_terms terms(E);
-    terms.top_k = cfg.top_k ? cfg.top_k : r.top_k;
+    terms.top_k = cfg.top_k;
     std::vector<T> p(E);
     for (std::size_t t = 0; t < T_; ++t) {
         if (!valid.empty() && !valid[t]) continue;
@@ -226,7 +235,7 @@ template <class Arch = default_arch, class L, class W>
         for (std::size_t e = 0; e < E; ++e) terms.prob_sum[e] += static_cast<double>(p[e]);
         terms.tokens += 1.0;
     }
-    detail::add_counts(r, cfg.variant, valid, 0, T_, terms.counts.data());
+    detail::add_counts(r, cfg.variant, valid, 0, T_, terms);
     return terms;
 }
 
@@ -236,7 +245,7 @@ template <class Arch = default_arch, class L, class W>
     const std::vector<double> n = detail::effective_counts(cfg, terms.counts);
     double s = 0.0;
     for (std::size_t e = 0; e < E; ++e) s += terms.prob_sum[e] * n[e];
-    return detail::aux_loss_factor(cfg, E, terms.top_k, terms.tokens) * s;
+    return detail::aux_loss_factor(cfg, E, terms) * s;
 }
 
 /// Switch/GShard load-balancing loss of one (micro-)batch and, if `grad` is not empty, its
@@ -252,7 +261,7 @@ double load_balancing_loss(const L& logits_in, const routing<W>& r, const aux_lo
     const aux_loss_terms terms = aux_loss_statistics<Arch>(logits, r, cfg, valid);
     detail::check_loss_inputs<T>(logits, valid, grad, false);
     if (!grad.empty()) {
-        const double c = detail::aux_loss_factor(cfg, logits.cols, terms.top_k, terms.tokens);
+        const double c = detail::aux_loss_factor(cfg, logits.cols, terms);
         detail::aux_loss_backward<Arch>(cfg, logits, valid, 0, logits.rows, detail::effective_counts(cfg, terms.counts), c,
                                         grad);
     }
@@ -277,23 +286,22 @@ double sequence_load_balancing_loss(const L& logits_in, const routing<W>& r, std
         MOE_THROW("moe.losses.routing", "routing is ", r.num_tokens, " tokens x ", r.num_experts, " experts; logits are ", T_,
                   " x ", E);
     const std::size_t B = T_ / seq_len;
-    const std::size_t k = cfg.top_k ? cfg.top_k : r.top_k;
     double total = 0.0;
     std::vector<T> p(E);
     for (std::size_t b = 0; b < B; ++b) {
         const std::size_t t0 = b * seq_len, t1 = t0 + seq_len;
         aux_loss_terms terms(E);
-        terms.top_k = k;
+        terms.top_k = cfg.top_k;
         for (std::size_t t = t0; t < t1; ++t) {
             if (!valid.empty() && !valid[t]) continue;
             detail::loss_probs<Arch>(cfg.score, logits.row(t), p.data(), E);
             for (std::size_t e = 0; e < E; ++e) terms.prob_sum[e] += static_cast<double>(p[e]);
             terms.tokens += 1.0;
         }
-        detail::add_counts(r, cfg.variant, valid, t0, t1, terms.counts.data());
+        detail::add_counts(r, cfg.variant, valid, t0, t1, terms);
         total += aux_loss_value(terms, cfg);
         if (!grad.empty()) {
-            const double c = detail::aux_loss_factor(cfg, E, k, terms.tokens) / static_cast<double>(B);
+            const double c = detail::aux_loss_factor(cfg, E, terms) / static_cast<double>(B);
             detail::aux_loss_backward<Arch>(cfg, logits, valid, t0, t1, detail::effective_counts(cfg, terms.counts), c, grad);
         }
     }
@@ -337,7 +345,7 @@ public:
         if (logits.cols != terms_.prob_sum.size())
             MOE_THROW("moe.losses.global", "logits have ", logits.cols, " experts, the accumulator ", terms_.prob_sum.size());
         detail::check_loss_inputs<T>(logits, valid, grad, cfg_.score == score_function::softmax);
-        const double c = detail::aux_loss_factor(cfg_, logits.cols, terms_.top_k, terms_.tokens);
+        const double c = detail::aux_loss_factor(cfg_, logits.cols, terms_);
         detail::aux_loss_backward<Arch>(cfg_, logits, valid, 0, logits.rows, detail::effective_counts(cfg_, terms_.counts),
                                         c, grad);
     }
