@@ -17,53 +17,12 @@
 #include <moe/moe.hpp>
 #include <moe/synthetic.hpp>
 
+#include "machine.hpp"
+
 namespace {
 
 double g_peak_flops = 0;  // fp32 FLOP/s, one core
 double g_bandwidth = 0;   // bytes/s read, one core
-
-template <class Arch>
-double measure_peak() {
-    using O = moe::detail::lane_ops<Arch>;
-    using V = typename O::V;
-    constexpr int acc = 16;
-    V a[acc];
-    for (int i = 0; i < acc; ++i) a[i] = O::splat(1.0f + 1e-7f * static_cast<float>(i));
-    const V m = O::splat(0.9999999f), c = O::splat(1e-7f);
-    const long iters = 20'000'000;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (long it = 0; it < iters; ++it)
-        for (int i = 0; i < acc; ++i) a[i] = O::fmadd(a[i], m, c);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    float sink = 0;
-    for (int i = 0; i < acc; ++i) {
-        alignas(64) float tmp[O::width];
-        O::store(tmp, a[i]);
-        sink += tmp[0];
-    }
-    benchmark::DoNotOptimize(sink);
-    return 2.0 * O::width * acc * static_cast<double>(iters) / s;
-}
-
-double measure_bandwidth() {
-    using O = moe::detail::lane_ops<moe::default_arch>;
-    using V = typename O::V;
-    const std::size_t n = (std::size_t(512) << 20) / sizeof(float);
-    std::vector<float> buf(n, 1.0f);
-    double best = 0;
-    for (int rep = 0; rep < 5; ++rep) {
-        V s[4] = {O::splat(0), O::splat(0), O::splat(0), O::splat(0)};
-        const auto t0 = std::chrono::steady_clock::now();
-        for (std::size_t i = 0; i + 4 * O::width <= n; i += 4 * O::width)
-            for (std::size_t j = 0; j < 4; ++j) s[j] = s[j] + O::load(buf.data() + i + j * O::width);
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        alignas(64) float tmp[O::width];
-        O::store(tmp, s[0] + s[1] + s[2] + s[3]);
-        benchmark::DoNotOptimize(tmp[0]);
-        best = std::max(best, static_cast<double>(n * sizeof(float)) / sec);
-    }
-    return best;
-}
 
 struct shape {
     std::size_t tokens, experts, k;
@@ -218,8 +177,8 @@ int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     Eigen::setNbThreads(1);  // the Eigen baseline is measured on one core, like everything else
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    g_peak_flops = measure_peak<moe::default_arch>();
-    g_bandwidth = measure_bandwidth();
+    g_peak_flops = moe_bench::measure_peak<moe::default_arch>();
+    g_bandwidth = moe_bench::measure_bandwidth();
     std::printf("machine (one core, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
                 moe::default_arch::name(), g_peak_flops * 1e-9, g_bandwidth * 1e-9);
     benchmark::RunSpecifiedBenchmarks();

@@ -1,0 +1,204 @@
+// Grouped SwiGLU expert benchmarks. Before the cases, this program measures the machine's fp32
+// FMA peak and read bandwidth on 1 and 2 threads; every case reports `gflops`, `gbps` and
+// `fraction_of_peak` against the limit that binds it: the FMA peak for prefill (T >= 512), the
+// read bandwidth for the active experts' weight bytes at decode (T <= 16).
+//
+// Shapes: toy Mixtral (H 1024, F 3584, E 8, k 2) and DeepSeek-MoE-like (H 2048, F 1408, E 64,
+// k 6); T = 1, 4, 16, 512, 4096; 1 and 2 threads; f32 and bf16 weights (f16 at decode).
+// Baseline in the same binary: Eigen, per expert (gather, three GEMMs, SiLU).
+// Decode cases rotate through several weight copies and routings so that the bytes come from
+// DRAM, not from the (large) L3 of this machine.
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <Eigen/Dense>
+#include <benchmark/benchmark.h>
+
+#include <moe/kernels/expert_ffn.hpp>
+#include <moe/moe.hpp>
+#include <moe/synthetic.hpp>
+
+#include "machine.hpp"
+
+namespace {
+
+double g_peak[3] = {0, 0, 0};  // fp32 FLOP/s on 1 and 2 threads
+double g_bw[3] = {0, 0, 0};    // read bytes/s on 1 and 2 threads
+
+struct shape_t {
+    const char* name;
+    std::size_t H, F, E, k;
+};
+constexpr shape_t shapes[] = {{"mixtral", 1024, 3584, 8, 2}, {"deepseek", 2048, 1408, 64, 6}};
+
+/// Random expert weights in HF layout, converted to W.
+template <class W>
+struct source_weights {
+    std::vector<W> w1, w3, w2;
+    source_weights(const shape_t& s, std::uint64_t seed) {
+        moe::splitmix64 rng(seed);
+        const std::size_t n = s.E * s.F * s.H;
+        w1.resize(n);
+        w3.resize(n);
+        w2.resize(n);
+        const float a = 1.0f / std::sqrt(static_cast<float>(s.H)), b = 1.0f / std::sqrt(static_cast<float>(s.F));
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t r = rng.next();
+            w1[i] = static_cast<W>(a * (static_cast<float>(r & 0xFFFF) / 32768.0f - 1.0f));
+            w3[i] = static_cast<W>(a * (static_cast<float>((r >> 16) & 0xFFFF) / 32768.0f - 1.0f));
+            w2[i] = static_cast<W>(b * (static_cast<float>((r >> 32) & 0xFFFF) / 32768.0f - 1.0f));
+        }
+    }
+};
+
+/// Routings of T tokens (uniform popularity), cycled through by decode cases.
+std::vector<moe::dispatch_plan> plans_for(const shape_t& s, std::size_t T, std::size_t count) {
+    std::vector<moe::dispatch_plan> plans;
+    for (std::size_t i = 0; i < count; ++i) {
+        const auto logits = moe::synthetic_logits(T, s.E, moe::skew{}, 100 + i);
+        plans.push_back(moe::make_plan(moe::route(logits, moe::presets::megatron(s.k))));
+    }
+    return plans;
+}
+
+std::size_t active_experts(const moe::dispatch_plan& p) {
+    std::size_t n = 0;
+    for (auto c : p.counts) n += c > 0;
+    return n;
+}
+
+template <class W>
+void BM_Experts(benchmark::State& st) {
+    const shape_t& s = shapes[st.range(0)];
+    const std::size_t T = static_cast<std::size_t>(st.range(1));
+    const int threads = static_cast<int>(st.range(2));
+    const bool decode = T <= 16;
+    using Arch = moe::default_arch;
+    const source_weights<W> src(s, 1);
+    // Decode: enough copies that the weights of one pass exceed twice the L3 (here 260 MiB).
+    const std::size_t layer_bytes = 3 * s.E * s.H * s.F * sizeof(W);
+    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / layer_bytes + 1) : 1;
+    std::vector<moe::kernels::packed_experts<Arch, W>> packed;
+    for (std::size_t c = 0; c < copies; ++c)
+        packed.push_back(moe::kernels::pack_experts<Arch>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F));
+    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);  // any values: activations
+    std::size_t max_rows = 0;
+    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
+    moe::matrix<float> y(max_rows, s.H);
+    moe::kernels::ffn_workspace ws;
+    for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, packed[0]).total());
+#if defined(_OPENMP)
+    const moe::openmp_executor ex{threads};
+#else
+    const moe::serial_executor ex{};
+#endif
+    double flops = 0, bytes = 0;
+    {  // warm-up: first touch of the workspace and the output
+        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
+        moe::kernels::expert_ffn(yv, moe::matrix_view<const float>(xm.view()), plans[0], packed[0], ws.data(), ws.size(), ex);
+    }
+    std::size_t it = 0;
+    for (auto _ : st) {
+        const auto& plan = plans[it % plans.size()];
+        const auto& pw = packed[it % copies];
+        ++it;
+        moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
+        moe::kernels::expert_ffn(yv, moe::matrix_view<const float>(xm.view()), plan, pw, ws.data(), ws.size(), ex);
+        benchmark::ClobberMemory();
+        flops += 6.0 * static_cast<double>(plan.num_rows() * s.H * s.F);
+        bytes += static_cast<double>(active_experts(plan) * pw.expert_bytes());
+    }
+    st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["fraction_of_peak"] =
+        benchmark::Counter(decode ? bytes / g_bw[threads] : flops / g_peak[threads], benchmark::Counter::kIsRate);
+    st.SetLabel(std::string(s.name) + (decode ? " decode (bandwidth)" : " prefill (FMA peak)"));
+}
+
+/// Eigen, per expert: gather the expert's rows, H1 = X W1^T, H3 = X W3^T, A = silu(H1) * H3,
+/// Y = A W2^T (float, Eigen's own threads).
+void BM_EigenExperts(benchmark::State& st) {
+    const shape_t& s = shapes[st.range(0)];
+    const std::size_t T = static_cast<std::size_t>(st.range(1));
+    const int threads = static_cast<int>(st.range(2));
+    const bool decode = T <= 16;
+    Eigen::setNbThreads(threads);
+    // Decode: rotate weight copies as the moe cases do, so that both read from DRAM.
+    const std::size_t layer_bytes = 3 * s.E * s.H * s.F * sizeof(float);
+    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / layer_bytes + 1) : 1;
+    std::vector<std::unique_ptr<source_weights<float>>> srcs;
+    for (std::size_t c = 0; c < copies; ++c) srcs.push_back(std::make_unique<source_weights<float>>(s, 1));
+    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
+    using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const RM> X(xm.values.data(), static_cast<Eigen::Index>(T), static_cast<Eigen::Index>(s.H));
+    RM Y;
+    double flops = 0, bytes = 0;
+    std::size_t it = 0;
+    for (auto _ : st) {
+        const auto& plan = plans[it % plans.size()];
+        const source_weights<float>& src = *srcs[it++ % copies];
+        Y.resize(static_cast<Eigen::Index>(plan.num_rows()), static_cast<Eigen::Index>(s.H));
+        for (std::size_t e = 0; e < s.E; ++e) {
+            const auto r0 = plan.offsets[e], n = plan.offsets[e + 1] - r0;
+            if (n == 0) continue;
+            RM Xe(n, static_cast<Eigen::Index>(s.H));
+            for (Eigen::Index i = 0; i < n; ++i) Xe.row(i) = X.row(plan.row_token[static_cast<std::size_t>(r0 + i)]);
+            const Eigen::Map<const RM> W1(src.w1.data() + e * s.F * s.H, static_cast<Eigen::Index>(s.F), static_cast<Eigen::Index>(s.H));
+            const Eigen::Map<const RM> W3(src.w3.data() + e * s.F * s.H, static_cast<Eigen::Index>(s.F), static_cast<Eigen::Index>(s.H));
+            const Eigen::Map<const RM> W2(src.w2.data() + e * s.H * s.F, static_cast<Eigen::Index>(s.H), static_cast<Eigen::Index>(s.F));
+            RM H1 = Xe * W1.transpose();
+            const RM H3 = Xe * W3.transpose();
+            H1 = (H1.array() / (1.0f + (-H1.array()).exp()) * H3.array()).matrix();
+            Y.middleRows(r0, n).noalias() = H1 * W2.transpose();
+            bytes += static_cast<double>(3 * s.H * s.F * sizeof(float));
+        }
+        benchmark::ClobberMemory();
+        flops += 6.0 * static_cast<double>(plan.num_rows() * s.H * s.F);
+    }
+    st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["fraction_of_peak"] =
+        benchmark::Counter(decode ? bytes / g_bw[threads] : flops / g_peak[threads], benchmark::Counter::kIsRate);
+    st.SetLabel(std::string(s.name) + " Eigen per expert");
+}
+
+void args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"shape", "T", "threads"});
+    for (long sh : {0, 1})
+        for (long T : {1, 4, 16, 512, 4096})
+            for (long th : {1, 2}) b->Args({sh, T, th});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+}
+void decode_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"shape", "T", "threads"});
+    for (long sh : {0, 1})
+        for (long T : {1, 4, 16})
+            for (long th : {1, 2}) b->Args({sh, T, th});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+}
+
+}  // namespace
+
+BENCHMARK_TEMPLATE(BM_Experts, float)->Name("BM_Experts/f32")->Apply(args);
+BENCHMARK_TEMPLATE(BM_Experts, Eigen::bfloat16)->Name("BM_Experts/bf16")->Apply(args);
+BENCHMARK_TEMPLATE(BM_Experts, Eigen::half)->Name("BM_Experts/f16")->Apply(decode_args);
+BENCHMARK(BM_EigenExperts)->Name("BM_Experts/eigen_f32")->Apply(args);
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    for (int t : {1, 2}) {
+        g_peak[t] = moe_bench::measure_peak<moe::default_arch>(t);
+        g_bw[t] = moe_bench::measure_bandwidth(t);
+        std::printf("machine (%d thread%s, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n", t, t > 1 ? "s" : "",
+                    moe::default_arch::name(), g_peak[t] * 1e-9, g_bw[t] * 1e-9);
+    }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,87 @@
+// The machine's limits, measured in the benchmark's own run: fp32 FMA peak (a register-only FMA
+// loop) and read bandwidth (a streaming sum over 512 MiB), on 1 or more OpenMP threads.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <moe/arch.hpp>
+#include <moe/detail/lane_math.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace moe_bench {
+
+/// fp32 FLOP/s of FMAs on `threads` threads (each its own independent chains).
+template <class Arch>
+double measure_peak(int threads = 1) {
+    using O = moe::detail::lane_ops<Arch>;
+    using V = typename O::V;
+    const long iters = 20'000'000;
+    double seconds = 0;
+    auto body = [&] {
+        constexpr int acc = 16;
+        V a[acc];
+        for (int i = 0; i < acc; ++i) a[i] = O::splat(1.0f + 1e-7f * static_cast<float>(i));
+        const V m = O::splat(0.9999999f), c = O::splat(1e-7f);
+        for (long it = 0; it < iters; ++it)
+            for (int i = 0; i < acc; ++i) a[i] = O::fmadd(a[i], m, c);
+        float sink = 0;
+        for (int i = 0; i < acc; ++i) {
+            alignas(64) float tmp[O::width];
+            O::store(tmp, a[i]);
+            sink += tmp[0];
+        }
+        benchmark::DoNotOptimize(sink);
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+    body();
+#else
+    threads = 1;
+    body();
+#endif
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return 2.0 * O::width * 16 * static_cast<double>(iters) * threads / seconds;
+}
+
+/// Bytes/s read by `threads` threads streaming disjoint parts of a 512 MiB buffer (best of 5).
+inline double measure_bandwidth(int threads = 1) {
+    using O = moe::detail::lane_ops<moe::default_arch>;
+    using V = typename O::V;
+    const std::size_t n = (std::size_t(512) << 20) / sizeof(float);
+    std::vector<float> buf(n, 1.0f);
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto part = [&](std::size_t b, std::size_t e) {
+            V s[4] = {O::splat(0), O::splat(0), O::splat(0), O::splat(0)};
+            for (std::size_t i = b; i + 4 * O::width <= e; i += 4 * O::width)
+                for (std::size_t j = 0; j < 4; ++j) s[j] = s[j] + O::load(buf.data() + i + j * O::width);
+            alignas(64) float tmp[O::width];
+            O::store(tmp, s[0] + s[1] + s[2] + s[3]);
+            benchmark::DoNotOptimize(tmp[0]);
+        };
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+        {
+            const std::size_t t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
+            part(n / nt * t, n / nt * (t + 1));
+        }
+#else
+        part(0, n);
+#endif
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, static_cast<double>(n * sizeof(float)) / sec);
+    }
+    return best;
+}
+
+}  // namespace moe_bench
