@@ -180,6 +180,8 @@ TEMPLATE_LIST_TEST_CASE("kernels: bit-identical to moe::scalar, for any executor
     moe::kernels::ffn_tiling small;
     small.rows_per_tile = 8;
     small.panel_bytes_per_tile = 1;
+    small.down_panels_per_tile = 3;
+    small.l1_panel_bytes = 1000;
     CHECK(bits_of(run_ffn<TestType, float>(l, x, plan)) == bits_of(run_ffn<moe::scalar, float>(l, x, plan)));
     CHECK(bits_of(run_ffn<TestType, Eigen::half>(l, x, plan)) == bits_of(run_ffn<moe::scalar, Eigen::half>(l, x, plan)));
     CHECK(bits_of(run_ffn<TestType, Eigen::bfloat16>(l, x, plan)) ==

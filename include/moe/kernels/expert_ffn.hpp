@@ -94,17 +94,17 @@ struct weight_lanes {
 };
 
 /// The micro-kernel for float / half / double weights: acc[M][nr] = c_in (or 0) + A(M x K) *
-/// B(K x nr) over k in [k0, k1), A packed [k][mr], B a panel [k][nr], c_in [i][nr]; `epi(acc)`
+/// B(K x nr) over k in [k0, k1), A packed [k][mr], B a panel [k][nr], c_in rows ldc apart; `epi(acc)`
 /// consumes the result. Carrying c_in between K blocks continues the same FMA chain.
 template <class Arch, class W, std::size_t M, class Epi>
 MOE_ALWAYS_INLINE void micro(std::size_t k0, std::size_t k1, const compute_t<W>* a, const W* b, const compute_t<W>* c_in,
-                             Epi&& epi) noexcept {
+                             std::size_t ldc, Epi&& epi) noexcept {
     constexpr std::size_t mr = blocking<Arch>::mr, nr = blocking<Arch>::nr;
     if constexpr (std::is_same<W, double>::value) {
         double acc[M][nr] = {};
         if (c_in)
             for (std::size_t i = 0; i < M; ++i)
-                for (std::size_t j = 0; j < nr; ++j) acc[i][j] = c_in[i * nr + j];
+                for (std::size_t j = 0; j < nr; ++j) acc[i][j] = c_in[i * ldc + j];
         for (std::size_t k = k0; k < k1; ++k)
             for (std::size_t i = 0; i < M; ++i)
                 for (std::size_t j = 0; j < nr; ++j) acc[i][j] = std::fma(a[k * mr + i], b[k * nr + j], acc[i][j]);
@@ -115,8 +115,8 @@ MOE_ALWAYS_INLINE void micro(std::size_t k0, std::size_t k1, const compute_t<W>*
         constexpr std::size_t w = O::width;
         V acc[M][2];
         for (std::size_t i = 0; i < M; ++i) {
-            acc[i][0] = c_in ? O::load(c_in + i * nr) : O::splat(0.0f);
-            acc[i][1] = c_in ? O::load(c_in + i * nr + w) : O::splat(0.0f);
+            acc[i][0] = c_in ? O::load(c_in + i * ldc) : O::splat(0.0f);
+            acc[i][1] = c_in ? O::load(c_in + i * ldc + w) : O::splat(0.0f);
         }
         const float* ak = a + k0 * mr;
         const W* bk = b + k0 * nr;
@@ -143,15 +143,15 @@ MOE_ALWAYS_INLINE void micro(std::size_t k0, std::size_t k1, const compute_t<W>*
 /// float accumulation: acc += a_odd * b_odd, then += a_even * b_even (products are exact).
 template <class Arch, std::size_t M, class Epi>
 MOE_ALWAYS_INLINE void micro_bf16(std::size_t k0, std::size_t k1, const std::uint32_t* a, const Eigen::bfloat16* b,
-                                  const float* c_in, Epi&& epi) noexcept {
+                                  const float* c_in, std::size_t ldc, Epi&& epi) noexcept {
     constexpr std::size_t mr = blocking<Arch>::mr, nr = blocking<Arch>::nr;
     using O = lane_ops<Arch>;
     using V = typename O::V;
     constexpr std::size_t w = O::width;
     V acc[M][2];
     for (std::size_t i = 0; i < M; ++i) {
-        acc[i][0] = c_in ? O::load(c_in + i * nr) : O::splat(0.0f);
-        acc[i][1] = c_in ? O::load(c_in + i * nr + w) : O::splat(0.0f);
+        acc[i][0] = c_in ? O::load(c_in + i * ldc) : O::splat(0.0f);
+        acc[i][1] = c_in ? O::load(c_in + i * ldc + w) : O::splat(0.0f);
     }
     const std::uint32_t* ak = a + (k0 / 2) * mr;
     const std::uint16_t* bk = reinterpret_cast<const std::uint16_t*>(b) + (k0 / 2) * 2 * nr;
@@ -216,12 +216,12 @@ MOE_ALWAYS_INLINE void dispatch_rows(std::size_t m, Run&& run) noexcept {
 /// Dispatches micro-kernels on the row count of a block (1..mr).
 template <class Arch, class W, class Epi>
 MOE_ALWAYS_INLINE void micro_rows(std::size_t m, std::size_t k0, std::size_t k1, const act_t<W>* a, const W* b,
-                                  const compute_t<W>* c_in, Epi&& epi) noexcept {
+                                  const compute_t<W>* c_in, std::size_t ldc, Epi&& epi) noexcept {
     constexpr std::size_t mr = blocking<Arch>::mr;
     auto run = [&](auto mtag) {
         constexpr std::size_t M = decltype(mtag)::value;
-        if constexpr (std::is_same<W, Eigen::bfloat16>::value) micro_bf16<Arch, M>(k0, k1, a, b, c_in, epi);
-        else micro<Arch, W, M>(k0, k1, a, b, c_in, epi);
+        if constexpr (std::is_same<W, Eigen::bfloat16>::value) micro_bf16<Arch, M>(k0, k1, a, b, c_in, ldc, epi);
+        else micro<Arch, W, M>(k0, k1, a, b, c_in, ldc, epi);
     };
     dispatch_rows<mr>(m, run);
 }
@@ -283,6 +283,7 @@ struct ffn_tiling {
     std::size_t rows_per_tile = 256;              ///< rows of an expert per tile (at most 256)
     std::size_t panel_bytes_per_tile = 128u << 10;  ///< weight bytes of one tile's panels
     std::size_t l1_panel_bytes = 32u << 10;       ///< bytes of a panel's K block kept in L1
+    std::size_t down_panels_per_tile = 8;          ///< down-projection panels sharing one tile
 };
 
 /// y_rows (plan rows x H, float) = SwiGLU expert of each row's expert applied to x[row's token].
@@ -399,7 +400,7 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                     const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
                     const std::size_t m = std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
                     C* part = scratch + (blk - b0) * mr * nr;
-                    detail::micro_rows<Arch, W>(m, k0, k1, pack + blk * mr * kpack, b, first ? nullptr : part,
+                    detail::micro_rows<Arch, W>(m, k0, k1, pack + blk * mr * kpack, b, first ? nullptr : part, nr,
                                                 [&](auto& acc) {
                                                     if (last) {
                                                         final_epi(acc, blk, r0, p);
@@ -458,31 +459,53 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
              });
     });
 
-    // Phase 3: down projection into y_rows.
-    run_phase(chunk, pw.down_panels(), panels_per_tile(pw.down_k()), [&](std::size_t e, std::size_t b0, std::size_t b1,
-                                                                         std::size_t p0, std::size_t p1) {
-        tile(e, b0, b1, p0, p1, pw.down_k(), apack, ka, [&](std::size_t ee, std::size_t p) { return pw.down(ee, p); },
-             [&](auto& acc, std::size_t, std::size_t r0, std::size_t p) {
-                 constexpr std::size_t M = sizeof(acc) / sizeof(acc[0]);
-                 const std::size_t h0 = p * nr, hn = std::min(nr, H - h0);
-                 for (std::size_t i = 0; i < M; ++i) {
-                     C* dst = y_rows.row(r0 + i) + h0;
-                     if constexpr (std::is_same<W, double>::value) {
-                         for (std::size_t j = 0; j < hn; ++j) dst[j] = acc[i][j];
-                     } else {
-                         using O = detail::lane_ops<Arch>;
-                         if (hn == nr) {
-                             O::store(dst, acc[i][0]);
-                             O::store(dst + O::width, acc[i][1]);
-                         } else {
-                             alignas(64) float v[nr];
-                             O::store(v, acc[i][0]);
-                             O::store(v + O::width, acc[i][1]);
-                             for (std::size_t j = 0; j < hn; ++j) dst[j] = v[j];
-                         }
-                     }
-                 }
-             });
+    // Phase 3: down projection into y_rows. K (= F) is long, so the tile runs K blocks outermost:
+    // a K slice of the tile's activations (256 rows) stays in L2 across the tile's panels, each
+    // panel's K block stays in L1 across the rows, and the partial sums wait in y_rows itself.
+    const std::size_t down_ppt = std::max<std::size_t>(1, tiling.down_panels_per_tile);
+    run_phase(chunk, pw.down_panels(), down_ppt, [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
+                                                     std::size_t p1) {
+        scratch_t tile_scratch;  // partial sums of a last panel narrower than nr
+        const std::size_t K = pw.down_k();
+        for (std::size_t k0 = 0; k0 < K; k0 += kc) {
+            const std::size_t k1 = std::min(K, k0 + kc);
+            const bool first = k0 == 0, last = k1 == K;
+            for (std::size_t p = p0; p < p1; ++p) {
+                const W* b = pw.down(e, p);
+                const std::size_t h0 = p * nr, hn = std::min(nr, H - h0);
+                const W* next = p + 1 < p1 ? pw.down(e, p + 1) + (k0 / per) * per * nr : (!last ? pw.down(e, p0) + (k1 / per) * per * nr : nullptr);
+                const std::size_t next_bytes = next ? std::min(kc, last ? kc : K - k1) * nr * sizeof(W) : 0;
+                const std::size_t slice = (next_bytes / (b1 - b0) + 63) / 64 * 64;
+                for (std::size_t blk = b0; blk < b1; ++blk) {
+                    if (next_bytes) {
+                        const char* pf = reinterpret_cast<const char*>(next) + (blk - b0) * slice;
+                        const char* pf_end = reinterpret_cast<const char*>(next) + next_bytes;
+                        for (std::size_t off = 0; off < slice && pf + off < pf_end; off += 64) __builtin_prefetch(pf + off, 0, 2);
+                    }
+                    const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
+                    const std::size_t m = std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
+                    const bool full = hn == nr;
+                    C* part = full ? y_rows.row(r0) + h0 : tile_scratch.v + (blk - b0) * mr * nr;
+                    const std::size_t ldc = full ? y_rows.stride : nr;
+                    detail::micro_rows<Arch, W>(m, k0, k1, apack + blk * mr * ka, b, first ? nullptr : part, ldc,
+                                                [&](auto& acc) {
+                                                    constexpr std::size_t M = sizeof(acc) / sizeof(acc[0]);
+                                                    for (std::size_t i = 0; i < M; ++i) {
+                                                        C* dst = part + i * ldc;
+                                                        if constexpr (std::is_same<W, double>::value) {
+                                                            for (std::size_t j = 0; j < nr; ++j) dst[j] = acc[i][j];
+                                                        } else {
+                                                            using O = detail::lane_ops<Arch>;
+                                                            O::store(dst, acc[i][0]);
+                                                            O::store(dst + O::width, acc[i][1]);
+                                                        }
+                                                        if (last && !full)
+                                                            for (std::size_t j = 0; j < hn; ++j) y_rows(r0 + i, h0 + j) = dst[j];
+                                                    }
+                                                });
+                }
+            }
+        }
     });
 }
 
