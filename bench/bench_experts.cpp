@@ -198,6 +198,9 @@ int main(int argc, char** argv) {
         std::printf("machine (%d thread%s, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n", t, t > 1 ? "s" : "",
                     moe::default_arch::name(), g_peak[t] * 1e-9, g_bw[t] * 1e-9);
     }
+#if defined(__AVX512BF16__)
+    std::printf("machine (1 thread): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", moe_bench::measure_bf16_dot_peak() * 1e-9);
+#endif
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

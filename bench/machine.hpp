@@ -15,6 +15,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace moe_bench {
 
@@ -51,6 +54,25 @@ double measure_peak(int threads = 1) {
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return 2.0 * O::width * 16 * static_cast<double>(iters) * threads / seconds;
 }
+
+#if defined(__AVX512BF16__)
+/// FLOP/s of AVX-512 vdpbf16ps (64 FLOP each: 16 lanes x 2 products x multiply-add) on one
+/// thread: the peak of the bf16 weight path.
+inline double measure_bf16_dot_peak() {
+    const long iters = 20'000'000;
+    __m512 a[16];
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+    const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33803380);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long it = 0; it < iters; ++it)
+        for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    float sink = 0;
+    for (int i = 0; i < 16; ++i) sink += _mm512_cvtss_f32(a[i]);
+    benchmark::DoNotOptimize(sink);
+    return 64.0 * 16 * static_cast<double>(iters) / seconds;
+}
+#endif
 
 /// Bytes/s read by `threads` threads streaming disjoint parts of a 512 MiB buffer (best of 5).
 inline double measure_bandwidth(int threads = 1) {

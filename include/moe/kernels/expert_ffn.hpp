@@ -7,7 +7,7 @@
 /// there is neither dropping nor padding to a capacity. Three phases, each a set of independent
 /// tiles handed to the caller's executor:
 ///   1. gather + pack: the rows' tokens are copied from x straight into the micro-kernel's
-///      operand layout (for bf16 weights, rounded to bf16 pairs);
+///      operand layout;
 ///   2. up + SwiGLU: one register-blocked micro-kernel computes matching W1 and W3 columns; the
 ///      epilogue applies silu(h1) * h3 in registers and writes the activations, already packed
 ///      as the operand of phase 3;
@@ -15,10 +15,13 @@
 /// Every output element is one fused multiply-add chain over k in order, computed by one tile,
 /// so results are bit-identical for any executor, thread count and arch (moe::scalar included).
 ///
-/// Weights: float and double compute in their own type; Eigen::half weights are widened to
-/// float; Eigen::bfloat16 weights multiply bf16-rounded activations in k-pairs with float
-/// accumulation, as AVX-512 `vdpbf16ps` does (used where the translation unit is built with
-/// AVX512_BF16; other archs emulate it exactly with two FMAs per pair).
+/// Weights: float and double compute in their own type; Eigen::half and Eigen::bfloat16 weights
+/// are widened to float (exactly) and multiply float activations with float accumulation. At
+/// prefill a tile widens each 16 KiB block of weights once into L1 and reuses it for all its
+/// rows; at decode the micro-kernel widens as it streams, reading half the bytes of float.
+/// (AVX-512 `vdpbf16ps` was measured on the development machine at half the fp32 FMA peak,
+/// 87 against 173 GFLOP/s, and it would also round the activations to bf16: widening is faster
+/// there and exact.)
 #pragma once
 
 #include <algorithm>
@@ -50,23 +53,9 @@ using moe::detail::lane_ops;
 /// Compute type of a weight type: double for double, float otherwise.
 template <class W>
 using compute_t = std::conditional_t<std::is_same<W, double>::value, double, float>;
-/// Operand type of packed activations: bf16 pairs (uint32) for bf16 weights, else compute_t.
+/// Operand type of packed activations.
 template <class W>
-using act_t = std::conditional_t<std::is_same<W, Eigen::bfloat16>::value, std::uint32_t, compute_t<W>>;
-
-[[nodiscard]] inline std::uint16_t bf16_bits(float f) noexcept {
-    std::uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return static_cast<std::uint16_t>((u >> 16) | 0x40);  // NaN
-    u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even
-    return static_cast<std::uint16_t>(u >> 16);
-}
-[[nodiscard]] inline float bf16_to_float(std::uint32_t bits16) noexcept {
-    const std::uint32_t u = bits16 << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
+using act_t = compute_t<W>;
 
 /// Loads `width` weights of type W as float lanes.
 template <class Arch, class W>
@@ -79,6 +68,27 @@ struct weight_lanes {
         } else if constexpr (O::width == 1) {
             return static_cast<float>(*p);
         } else {
+            if constexpr (std::is_same<W, Eigen::bfloat16>::value) {
+                // bf16 -> float: the 16 bits become the high half of a float.
+                using U = xsimd::batch<std::uint32_t, Arch>;
+                alignas(64) std::uint32_t wide[O::width];
+#if defined(__AVX512F__)
+                if constexpr (O::width == 16)
+                    return V(_mm512_castsi512_ps(
+                        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+#endif
+#if defined(__AVX2__)
+                if constexpr (O::width == 8)
+                    return V(_mm256_castsi256_ps(
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+#endif
+                for (std::size_t i = 0; i < O::width; ++i) {
+                    std::uint16_t bits;
+                    std::memcpy(&bits, p + i, 2);
+                    wide[i] = static_cast<std::uint32_t>(bits) << 16;
+                }
+                return xsimd::bitwise_cast<V>(U::load_aligned(wide));
+            }
 #if defined(__AVX512F__)
             if constexpr (O::width == 16)
                 return V(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
@@ -139,68 +149,6 @@ MOE_ALWAYS_INLINE void micro(std::size_t k0, std::size_t k1, const compute_t<W>*
     }
 }
 
-/// The bf16 micro-kernel: k-pairs of bf16 activations (uint32) times k-pairs of bf16 weights,
-/// float accumulation: acc += a_odd * b_odd, then += a_even * b_even (products are exact).
-template <class Arch, std::size_t M, class Epi>
-MOE_ALWAYS_INLINE void micro_bf16(std::size_t k0, std::size_t k1, const std::uint32_t* a, const Eigen::bfloat16* b,
-                                  const float* c_in, std::size_t ldc, Epi&& epi) noexcept {
-    constexpr std::size_t mr = blocking<Arch>::mr, nr = blocking<Arch>::nr;
-    using O = lane_ops<Arch>;
-    using V = typename O::V;
-    constexpr std::size_t w = O::width;
-    V acc[M][2];
-    for (std::size_t i = 0; i < M; ++i) {
-        acc[i][0] = c_in ? O::load(c_in + i * ldc) : O::splat(0.0f);
-        acc[i][1] = c_in ? O::load(c_in + i * ldc + w) : O::splat(0.0f);
-    }
-    const std::uint32_t* ak = a + (k0 / 2) * mr;
-    const std::uint16_t* bk = reinterpret_cast<const std::uint16_t*>(b) + (k0 / 2) * 2 * nr;
-    for (std::size_t k = k0; k < k1; k += 2, ak += mr, bk += 2 * nr) {
-        __builtin_prefetch(bk + 32 * nr, 0, 3);
-        if constexpr (w == 1) {
-            for (std::size_t h = 0; h < 2; ++h) {
-                const float b_even = bf16_to_float(bk[2 * h]), b_odd = bf16_to_float(bk[2 * h + 1]);
-                for (std::size_t i = 0; i < M; ++i) {
-                    const float a_even = bf16_to_float(ak[i] & 0xFFFFu), a_odd = bf16_to_float(ak[i] >> 16);
-                    acc[i][h] = std::fma(a_odd, b_odd, acc[i][h]);
-                    acc[i][h] = std::fma(a_even, b_even, acc[i][h]);
-                }
-            }
-        } else {
-#if defined(__AVX512BF16__)
-            if constexpr (w == 16) {
-                const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bk);
-                const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bk + 2 * w);
-                for (std::size_t i = 0; i < M; ++i) {
-                    const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(ak[i]));
-                    acc[i][0] = V(_mm512_dpbf16_ps(acc[i][0], ai, b0));
-                    acc[i][1] = V(_mm512_dpbf16_ps(acc[i][1], ai, b1));
-                }
-                continue;
-            }
-#endif
-            using U = xsimd::batch<std::uint32_t, Arch>;
-            const U hi_mask(0xFFFF0000u);
-            V be[2], bo[2];
-            for (std::size_t h = 0; h < 2; ++h) {
-                const U raw = U::load_unaligned(reinterpret_cast<const std::uint32_t*>(bk) + h * w);
-                be[h] = xsimd::bitwise_cast<V>(raw << 16);
-                bo[h] = xsimd::bitwise_cast<V>(raw & hi_mask);
-            }
-            for (std::size_t i = 0; i < M; ++i) {
-                const V a_even = O::splat(bf16_to_float(ak[i] & 0xFFFFu)), a_odd = O::splat(bf16_to_float(ak[i] >> 16));
-                for (std::size_t h = 0; h < 2; ++h) {
-                    acc[i][h] = O::fmadd(a_odd, bo[h], acc[i][h]);
-                    acc[i][h] = O::fmadd(a_even, be[h], acc[i][h]);
-                }
-            }
-        }
-    }
-    V res[M][2];
-    for (std::size_t i = 0; i < M; ++i) res[i][0] = acc[i][0], res[i][1] = acc[i][1];
-    epi(res);
-}
-
 /// Calls run(integral_constant<M>) for M = m, 1 <= m <= Max.
 template <std::size_t Max, class Run>
 MOE_ALWAYS_INLINE void dispatch_rows(std::size_t m, Run&& run) noexcept {
@@ -220,8 +168,7 @@ MOE_ALWAYS_INLINE void micro_rows(std::size_t m, std::size_t k0, std::size_t k1,
     constexpr std::size_t mr = blocking<Arch>::mr;
     auto run = [&](auto mtag) {
         constexpr std::size_t M = decltype(mtag)::value;
-        if constexpr (std::is_same<W, Eigen::bfloat16>::value) micro_bf16<Arch, M>(k0, k1, a, b, c_in, ldc, epi);
-        else micro<Arch, W, M>(k0, k1, a, b, c_in, ldc, epi);
+        micro<Arch, W, M>(k0, k1, a, b, c_in, ldc, epi);
     };
     dispatch_rows<mr>(m, run);
 }
@@ -247,14 +194,13 @@ template <class Arch, class W>
 [[nodiscard]] ffn_workspace_layout workspace_size(const dispatch_plan& plan, const packed_experts<Arch, W>& pw) {
     constexpr std::size_t mr = blocking<Arch>::mr;
     using AT = detail::act_t<W>;
-    const std::size_t per = std::is_same<W, Eigen::bfloat16>::value ? 2 : 1;  // k values per AT
     std::size_t blocks = 0;
     for (std::size_t e = 0; e + 1 < plan.offsets.size(); ++e)
         blocks += (static_cast<std::size_t>(plan.offsets[e + 1] - plan.offsets[e]) + mr - 1) / mr;
     auto round64 = [](std::size_t b) { return (b + 63) / 64 * 64; };
     ffn_workspace_layout l;
-    l.x_pack = round64(blocks * mr * (pw.up_k() / per) * sizeof(AT));
-    l.act_pack = round64(blocks * mr * (pw.down_k() / per) * sizeof(AT));
+    l.x_pack = round64(blocks * mr * pw.up_k() * sizeof(AT));
+    l.act_pack = round64(blocks * mr * pw.down_k() * sizeof(AT));
     l.blocks = round64((plan.num_experts + 1) * sizeof(std::size_t));
     return l;
 }
@@ -299,8 +245,6 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
     using AT = detail::act_t<W>;
     static_assert(std::is_same<X, C>::value, "moe::kernels::expert_ffn: x must be float (double for double weights)");
     constexpr std::size_t mr = blocking<Arch>::mr, nr = blocking<Arch>::nr, half = nr / 2;
-    constexpr bool bf16 = std::is_same<W, Eigen::bfloat16>::value;
-    constexpr std::size_t per = bf16 ? 2 : 1;
     const std::size_t H = pw.hidden(), F = pw.ffn(), E = pw.num_experts();
     if (plan.num_experts != E || plan.offsets.size() != E + 1)
         MOE_THROW("moe.kernels.shape", "plan has ", plan.num_experts, " experts, packed weights ", E);
@@ -321,10 +265,10 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
         block0[e + 1] = block0[e] + (static_cast<std::size_t>(plan.offsets[e + 1] - plan.offsets[e]) + mr - 1) / mr;
     const std::size_t nblocks = block0[E];
     if (nblocks == 0) return;
-    const std::size_t kx = pw.up_k() / per, ka = pw.down_k() / per;  // AT per row of each pack
+    const std::size_t kx = pw.up_k(), ka = pw.down_k();  // AT per row of each pack
 
     // Phase 1: gather + pack, one tile per row block.
-    exec(nblocks, [&, xpack, apack](std::size_t blk) {
+    exec(nblocks, [&, xpack](std::size_t blk) {
         const std::size_t e = static_cast<std::size_t>(std::upper_bound(block0, block0 + E + 1, blk) - block0) - 1;
         const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
         const std::size_t r1 = std::min(r0 + mr, static_cast<std::size_t>(plan.offsets[e + 1]));
@@ -332,18 +276,7 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
         for (std::size_t i = 0; i < mr; ++i) {
             const std::int32_t tok = r0 + i < r1 ? plan.row_token[r0 + i] : -1;
             const C* src = tok >= 0 ? x.row(static_cast<std::size_t>(tok)) : nullptr;
-            if constexpr (bf16) {
-                for (std::size_t k2 = 0; k2 < kx; ++k2) {
-                    const std::uint32_t lo = src ? detail::bf16_bits(src[2 * k2]) : 0u;
-                    const std::uint32_t hi = src && 2 * k2 + 1 < H ? detail::bf16_bits(src[2 * k2 + 1]) : 0u;
-                    dst[k2 * mr + i] = lo | (hi << 16);
-                }
-            } else {
-                for (std::size_t k = 0; k < kx; ++k) dst[k * mr + i] = src ? src[k] : C(0);
-            }
-            // An odd F leaves the last activation pair half-filled by phase 2: its other half is 0.
-            if constexpr (bf16)
-                if (F % 2) apack[blk * mr * ka + (ka - 1) * mr + i] = 0u;
+            for (std::size_t k = 0; k < kx; ++k) dst[k * mr + i] = src ? src[k] : C(0);
         }
     });
 
@@ -375,20 +308,48 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
     // the K block of the panel (about 32 KiB) stays in L1 while the tile's row blocks stream
     // through; partial sums wait in `scratch` between K blocks and the epilogue sees full sums.
     constexpr std::size_t max_tile_blocks = 256 / mr;
-    const std::size_t kc = std::max<std::size_t>(2, (tiling.l1_panel_bytes / (nr * sizeof(W))) / 2 * 2);
+    const std::size_t kc = std::max<std::size_t>(1, tiling.l1_panel_bytes / (nr * sizeof(C)));
     using scratch_t = detail::tile_scratch<C, 256 * nr>;
+    // 16-bit weights: a tile with enough row blocks widens each K block once (into `wide`, in L1)
+    // and runs the float micro-kernel on it; with few rows (decode) the micro-kernel widens as it
+    // streams the half-size weights.
+    constexpr bool widen = std::is_same<W, Eigen::half>::value || std::is_same<W, Eigen::bfloat16>::value;
+    constexpr std::size_t wide_elems = widen ? 8192 : 1;
+    using wide_t = detail::tile_scratch<float, wide_elems>;
+    const bool can_widen = widen && kc * nr <= wide_elems;
+    auto widen_block = [&](const W* b, std::size_t k0, std::size_t k1, float* wide) {
+        using O = detail::lane_ops<Arch>;
+        for (std::size_t i = 0; i < (k1 - k0) * nr; i += O::width)
+            O::store(wide + i, detail::weight_lanes<Arch, W>::load(b + k0 * nr + i));
+    };
+    // One micro-kernel call on rows of `a`, weights of panel `b` for k in [k0, k1), from the
+    // widened block when there is one.
+    auto block_call = [&](std::size_t m, std::size_t k0, std::size_t k1, const AT* a, const W* b, const float* wide,
+                          const C* c_in, std::size_t ldc, auto&& epi) {
+        if constexpr (widen) {
+            if (wide) {
+                detail::micro_rows<Arch, float>(m, 0, k1 - k0, a + k0 * mr, wide, c_in, ldc, epi);
+                return;
+            }
+        }
+        static_cast<void>(wide);
+        detail::micro_rows<Arch, W>(m, k0, k1, a, b, c_in, ldc, epi);
+    };
     auto tile = [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0, std::size_t p1, std::size_t K,
                     const AT* pack, std::size_t kpack, auto&& panel_of, auto&& final_epi) {
         scratch_t tile_scratch;
+        wide_t wide_block;
         C* scratch = tile_scratch.v;
+        const bool use_wide = can_widen && b1 - b0 >= 4;
         for (std::size_t p = p0; p < p1; ++p) {
             const W* b = panel_of(e, p);
             for (std::size_t k0 = 0; k0 < K; k0 += kc) {
                 const std::size_t k1 = std::min(K, k0 + kc);
                 const bool first = k0 == 0, last = k1 == K;
+                if (use_wide) widen_block(b, k0, k1, wide_block.v);
                 // The next K block of weights (this panel's, or the next panel's first) is fetched
                 // into L2 a slice per row block, so it arrives before it is needed.
-                const W* next = k1 < K ? b + (k1 / per) * per * nr : (p + 1 < p1 ? panel_of(e, p + 1) : nullptr);
+                const W* next = k1 < K ? b + k1 * nr : (p + 1 < p1 ? panel_of(e, p + 1) : nullptr);
                 const std::size_t next_bytes = next ? std::min(K - (k1 < K ? k1 : 0), kc) * nr * sizeof(W) : 0;
                 const std::size_t slice = (next_bytes / (b1 - b0) + 63) / 64 * 64;
                 for (std::size_t blk = b0; blk < b1; ++blk) {
@@ -400,8 +361,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                     const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
                     const std::size_t m = std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
                     C* part = scratch + (blk - b0) * mr * nr;
-                    detail::micro_rows<Arch, W>(m, k0, k1, pack + blk * mr * kpack, b, first ? nullptr : part, nr,
-                                                [&](auto& acc) {
+                    block_call(m, k0, k1, pack + blk * mr * kpack, b, use_wide ? wide_block.v : nullptr,
+                               first ? nullptr : part, nr, [&](auto& acc) {
                                                     if (last) {
                                                         final_epi(acc, blk, r0, p);
                                                     } else {
@@ -446,15 +407,7 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                          if constexpr (O::width == 1) v[0] = act;
                          else act.store_aligned(v);
                      }
-                     for (std::size_t j = 0; j < fn; ++j) {
-                         const std::size_t f = f0 + j;
-                         if constexpr (bf16) {
-                             std::uint16_t* o16 = reinterpret_cast<std::uint16_t*>(out + (f / 2) * mr + i);
-                             o16[f % 2] = detail::bf16_bits(v[j]);
-                         } else {
-                             out[f * mr + i] = v[j];
-                         }
-                     }
+                     for (std::size_t j = 0; j < fn; ++j) out[(f0 + j) * mr + i] = v[j];
                  }
              });
     });
@@ -466,14 +419,17 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
     run_phase(chunk, pw.down_panels(), down_ppt, [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
                                                      std::size_t p1) {
         scratch_t tile_scratch;  // partial sums of a last panel narrower than nr
+        wide_t wide_block;
+        const bool use_wide = can_widen && b1 - b0 >= 4;
         const std::size_t K = pw.down_k();
         for (std::size_t k0 = 0; k0 < K; k0 += kc) {
             const std::size_t k1 = std::min(K, k0 + kc);
             const bool first = k0 == 0, last = k1 == K;
             for (std::size_t p = p0; p < p1; ++p) {
                 const W* b = pw.down(e, p);
+                if (use_wide) widen_block(b, k0, k1, wide_block.v);
                 const std::size_t h0 = p * nr, hn = std::min(nr, H - h0);
-                const W* next = p + 1 < p1 ? pw.down(e, p + 1) + (k0 / per) * per * nr : (!last ? pw.down(e, p0) + (k1 / per) * per * nr : nullptr);
+                const W* next = p + 1 < p1 ? pw.down(e, p + 1) + k0 * nr : (!last ? pw.down(e, p0) + k1 * nr : nullptr);
                 const std::size_t next_bytes = next ? std::min(kc, last ? kc : K - k1) * nr * sizeof(W) : 0;
                 const std::size_t slice = (next_bytes / (b1 - b0) + 63) / 64 * 64;
                 for (std::size_t blk = b0; blk < b1; ++blk) {
@@ -487,8 +443,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                     const bool full = hn == nr;
                     C* part = full ? y_rows.row(r0) + h0 : tile_scratch.v + (blk - b0) * mr * nr;
                     const std::size_t ldc = full ? y_rows.stride : nr;
-                    detail::micro_rows<Arch, W>(m, k0, k1, apack + blk * mr * ka, b, first ? nullptr : part, ldc,
-                                                [&](auto& acc) {
+                    block_call(m, k0, k1, apack + blk * mr * ka, b, use_wide ? wide_block.v : nullptr,
+                               first ? nullptr : part, ldc, [&](auto& acc) {
                                                     constexpr std::size_t M = sizeof(acc) / sizeof(acc[0]);
                                                     for (std::size_t i = 0; i < M; ++i) {
                                                         C* dst = part + i * ldc;

@@ -8,8 +8,7 @@
 ///   SwiGLU epilogue runs in registers.
 /// - `w2` (the down projection, K = F): panel p holds columns [p*nr, (p+1)*nr) of W2^T (output
 ///   features of H), k-major; H is padded with zeros to a multiple of nr.
-/// - bf16 weights are stored as k-pairs: for each k pair, nr x (w[2k'], w[2k'+1]), the operand
-///   order of AVX-512 `vdpbf16ps`; K is padded to even with zeros.
+/// - 16-bit weights (bf16, f16) use the same layout with 2-byte elements.
 /// Panels of an expert are contiguous (w13 then w2), experts follow each other, so a decode step
 /// reads each active expert's bytes once, front to back.
 #pragma once
@@ -44,12 +43,6 @@ struct blocking {
 template <class W>
 inline constexpr bool is_weight_type_v = std::is_same<W, float>::value || std::is_same<W, double>::value ||
                                          std::is_same<W, Eigen::bfloat16>::value || std::is_same<W, Eigen::half>::value;
-
-/// K rows stored per panel (padded to even for bf16 pairs).
-template <class W>
-[[nodiscard]] constexpr std::size_t padded_k(std::size_t k) noexcept {
-    return std::is_same<W, Eigen::bfloat16>::value ? (k + 1) / 2 * 2 : k;
-}
 
 /// Options of `pack_experts`.
 struct pack_options {
@@ -97,8 +90,8 @@ public:
     /// Panels of the up (w13) and down (w2) projections per expert.
     [[nodiscard]] std::size_t up_panels() const noexcept { return (F_ + half - 1) / half; }
     [[nodiscard]] std::size_t down_panels() const noexcept { return (H_ + nr - 1) / nr; }
-    [[nodiscard]] std::size_t up_k() const noexcept { return padded_k<W>(H_); }
-    [[nodiscard]] std::size_t down_k() const noexcept { return padded_k<W>(F_); }
+    [[nodiscard]] std::size_t up_k() const noexcept { return H_; }
+    [[nodiscard]] std::size_t down_k() const noexcept { return F_; }
     [[nodiscard]] std::size_t expert_elems() const noexcept { return (up_panels() * up_k() + down_panels() * down_k()) * nr; }
     /// Panel p of expert e's up projection / down projection.
     [[nodiscard]] W* up(std::size_t e, std::size_t p) noexcept { return data_.get() + e * expert_elems() + p * up_k() * nr; }
@@ -119,17 +112,6 @@ private:
     std::size_t E_ = 0, H_ = 0, F_ = 0, bytes_ = 0;
     std::unique_ptr<W, detail::aligned_free> data_;
 };
-
-namespace detail {
-
-/// Index of element (k, j) inside a panel of width nr (k-pairs for bf16).
-template <class W>
-[[nodiscard]] constexpr std::size_t panel_index(std::size_t k, std::size_t j, std::size_t nr) noexcept {
-    if constexpr (std::is_same<W, Eigen::bfloat16>::value) return (k / 2) * 2 * nr + j * 2 + (k % 2);
-    else return k * nr + j;
-}
-
-}  // namespace detail
 
 /// Packs row-major expert weights (HF / PyTorch layout): w1, w3: E x F x H; w2: E x H x F.
 /// Throws [moe.kernels.shape] for a zero dimension.
@@ -152,8 +134,8 @@ template <class Arch, class W>
                 const std::size_t f = pnl * half + j;
                 if (f >= F) break;
                 for (std::size_t k = 0; k < H; ++k) {
-                    dst[detail::panel_index<W>(k, j, nr)] = a1[f * H + k];
-                    dst[detail::panel_index<W>(k, half + j, nr)] = a3[f * H + k];
+                    dst[k * nr + j] = a1[f * H + k];
+                    dst[k * nr + half + j] = a3[f * H + k];
                 }
             }
         }
@@ -162,7 +144,7 @@ template <class Arch, class W>
             for (std::size_t j = 0; j < nr; ++j) {
                 const std::size_t h = pnl * nr + j;
                 if (h >= H) break;
-                for (std::size_t k = 0; k < F; ++k) dst[detail::panel_index<W>(k, j, nr)] = a2[h * F + k];
+                for (std::size_t k = 0; k < F; ++k) dst[k * nr + j] = a2[h * F + k];
             }
         }
     }
