@@ -172,7 +172,7 @@ void args(benchmark::internal::Benchmark* b) {
     for (long sh : {0, 1})
         for (long T : {1, 4, 16, 512, 4096})
             for (long th : {1, 2}) b->Args({sh, T, th});
-    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 }
 void decode_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads"});

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The README's demo: builds the moe-route tool and routes synthetic, skewed logits.
+# The README's demo: a toy Mixtral-style MoE layer end to end (dropless, then with
+# capacity-aware reroute), and the routing-policy comparison with its plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash cmake/deps.sh demo
 cmake -S . -B build-demo -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_BENCHMARKS=OFF -DMOE_BUILD_EXAMPLES=ON > /dev/null
-cmake --build build-demo --target moe-route
+cmake --build build-demo --target moe-route mixtral-layer
 echo
-echo "== Mixtral routing (softmax, top-2, renormalised) of 4096 tokens, 8 experts, Zipf-skewed popularity"
-./build-demo/examples/moe-route --synthetic 4096,8 --skew zipf:1.2 --seed 7 --preset mixtral
+echo "== A Mixtral-style sparse MoE block (H 1024, F 3584, 8 experts, top-2), 512 tokens, dropless"
+./build-demo/examples/mixtral-layer --tokens 512 --repeat 3
+echo
+echo "== The same block with capacity-aware inference: capacity factor 1.0, overflow rerouted"
+./build-demo/examples/mixtral-layer --tokens 512 --repeat 3 --capacity-factor 1.0 --reroute
+echo
+echo "== Routing policies side by side on the same Zipf-skewed logits (8192 tokens, 16 experts, top-2)"
+./build-demo/examples/moe-route --synthetic 8192,16 --skew zipf:1.2 --seed 7 --compare \
+  --csv build-demo/policies.csv --plot build-demo/policies.png
 echo
 echo "== DeepSeek-V3 routing (sigmoid, 8 groups / top-4, top-8, x2.5) of 4096 tokens, 256 experts"
 ./build-demo/examples/moe-route --synthetic 4096,256 --skew dirichlet:0.3 --seed 7 --preset deepseek_v3
-echo
-echo "== The same Mixtral routing under DeepSpeed's capacity (factor 1.25, slot-major drops), blocks of 128"
-./build-demo/examples/moe-route --synthetic 4096,8 --skew zipf:1.2 --seed 7 --preset mixtral \
-  --capacity-factor 1.25 --capacity-formula deepspeed --drop-policy slot_major --block-size 128

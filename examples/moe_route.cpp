@@ -15,8 +15,10 @@
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
+#include <moe/kernels/expert_ffn.hpp>
 #include <moe/moe.hpp>
 #include <moe/synthetic.hpp>
 
@@ -69,6 +71,19 @@ capacity (off unless a factor, formula or policy is given)
   --fill-in                fill under-full experts' idle rows with their best unrouted tokens
   --pad-to-capacity        every expert gets exactly capacity rows (padding reported)
   --block-size B           pad each expert's rows to a multiple of B (reports padding waste)
+ policy comparison (the routing-policy simulator)
+  --compare[=P1,P2,...]    run several policies on the same logits and print a table (drop rate,
+                           rerouted, max/mean load, CV, padding, aux loss, z-loss, experts per
+                           token, routing time, modelled straggler latency). Policies: dropless,
+                           megatron-probs-1.0, megatron-probs-1.25, megatron-position-1.0,
+                           deepspeed-1.0, capacity-aware-drop, capacity-aware-reroute,
+                           rectify-fill-in, expert-choice, top-p, aux-free-bias (default: all)
+  --expert-shape H,F       expert size for the modelled latency (default 1024,3584: per-row
+                           cost measured with moe's kernels at startup)
+  --bias-steps N           aux-free-bias: update steps on a stream of batches  (default 200)
+  --csv FILE               write the comparison table as CSV
+  --plot FILE.png          plot per-expert loads per policy and a drop/straggler panel
+                           (python3-matplotlib; examples/plot_policies.py)
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
                            DIR/tokens_per_expert.npy, DIR/summary.json; without it, print a
@@ -97,6 +112,10 @@ struct options {
     double jitter = 0.0;
     std::string noise;
     double noise_scale = 0.0;
+    bool compare = false;
+    std::vector<std::string> policies;
+    std::size_t expert_h = 1024, expert_f = 3584, bias_steps = 200;
+    std::string csv, plot;
 };
 
 [[noreturn]] void fail(const std::string& id, const std::string& msg) {
@@ -250,7 +269,24 @@ options parse(int argc, char** argv) {
             if (!(o.policy == "topk" && !has) && !(o.policy == "top-p" && has) && o.policy != "expert-choice" &&
                 !(o.policy == "sinkhorn" && !has))
                 fail("moe.cli.value", "--policy expects topk, top-p:P, expert-choice[:CF] or sinkhorn, got '" + v + "'");
-        } else if (a == "--null-experts") o.null_experts = to_size("--null-experts", next());
+        } else if (a == "--compare") {
+            o.compare = true;
+            if (has_eq) {
+                std::istringstream items(val);
+                std::string item;
+                while (std::getline(items, item, ',')) o.policies.push_back(item);
+            }
+        } else if (a == "--expert-shape") {
+            const std::string v = next();
+            const auto comma = v.find(',');
+            if (comma == std::string::npos) fail("moe.cli.value", "--expert-shape expects H,F, got '" + v + "'");
+            o.expert_h = to_size("--expert-shape", v.substr(0, comma));
+            o.expert_f = to_size("--expert-shape", v.substr(comma + 1));
+            if (!o.expert_h || !o.expert_f) fail("moe.cli.value", "--expert-shape needs H, F >= 1");
+        } else if (a == "--bias-steps") o.bias_steps = to_size("--bias-steps", next());
+        else if (a == "--csv") o.csv = next();
+        else if (a == "--plot") o.plot = next();
+        else if (a == "--null-experts") o.null_experts = to_size("--null-experts", next());
         else if (a == "--jitter") o.jitter = to_double("--jitter", next());
         else if (a == "--noise") {
             const std::string v = next();
@@ -341,6 +377,168 @@ loss_summary losses_of(const moe::matrix<float>& clean, const moe::matrix<float>
     return s;
 }
 
+/// Per-row cost (seconds) of one SwiGLU expert of H x F on this machine: moe's kernel on 256 rows.
+double measure_row_cost(std::size_t H, std::size_t F) {
+    moe::splitmix64 rng(5);
+    std::vector<float> w1(F * H), w3(F * H), w2(H * F);
+    for (auto* v : {&w1, &w3, &w2})
+        for (auto& x : *v) x = static_cast<float>(rng.uniform() - 0.5) * 0.05f;
+    const auto packed = moe::kernels::pack_experts<moe::default_arch>(w1.data(), w3.data(), w2.data(), 1, H, F);
+    const std::size_t rows = 256;
+    moe::routing<float> r(rows, 1, 1, false);
+    for (std::size_t t = 0; t < rows; ++t) r.indices[t] = 0, r.weights[t] = 1.0f;
+    const auto plan = moe::make_plan(r);
+    const auto x = moe::synthetic_logits(rows, H, moe::skew{}, 1);
+    moe::matrix<float> y(rows, H);
+    moe::kernels::ffn_workspace ws;
+    ws.reserve(moe::kernels::workspace_size(plan, packed).total());
+    double best = 1e30;
+    for (int i = 0; i < 3; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        moe::kernels::expert_ffn(y.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size());
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best / static_cast<double>(rows);
+}
+
+struct policy_result {
+    std::string name;
+    std::vector<std::size_t> load;
+    double drop_rate = 0, max_over_mean = 0, cv = 0, padding = 0, aux = 0, z = 0, experts_per_token = 0, us_per_token = 0;
+    std::size_t rerouted = 0, max_load = 0;
+    double model_ms = 0, ideal_ms = 0;
+};
+
+const char* const all_policies[] = {"dropless",           "megatron-probs-1.0",     "megatron-probs-1.25",
+                                    "megatron-position-1.0", "deepspeed-1.0",      "capacity-aware-drop",
+                                    "capacity-aware-reroute", "rectify-fill-in",   "expert-choice",
+                                    "top-p",              "aux-free-bias"};
+
+/// The routing-policy simulator: every policy on the same logits, one table.
+int compare(const options& o, const moe::matrix<float>& logits) {
+    const std::size_t T = logits.rows, E = logits.cols, k = o.cfg.top_k;
+    std::vector<std::string> names = o.policies;
+    if (names.empty()) names.assign(std::begin(all_policies), std::end(all_policies));
+    for (const auto& n : names)
+        if (std::find(std::begin(all_policies), std::end(all_policies), n) == std::end(all_policies))
+            fail("moe.cli.value", "--compare: unknown policy '" + n + "' (see --help)");
+    const double row_cost = measure_row_cost(o.expert_h, o.expert_f);
+    std::printf("policy comparison: %zu tokens, %zu experts, k=%zu (%s); expert %zux%zu costs %.2f us per row here\n", T, E, k,
+                moe::to_string(o.cfg.score), o.expert_h, o.expert_f, row_cost * 1e6);
+    const double z = moe::z_loss(logits);
+    moe::router_config cfg = o.cfg;
+    cfg.keep_scores = true;
+    std::vector<policy_result> results;
+    for (const std::string& name : names) {
+        policy_result pr;
+        pr.name = name;
+        moe::routing<float> r, before;
+        moe::capacity_report rep;
+        bool has_capacity = false, pad = false;
+        std::vector<float> bias;
+        if (name == "aux-free-bias") {  // the bias after N update steps on a stream of batches
+            bias.assign(E, 0.0f);
+            for (std::size_t step = 0; step < o.bias_steps; ++step) {
+                const moe::matrix<float> batch =
+                    o.synthetic ? moe::synthetic_logits(T, E, moe::skew::parse(o.skew), o.seed + 1000 + step) : logits;
+                moe::update_expert_bias(bias, moe::route(batch, cfg, bias).tokens_per_expert());
+            }
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        if (name == "expert-choice") {
+            moe::expert_choice_config c;
+            c.capacity_factor = static_cast<double>(k);
+            c.score = cfg.score;
+            r = moe::route_expert_choice(logits, c);
+        } else if (name == "top-p") {
+            moe::top_p_config c;
+            c.p = 0.5;
+            c.score = cfg.score;
+            r = moe::route_top_p(logits, c);
+        } else {
+            r = moe::route(logits, cfg, bias);
+        }
+        before = r;
+        moe::drop_config d;
+        if (name.rfind("megatron", 0) == 0 || name == "rectify-fill-in") {
+            d.capacity.formula = moe::capacity_formula::megatron;
+            d.capacity.factor = name == "megatron-probs-1.25" ? 1.25 : 1.0;
+            d.policy = name == "megatron-position-1.0" ? moe::drop_policy::position : moe::drop_policy::weight;
+            has_capacity = true;
+        } else if (name == "deepspeed-1.0") {
+            d.capacity.formula = moe::capacity_formula::deepspeed;
+            d.policy = moe::drop_policy::slot_major;
+            d.renorm_after = moe::renormalize::clamp;
+            d.renorm_eps = 1.1920929e-07f;
+            has_capacity = pad = true;
+        } else if (name.rfind("capacity-aware", 0) == 0) {
+            d.capacity.formula = moe::capacity_formula::capacity_aware;
+            d.policy = moe::drop_policy::score;
+            d.reroute = name == "capacity-aware-reroute";
+            has_capacity = true;
+        }
+        if (has_capacity) rep = moe::apply_capacity(r, d);
+        const moe::load_metrics dropped = moe::measure(r, has_capacity ? &rep : nullptr);
+        if (name == "rectify-fill-in") r = moe::fill_in(r, rep.capacity);
+        pr.us_per_token = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6 / static_cast<double>(T);
+        const auto plan = moe::make_plan(r, o.block, pad ? rep.capacity : 0);
+        const moe::load_metrics m = moe::measure(r, nullptr, &plan);
+        pr.load = m.load;
+        pr.max_load = m.max_load;
+        pr.max_over_mean = m.max_over_mean;
+        pr.cv = m.cv;
+        pr.drop_rate = dropped.drop_rate;
+        pr.rerouted = rep.rerouted.size();
+        pr.padding = m.padding_fraction;
+        pr.aux = moe::load_balancing_loss(logits, before, moe::aux_loss_config{});
+        pr.z = z;
+        pr.experts_per_token = moe::mean_experts_per_token(r);
+        // Modelled straggler latency: one expert per device, each device's time = its rows x the
+        // measured per-row cost; the step waits for the busiest (pad-to-capacity: capacity rows).
+        const std::size_t rows_max = pad ? rep.capacity : pr.max_load;
+        pr.model_ms = static_cast<double>(rows_max) * row_cost * 1e3;
+        pr.ideal_ms = m.mean_load * row_cost * 1e3;
+        results.push_back(pr);
+    }
+    std::printf("%-24s %7s %8s %8s %6s %8s %8s %7s %8s %9s %11s\n", "policy", "drop%", "rerouted", "max/mean", "CV",
+                "padding%", "aux", "z-loss", "exp/tok", "us/token", "model ms");
+    for (const auto& pr : results)
+        std::printf("%-24s %7.2f %8zu %8.3f %6.3f %8.1f %8.4f %7.3f %8.3f %9.3f %6.2f (%.2f)\n", pr.name.c_str(),
+                    100 * pr.drop_rate, pr.rerouted, pr.max_over_mean, pr.cv, 100 * pr.padding, pr.aux, pr.z,
+                    pr.experts_per_token, pr.us_per_token, pr.model_ms, pr.ideal_ms);
+    std::printf("model ms: the busiest expert's rows x the per-row cost, one expert per device (balanced: in brackets)\n");
+    if (!o.csv.empty() || !o.plot.empty()) {
+        const std::string table = !o.csv.empty() ? o.csv : o.plot + ".table.csv";
+        std::ofstream f(table);
+        f << "policy,drop_rate,rerouted,max_over_mean,cv,padding_fraction,aux_loss,z_loss,experts_per_token,us_per_token,"
+             "model_ms,balanced_ms\n";
+        for (const auto& pr : results)
+            f << pr.name << ',' << pr.drop_rate << ',' << pr.rerouted << ',' << pr.max_over_mean << ',' << pr.cv << ','
+              << pr.padding << ',' << pr.aux << ',' << pr.z << ',' << pr.experts_per_token << ',' << pr.us_per_token << ','
+              << pr.model_ms << ',' << pr.ideal_ms << '\n';
+        f.close();
+        if (!f) fail("moe.cli.output", "failed writing " + table);
+        if (!o.csv.empty()) std::printf("wrote %s\n", o.csv.c_str());
+        if (!o.plot.empty()) {
+            const std::string loads = o.plot + ".loads.csv";
+            std::ofstream l(loads);
+            l << "policy,expert,load\n";
+            for (const auto& pr : results)
+                for (std::size_t e = 0; e < pr.load.size(); ++e) l << pr.name << ',' << e << ',' << pr.load[e] << '\n';
+            l.close();
+            // Debian's interpreter first (python3-matplotlib lives there), then whatever is on PATH.
+            const std::string python = ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+            std::fflush(stdout);
+            const std::string cmd = python + " '" + std::string(MOE_EXAMPLES_DIR) + "/plot_policies.py' '" + table + "' '" +
+                                    loads + "' '" + o.plot + "'";
+            if (std::system(cmd.c_str()) != 0)
+                fail("moe.cli.plot", "plotting failed (needs python3-matplotlib): " + cmd);
+            std::printf("wrote %s\n", o.plot.c_str());
+        }
+    }
+    return 0;
+}
+
 int run(const options& o) {
     const std::size_t extra = o.synthetic ? o.null_experts : 0;
     moe::matrix<float> logits =
@@ -352,6 +550,7 @@ int run(const options& o) {
         fail("moe.cli.value", "--null-experts " + std::to_string(o.null_experts) + " leaves no real expert among " +
                                   std::to_string(logits.cols) + " logit columns");
 
+    if (o.compare) return compare(o, logits);
     const moe::matrix<float> clean = logits;
     if (o.jitter > 0.0) moe::apply_jitter(logits.view(), o.jitter, o.seed + 1);
     if (o.noise == "gumbel") moe::add_gumbel_noise(logits.view(), o.seed + 2);

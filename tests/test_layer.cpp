@@ -1,0 +1,73 @@
+// The sparse MoE block against the torch statement of HF MixtralSparseMoeBlock
+// (tests/gen_layer_golden.py). Tolerance 1e-4 of max |y|: the reference evaluates the experts in
+// float64 from the same float32 weights; ours accumulates float32 FMA chains over K <= 48, whose
+// rounding is ~K * 2^-24 of the partial sums, and the routing (float32 softmax, top-2) is the
+// same decision on this data. A wrong expert, weight or row would be O(1).
+#include <moe/layer.hpp>
+
+#include "test_support.hpp"
+
+namespace {
+
+const std::string dir = std::string(MOE_TEST_DATA_DIR) + "/layer/";
+
+std::vector<float> floats(const std::string& name) {
+    const auto a = moe::io::read_npy(dir + name + ".npy");
+    std::vector<float> v(a.size());
+    std::memcpy(v.data(), a.bytes.data(), v.size() * 4);
+    return v;
+}
+
+template <class W>
+std::vector<W> as(const std::vector<float>& v) {
+    return std::vector<W>(v.begin(), v.end());
+}
+
+template <class W>
+moe::matrix<float> run_block(const moe::layer_options& o) {
+    const auto router = moe::io::read_npy_matrix<float>(dir + "router.npy");
+    const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
+    const auto w1 = as<W>(floats("w1")), w3 = as<W>(floats("w3")), w2 = as<W>(floats("w2"));
+    moe::sparse_moe_block<moe::default_arch, W> block(router.view(), w1.data(), w3.data(), w2.data(), 40, o);
+    moe::matrix<float> y(x.rows, x.cols);
+    block.forward(y.view(), x, moe_test::reversed_threads_executor{2});
+    return y;
+}
+
+double max_abs(const std::vector<float>& v) {
+    double m = 0;
+    for (float f : v) m = std::max(m, static_cast<double>(std::fabs(f)));
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("layer: the sparse MoE block matches HF MixtralSparseMoeBlock", "[layer][golden]") {
+    const auto want = moe::io::read_npy_matrix<float>(dir + "y.npy");
+    const auto y = run_block<float>({});
+    const double scale = max_abs(want.values);
+    REQUIRE(scale > 0.1);
+    for (std::size_t i = 0; i < want.values.size(); ++i) {
+        CAPTURE(i);
+        REQUIRE(std::fabs(y.values[i] - want.values[i]) <= 1e-4 * scale);
+    }
+    // bf16 weights: the same layer up to the weights' rounding (8-bit mantissas: ~2^-9 relative
+    // per weight, averaging out over K terms); 2% of max |y| bounds it on this data.
+    const auto yb = run_block<Eigen::bfloat16>({});
+    for (std::size_t i = 0; i < want.values.size(); ++i) REQUIRE(std::fabs(yb.values[i] - want.values[i]) <= 2e-2 * scale);
+}
+
+TEST_CASE("layer: capacity switches off or never binding give the dropless output", "[layer]") {
+    const auto dropless = run_block<float>({});
+    moe::layer_options o;
+    o.capacity = true;
+    o.drop.capacity.factor = 100.0;  // never binding
+    o.drop.reroute = true;
+    CHECK(run_block<float>(o).values == dropless.values);
+    o.drop.capacity.factor = 0.5;  // binding: some tokens lose an expert
+    CHECK(run_block<float>(o).values != dropless.values);
+    o.fill_in = true;
+    o.capacity = false;
+    CHECK(moe_test::error_of([&] { (void)run_block<float>(o); }) ==
+          "[moe.layer.options] fill_in needs capacity: set layer_options::capacity");
+}
