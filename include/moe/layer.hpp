@@ -103,6 +103,8 @@ public:
         return 6.0 * static_cast<double>(routed) * static_cast<double>(H_ * F_) +
                2.0 * static_cast<double>(r_.num_tokens * H_ * E_);
     }
+    /// The packed expert weights.
+    [[nodiscard]] const kernels::packed_experts<Arch, W>& packed_experts() const noexcept { return experts_; }
     /// Bytes of packed weights per expert (what a decode step streams per active expert).
     [[nodiscard]] std::size_t expert_bytes() const noexcept { return experts_.expert_bytes(); }
 
