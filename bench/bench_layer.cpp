@@ -19,7 +19,7 @@
 
 namespace {
 
-constexpr std::size_t H = 1024, F = 3584, E = 8, K = 2;
+constexpr std::size_t H = 1024, F = 3584, E = 8;
 
 struct weights {
     std::vector<float> router, w1, w3, w2;
