@@ -7,7 +7,7 @@ core="cmake ninja-build g++ libeigen3-dev libxsimd-dev xtl-dev"
 case "$purpose" in
   core) pkgs="$core" ;;
   demo) pkgs="$core python3-matplotlib" ;;  # the policy plot
-  test) pkgs="$core clang libclang-rt-14-dev catch2 libbenchmark-dev" ;;  # rt: sanitizer and fuzzer runtimes (only a Recommends of clang)
+  test) pkgs="$core clang libclang-rt-14-dev catch2 libbenchmark-dev libopenmpi-dev openmpi-bin" ;;  # rt: sanitizer and fuzzer runtimes (only a Recommends of clang)
   *) echo "usage: $0 core|demo|test" >&2; exit 2 ;;
 esac
 missing=""

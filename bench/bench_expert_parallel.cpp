@@ -1,0 +1,131 @@
+// Expert parallelism over MPI on loopback (run: mpirun -np 2|4 bench_expert_parallel). Cases, each
+// timed as the slowest rank's time per iteration (fixed iteration counts, so that every rank runs
+// the same collectives):
+//   BM_EP/forward      the whole expert-parallel layer (route, allgather, capacity, all-to-all,
+//                      experts, all-to-all back, combine)
+//   BM_EP/experts      the local expert kernels alone on the same rows
+//   BM_EP/alltoall     the two MPI_Alltoallv of the same row volume alone
+// forward - experts is the cost of dispatch + combine; compare it with the all-to-all alone.
+#include <algorithm>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <moe/moe.hpp>
+#include <moe/mpi/expert_parallel.hpp>
+#include <moe/synthetic.hpp>
+
+namespace {
+
+constexpr std::size_t H = 1024, F = 1024, E = 8, T = 512;
+int g_rank = 0, g_size = 1;
+
+struct setup {
+    std::vector<float> router, w1, w3, w2;
+    moe::matrix<float> x, y;
+    std::unique_ptr<moe::mpi::expert_parallel_block<moe::default_arch, float>> ep;
+    setup() : x(moe::synthetic_logits(T, H, moe::skew{}, 100 + static_cast<std::uint64_t>(g_rank))), y(T, H) {
+        moe::splitmix64 rng(1);
+        router.resize(E * H);
+        for (auto& v : router) v = static_cast<float>(rng.normal() / 32.0);
+        for (auto* v : {&w1, &w3, &w2}) {
+            v->resize(E * H * F);
+            for (auto& a : *v) a = static_cast<float>(rng.uniform() - 0.5) * 0.05f;
+        }
+        ep = std::make_unique<moe::mpi::expert_parallel_block<moe::default_arch, float>>(
+            MPI_COMM_WORLD, moe::view(router.data(), E, H), w1.data(), w3.data(), w2.data(), F,
+            moe::mpi::placement::contiguous(E, g_size));
+        ep->forward(y.view(), x);
+    }
+};
+
+setup& shared() {
+    static setup s;
+    return s;
+}
+
+/// Runs f on every rank, times it as the slowest rank.
+template <class F>
+void timed(benchmark::State& st, F&& f) {
+    for (auto _ : st) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        const double t0 = MPI_Wtime();
+        f();
+        double dt = MPI_Wtime() - t0;
+        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        st.SetIterationTime(dt);
+    }
+}
+
+void BM_Forward(benchmark::State& st) {
+    setup& s = shared();
+    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
+    const auto& stats = s.ep->last_stats();
+    st.counters["bytes_on_wire_rank0"] = static_cast<double>(stats.bytes_on_wire);
+    st.counters["ranks"] = g_size;
+}
+
+void BM_Experts(benchmark::State& st) {
+    // The local experts on as many rows as this rank computed in the forward.
+    setup& s = shared();
+    const std::size_t rows = s.ep->last_stats().rank_rows[static_cast<std::size_t>(g_rank)];
+    const std::size_t L = s.ep->local_experts().size();
+    std::vector<float> a1(L * F * H), a3(L * F * H), a2(L * H * F);
+    std::copy(s.w1.begin(), s.w1.begin() + static_cast<std::ptrdiff_t>(L * F * H), a1.begin());
+    std::copy(s.w3.begin(), s.w3.begin() + static_cast<std::ptrdiff_t>(L * F * H), a3.begin());
+    std::copy(s.w2.begin(), s.w2.begin() + static_cast<std::ptrdiff_t>(L * H * F), a2.begin());
+    const auto packed = moe::kernels::pack_experts<moe::default_arch>(a1.data(), a3.data(), a2.data(), std::max<std::size_t>(1, L), H, F);
+    moe::routing<float> r(rows, packed.num_experts(), 1, false);
+    for (std::size_t t = 0; t < rows; ++t) r.indices[t] = static_cast<std::int32_t>(t % packed.num_experts());
+    const auto plan = moe::make_plan(r);
+    const auto xr = moe::synthetic_logits(rows, H, moe::skew{}, 5);
+    moe::matrix<float> out(plan.num_rows(), H);
+    moe::kernels::ffn_workspace ws;
+    ws.reserve(moe::kernels::workspace_size(plan, packed).total());
+    timed(st, [&] {
+        if (rows) moe::kernels::expert_ffn(out.view(), moe::matrix_view<const float>(xr.view()), plan, packed, ws.data(), ws.size());
+    });
+}
+
+void BM_Alltoall(benchmark::State& st) {
+    // Two all-to-alls moving T * k rows of H floats spread evenly over the ranks.
+    const std::size_t rows = T * 2;
+    std::vector<float> send(rows * H, 1.0f), recv(rows * H);
+    std::vector<int> counts(static_cast<std::size_t>(g_size), static_cast<int>(rows / static_cast<std::size_t>(g_size) * H)), displs(static_cast<std::size_t>(g_size));
+    for (int r = 0; r < g_size; ++r) displs[static_cast<std::size_t>(r)] = r * counts[0];
+    timed(st, [&] {
+        MPI_Alltoallv(send.data(), counts.data(), displs.data(), MPI_FLOAT, recv.data(), counts.data(), displs.data(), MPI_FLOAT,
+                      MPI_COMM_WORLD);
+        MPI_Alltoallv(recv.data(), counts.data(), displs.data(), MPI_FLOAT, send.data(), counts.data(), displs.data(), MPI_FLOAT,
+                      MPI_COMM_WORLD);
+    });
+    st.counters["bytes_per_rank"] = static_cast<double>(2 * rows * H * sizeof(float));
+}
+
+class null_reporter : public benchmark::BenchmarkReporter {
+public:
+    bool ReportContext(const Context&) override { return true; }
+    void ReportRuns(const std::vector<Run>&) override {}
+};
+
+}  // namespace
+
+BENCHMARK(BM_Forward)->Name("BM_EP/forward")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Experts)->Name("BM_EP/experts")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Alltoall)->Name("BM_EP/alltoall")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    benchmark::Initialize(&argc, argv);
+    if (g_rank == 0) {
+        benchmark::RunSpecifiedBenchmarks();
+    } else {
+        null_reporter quiet;
+        benchmark::RunSpecifiedBenchmarks(&quiet);
+    }
+    benchmark::Shutdown();
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,375 @@
+/// @file mpi/expert_parallel.hpp
+/// Expert parallelism over MPI: experts are placed on ranks, tokens travel to the ranks that own
+/// their experts with MPI_Alltoallv and come back for the weighted sum. Optional: only this
+/// header needs MPI (found by CMake as `moe::mpi` when MPI is installed).
+///
+/// Each rank gates and routes its own tokens. The routings are then allgathered (indices,
+/// weights and, where a policy ranks by them, scores: a few bytes per token against the H floats
+/// a token row costs), so every rank applies the same capacity plan to the global batch: capacity
+/// from global counts, drops, reroute and fill-in decided exactly as one process would decide
+/// them. Rows then move once to their experts' ranks and once back; every row is computed by the
+/// same kernels and summed in slot order, so the output equals the single-process layer
+/// (`sparse_moe_block` on the concatenated tokens) bit for bit.
+#pragma once
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../capacity.hpp"
+#include "../dispatch.hpp"
+#include "../executor.hpp"
+#include "../gate.hpp"
+#include "../kernels/expert_ffn.hpp"
+#include "../layer.hpp"
+#include "../losses.hpp"
+#include "../metrics.hpp"
+#include "../router.hpp"
+
+namespace moe::mpi {
+
+/// Expert -> rank.
+struct placement {
+    std::vector<std::int32_t> owner;
+
+    /// Expert e on rank e * ranks / E (contiguous blocks).
+    [[nodiscard]] static placement contiguous(std::size_t num_experts, int ranks) {
+        placement p;
+        for (std::size_t e = 0; e < num_experts; ++e)
+            p.owner.push_back(static_cast<std::int32_t>(e * static_cast<std::size_t>(ranks) / num_experts));
+        return p;
+    }
+};
+
+/// What one forward moved and how the work spread over ranks.
+struct ep_stats {
+    std::size_t rows_sent = 0;      ///< token rows this rank sent to other ranks' experts
+    std::size_t rows_received = 0;  ///< token rows other ranks sent to this rank's experts
+    std::size_t bytes_on_wire = 0;  ///< bytes this rank sent to other ranks (rows there and outputs back)
+    std::vector<std::size_t> rank_rows;  ///< expert rows computed by each rank (global)
+    double max_over_mean = 0;            ///< straggler across ranks: max / mean of rank_rows
+    std::size_t dropped = 0, rerouted = 0;  ///< global, from the capacity stage
+    /// Placement-aware reroute only: bytes of rows that plain reroute would have sent to another
+    /// rank and that stayed on their rank instead (global, both directions).
+    std::size_t bytes_saved = 0;
+};
+
+namespace detail {
+
+/// Checks `ok` on every rank; if any rank is not ok, every rank throws [id] naming the first.
+inline void agree(MPI_Comm comm, bool ok, const char* id, const std::string& what) {
+    int rank = 0, size = 1;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int first_bad = ok ? size : rank;
+    MPI_Allreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, comm);
+    if (first_bad < size) MOE_THROW(id, "rank ", first_bad, ": ", what);
+}
+
+template <class T>
+MPI_Datatype mpi_type();
+template <>
+inline MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+inline MPI_Datatype mpi_type<std::int32_t>() { return MPI_INT32_T; }
+template <>
+inline MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+
+/// Allgatherv of `per` values per token, tokens in rank order.
+template <class T>
+void allgather_tokens(MPI_Comm comm, const T* local, std::size_t local_tokens, std::size_t per,
+                      const std::vector<int>& tokens_of, std::vector<T>& out) {
+    const int size = static_cast<int>(tokens_of.size());
+    std::vector<int> counts(size), displs(size);
+    int total = 0;
+    for (int r = 0; r < size; ++r) {
+        counts[r] = tokens_of[r] * static_cast<int>(per);
+        displs[r] = total;
+        total += counts[r];
+    }
+    out.resize(static_cast<std::size_t>(total));
+    MPI_Allgatherv(local, static_cast<int>(local_tokens * per), mpi_type<T>(), out.data(), counts.data(), displs.data(),
+                   mpi_type<T>(), comm);
+}
+
+}  // namespace detail
+
+/// The global-batch load-balancing loss terms over all ranks: each rank's terms, summed by
+/// MPI_Allreduce (counts, P sums, tokens, slots). Feed them to `aux_loss_value` or
+/// `global_load_balancer::merge`.
+inline aux_loss_terms allreduce_terms(MPI_Comm comm, const aux_loss_terms& local) {
+    aux_loss_terms g = local;
+    const int E = static_cast<int>(local.prob_sum.size());
+    MPI_Allreduce(MPI_IN_PLACE, g.prob_sum.data(), E, MPI_DOUBLE, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, g.counts.data(), E, MPI_DOUBLE, MPI_SUM, comm);
+    double scalars[2] = {local.tokens, local.slots};
+    MPI_Allreduce(MPI_IN_PLACE, scalars, 2, MPI_DOUBLE, MPI_SUM, comm);
+    g.tokens = scalars[0];
+    g.slots = scalars[1];
+    return g;
+}
+
+/// The sparse MoE block with its experts spread over the ranks of `comm`.
+template <class Arch = default_arch, class W = float>
+class expert_parallel_block {
+public:
+    /// Every rank passes the same router weights, expert weights (E experts, HF layout; only
+    /// this rank's experts are packed), placement and options. A malformed placement on any
+    /// rank makes every rank throw [moe.mpi.placement].
+    /// @param placement_aware  reroute overflow only to experts on the rank that would have
+    ///                         received it (Rectify-Router intra-GPU rectification)
+    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2,
+                          std::size_t ffn, const placement& pl, const layer_options& o = {}, bool placement_aware = false)
+        : comm_(comm), opt_(o), E_(router_w.rows), H_(router_w.cols), F_(ffn), placement_aware_(placement_aware) {
+        MPI_Comm_rank(comm_, &rank_);
+        MPI_Comm_size(comm_, &size_);
+        bool ok = pl.owner.size() == E_;
+        for (std::int32_t r : pl.owner) ok = ok && r >= 0 && r < size_;
+        detail::agree(comm_, ok, "moe.mpi.placement",
+                      "placement must map all " + std::to_string(E_) + " experts to ranks in [0, " + std::to_string(size_) +
+                          ")");
+        owner_ = pl.owner;
+        opt_.router.validate(E_);
+        if (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
+                              opt_.drop.policy == drop_policy::batch_prioritized))
+            opt_.router.keep_scores = true;
+        if (placement_aware_) {
+            if (!(opt_.capacity && opt_.drop.reroute))
+                MOE_THROW("moe.mpi.options", "placement-aware reroute needs capacity with reroute");
+            opt_.drop.placement = owner_;
+        }
+        gate_ = pack_gate<Arch>(router_w);
+        for (std::size_t e = 0; e < E_; ++e)
+            if (owner_[e] == rank_) local_experts_.push_back(e);
+        // Pack only this rank's experts (in expert order).
+        const std::size_t L = local_experts_.size();
+        if (L > 0) {
+            std::vector<W> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
+            for (std::size_t i = 0; i < L; ++i) {
+                const std::size_t e = local_experts_[i];
+                std::copy(w1 + e * F_ * H_, w1 + (e + 1) * F_ * H_, a1.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
+                std::copy(w3 + e * F_ * H_, w3 + (e + 1) * F_ * H_, a3.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
+                std::copy(w2 + e * H_ * F_, w2 + (e + 1) * H_ * F_, a2.begin() + static_cast<std::ptrdiff_t>(i * H_ * F_));
+            }
+            experts_ = kernels::pack_experts<Arch>(a1.data(), a3.data(), a2.data(), L, H_, F_, o.packing);
+        }
+    }
+
+    /// y_local (T_local x H) = the layer applied to this rank's tokens x_local (T_local x H).
+    /// Collective: every rank of the communicator calls it (T_local may be 0).
+    template <class Executor = serial_executor>
+    void forward(matrix_view<float> y, matrix_view<const float> x, Executor&& exec = {}) {
+        const std::size_t T = x.rows, k = opt_.router.top_k;
+        if (x.cols != H_ || y.cols != H_ || y.rows != T)
+            MOE_THROW("moe.layer.shape", "x is ", x.rows, " x ", x.cols, ", y ", y.rows, " x ", y.cols, "; hidden=", H_);
+        // 1. Gate and route the local tokens.
+        logits_.resize(T * E_);
+        routing<float> local(T, E_, k, opt_.router.keep_scores);
+        if (T > 0) {
+            gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
+            router_workspace<float> ws;
+            route_into<Arch>(local, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, ws, exec);
+        }
+        // 2. Allgather the routings (token order = rank order = the concatenated batch).
+        int t_local = static_cast<int>(T);
+        tokens_of_.assign(static_cast<std::size_t>(size_), 0);
+        MPI_Allgather(&t_local, 1, MPI_INT, tokens_of_.data(), 1, MPI_INT, comm_);
+        std::size_t T_all = 0, first = 0;
+        for (int r = 0; r < size_; ++r) {
+            if (r < rank_) first += static_cast<std::size_t>(tokens_of_[static_cast<std::size_t>(r)]);
+            T_all += static_cast<std::size_t>(tokens_of_[static_cast<std::size_t>(r)]);
+        }
+        routing<float> g(T_all, E_, k, false);
+        detail::allgather_tokens(comm_, local.indices.data(), T, k, tokens_of_, g.indices);
+        detail::allgather_tokens(comm_, local.weights.data(), T, k, tokens_of_, g.weights);
+        if (opt_.router.keep_scores) detail::allgather_tokens(comm_, local.scores.data(), T, E_, tokens_of_, g.scores);
+        // 3. The capacity plan of the global batch, identical on every rank.
+        stats_ = ep_stats{};
+        if (opt_.capacity) {
+            routing<float> plain;
+            if (placement_aware_) plain = g;
+            const capacity_report rep = apply_capacity(g, opt_.drop);
+            stats_.dropped = rep.dropped.size();
+            stats_.rerouted = rep.rerouted.size();
+            if (opt_.fill_in) g = fill_in(g, rep.capacity);
+            if (placement_aware_) {
+                drop_config d = opt_.drop;
+                d.placement.clear();
+                apply_capacity(plain, d);
+                stats_.bytes_saved = cross_rank_rows(plain) > cross_rank_rows(g)
+                                         ? 2 * (cross_rank_rows(plain) - cross_rank_rows(g)) * H_ * sizeof(float)
+                                         : 0;
+            }
+        }
+        const dispatch_plan plan = make_plan(g);
+        const std::size_t kk = g.top_k;  // fill-in may widen the routing
+        auto token_rank = [&](std::size_t t) {
+            std::size_t acc = 0;
+            for (int r = 0; r < size_; ++r) {
+                acc += static_cast<std::size_t>(tokens_of_[static_cast<std::size_t>(r)]);
+                if (t < acc) return r;
+            }
+            return size_ - 1;
+        };
+        std::vector<int> tok_rank(T_all);
+        for (std::size_t t = 0; t < T_all; ++t) tok_rank[t] = token_rank(t);
+        // 4. Rows each rank sends to each rank, in the receiver's plan order.
+        std::vector<int> send_counts(static_cast<std::size_t>(size_), 0), recv_counts(static_cast<std::size_t>(size_), 0);
+        stats_.rank_rows.assign(static_cast<std::size_t>(size_), 0);
+        for (std::size_t e = 0; e < E_; ++e) {
+            const int q = owner_[e];
+            for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
+                const int p = tok_rank[static_cast<std::size_t>(plan.row_token[static_cast<std::size_t>(r)])];
+                ++stats_.rank_rows[static_cast<std::size_t>(q)];
+                if (p == rank_) ++send_counts[static_cast<std::size_t>(q)];
+                if (q == rank_) ++recv_counts[static_cast<std::size_t>(p)];
+            }
+        }
+        std::vector<int> sdispl(static_cast<std::size_t>(size_) + 1, 0), rdispl(static_cast<std::size_t>(size_) + 1, 0);
+        for (int r = 0; r < size_; ++r) {
+            sdispl[static_cast<std::size_t>(r) + 1] = sdispl[static_cast<std::size_t>(r)] + send_counts[static_cast<std::size_t>(r)];
+            rdispl[static_cast<std::size_t>(r) + 1] = rdispl[static_cast<std::size_t>(r)] + recv_counts[static_cast<std::size_t>(r)];
+        }
+        const std::size_t n_send = static_cast<std::size_t>(sdispl.back()), n_recv = static_cast<std::size_t>(rdispl.back());
+        send_.resize(n_send * H_);
+        recv_.resize(n_recv * H_);
+        // Pack: for each destination q in order, its experts' rows whose token is ours.
+        std::vector<int> fill(static_cast<std::size_t>(size_), 0);
+        std::vector<std::int32_t> send_slot(n_send);  // (t_local * kk + s) of each sent row
+        for (std::size_t e = 0; e < E_; ++e) {
+            const int q = owner_[e];
+            for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
+                const std::size_t t = static_cast<std::size_t>(plan.row_token[static_cast<std::size_t>(r)]);
+                if (tok_rank[t] != rank_) continue;
+                const std::size_t pos = static_cast<std::size_t>(sdispl[static_cast<std::size_t>(q)] + fill[static_cast<std::size_t>(q)]++);
+                std::copy(x.row(t - first), x.row(t - first) + H_, send_.begin() + static_cast<std::ptrdiff_t>(pos * H_));
+                send_slot[pos] = static_cast<std::int32_t>((t - first) * kk + static_cast<std::size_t>(plan.row_slot[static_cast<std::size_t>(r)]));
+            }
+        }
+        alltoallv_rows(send_.data(), send_counts, sdispl, recv_.data(), recv_counts, rdispl);
+        for (int r = 0; r < size_; ++r)
+            if (r != rank_) {
+                stats_.rows_sent += static_cast<std::size_t>(send_counts[static_cast<std::size_t>(r)]);
+                stats_.rows_received += static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(r)]);
+            }
+        // 5. The local experts on the received rows, in local plan order (expert, then rows).
+        dispatch_plan lp;
+        const std::size_t L = local_experts_.size();
+        lp.num_experts = L;
+        lp.top_k = 1;
+        lp.offsets.assign(L + 1, 0);
+        lp.counts.assign(L, 0);
+        std::vector<int> from(static_cast<std::size_t>(size_), 0);
+        for (std::size_t i = 0; i < L; ++i) {
+            const std::size_t e = local_experts_[i];
+            for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
+                const int p = tok_rank[static_cast<std::size_t>(plan.row_token[static_cast<std::size_t>(r)])];
+                lp.row_token.push_back(rdispl[static_cast<std::size_t>(p)] + from[static_cast<std::size_t>(p)]++);
+                lp.row_slot.push_back(0);
+            }
+            lp.counts[i] = static_cast<std::int32_t>(lp.row_token.size()) - lp.offsets[i];
+            lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
+        }
+        lp.num_tokens = n_recv;
+        out_.resize(n_recv * H_);
+        if (L > 0 && n_recv > 0) {
+            ws_.reserve(kernels::workspace_size(lp, experts_).total());
+            // Expert outputs in local plan order, then back into receive order.
+            std::vector<float> ordered(n_recv * H_);
+            kernels::expert_ffn(matrix_view<float>(ordered.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_),
+                                lp, experts_, ws_.data(), ws_.size(), exec);
+            for (std::size_t r = 0; r < n_recv; ++r)
+                std::copy(ordered.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
+                          out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
+        }
+        // 6. Outputs go back the way the rows came (same counts, reversed).
+        back_.resize(n_send * H_);
+        alltoallv_rows(out_.data(), recv_counts, rdispl, back_.data(), send_counts, sdispl);
+        for (int r = 0; r < size_; ++r)
+            if (r != rank_)
+                stats_.bytes_on_wire += (static_cast<std::size_t>(send_counts[static_cast<std::size_t>(r)]) +
+                                         static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(r)])) *
+                                        H_ * sizeof(float);
+        // 7. Combine this rank's tokens in slot order, exactly as the single-process layer does.
+        routing<float> mine(T, E_, kk, false);
+        std::copy(g.indices.begin() + static_cast<std::ptrdiff_t>(first * kk), g.indices.begin() + static_cast<std::ptrdiff_t>((first + T) * kk),
+                  mine.indices.begin());
+        std::copy(g.weights.begin() + static_cast<std::ptrdiff_t>(first * kk), g.weights.begin() + static_cast<std::ptrdiff_t>((first + T) * kk),
+                  mine.weights.begin());
+        dispatch_plan cp;
+        cp.num_tokens = T;
+        cp.num_experts = 1;
+        cp.top_k = kk;
+        cp.offsets = {0, static_cast<std::int32_t>(n_send)};
+        cp.slot_row.assign(T * kk, -1);
+        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot[i])] = static_cast<std::int32_t>(i);
+        combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, mine, exec);
+        double mean = 0, mx = 0;
+        for (std::size_t v : stats_.rank_rows) {
+            mean += static_cast<double>(v);
+            mx = std::max(mx, static_cast<double>(v));
+        }
+        mean /= static_cast<double>(size_);
+        stats_.max_over_mean = mean > 0 ? mx / mean : 0.0;
+        last_ = std::move(g);
+        first_ = first;
+    }
+
+    [[nodiscard]] const ep_stats& last_stats() const noexcept { return stats_; }
+    /// The global routing of the last forward (after the capacity stage), identical on every rank.
+    [[nodiscard]] const routing<float>& last_global_routing() const noexcept { return last_; }
+    [[nodiscard]] matrix_view<const float> last_local_logits() const noexcept {
+        return {logits_.data(), logits_.size() / E_, E_};
+    }
+    [[nodiscard]] const std::vector<std::size_t>& local_experts() const noexcept { return local_experts_; }
+
+private:
+    void alltoallv_rows(const float* send, const std::vector<int>& sc, const std::vector<int>& sd, float* recv,
+                        const std::vector<int>& rc, const std::vector<int>& rd) {
+        std::vector<int> scf(sc.size()), sdf(sc.size()), rcf(rc.size()), rdf(rc.size());
+        const int h = static_cast<int>(H_);
+        for (std::size_t r = 0; r < sc.size(); ++r) {
+            scf[r] = sc[r] * h;
+            sdf[r] = sd[r] * h;
+            rcf[r] = rc[r] * h;
+            rdf[r] = rd[r] * h;
+        }
+        MPI_Alltoallv(send, scf.data(), sdf.data(), MPI_FLOAT, recv, rcf.data(), rdf.data(), MPI_FLOAT, comm_);
+    }
+    /// Routed slots whose expert lives on another rank than the token.
+    [[nodiscard]] std::size_t cross_rank_rows(const routing<float>& g) const {
+        std::size_t n = 0, t0 = 0;
+        for (int r = 0; r < size_; ++r) {
+            const std::size_t nt = static_cast<std::size_t>(tokens_of_[static_cast<std::size_t>(r)]);
+            for (std::size_t t = t0; t < t0 + nt; ++t)
+                for (std::size_t s = 0; s < g.top_k; ++s) {
+                    const std::int32_t e = g.index(t, s);
+                    if (e >= 0 && owner_[static_cast<std::size_t>(e)] != r) ++n;
+                }
+            t0 += nt;
+        }
+        return n;
+    }
+
+    MPI_Comm comm_;
+    int rank_ = 0, size_ = 1;
+    layer_options opt_;
+    std::size_t E_, H_, F_;
+    bool placement_aware_;
+    std::vector<std::int32_t> owner_;
+    std::vector<std::size_t> local_experts_;
+    packed_gate gate_;
+    kernels::packed_experts<Arch, W> experts_;
+    kernels::ffn_workspace ws_;
+    std::vector<float> logits_, send_, recv_, out_, back_;
+    std::vector<int> tokens_of_;
+    ep_stats stats_;
+    routing<float> last_;
+    std::size_t first_ = 0;
+};
+
+}  // namespace moe::mpi

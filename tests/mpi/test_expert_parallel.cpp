@@ -1,0 +1,146 @@
+// Expert parallelism over MPI, run by ctest under `mpirun -np 2` and `-np 4`: the expert-parallel
+// layer must equal the single-process layer (`sparse_moe_block` on the concatenated tokens) bit
+// for bit, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
+// with a rank that has no tokens; the global load-balancing loss over ranks must equal the
+// single-process accumulator; a malformed placement on one rank must fail on every rank.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <moe/moe.hpp>
+#include <moe/mpi/expert_parallel.hpp>
+#include <moe/synthetic.hpp>
+
+namespace {
+
+int rank = 0, size = 1, failures = 0, checks = 0;
+
+void check(bool ok, const std::string& what) {
+    ++checks;
+    if (!ok) {
+        ++failures;
+        std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what.c_str());
+    }
+}
+
+constexpr std::size_t E = 8, H = 40, F = 56;
+
+struct weights {
+    std::vector<float> router, w1, w3, w2;
+    weights() {
+        moe::splitmix64 rng(42);
+        router.resize(E * H);
+        for (auto& v : router) v = static_cast<float>(rng.normal() * 0.3);
+        for (auto* v : {&w1, &w3, &w2}) {
+            v->resize(E * H * F);
+            for (auto& x : *v) x = static_cast<float>(rng.uniform() - 0.5) * 0.4f;
+        }
+    }
+};
+
+/// Uneven token counts; the last rank gets none.
+std::vector<std::size_t> token_counts() {
+    std::vector<std::size_t> n(static_cast<std::size_t>(size));
+    for (int r = 0; r < size; ++r) n[static_cast<std::size_t>(r)] = r + 1 == size ? 0 : 9 + 7 * static_cast<std::size_t>(r);
+    return n;
+}
+
+void run_case(const std::string& name, const weights& w, const moe::matrix<float>& x_all, const moe::mpi::placement& pl,
+              moe::layer_options o, bool placement_aware) {
+    const auto counts = token_counts();
+    std::size_t first = 0;
+    for (int r = 0; r < rank; ++r) first += counts[static_cast<std::size_t>(r)];
+    const std::size_t T = counts[static_cast<std::size_t>(rank)];
+    // Single process: the same options; placement-aware reroute is reroute within the placement.
+    moe::layer_options so = o;
+    if (placement_aware) so.drop.placement = pl.owner;
+    moe::sparse_moe_block<moe::default_arch, float> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(),
+                                                           w.w2.data(), F, so);
+    moe::matrix<float> y_ref(x_all.rows, H);
+    single.forward(y_ref.view(), x_all);
+    moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                                 w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
+    moe::matrix<float> x(T, H), y(T, H, -1.0f);
+    std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
+    ep.forward(y.view(), x, moe::serial_executor{});
+    check(std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0, name + ": output differs from the single-process layer");
+    check(ep.last_global_routing().indices == single.last_routing().indices, name + ": global routing differs");
+    const auto& st = ep.last_stats();
+    std::size_t rows = 0;
+    for (auto v : st.rank_rows) rows += v;
+    std::size_t routed = 0;
+    for (auto i : single.last_routing().indices) routed += i >= 0;
+    check(rows == routed, name + ": rank rows do not add up to the routed slots");
+    if (rank == 0)
+        std::printf("%-28s max/mean rank load %.3f, rank 0 sent %zu rows, %zu bytes on the wire, dropped %zu, rerouted %zu, "
+                    "saved %zu bytes\n",
+                    name.c_str(), st.max_over_mean, st.rows_sent, st.bytes_on_wire, st.dropped, st.rerouted, st.bytes_saved);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    const weights w;
+    std::size_t T_all = 0;
+    for (auto n : token_counts()) T_all += n;
+    const moe::matrix<float> x_all = moe::synthetic_logits(T_all, H, moe::skew{}, 3);
+    const auto contiguous = moe::mpi::placement::contiguous(E, size);
+    try {
+        run_case("dropless", w, x_all, contiguous, {}, false);
+        moe::layer_options drop;
+        drop.capacity = true;
+        drop.drop.capacity.factor = 0.75;
+        run_case("capacity drop (cf 0.75)", w, x_all, contiguous, drop, false);
+        moe::layer_options reroute = drop;
+        reroute.drop.capacity.factor = 1.0;
+        reroute.drop.reroute = true;
+        run_case("reroute (cf 1.0)", w, x_all, contiguous, reroute, false);
+        run_case("placement-aware reroute", w, x_all, contiguous, reroute, true);
+        moe::mpi::placement uneven;  // experts 0..5 on rank 0, the rest one each on the others
+        for (std::size_t e = 0; e < E; ++e)
+            uneven.owner.push_back(e < 6 || size == 1 ? 0 : static_cast<std::int32_t>(1 + (e - 6) % static_cast<std::size_t>(size - 1)));
+        run_case("uneven placement, drop", w, x_all, uneven, drop, false);
+
+        // Global-batch load-balancing loss: each rank's terms, allreduced, against one process.
+        const auto counts = token_counts();
+        std::size_t first = 0;
+        for (int r = 0; r < rank; ++r) first += counts[static_cast<std::size_t>(r)];
+        const moe::matrix<float> logits_all = moe::gate(x_all.view(), moe::view(w.router.data(), E, H));
+        const moe::matrix_view<const float> mine(logits_all.row(first), counts[static_cast<std::size_t>(rank)], E);
+        const auto cfg = moe::presets::mixtral();
+        const auto terms = moe::mpi::allreduce_terms(MPI_COMM_WORLD, moe::aux_loss_statistics(mine, moe::route(mine, cfg), {}));
+        moe::global_load_balancer acc;
+        acc.add(logits_all, moe::route(logits_all, cfg));
+        const double a = moe::aux_loss_value(terms, {}), b = acc.loss();
+        check(std::fabs(a - b) <= 1e-12 * std::fabs(b), "global LBL over ranks differs from the accumulator");
+        if (rank == 0) std::printf("global load-balancing loss over ranks %.15f, one process %.15f\n", a, b);
+    } catch (const moe::error& e) {
+        check(false, std::string("unexpected error: ") + e.what());
+    }
+
+    // A malformed placement on one rank: every rank gets the same error, nobody hangs.
+    moe::mpi::placement bad = contiguous;
+    if (rank == size - 1) bad.owner[0] = size;
+    std::string err;
+    try {
+        moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                                     w.w3.data(), w.w2.data(), F, bad);
+    } catch (const moe::error& e) {
+        err = e.what();
+    }
+    check(err == "[moe.mpi.placement] rank " + std::to_string(size - 1) + ": placement must map all 8 experts to ranks in [0, " +
+                     std::to_string(size) + ")",
+          "malformed placement error: '" + err + "'");
+
+    int total = failures;
+    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0)
+        std::printf(total == 0 ? "expert-parallel: all %d checks passed on %d ranks\n" : "expert-parallel: %d failures\n",
+                    total == 0 ? checks : total, size);
+    MPI_Finalize();
+    return total == 0 ? 0 : 1;
+}
