@@ -6,15 +6,6 @@
 
 namespace {
 
-using archs = std::tuple<moe::scalar
-#if XSIMD_WITH_FMA3_AVX2
-                         , xsimd::fma3<xsimd::avx2>
-#endif
-#if XSIMD_WITH_AVX512BW
-                         , xsimd::avx512bw
-#endif
-                         >;
-
 std::vector<moe::router_config> configs() {
     std::vector<moe::router_config> out = {moe::presets::mixtral(), moe::presets::qwen2_moe(8, true),
                                            moe::presets::megatron(4), moe::presets::switch_transformer(),
@@ -26,11 +17,8 @@ std::vector<moe::router_config> configs() {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar reference", "[arch][determinism]", archs) {
-    if (!moe::arch_available<TestType>()) {
-        WARN("skipped: this CPU lacks " << TestType::name());
-        return;
-    }
+TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar reference", "[arch][determinism]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     INFO("arch " << TestType::name());
     // Widths that exercise full blocks and every tail: 1..33, 60, 64, 100, 256; 150 tokens cover
     // several 64-token tiles, each with whole SIMD tiles and leftover rows.
@@ -62,8 +50,8 @@ TEMPLATE_LIST_TEST_CASE("arch: SIMD routing is bit-identical to the scalar refer
 }
 
 TEMPLATE_LIST_TEST_CASE("arch: bad logits get the scalar reference's error, wherever the row is", "[arch][errors]",
-                        archs) {
-    if (!moe::arch_available<TestType>()) return;
+                        moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     for (std::size_t row : {0u, 5u, 15u, 16u, 63u, 64u, 100u, 149u}) {
         for (float badv : {NAN, INFINITY, -INFINITY}) {
             auto l = moe_test::random_logits(150, 24, row);
@@ -81,8 +69,8 @@ TEMPLATE_LIST_TEST_CASE("arch: bad logits get the scalar reference's error, wher
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("arch: exp and log1p kernels match the scalar lanes bit for bit", "[arch]", archs) {
-    if (!moe::arch_available<TestType>()) return;
+TEMPLATE_LIST_TEST_CASE("arch: exp and log1p kernels match the scalar lanes bit for bit", "[arch]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     using O = moe::detail::lane_ops<TestType>;
     constexpr std::size_t W = O::width;
     std::vector<float> xs;
@@ -102,8 +90,8 @@ TEMPLATE_LIST_TEST_CASE("arch: exp and log1p kernels match the scalar lanes bit 
     for (std::size_t i = 0; i < xs.size(); ++i) REQUIRE(out[i] == moe::detail::sqrt_softplus<moe::scalar>(xs[i] + 50.0f));
 }
 
-TEMPLATE_LIST_TEST_CASE("arch: the packed gate kernel is bit-identical to the scalar reference", "[arch][gate]", archs) {
-    if (!moe::arch_available<TestType>()) return;
+TEMPLATE_LIST_TEST_CASE("arch: the packed gate kernel is bit-identical to the scalar reference", "[arch][gate]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     for (std::size_t E : {3u, 8u, 20u, 64u}) {
         const auto x = moe_test::random_logits(29, 45, E, 1.0f);
         const auto w = moe_test::random_logits(E, 45, E + 1, 0.2f);
@@ -124,8 +112,8 @@ TEMPLATE_LIST_TEST_CASE("arch: the packed gate kernel is bit-identical to the sc
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float widening, bit for bit", "[arch]", archs) {
-    if (!moe::arch_available<TestType>()) return;
+TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float widening, bit for bit", "[arch]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     const auto l = moe_test::random_logits(70, 40, 3);
     moe::matrix<Eigen::bfloat16> lb(70, 40);
     moe::matrix<Eigen::half> lh(70, 40);
@@ -148,8 +136,8 @@ TEMPLATE_LIST_TEST_CASE("arch: bf16 and f16 logits route like their float wideni
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("arch: combine is bit-identical to the scalar reference", "[arch][dispatch]", archs) {
-    if (!moe::arch_available<TestType>()) return;
+TEMPLATE_LIST_TEST_CASE("arch: combine is bit-identical to the scalar reference", "[arch][dispatch]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     // k = 70 takes combine's multi-pass path (more than 64 slots per token).
     for (auto [E, k] : {std::pair<std::size_t, std::size_t>{16, 4}, {80, 70}}) {
         const auto r = moe::route(moe_test::random_logits(50, E, 4), moe::presets::qwen2_moe(k, true));
@@ -165,8 +153,8 @@ TEMPLATE_LIST_TEST_CASE("arch: combine is bit-identical to the scalar reference"
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("arch: large gathers and combines (streaming stores) match the scalar path", "[arch][dispatch]", archs) {
-    if (!moe::arch_available<TestType>()) return;
+TEMPLATE_LIST_TEST_CASE("arch: large gathers and combines (streaming stores) match the scalar path", "[arch][dispatch]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     // 1024 x 4096 floats = 16 MiB: above detail::gather_stream_bytes, so SIMD archs stream.
     const std::size_t T = 1024, H = 4096;
     STATIC_REQUIRE(moe::detail::gather_stream_bytes <= T * H * sizeof(float));

@@ -386,7 +386,7 @@ TEST_CASE("capacity: explicit per-expert capacities, and the expanded variant", 
     CHECK(kept + rex.dropped.size() == T * 3);
 }
 
-TEST_CASE("capacity: zero capacity is an error; device loads", "[capacity][errors]") {
+TEST_CASE("capacity: zero capacity is an error, and device loads", "[capacity][errors]") {
     auto r = moe::route(moe_test::random_logits(4, 8, 1), moe::presets::mixtral());
     moe::drop_config d;
     d.capacity.formula = moe::capacity_formula::tutel;

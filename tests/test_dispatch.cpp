@@ -78,7 +78,7 @@ TEST_CASE("dispatch: plans are expert-major, stable, padded to the block", "[dis
     CHECK(p.padding_fraction() == Approx(14.0 / 64.0));
 }
 
-TEST_CASE("dispatch: gather then combine restores x; padding changes nothing", "[dispatch]") {
+TEST_CASE("dispatch: gather then combine restores x, and padding changes nothing", "[dispatch]") {
     const std::size_t T = 45, E = 8, H = 37;
     const auto x = moe_test::random_logits(T, H, 3);
     for (bool holes : {false, true}) {
@@ -143,7 +143,7 @@ TEST_CASE("dispatch: combine sums slots in order, also past 64 slots per token",
         }
 }
 
-TEST_CASE("dispatch: pad-to-capacity gives every expert exactly C rows; masked tokens vanish", "[dispatch]") {
+TEST_CASE("dispatch: pad-to-capacity gives every expert exactly C rows, and masked tokens vanish", "[dispatch]") {
     auto r = sample_routing(40, 8, 2, 3, false);
     std::vector<std::uint8_t> valid(40, 1);
     for (std::size_t t = 30; t < 40; ++t) valid[t] = 0;  // a padded batch

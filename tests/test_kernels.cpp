@@ -18,15 +18,6 @@
 
 namespace {
 
-using archs = std::tuple<moe::scalar
-#if XSIMD_WITH_FMA3_AVX2
-                         , xsimd::fma3<xsimd::avx2>
-#endif
-#if XSIMD_WITH_AVX512BW
-                         , xsimd::avx512bw
-#endif
-                         >;
-
 struct layer {
     std::size_t E, H, F;
     std::vector<double> w1, w3, w2;  // E x F x H, E x F x H, E x H x F
@@ -140,11 +131,8 @@ std::vector<std::uint32_t> bits_of(const moe::matrix<T>& m) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("kernels: grouped SwiGLU experts match Eigen for every weight type", "[kernels]", archs) {
-    if (!moe::arch_available<TestType>()) {
-        WARN("skipped: this CPU lacks " << TestType::name());
-        return;
-    }
+TEMPLATE_LIST_TEST_CASE("kernels: grouped SwiGLU experts match Eigen for every weight type", "[kernels]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     INFO("arch " << TestType::name());
     const std::size_t shapes[][3] = {{20, 37, 53}, {13, 64, 48}, {9, 33, 17}, {1, 16, 200}, {40, 130, 70}};
     for (const auto& s : shapes) {
@@ -157,11 +145,8 @@ TEMPLATE_LIST_TEST_CASE("kernels: grouped SwiGLU experts match Eigen for every w
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("kernels: bit-identical to moe::scalar, for any executor and tiling", "[kernels][determinism]", archs) {
-    if (!moe::arch_available<TestType>()) {
-        WARN("skipped: this CPU lacks " << TestType::name());
-        return;
-    }
+TEMPLATE_LIST_TEST_CASE("kernels: bit-identical to moe::scalar, for any executor and tiling", "[kernels][determinism]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
     INFO("arch " << TestType::name());
     const layer l = make_layer(5, 45, 77, 5);
     moe::matrix<double> x(30, 45);

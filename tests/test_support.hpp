@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -11,6 +12,25 @@
 #include <moe/synthetic.hpp>
 
 namespace moe_test {
+
+/// moe::scalar and every SIMD arch this translation unit is compiled for (per-arch programs
+/// add their flags): the type list of the arch-parameterised tests.
+using archs = std::tuple<moe::scalar
+#if XSIMD_WITH_FMA3_AVX2
+                         , xsimd::fma3<xsimd::avx2>
+#endif
+#if XSIMD_WITH_AVX512BW
+                         , xsimd::avx512bw
+#endif
+                         >;
+
+/// True when this CPU runs arch A; otherwise warns that the test is skipped.
+template <class A>
+bool arch_runs_here() {
+    if (moe::arch_available<A>()) return true;
+    WARN("skipped: this CPU lacks " << A::name());
+    return false;
+}
 
 /// Runs `f` and returns the moe::error message it throws ("" if none).
 template <class F>

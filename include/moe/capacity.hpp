@@ -83,18 +83,19 @@ struct capacity_config {
 
 /// The per-expert capacity for `num_tokens` tokens routed with `top_k` slots to `num_experts`
 /// experts. `max_load` (the largest number of slots any expert received) is used by the
-/// dropless cases (dropless; tutel with factor <= 0; megablocks giving 0). `routed_slots`,
-/// when given, replaces T * k in the formulas built on it (megatron, deepspeed, megablocks,
-/// capacity_aware): with dynamic k (top-p, null experts, masked tokens) the balanced load is
-/// the slots actually routed over E.
+/// dropless cases (dropless; tutel with factor <= 0; megablocks giving 0). `slots_per_token`,
+/// when > 0, replaces k in the formulas built on T * k (megatron, deepspeed, megablocks,
+/// capacity_aware): under dynamic k (top-p, null experts) it is the mean number of routed slots
+/// of the tokens that have any, so tokens masked out (padding) still count in T as the peers
+/// count them.
 [[nodiscard]] inline std::size_t expert_capacity(const capacity_config& c, std::size_t num_tokens,
                                                  std::size_t num_experts, std::size_t top_k, std::size_t max_load,
-                                                 std::size_t routed_slots = 0) {
+                                                 double slots_per_token = 0.0) {
     c.validate();
     if (num_experts == 0) MOE_THROW("moe.capacity.shape", "num_experts=0");
     if (top_k == 0) MOE_THROW("moe.capacity.shape", "top_k=0");
     const double T = static_cast<double>(num_tokens), E = static_cast<double>(num_experts),
-                 k = routed_slots && num_tokens ? static_cast<double>(routed_slots) / T : static_cast<double>(top_k);
+                 k = slots_per_token > 0.0 ? slots_per_token : static_cast<double>(top_k);
     auto at_least_min = [&](double v) { return std::max(static_cast<std::size_t>(v), c.min_capacity); };
     switch (c.formula) {
         case capacity_formula::megatron: return at_least_min(std::ceil((T * k / E) * c.factor));
@@ -300,9 +301,17 @@ capacity_report apply_capacity(routing<W>& r, const drop_config& cfg) {
     capacity_report rep;
     rep.load_before = r.tokens_per_expert();
     const std::size_t max_load = rep.load_before.empty() ? 0 : *std::max_element(rep.load_before.begin(), rep.load_before.end());
-    std::size_t routed = 0;
-    for (std::size_t n : rep.load_before) routed += n;
-    rep.capacity = expert_capacity(cfg.capacity, T, E, k, max_load, routed == T * k ? 0 : routed);
+    // Dynamic k: the mean slots of the tokens routed at all (fixed top-k gives exactly k).
+    std::size_t routed = 0, routed_tokens = 0;
+    for (std::size_t t = 0; t < T; ++t) {
+        std::size_t n = 0;
+        for (std::size_t s = 0; s < k; ++s) n += r.indices[t * k + s] >= 0;
+        routed += n;
+        routed_tokens += n > 0;
+    }
+    const double slots_per_token =
+        routed_tokens && routed != routed_tokens * k ? static_cast<double>(routed) / static_cast<double>(routed_tokens) : 0.0;
+    rep.capacity = expert_capacity(cfg.capacity, T, E, k, max_load, slots_per_token);
     const bool needs_scores = cfg.policy == drop_policy::score || cfg.policy == drop_policy::batch_prioritized;
     if (needs_scores && r.scores.size() != T * E)
         MOE_THROW("moe.capacity.scores", "drop policy ", to_string(cfg.policy),

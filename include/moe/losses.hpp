@@ -46,8 +46,8 @@ struct aux_loss_config {
     aux_loss_variant variant = aux_loss_variant::megatron;
     /// softmax (P = full softmax) or sigmoid (P = sigmoid / (sum + 1e-20), Megatron).
     score_function score = score_function::softmax;
-    /// k of the Megatron normalisation; 0 = the routed slots per valid token (the routing's
-    /// top_k when every slot is used; the mean k under dynamic k).
+    /// k of the Megatron normalisation; 0 = the mean routed slots of the tokens routed at all
+    /// (the routing's top_k when every slot is used; the mean k under dynamic k).
     std::size_t top_k = 0;
     double coeff = 1.0;
     /// AdaMoE: the last `num_null_experts` columns are null experts. Their counts are replaced by
@@ -72,6 +72,7 @@ struct aux_loss_terms {
     std::vector<double> counts;    ///< slots routed to e (variant's rule), before any drop
     double tokens = 0;             ///< valid tokens
     double slots = 0;              ///< routed slots of the valid tokens (all slots, any variant)
+    double routed_tokens = 0;      ///< valid tokens with at least one routed slot
     std::size_t top_k = 0;         ///< fixed k of the Megatron normalisation, 0 = slots / tokens
 
     aux_loss_terms() = default;
@@ -86,6 +87,7 @@ struct aux_loss_terms {
         }
         tokens += o.tokens;
         slots += o.slots;
+        routed_tokens += o.routed_tokens;
         if (top_k == 0) top_k = o.top_k;
         return *this;
     }
@@ -162,12 +164,15 @@ void add_counts(const routing<W>& r, aux_loss_variant v, vector_view<std::uint8_
     const std::size_t counted = v == aux_loss_variant::deepspeed ? std::min<std::size_t>(1, r.top_k) : r.top_k;
     for (std::size_t t = t0; t < t1; ++t) {
         if (!valid.empty() && !valid[t]) continue;
+        bool any = false;
         for (std::size_t s = 0; s < r.top_k; ++s) {
             const std::int32_t e = r.index(t, s);
             if (e < 0) continue;
+            any = true;
             terms.slots += 1.0;
             if (s < counted) terms.counts[static_cast<std::size_t>(e)] += 1.0;
         }
+        terms.routed_tokens += any ? 1.0 : 0.0;
     }
 }
 
@@ -186,7 +191,8 @@ inline std::vector<double> effective_counts(const aux_loss_config& cfg, const st
 inline double aux_loss_factor(const aux_loss_config& cfg, std::size_t E, const aux_loss_terms& terms) {
     const double tokens = terms.tokens;
     if (tokens <= 0) return 0.0;
-    const double k = terms.top_k ? static_cast<double>(terms.top_k) : terms.slots / tokens;
+    const double k = terms.top_k ? static_cast<double>(terms.top_k)
+                                 : (terms.routed_tokens > 0 ? terms.slots / terms.routed_tokens : 0.0);
     if (cfg.variant == aux_loss_variant::megatron && !(k > 0)) return 0.0;
     const double kn = cfg.variant == aux_loss_variant::megatron ? k : 1.0;
     return cfg.coeff * static_cast<double>(E) / (kn * tokens * tokens);

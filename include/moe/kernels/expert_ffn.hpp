@@ -149,6 +149,15 @@ MOE_ALWAYS_INLINE void micro(std::size_t k0, std::size_t k1, const compute_t<W>*
     }
 }
 
+/// Prefetches slice `part` of `parts` of the `bytes` at `p` into L2: a tile spreads the next
+/// weight block over its row blocks so that it arrives before it is needed.
+inline void prefetch_slice(const void* p, std::size_t bytes, std::size_t part, std::size_t parts) noexcept {
+    if (!bytes) return;
+    const std::size_t slice = (bytes / parts + 63) / 64 * 64;
+    const char* base = static_cast<const char*>(p);
+    for (std::size_t off = part * slice; off < std::min(bytes, (part + 1) * slice); off += 64) __builtin_prefetch(base + off, 0, 2);
+}
+
 /// Calls run(integral_constant<M>) for M = m, 1 <= m <= Max.
 template <std::size_t Max, class Run>
 MOE_ALWAYS_INLINE void dispatch_rows(std::size_t m, Run&& run) noexcept {
@@ -351,13 +360,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                 // into L2 a slice per row block, so it arrives before it is needed.
                 const W* next = k1 < K ? b + k1 * nr : (p + 1 < p1 ? panel_of(e, p + 1) : nullptr);
                 const std::size_t next_bytes = next ? std::min(K - (k1 < K ? k1 : 0), kc) * nr * sizeof(W) : 0;
-                const std::size_t slice = (next_bytes / (b1 - b0) + 63) / 64 * 64;
                 for (std::size_t blk = b0; blk < b1; ++blk) {
-                    if (next_bytes) {
-                        const char* pf = reinterpret_cast<const char*>(next) + (blk - b0) * slice;
-                        const char* pf_end = reinterpret_cast<const char*>(next) + next_bytes;
-                        for (std::size_t off = 0; off < slice && pf + off < pf_end; off += 64) __builtin_prefetch(pf + off, 0, 2);
-                    }
+                    detail::prefetch_slice(next, next_bytes, blk - b0, b1 - b0);
                     const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
                     const std::size_t m = std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
                     C* part = scratch + (blk - b0) * mr * nr;
@@ -431,13 +435,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                 const std::size_t h0 = p * nr, hn = std::min(nr, H - h0);
                 const W* next = p + 1 < p1 ? pw.down(e, p + 1) + k0 * nr : (!last ? pw.down(e, p0) + k1 * nr : nullptr);
                 const std::size_t next_bytes = next ? std::min(kc, last ? kc : K - k1) * nr * sizeof(W) : 0;
-                const std::size_t slice = (next_bytes / (b1 - b0) + 63) / 64 * 64;
                 for (std::size_t blk = b0; blk < b1; ++blk) {
-                    if (next_bytes) {
-                        const char* pf = reinterpret_cast<const char*>(next) + (blk - b0) * slice;
-                        const char* pf_end = reinterpret_cast<const char*>(next) + next_bytes;
-                        for (std::size_t off = 0; off < slice && pf + off < pf_end; off += 64) __builtin_prefetch(pf + off, 0, 2);
-                    }
+                    detail::prefetch_slice(next, next_bytes, blk - b0, b1 - b0);
                     const std::size_t r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
                     const std::size_t m = std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
                     const bool full = hn == nr;

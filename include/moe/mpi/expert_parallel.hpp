@@ -99,17 +99,18 @@ void allgather_tokens(MPI_Comm comm, const T* local, std::size_t local_tokens, s
 }  // namespace detail
 
 /// The global-batch load-balancing loss terms over all ranks: each rank's terms, summed by
-/// MPI_Allreduce (counts, P sums, tokens, slots). Feed them to `aux_loss_value` or
+/// MPI_Allreduce (counts, P sums, tokens, slots, routed tokens). Feed them to `aux_loss_value` or
 /// `global_load_balancer::merge`.
 inline aux_loss_terms allreduce_terms(MPI_Comm comm, const aux_loss_terms& local) {
     aux_loss_terms g = local;
     const int E = static_cast<int>(local.prob_sum.size());
     MPI_Allreduce(MPI_IN_PLACE, g.prob_sum.data(), E, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, g.counts.data(), E, MPI_DOUBLE, MPI_SUM, comm);
-    double scalars[2] = {local.tokens, local.slots};
-    MPI_Allreduce(MPI_IN_PLACE, scalars, 2, MPI_DOUBLE, MPI_SUM, comm);
+    double scalars[3] = {local.tokens, local.slots, local.routed_tokens};
+    MPI_Allreduce(MPI_IN_PLACE, scalars, 3, MPI_DOUBLE, MPI_SUM, comm);
     g.tokens = scalars[0];
     g.slots = scalars[1];
+    g.routed_tokens = scalars[2];
     return g;
 }
 
@@ -171,8 +172,7 @@ public:
         routing<float> local(T, E_, k, opt_.router.keep_scores);
         if (T > 0) {
             gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
-            router_workspace<float> ws;
-            route_into<Arch>(local, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, ws, exec);
+            route_into<Arch>(local, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
         }
         // 2. Allgather the routings (token order = rank order = the concatenated batch).
         int t_local = static_cast<int>(T);
@@ -365,6 +365,7 @@ private:
     packed_gate gate_;
     kernels::packed_experts<Arch, W> experts_;
     kernels::ffn_workspace ws_;
+    router_workspace<float> router_ws_;
     std::vector<float> logits_, send_, recv_, out_, back_;
     std::vector<int> tokens_of_;
     ep_stats stats_;
