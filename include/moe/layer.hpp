@@ -59,11 +59,9 @@ public:
         const matrix_view<float> logits(logits_.data(), T, E_);
         gate_into<Arch>(logits, x, gate_, {}, exec);
         const std::size_t k = opt_.router.top_k;
-        if (r_.num_tokens != T || r_.top_k != k || r_.num_experts != E_) {
-            r_.num_tokens = T;
-            r_.num_experts = E_;
-            r_.top_k = k;
-        }
+        r_.num_tokens = T;  // reshape in place: the vectors keep their capacity
+        r_.num_experts = E_;
+        r_.top_k = k;
         r_.indices.resize(T * k);
         r_.weights.resize(T * k);
         r_.scores.resize(opt_.router.keep_scores ? T * E_ : 0);

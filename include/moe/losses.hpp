@@ -145,15 +145,9 @@ void loss_probs_backward(score_function f, const C* x, const C* p, const C* g, C
     }
     // q = s / (S + eps): dL/dx_j = s_j (1 - s_j) / (S + eps) * (g_j - sum_e g_e q_e).
     C S = C(0);
-    for (std::size_t e = 0; e < E; ++e) {
-        const C s = C(1) / (C(1) + std::exp(-x[e]));
-        S += s;
-    }
+    for (std::size_t e = 0; e < E; ++e) S += (out[e] = C(1) / (C(1) + std::exp(-x[e])));  // p is no longer needed
     const C den = S + C(1e-20);
-    for (std::size_t e = 0; e < E; ++e) {
-        const C s = C(1) / (C(1) + std::exp(-x[e]));
-        out[e] = s * (C(1) - s) / den * (g[e] - dot);
-    }
+    for (std::size_t e = 0; e < E; ++e) out[e] = out[e] * (C(1) - out[e]) / den * (g[e] - dot);
 }
 
 /// Counts of the variant from a routing (slot 0 only for deepspeed; -1 slots ignored) into
