@@ -20,17 +20,19 @@ struct serial_executor {
 };
 
 #if defined(_OPENMP)
-/// Runs the tiles on OpenMP threads (`threads` = 0: OpenMP's default team size).
+/// Runs the tiles on OpenMP threads (`threads` = 0: OpenMP's default team size), handed out
+/// dynamically one at a time: tiles of uneven cost (experts with uneven loads) keep every
+/// thread busy. Which thread runs a tile never changes its result.
 struct openmp_executor {
     int threads = 0;
     template <class F>
     void operator()(std::size_t n, F&& f) const {
         const long long count = static_cast<long long>(n);
         if (threads > 0) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
             for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
         } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
             for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
         }
     }

@@ -1,0 +1,89 @@
+/// @file kernels/formats/mxfp4.hpp
+/// MXFP4 (OCP Microscaling): blocks of 32 FP4 E2M1 values along K sharing one E8M0 scale,
+/// in GPT-OSS's checkpoint layout: `data` (`*_blocks`) N x K/32 x 16 bytes, element 2i in the
+/// low nibble of byte i and 2i + 1 in the high nibble; `scales` (`*_scales`) N x K/32 uint8,
+/// w = e2m1 * 2^(scale - 127). Weight-only: activations stay float; the dequantized weights
+/// are exact, so the kernel equals the float kernel on `dequantize`'s weights.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "common.hpp"
+
+namespace moe::kernels::formats {
+
+struct mxfp4 {
+    static constexpr const char* name = "mxfp4";
+    static constexpr bool integer = false;
+    static constexpr std::size_t block = 32;
+
+    static std::size_t k_block(const format_params&) noexcept { return block; }
+    static void validate(const quant_view& v) {
+        detail::check_k(name, v.cols, block);
+        detail::check_bytes(name, v, v.rows * v.cols / 2, v.rows * v.cols / block);
+        for (std::size_t i = 0; i < v.rows * (v.cols / block); ++i)
+            if (v.scales[i] == 255)
+                MOE_THROW("moe.kernels.format", name, ": scale of row ", i / (v.cols / block), ", block ", i % (v.cols / block),
+                          " is the E8M0 NaN (255)");
+    }
+    /// OCP MX: X = floor(log2(amax)) - 2 (E2M1's largest exponent), clamped to [-127, 127];
+    /// scale byte X + 127; codes = e2m1(x / 2^X), round to nearest even, saturating at 6.
+    static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
+        detail::check_k(name, k, block);
+        quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * k / 2), std::vector<std::uint8_t>(n * k / block)};
+        for (std::size_t r = 0; r < n; ++r)
+            for (std::size_t b = 0; b < k / block; ++b) {
+                const float* x = w + r * k + b * block;
+                float amax = 0.0f;
+                for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
+                int X = -127;
+                if (amax > 0.0f) {
+                    int e;
+                    std::frexp(amax, &e);
+                    X = std::min(127, std::max(-127, e - 1 - 2));
+                }
+                m.scales[r * (k / block) + b] = static_cast<std::uint8_t>(X + 127);
+                for (std::size_t j = 0; j < block; ++j) {
+                    const std::uint8_t c = detail::float_to_e2m1(std::ldexp(x[j], -X));
+                    m.data[(r * k + b * block + j) / 2] |= static_cast<std::uint8_t>(c << ((j & 1) * 4));
+                }
+            }
+        return m;
+    }
+    static void dequantize(const quant_view& v, float* out) {
+        for (std::size_t r = 0; r < v.rows; ++r)
+            for (std::size_t j = 0; j < v.cols; ++j) {
+                const std::uint8_t b = v.data[(r * v.cols + j) / 2];
+                out[r * v.cols + j] = detail::e2m1_to_float(static_cast<std::uint8_t>((j & 1) ? b >> 4 : b & 15)) *
+                                      detail::e8m0_to_float(v.scales[r * (v.cols / block) + j / block]);
+            }
+    }
+    static std::size_t panel_bytes(std::size_t k, const format_params&) noexcept { return k / 2 * panel_cols + k / block * panel_cols; }
+    /// Panel: codes [K/2][16] (byte n of pair p: k = 2p low nibble, 2p + 1 high), then scales
+    /// [K/32][16].
+    static void pack_panel(const quant_view& v, const std::size_t* rows, std::uint8_t* dst) {
+        const std::size_t K = v.cols;
+        std::uint8_t* sc = dst + K / 2 * panel_cols;
+        for (std::size_t n = 0; n < panel_cols; ++n) {
+            if (rows[n] >= v.rows) continue;  // zero column: codes 0 (and scale bytes 0)
+            for (std::size_t p = 0; p < K / 2; ++p) dst[p * panel_cols + n] = v.data[rows[n] * (K / 2) + p];
+            for (std::size_t b = 0; b < K / block; ++b) sc[b * panel_cols + n] = v.scales[rows[n] * (K / block) + b];
+        }
+    }
+    template <class L>
+    static MOE_ALWAYS_INLINE void dequant(const std::uint8_t* panel, std::size_t K, std::size_t k0, std::size_t k1,
+                                          float* dst) noexcept {
+        const std::uint8_t* sc = panel + K / 2 * panel_cols;
+        for (std::size_t k = k0; k < k1;) {
+            const typename L::F s = L::e8m0x16(sc + panel_cols * (k / block));
+            const std::size_t kend = std::min(k1, (k / block + 1) * block);
+            for (; k < kend; ++k)
+                L::store(dst + (k - k0) * panel_cols, L::mul(L::e2m1x16(panel + (k / 2) * panel_cols, (k & 1) != 0), s));
+        }
+    }
+};
+
+}  // namespace moe::kernels::formats

@@ -1,0 +1,98 @@
+/// @file kernels/formats/q4_0.hpp
+/// GGUF Q4_0: blocks of 32 4-bit values along K with one fp16 scale, 18 bytes
+/// (`{ fp16 d; uint8 qs[16]; }`; qs[j] holds element j in its low nibble and j + 16 in its high
+/// nibble), w = d * (q - 8). Activations: int8 per block of 32.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "common.hpp"
+#include "panel.hpp"
+
+namespace moe::kernels::formats {
+
+struct q4_0 {
+    static constexpr const char* name = "q4_0";
+    static constexpr bool integer = true;
+    static constexpr unsigned bits = 4;
+    static constexpr std::size_t block = 32, block_bytes = 18;
+
+    static std::size_t k_block(const format_params&) noexcept { return block; }
+    static std::size_t act_block(std::size_t, const format_params&) noexcept { return block; }
+    static std::size_t sum_block(std::size_t, const format_params&) noexcept { return block; }
+    static std::size_t scale_bytes(const format_params&) noexcept { return 2 * panel_cols; }
+
+    static const std::uint8_t* at(const quant_view& v, std::size_t r, std::size_t b) noexcept {
+        return v.data + (r * (v.cols / block) + b) * block_bytes;
+    }
+    static void validate(const quant_view& v) {
+        detail::check_k(name, v.cols, block);
+        detail::check_bytes(name, v, v.rows * (v.cols / block) * block_bytes, 0);
+        for (std::size_t r = 0; r < v.rows; ++r)
+            for (std::size_t b = 0; b < v.cols / block; ++b)
+                detail::check_scale(name, detail::fp16_to_float(detail::load_u16(at(v, r, b))), r, b);
+    }
+    /// ggml's quantize_row_q4_0_ref: d = max / -8 (max: the value of largest magnitude),
+    /// q = min(15, (int8)(x / d + 8.5)).
+    static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
+        detail::check_k(name, k, block);
+        quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
+        for (std::size_t r = 0; r < n; ++r)
+            for (std::size_t b = 0; b < k / block; ++b) {
+                const float* x = w + r * k + b * block;
+                std::uint8_t* out = m.data.data() + (r * (k / block) + b) * block_bytes;
+                float amax = 0.0f, max = 0.0f;
+                for (std::size_t j = 0; j < block; ++j)
+                    if (amax < std::fabs(x[j])) {
+                        amax = std::fabs(x[j]);
+                        max = x[j];
+                    }
+                const float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+                detail::store_u16(out, detail::float_to_fp16(d));
+                for (std::size_t j = 0; j < block / 2; ++j) {
+                    const int q0 = std::min(15, static_cast<int>(static_cast<std::int8_t>(detail::barrier(x[j] * id) + 8.5f)));
+                    const int q1 = std::min(15, static_cast<int>(static_cast<std::int8_t>(detail::barrier(x[j + 16] * id) + 8.5f)));
+                    out[2 + j] = static_cast<std::uint8_t>(q0 | (q1 << 4));
+                }
+            }
+        return m;
+    }
+    static void dequantize(const quant_view& v, float* out) {
+        for (std::size_t r = 0; r < v.rows; ++r)
+            for (std::size_t b = 0; b < v.cols / block; ++b) {
+                const std::uint8_t* p = at(v, r, b);
+                const float d = detail::fp16_to_float(detail::load_u16(p));
+                float* y = out + r * v.cols + b * block;
+                for (std::size_t j = 0; j < 16; ++j) {
+                    y[j] = static_cast<float>((p[2 + j] & 15) - 8) * d;
+                    y[j + 16] = static_cast<float>((p[2 + j] >> 4) - 8) * d;
+                }
+            }
+    }
+    static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
+                       std::size_t col) noexcept {
+        const std::uint8_t* p = at(v, r, b);
+        std::memcpy(scales + 2 * col, p, 2);
+        for (std::size_t j = 0; j < 16; ++j) {
+            codes[j] = p[2 + j] & 15;
+            codes[j + 16] = p[2 + j] >> 4;
+        }
+    }
+    /// acc += (d_w * d_a) * (sum q a - 8 sum a) for one block.
+    template <class L, std::size_t M>
+    static MOE_ALWAYS_INLINE void step(const std::uint8_t* sb, const std::int32_t* aq, const float* ad,
+                                       const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
+                                       typename L::F* acc) noexcept {
+        typename L::I isum[M];
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        detail::dot4<L, M>(sb, 0, block / 4, aq, mr, isum);
+        const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
+        for (std::size_t i = 0; i < M; ++i)
+            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 8 * as[i])), acc[i]);
+    }
+};
+
+}  // namespace moe::kernels::formats

@@ -1,0 +1,83 @@
+/// @file kernels/formats/q8_0.hpp
+/// GGUF Q8_0: blocks of 32 int8 values along K with one fp16 scale, 34 bytes
+/// (`{ fp16 d; int8 qs[32]; }`), w = d * q. Activations: int8 per block of 32.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "common.hpp"
+#include "panel.hpp"
+
+namespace moe::kernels::formats {
+
+struct q8_0 {
+    static constexpr const char* name = "q8_0";
+    static constexpr bool integer = true;
+    static constexpr unsigned bits = 8;
+    static constexpr std::size_t block = 32, block_bytes = 34;
+
+    static std::size_t k_block(const format_params&) noexcept { return block; }
+    static std::size_t act_block(std::size_t, const format_params&) noexcept { return block; }
+    static std::size_t sum_block(std::size_t, const format_params&) noexcept { return block; }
+    static std::size_t scale_bytes(const format_params&) noexcept { return 2 * panel_cols; }
+
+    static void validate(const quant_view& v) {
+        detail::check_k(name, v.cols, block);
+        detail::check_bytes(name, v, v.rows * (v.cols / block) * block_bytes, 0);
+        for (std::size_t r = 0; r < v.rows; ++r)
+            for (std::size_t b = 0; b < v.cols / block; ++b)
+                detail::check_scale(name, detail::fp16_to_float(detail::load_u16(at(v, r, b))), r, b);
+    }
+    static const std::uint8_t* at(const quant_view& v, std::size_t r, std::size_t b) noexcept {
+        return v.data + (r * (v.cols / block) + b) * block_bytes;
+    }
+    /// ggml's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d) (half away from zero).
+    static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
+        detail::check_k(name, k, block);
+        quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
+        for (std::size_t r = 0; r < n; ++r)
+            for (std::size_t b = 0; b < k / block; ++b) {
+                const float* x = w + r * k + b * block;
+                std::uint8_t* out = m.data.data() + (r * (k / block) + b) * block_bytes;
+                float amax = 0.0f;
+                for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
+                const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+                detail::store_u16(out, detail::float_to_fp16(d));
+                for (std::size_t j = 0; j < block; ++j)
+                    out[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(detail::round_away(x[j] * id)));
+            }
+        return m;
+    }
+    static void dequantize(const quant_view& v, float* out) {
+        for (std::size_t r = 0; r < v.rows; ++r)
+            for (std::size_t b = 0; b < v.cols / block; ++b) {
+                const std::uint8_t* p = at(v, r, b);
+                const float d = detail::fp16_to_float(detail::load_u16(p));
+                for (std::size_t j = 0; j < block; ++j)
+                    out[r * v.cols + b * block + j] = d * static_cast<float>(static_cast<std::int8_t>(p[2 + j]));
+            }
+    }
+    static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
+                       std::size_t col) noexcept {
+        const std::uint8_t* p = at(v, r, b);
+        std::memcpy(scales + 2 * col, p, 2);
+        for (std::size_t j = 0; j < block; ++j) codes[j] = static_cast<std::uint8_t>(p[2 + j] ^ 0x80);  // q + 128
+    }
+    /// acc += (d_w * d_a) * (sum q_u a - 128 sum a) for one block.
+    template <class L, std::size_t M>
+    static MOE_ALWAYS_INLINE void step(const std::uint8_t* sb, const std::int32_t* aq, const float* ad,
+                                       const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
+                                       typename L::F* acc) noexcept {
+        typename L::I isum[M];
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        detail::dot8<L, M>(sb, 0, block / 4, aq, mr, isum);
+        const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
+        for (std::size_t i = 0; i < M; ++i)
+            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 128 * as[i])), acc[i]);
+    }
+};
+
+}  // namespace moe::kernels::formats

@@ -1,0 +1,574 @@
+/// @file kernels/quant_ffn.hpp
+/// Grouped SwiGLU experts with quantized weights, over a dispatch plan (the same contract as
+/// `expert_ffn`): y_row = (silu(x W1^T) * (x W3^T)) W2^T for every row of the plan.
+///
+/// The weight format `Fmt` is a traits type from `kernels/formats/` (q8_0, q4_0, q4_k, q6_k,
+/// int8, int4, fp8, mxfp4). Weights are packed once into 16-column panels that keep the
+/// format's own bytes (plus at most a few percent of alignment and unpacked sub-scales):
+/// an up panel holds 8 rows of W1 then the same 8 rows of W3 (K = H), a down panel 16 rows of
+/// W2 (K = F).
+///
+/// Integer formats (`Fmt::integer`): activations are quantized to int8 on the fly, per row and
+/// per the format's activation block (q8_0 / q4_0: 32; q4_k / q6_k: 256 as ggml's q8_K; int4:
+/// its group; int8: the whole row), with d = amax / 127 and q = round-half-even(x / d). Each
+/// block's dot product is exact in int32 (`vpdpbusd` on AVX-512 VNNI, a plain loop in the
+/// reference), and the scales apply in float in a fixed order per output element, so results
+/// are bit-identical across archs, executors and thread counts.
+/// Weight-only formats (fp8, mxfp4): weights are dequantized into L1 and multiplied with fp32
+/// FMAs in k order, exactly as `expert_ffn` does with float weights, so the output equals
+/// `expert_ffn` on the dequantized weights, bit for bit.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "../arch.hpp"
+#include "../config.hpp"
+#include "../detail/lane_math.hpp"
+#include "../dispatch.hpp"
+#include "../executor.hpp"
+#include "../tensor.hpp"
+#include "formats/common.hpp"
+#include "formats/lanes.hpp"
+#include "formats/panel.hpp"
+#include "pack.hpp"
+
+namespace moe::kernels {
+
+/// Experts packed in format `Fmt` (arch-independent bytes). Build with `pack_quant_experts`.
+template <class Fmt>
+class packed_quant_experts {
+public:
+    using format = Fmt;
+    static constexpr std::size_t cols = formats::panel_cols;
+
+    packed_quant_experts() = default;
+    packed_quant_experts(std::size_t e, std::size_t h, std::size_t f, const formats::format_params& p, const pack_options& o)
+        : E_(e), H_(h), F_(f), params_(p) {
+        up_bytes_ = (panel_bytes(H_) + 63) / 64 * 64;
+        down_bytes_ = (panel_bytes(F_) + 63) / 64 * 64;
+        const std::size_t n = E_ * expert_bytes();
+        const std::size_t align = std::size_t(2) << 20;
+        bytes_ = (n + align - 1) / align * align;
+        void* mem = bytes_ ? std::aligned_alloc(align, bytes_) : nullptr;
+        if (bytes_ && !mem) MOE_THROW("moe.kernels.alloc", "cannot allocate ", bytes_, " bytes of packed weights");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (mem && o.huge_pages) ::madvise(mem, bytes_, MADV_HUGEPAGE);
+#else
+        static_cast<void>(o);
+#endif
+        data_.reset(static_cast<std::uint8_t*>(mem));
+        if (mem) std::memset(mem, 0, bytes_);
+    }
+
+    [[nodiscard]] std::size_t num_experts() const noexcept { return E_; }
+    [[nodiscard]] std::size_t hidden() const noexcept { return H_; }
+    [[nodiscard]] std::size_t ffn() const noexcept { return F_; }
+    [[nodiscard]] const formats::format_params& params() const noexcept { return params_; }
+    [[nodiscard]] std::size_t up_panels() const noexcept { return (F_ + cols / 2 - 1) / (cols / 2); }
+    [[nodiscard]] std::size_t down_panels() const noexcept { return (H_ + cols - 1) / cols; }
+    [[nodiscard]] std::size_t up_panel_bytes() const noexcept { return up_bytes_; }
+    [[nodiscard]] std::size_t down_panel_bytes() const noexcept { return down_bytes_; }
+    /// Bytes of one expert's packed weights (what a decode step streams per active expert).
+    [[nodiscard]] std::size_t expert_bytes() const noexcept { return up_panels() * up_bytes_ + down_panels() * down_bytes_; }
+    [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
+    [[nodiscard]] std::uint8_t* up(std::size_t e, std::size_t p) noexcept { return data_.get() + e * expert_bytes() + p * up_bytes_; }
+    [[nodiscard]] const std::uint8_t* up(std::size_t e, std::size_t p) const noexcept {
+        return data_.get() + e * expert_bytes() + p * up_bytes_;
+    }
+    [[nodiscard]] std::uint8_t* down(std::size_t e, std::size_t p) noexcept {
+        return data_.get() + e * expert_bytes() + up_panels() * up_bytes_ + p * down_bytes_;
+    }
+    [[nodiscard]] const std::uint8_t* down(std::size_t e, std::size_t p) const noexcept {
+        return data_.get() + e * expert_bytes() + up_panels() * up_bytes_ + p * down_bytes_;
+    }
+    /// Bytes of one panel with reduction length k, before 64-byte rounding.
+    [[nodiscard]] std::size_t panel_bytes(std::size_t k) const noexcept {
+        if constexpr (Fmt::integer) {
+            const std::size_t sb = Fmt::act_block(k, params_);
+            return k / sb * (formats::detail::code_bytes(Fmt::bits, sb) + Fmt::scale_bytes(params_));
+        } else {
+            return Fmt::panel_bytes(k, params_);
+        }
+    }
+
+private:
+    std::size_t E_ = 0, H_ = 0, F_ = 0, up_bytes_ = 0, down_bytes_ = 0, bytes_ = 0;
+    formats::format_params params_;
+    std::unique_ptr<std::uint8_t, detail::aligned_free> data_;
+};
+
+namespace detail {
+
+template <class Fmt>
+void pack_panel(const formats::quant_view& v, const std::size_t* rows, std::uint8_t* dst) {
+    if constexpr (Fmt::integer) formats::detail::pack_int_panel<Fmt>(v, rows, dst);
+    else Fmt::pack_panel(v, rows, dst);
+}
+
+template <class Fmt>
+void check_view(const char* what, std::size_t e, const formats::quant_view& v, std::size_t rows, std::size_t cols,
+                const formats::format_params& p) {
+    if (v.rows != rows || v.cols != cols)
+        MOE_THROW("moe.kernels.shape", what, " of expert ", e, " is ", v.rows, " x ", v.cols, ", expected ", rows, " x ", cols);
+    if (v.params.group != p.group || v.params.zero_points != p.zero_points)
+        MOE_THROW("moe.kernels.format", what, " of expert ", e, ": format parameters differ between tensors");
+    Fmt::validate(v);
+}
+
+}  // namespace detail
+
+/// Packs the experts' weights from their source bytes: w1[e], w3[e] are F x H, w2[e] is H x F
+/// (PyTorch / GGUF layout), one view per expert. Validates every tensor first:
+/// [moe.kernels.shape] for wrong shapes, [moe.kernels.format] for a K the format cannot
+/// block, byte buffers of the wrong length or non-finite scales.
+template <class Fmt>
+[[nodiscard]] packed_quant_experts<Fmt> pack_quant_experts(const formats::quant_view* w1, const formats::quant_view* w3,
+                                                           const formats::quant_view* w2, std::size_t num_experts,
+                                                           std::size_t hidden, std::size_t ffn, const pack_options& o = {}) {
+    if (num_experts == 0 || hidden == 0 || ffn == 0)
+        MOE_THROW("moe.kernels.shape", "experts=", num_experts, ", hidden=", hidden, ", ffn=", ffn, ": every dimension must be >= 1");
+    const formats::format_params p = w1[0].params;
+    for (std::size_t e = 0; e < num_experts; ++e) {
+        detail::check_view<Fmt>("w1", e, w1[e], ffn, hidden, p);
+        detail::check_view<Fmt>("w3", e, w3[e], ffn, hidden, p);
+        detail::check_view<Fmt>("w2", e, w2[e], hidden, ffn, p);
+    }
+    packed_quant_experts<Fmt> pw(num_experts, hidden, ffn, p, o);
+    constexpr std::size_t C = formats::panel_cols, half = C / 2;
+    std::size_t rows[C];
+    for (std::size_t e = 0; e < num_experts; ++e) {
+        for (std::size_t pn = 0; pn < pw.up_panels(); ++pn) {
+            // Columns 0..7 of the panel are W1 rows, 8..15 the same W3 rows: pack each half
+            // from its tensor, the other half marked missing.
+            for (std::size_t j = 0; j < C; ++j) rows[j] = j < half ? pn * half + j : SIZE_MAX;
+            std::vector<std::uint8_t> tmp(pw.up_panel_bytes());
+            detail::pack_panel<Fmt>(w1[e], rows, pw.up(e, pn));
+            for (std::size_t j = 0; j < C; ++j) rows[j] = j >= half ? pn * half + j - half : SIZE_MAX;
+            detail::pack_panel<Fmt>(w3[e], rows, tmp.data());
+            // Merge: the W3 half's bytes are where the W1 pass left zeros, byte for byte
+            // (codes, scales and sub-scales of a missing column are all zero).
+            std::uint8_t* dst = pw.up(e, pn);
+            for (std::size_t b = 0; b < tmp.size(); ++b) dst[b] = static_cast<std::uint8_t>(dst[b] | tmp[b]);
+        }
+        for (std::size_t pn = 0; pn < pw.down_panels(); ++pn) {
+            for (std::size_t j = 0; j < C; ++j) rows[j] = pn * C + j;
+            detail::pack_panel<Fmt>(w2[e], rows, pw.down(e, pn));
+        }
+    }
+    return pw;
+}
+
+/// Quantizes float expert weights (w1, w3: E x F x H; w2: E x H x F) with the format's
+/// reference quantizer: {w1, w3, w2}, each one quant_matrix per expert.
+template <class Fmt>
+struct quantized_experts {
+    std::vector<formats::quant_matrix> w1, w3, w2;
+};
+template <class Fmt>
+[[nodiscard]] quantized_experts<Fmt> quantize_experts(const float* w1, const float* w3, const float* w2, std::size_t num_experts,
+                                                      std::size_t hidden, std::size_t ffn, const formats::format_params& p = {}) {
+    quantized_experts<Fmt> q;
+    for (std::size_t e = 0; e < num_experts; ++e) {
+        q.w1.push_back(Fmt::quantize(w1 + e * ffn * hidden, ffn, hidden, p));
+        q.w3.push_back(Fmt::quantize(w3 + e * ffn * hidden, ffn, hidden, p));
+        q.w2.push_back(Fmt::quantize(w2 + e * hidden * ffn, hidden, ffn, p));
+    }
+    return q;
+}
+template <class Fmt>
+[[nodiscard]] packed_quant_experts<Fmt> pack_quant_experts(const quantized_experts<Fmt>& q, std::size_t hidden, std::size_t ffn,
+                                                           const pack_options& o = {}) {
+    std::vector<formats::quant_view> v1, v3, v2;
+    for (std::size_t e = 0; e < q.w1.size(); ++e) {
+        v1.push_back(formats::view_of(q.w1[e]));
+        v3.push_back(formats::view_of(q.w3[e]));
+        v2.push_back(formats::view_of(q.w2[e]));
+    }
+    return pack_quant_experts<Fmt>(v1.data(), v3.data(), v2.data(), q.w1.size(), hidden, ffn, o);
+}
+
+namespace detail {
+
+inline constexpr std::size_t qmr = 8;  ///< rows per row block of the quantized kernels (every arch)
+inline constexpr std::size_t qchunk_blocks = 32;  ///< row blocks per tile (256 rows)
+inline constexpr std::size_t wo_kc = 512;  ///< weight-only formats: K block dequantized into L1 (32 KiB)
+inline constexpr std::size_t wo_tile_rows = qchunk_blocks * qmr;
+
+/// Operand sizes of one row block for reduction length K (integer formats).
+template <class Fmt>
+struct int_operand {
+    std::size_t K, sb, sum, quads, nsb, nsum;
+    formats::format_params params;
+    int_operand(std::size_t k, const formats::format_params& p)
+        : K(k), sb(Fmt::act_block(k, p)), sum(Fmt::sum_block(k, p)), quads(k / 4), nsb(k / sb), nsum(k / sum), params(p) {}
+    [[nodiscard]] std::size_t bytes() const noexcept { return (quads + nsb + nsum) * qmr * 4; }
+};
+
+/// Quantizes one row x[0, K) into slot i of a row block's operand: quads aq[(k/4) * qmr + i],
+/// scales ad[b * qmr + i] (per activation block), sums as[g * qmr + i] (per sum block).
+/// Non-finite input makes the block's scale NaN (the output becomes NaN, never a silent value).
+template <class L>
+void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum, std::size_t i, std::int32_t* aq, float* ad,
+                  std::int32_t* as) noexcept {
+    std::uint8_t* bytes = reinterpret_cast<std::uint8_t*>(aq);
+    for (std::size_t b0 = 0; b0 < K; b0 += sb) {
+        float amax = 0.0f;
+        bool bad = false;
+        std::size_t k = b0;
+#if defined(MOE_HAVE_AVX512_QLANES)
+        if constexpr (L::simd) {
+            __m512 m = _mm512_setzero_ps();
+            __mmask16 nonfinite = 0;
+            for (; k + 16 <= b0 + sb; k += 16) {
+                const __m512 v = _mm512_loadu_ps(x + k);
+                m = _mm512_max_ps(m, _mm512_abs_ps(v));
+                nonfinite |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
+            }
+            amax = _mm512_reduce_max_ps(m);
+            bad = nonfinite != 0;
+        }
+#endif
+        for (; k < b0 + sb; ++k) {
+            const float a = std::fabs(x[k]);
+            bad = bad || !(a < INFINITY);
+            amax = a > amax ? a : amax;
+        }
+        const float d = bad ? NAN : amax / 127.0f;
+        const float id = d > 0.0f ? 1.0f / d : 0.0f;
+        ad[(b0 / sb) * qmr + i] = d;
+        k = b0;
+#if defined(MOE_HAVE_AVX512_QLANES)
+        if constexpr (L::simd) {
+            const __m512 vid = _mm512_set1_ps(id);
+            for (; k + 16 <= b0 + sb; k += 16) {
+                __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vid));  // half to even
+                q = _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+                alignas(16) std::int8_t t[16];
+                _mm_store_si128(reinterpret_cast<__m128i*>(t), _mm512_cvtepi32_epi8(q));
+                for (std::size_t u = 0; u < 4; ++u) std::memcpy(bytes + (((k + 4 * u) / 4) * qmr + i) * 4, t + 4 * u, 4);
+            }
+        }
+#endif
+        for (; k < b0 + sb; ++k) {
+            float q = formats::detail::round_even(formats::detail::barrier(x[k] * id));
+            q = q != q ? -127.0f : std::min(127.0f, std::max(-127.0f, q));  // NaN lanes: as cvtps + clamp
+            bytes[((k / 4) * qmr + i) * 4 + k % 4] = static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
+        }
+    }
+    // Sums of the codes per sum block (exact integers).
+    for (std::size_t g0 = 0; g0 < K; g0 += sum) {
+        std::int32_t s = 0;
+        for (std::size_t k = g0; k < g0 + sum; ++k) s += static_cast<std::int8_t>(bytes[((k / 4) * qmr + i) * 4 + k % 4]);
+        as[(g0 / sum) * qmr + i] = s;
+    }
+}
+
+template <class Fmt, class L, std::size_t M>
+MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes, const int_operand<Fmt>& op,
+                                 const std::int32_t* aq, const float* ad, const std::int32_t* as, typename L::F* acc) noexcept {
+    for (std::size_t i = 0; i < M; ++i) acc[i] = L::fzero();
+    const std::size_t qps = op.sb / 4, sps = op.sb / op.sum;
+    for (std::size_t s = 0; s < op.nsb; ++s)
+        Fmt::template step<L, M>(panel + s * sb_bytes, aq + s * qps * qmr, ad + s * qmr, as + s * sps * qmr, qmr, op.sb, op.params,
+                                 acc);
+}
+
+/// acc[i] = c_in[i] (or 0) + sum over k in [0, kn) of a[k][i] * w[k][:], one FMA chain per lane.
+template <class L, std::size_t M>
+MOE_ALWAYS_INLINE void float_micro(std::size_t kn, const float* a, const float* w, typename L::F* acc) noexcept {
+    for (std::size_t k = 0; k < kn; ++k) {
+        const typename L::F wk = L::load(w + k * formats::panel_cols);
+        for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::bcast(a[k * qmr + i]), wk, acc[i]);
+    }
+}
+
+/// SwiGLU of an up-panel result: lanes 0..7 are W1 (gate) outputs, 8..15 the matching W3 (up)
+/// outputs; out[j] = silu(gate_j) * up_j with moe's arch-independent sigmoid.
+template <class Arch, class L>
+MOE_ALWAYS_INLINE void swiglu16(const typename L::F& acc, float* out8) noexcept {
+#if defined(MOE_HAVE_AVX512_QLANES)
+    if constexpr (L::simd) {
+        using V = xsimd::batch<float, Arch>;
+        const V g(acc);
+        const V act = g * moe::detail::sigmoid<Arch>(g);
+        const __m512 up = _mm512_shuffle_f32x4(acc, acc, 0xEE);  // lanes 8..15 down to 0..7
+        _mm256_storeu_ps(out8, _mm512_castps512_ps256(_mm512_mul_ps(static_cast<__m512>(act), up)));
+        return;
+    }
+#endif
+    float v[16];
+    L::store(v, acc);
+    for (std::size_t j = 0; j < 8; ++j) out8[j] = (v[j] * moe::detail::sigmoid<moe::scalar>(v[j])) * v[8 + j];
+}
+
+template <std::size_t Max, class Run>
+MOE_ALWAYS_INLINE void dispatch_m(std::size_t m, Run&& run) noexcept {
+    if constexpr (Max > 1) {
+        if (m < Max) {
+            dispatch_m<Max - 1>(m, run);
+            return;
+        }
+    }
+    run(std::integral_constant<std::size_t, Max>{});
+}
+
+}  // namespace detail
+
+/// Sizes of the scratch `quant_expert_ffn` needs.
+struct quant_workspace_layout {
+    std::size_t x_op = 0, h_op = 0, h_float = 0, x_float = 0, blocks = 0;
+    [[nodiscard]] std::size_t total() const noexcept { return x_op + h_op + h_float + x_float + blocks; }
+};
+
+template <class Fmt>
+[[nodiscard]] quant_workspace_layout workspace_size(const dispatch_plan& plan, const packed_quant_experts<Fmt>& pw) {
+    constexpr std::size_t mr = detail::qmr;
+    std::size_t blocks = 0;
+    for (std::size_t e = 0; e + 1 < plan.offsets.size(); ++e)
+        blocks += (static_cast<std::size_t>(plan.offsets[e + 1] - plan.offsets[e]) + mr - 1) / mr;
+    auto r64 = [](std::size_t b) { return (b + 63) / 64 * 64; };
+    quant_workspace_layout l;
+    if constexpr (Fmt::integer) {
+        l.x_op = r64(blocks * detail::int_operand<Fmt>(pw.hidden(), pw.params()).bytes());
+        l.h_op = r64(blocks * detail::int_operand<Fmt>(pw.ffn(), pw.params()).bytes());
+        l.h_float = r64(blocks * mr * pw.ffn() * sizeof(float));  // row-major SwiGLU output
+    } else {
+        l.x_float = r64(blocks * mr * pw.hidden() * sizeof(float));  // packed [k][mr]
+        l.h_float = r64(blocks * mr * pw.ffn() * sizeof(float));
+    }
+    l.blocks = r64((plan.num_experts + 1) * sizeof(std::size_t));
+    return l;
+}
+
+/// y_rows (plan rows x H) = the SwiGLU expert of each plan row applied to x[row's token], with
+/// weights in format `Fmt`. Same contract as `expert_ffn`: padding rows get zeros in, `combine`
+/// never reads them; `workspace` holds workspace_size(plan, pw).total() bytes, 64-byte aligned.
+template <class Arch, class Fmt, class Executor = serial_executor>
+void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, const dispatch_plan& plan,
+                      const packed_quant_experts<Fmt>& pw, void* workspace, std::size_t workspace_bytes, Executor&& exec = {}) {
+    using L = formats::qlanes_t<Arch>;
+    using F = typename L::F;
+    constexpr std::size_t mr = detail::qmr, C = formats::panel_cols, half = C / 2;
+    const std::size_t H = pw.hidden(), FF = pw.ffn(), E = pw.num_experts();
+    if (plan.num_experts != E || plan.offsets.size() != E + 1)
+        MOE_THROW("moe.kernels.shape", "plan has ", plan.num_experts, " experts, packed weights ", E);
+    if (x.cols != H) MOE_THROW("moe.kernels.shape", "x has ", x.cols, " columns, hidden=", H);
+    if (x.rows != plan.num_tokens) MOE_THROW("moe.kernels.shape", "x has ", x.rows, " rows, the plan ", plan.num_tokens, " tokens");
+    if (y_rows.rows != plan.num_rows() || y_rows.cols != H)
+        MOE_THROW("moe.kernels.shape", "y_rows is ", y_rows.rows, " x ", y_rows.cols, ", expected ", plan.num_rows(), " x ", H);
+    const quant_workspace_layout lay = workspace_size(plan, pw);
+    if (workspace_bytes < lay.total() || (reinterpret_cast<std::uintptr_t>(workspace) & 63) != 0)
+        MOE_THROW("moe.kernels.workspace", "workspace of ", workspace_bytes, " bytes (needs ", lay.total(), ", 64-byte aligned)");
+    unsigned char* ws = static_cast<unsigned char*>(workspace);
+    unsigned char* x_op = ws;
+    unsigned char* h_op = x_op + lay.x_op;
+    float* h_float = reinterpret_cast<float*>(h_op + lay.h_op);
+    float* x_float = reinterpret_cast<float*>(h_op + lay.h_op + lay.h_float);
+    std::size_t* block0 = reinterpret_cast<std::size_t*>(h_op + lay.h_op + lay.h_float + lay.x_float);
+    block0[0] = 0;
+    for (std::size_t e = 0; e < E; ++e)
+        block0[e + 1] = block0[e] + (static_cast<std::size_t>(plan.offsets[e + 1] - plan.offsets[e]) + mr - 1) / mr;
+    const std::size_t nblocks = block0[E];
+    if (nblocks == 0) return;
+    auto expert_of = [&](std::size_t blk) {
+        return static_cast<std::size_t>(std::upper_bound(block0, block0 + E + 1, blk) - block0) - 1;
+    };
+    auto rows_of = [&](std::size_t e, std::size_t blk, std::size_t& r0) {
+        r0 = static_cast<std::size_t>(plan.offsets[e]) + (blk - block0[e]) * mr;
+        return std::min(mr, static_cast<std::size_t>(plan.offsets[e + 1]) - r0);
+    };
+
+    // Tiles of the two products: (expert, chunk of row blocks, chunk of panels), each expert's
+    // tiles contiguous; every output element belongs to exactly one tile.
+    constexpr std::size_t chunk_blocks = detail::qchunk_blocks;
+    auto run_phase = [&](std::size_t panels, std::size_t panel_bytes, auto&& body) {
+        const std::size_t ppt = std::max<std::size_t>(1, (std::size_t(128) << 10) / std::max<std::size_t>(1, panel_bytes));
+        const std::size_t pchunks = (panels + ppt - 1) / ppt;
+        auto tiles_of = [&](std::size_t e) { return (block0[e + 1] - block0[e] + chunk_blocks - 1) / chunk_blocks * pchunks; };
+        std::size_t tiles = 0;
+        for (std::size_t e = 0; e < E; ++e) tiles += tiles_of(e);
+        exec(tiles, [&](std::size_t t) {
+            std::size_t e = 0;
+            while (t >= tiles_of(e)) t -= tiles_of(e++);
+            const std::size_t rc = t / pchunks, pc = t % pchunks;
+            const std::size_t b0 = block0[e] + rc * chunk_blocks, b1 = std::min(block0[e + 1], b0 + chunk_blocks);
+            body(e, b0, b1, pc * ppt, std::min(panels, (pc + 1) * ppt));
+        });
+    };
+
+    if constexpr (Fmt::integer) {
+        const detail::int_operand<Fmt> opx(H, pw.params()), oph(FF, pw.params());
+        auto operand = [&](unsigned char* base, const detail::int_operand<Fmt>& op, std::size_t blk, const std::int32_t*& aq,
+                           const float*& ad, const std::int32_t*& as) {
+            unsigned char* p = base + blk * op.bytes();
+            aq = reinterpret_cast<const std::int32_t*>(p);
+            ad = reinterpret_cast<const float*>(p + op.quads * mr * 4);
+            as = reinterpret_cast<const std::int32_t*>(p + (op.quads + op.nsb) * mr * 4);
+        };
+        auto quantize_block = [&](unsigned char* base, const detail::int_operand<Fmt>& op, std::size_t blk, auto&& row_ptr) {
+            unsigned char* p = base + blk * op.bytes();
+            auto* aq = reinterpret_cast<std::int32_t*>(p);
+            auto* ad = reinterpret_cast<float*>(p + op.quads * mr * 4);
+            auto* as = reinterpret_cast<std::int32_t*>(p + (op.quads + op.nsb) * mr * 4);
+            std::memset(p, 0, op.bytes());
+            for (std::size_t i = 0; i < mr; ++i) {
+                const float* src = row_ptr(i);
+                if (src) detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as);
+            }
+        };
+        // Phase 1: gather + quantize the rows' tokens.
+        exec(nblocks, [&](std::size_t blk) {
+            const std::size_t e = expert_of(blk);
+            std::size_t r0;
+            const std::size_t m = rows_of(e, blk, r0);
+            quantize_block(x_op, opx, blk, [&](std::size_t i) -> const float* {
+                const std::int32_t tok = i < m ? plan.row_token[r0 + i] : -1;
+                return tok >= 0 ? x.row(static_cast<std::size_t>(tok)) : nullptr;
+            });
+        });
+        // Phase 2: up projection + SwiGLU into h_float (row-major, F per row).
+        const std::size_t up_sb = pw.panel_bytes(H) / opx.nsb;
+        run_phase(pw.up_panels(), pw.up_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
+                                                            std::size_t p1) {
+            for (std::size_t p = p0; p < p1; ++p) {
+                const std::uint8_t* panel = pw.up(e, p);
+                const std::size_t f0 = p * half, fn = std::min(half, FF - f0);
+                for (std::size_t blk = b0; blk < b1; ++blk) {
+                    std::size_t r0;
+                    const std::size_t m = rows_of(e, blk, r0);
+                    const std::int32_t *aq, *as;
+                    const float* ad;
+                    operand(x_op, opx, blk, aq, ad, as);
+                    detail::dispatch_m<mr>(m, [&](auto Mc) {
+                        constexpr std::size_t M = decltype(Mc)::value;
+                        F acc[M];
+                        detail::int_micro<Fmt, L, M>(panel, up_sb, opx, aq, ad, as, acc);
+                        for (std::size_t i = 0; i < M; ++i) {
+                            float out[8];
+                            detail::swiglu16<Arch, L>(acc[i], out);
+                            std::memcpy(h_float + (blk * mr + i) * FF + f0, out, fn * sizeof(float));
+                        }
+                    });
+                }
+            }
+        });
+        // Phase 2b: quantize the activations (zeros in rows past the expert's count).
+        exec(nblocks, [&](std::size_t blk) {
+            const std::size_t e = expert_of(blk);
+            std::size_t r0;
+            const std::size_t m = rows_of(e, blk, r0);
+            quantize_block(h_op, oph, blk, [&](std::size_t i) -> const float* { return i < m ? h_float + (blk * mr + i) * FF : nullptr; });
+        });
+        // Phase 3: down projection into y_rows.
+        const std::size_t down_sb = pw.panel_bytes(FF) / oph.nsb;
+        run_phase(pw.down_panels(), pw.down_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
+                                                                std::size_t p1) {
+            for (std::size_t p = p0; p < p1; ++p) {
+                const std::uint8_t* panel = pw.down(e, p);
+                const std::size_t h0 = p * C, hn = std::min(C, H - h0);
+                for (std::size_t blk = b0; blk < b1; ++blk) {
+                    std::size_t r0;
+                    const std::size_t m = rows_of(e, blk, r0);
+                    const std::int32_t *aq, *as;
+                    const float* ad;
+                    operand(h_op, oph, blk, aq, ad, as);
+                    detail::dispatch_m<mr>(m, [&](auto Mc) {
+                        constexpr std::size_t M = decltype(Mc)::value;
+                        F acc[M];
+                        detail::int_micro<Fmt, L, M>(panel, down_sb, oph, aq, ad, as, acc);
+                        for (std::size_t i = 0; i < M; ++i) {
+                            if (hn == C) {
+                                L::store(y_rows.row(r0 + i) + h0, acc[i]);
+                            } else {
+                                float v[C];
+                                L::store(v, acc[i]);
+                                std::memcpy(y_rows.row(r0 + i) + h0, v, hn * sizeof(float));
+                            }
+                        }
+                    });
+                }
+            }
+        });
+    } else {
+        // Weight-only: float operands packed [k][mr]; weights dequantized a K block at a time.
+        constexpr std::size_t kc = detail::wo_kc;
+        exec(nblocks, [&](std::size_t blk) {
+            const std::size_t e = expert_of(blk);
+            std::size_t r0;
+            const std::size_t m = rows_of(e, blk, r0);
+            float* dst = x_float + blk * mr * H;
+            for (std::size_t i = 0; i < mr; ++i) {
+                const std::int32_t tok = i < m ? plan.row_token[r0 + i] : -1;
+                const float* src = tok >= 0 ? x.row(static_cast<std::size_t>(tok)) : nullptr;
+                for (std::size_t k = 0; k < H; ++k) dst[k * mr + i] = src ? src[k] : 0.0f;
+            }
+        });
+        // One tile: for each panel, K blocks outermost (dequantized once into L1), the tile's
+        // row blocks inside; partial sums wait in `part` between K blocks.
+        auto tile = [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0, std::size_t p1, std::size_t K,
+                        const float* a_base, auto&& panel_of, auto&& finish) {
+            detail::tile_scratch<float, detail::wo_kc * formats::panel_cols> wscratch;
+            detail::tile_scratch<float, detail::wo_tile_rows * formats::panel_cols> pscratch;
+            float* wbuf = wscratch.v;
+            float* part = pscratch.v;
+            for (std::size_t p = p0; p < p1; ++p) {
+                const std::uint8_t* panel = panel_of(e, p);
+                for (std::size_t k0 = 0; k0 < K; k0 += kc) {
+                    const std::size_t k1 = std::min(K, k0 + kc);
+                    Fmt::template dequant<L>(panel, K, k0, k1, wbuf);
+                    for (std::size_t blk = b0; blk < b1; ++blk) {
+                        std::size_t r0;
+                        const std::size_t m = rows_of(e, blk, r0);
+                        float* pp = part + (blk - b0) * mr * C;
+                        detail::dispatch_m<mr>(m, [&](auto Mc) {
+                            constexpr std::size_t M = decltype(Mc)::value;
+                            F acc[M];
+                            for (std::size_t i = 0; i < M; ++i) acc[i] = k0 == 0 ? L::fzero() : L::load(pp + i * C);
+                            detail::float_micro<L, M>(k1 - k0, a_base + blk * mr * K + k0 * mr, wbuf, acc);
+                            if (k1 == K) {
+                                for (std::size_t i = 0; i < M; ++i) finish(blk, r0, i, p, acc[i]);
+                            } else {
+                                for (std::size_t i = 0; i < M; ++i) L::store(pp + i * C, acc[i]);
+                            }
+                        });
+                    }
+                }
+            }
+        };
+        run_phase(pw.up_panels(), pw.up_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
+                                                            std::size_t p1) {
+            tile(e, b0, b1, p0, p1, H, x_float, [&](std::size_t ee, std::size_t p) { return pw.up(ee, p); },
+                 [&](std::size_t blk, std::size_t, std::size_t i, std::size_t p, const F& acc) {
+                     float out[8];
+                     detail::swiglu16<Arch, L>(acc, out);
+                     const std::size_t f0 = p * half, fn = std::min(half, FF - f0);
+                     float* dst = h_float + blk * mr * FF;
+                     for (std::size_t j = 0; j < fn; ++j) dst[(f0 + j) * mr + i] = out[j];
+                 });
+        });
+        run_phase(pw.down_panels(), pw.down_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
+                                                                std::size_t p1) {
+            tile(e, b0, b1, p0, p1, FF, h_float, [&](std::size_t ee, std::size_t p) { return pw.down(ee, p); },
+                 [&](std::size_t, std::size_t r0, std::size_t i, std::size_t p, const F& acc) {
+                     float v[C];
+                     L::store(v, acc);
+                     const std::size_t h0 = p * C, hn = std::min(C, H - h0);
+                     std::memcpy(y_rows.row(r0 + i) + h0, v, hn * sizeof(float));
+                 });
+        });
+    }
+}
+
+}  // namespace moe::kernels

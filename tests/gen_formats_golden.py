@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Golden blocks for moe's weight formats, from a numpy statement of each published format.
+
+For every format: a float32 matrix W (N x K) -> the format's source bytes (our reference
+quantizer: ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref for those two, round-to-nearest
+rules documented in the C++ headers for the others) -> the dequantized float32 values, written
+with the layouts the formats publish:
+  - GGUF block_q8_0 {fp16 d; int8 qs[32]}, block_q4_0 {fp16 d; uint8 qs[16]},
+    block_q4_K {fp16 d, dmin; uint8 scales[12]; uint8 qs[128]},
+    block_q6_K {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; fp16 d} (ggml-common.h);
+  - int8 per output channel (SGLang W8A8): int8 [N, K] + float32 scale [N];
+  - int4 in groups (GPTQ / AWQ semantics, row-major nibbles): uint8 [N, K/2] + fp16 [N, K/G]
+    (+ uint8 zero points [N, K/G]);
+  - FP8 E4M3 with 128 x 128 block scales (DeepSeek-V3 weight_scale_inv);
+  - MXFP4 (OCP MX v1.0: E2M1 elements, E8M0 shared scale per 32), GPT-OSS's blocks / scales.
+The small float encodings are decoded from their definitions and encoded by searching the
+code table (nearest, ties to the even code), not by bit tricks, so the C++ encoders are checked
+against an independent method.
+
+Files (tests/data/formats/): w.f32 (N x K float32), then per format NAME.data.bin,
+NAME.scales.bin (may be empty) and NAME.deq.f32. Run: python3 tests/gen_formats_golden.py
+"""
+import os
+
+import numpy as np
+
+f32 = np.float32
+N, K = 24, 256
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "formats")
+
+
+def make_weights():
+    rng = np.random.default_rng(20261201)
+    w = rng.standard_normal((N, K)).astype(f32) * f32(0.05)
+    w[1] *= f32(40.0)                      # large magnitudes
+    w[2, :64] = 0                          # all-zero blocks and sub-blocks
+    w[3] = np.abs(w[3])                    # one-signed rows (q4_k min = 0)
+    w[4] = -np.abs(w[4])
+    w[5, 32:64] = f32(1e-30)               # tiny values (fp16 scales flush to 0)
+    w[6, ::7] = f32(0.5)                   # exact ties for the rounding rules
+    w[7, :32] = np.arange(32, dtype=f32) * f32(0.25) - f32(4.0)
+    w[8] *= f32(1e-3)
+    return w
+
+
+def roundf(x):
+    """C roundf: half away from zero."""
+    t = np.trunc(x)
+    return np.where(np.abs(x - t) == f32(0.5), t + np.sign(x), np.rint(x)).astype(f32)
+
+
+def fp16_bits(x):
+    return np.asarray(x, dtype=f32).astype(np.float16).view(np.uint16)
+
+
+def fp16_val(bits):
+    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(f32)
+
+
+# ---- small float encodings, by definition ----
+def e4m3_table():
+    vals = np.zeros(256, dtype=np.float64)
+    for b in range(256):
+        s, e, m = b >> 7, (b >> 3) & 15, b & 7
+        v = (m / 8.0) * 2.0 ** -6 if e == 0 else (1 + m / 8.0) * 2.0 ** (e - 7)
+        if e == 15 and m == 7:
+            v = np.nan
+        vals[b] = -v if s else v
+    return vals
+
+
+E4M3 = e4m3_table()
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=np.float64)
+
+
+def encode_nearest(x, table, codes):
+    """Nearest code of `table` among `codes` (non-negative magnitudes), ties to the even code."""
+    x = np.asarray(x, dtype=np.float64)
+    mags = table[codes]
+    diff = np.abs(np.abs(x)[..., None] - mags[None, :])
+    best = diff.min(axis=-1, keepdims=True)
+    cand = diff == best
+    even = cand & ((codes % 2) == 0)[None, :]
+    pick = np.where(even.any(axis=-1), np.argmax(even, axis=-1), np.argmax(cand, axis=-1))
+    return codes[pick], np.signbit(x)
+
+
+def to_e4m3(x):
+    x = np.asarray(x, dtype=f32)
+    c, neg = encode_nearest(np.clip(x, -448, 448).reshape(-1), E4M3, np.arange(0, 127))  # 0x00..0x7e
+    return (c | np.where(neg, 0x80, 0)).astype(np.uint8).reshape(x.shape)
+
+
+def to_e2m1(x):
+    x = np.asarray(x, dtype=f32)
+    c, neg = encode_nearest(np.clip(x, -6, 6).reshape(-1), E2M1, np.arange(0, 8))
+    return (c | np.where(neg, 8, 0)).astype(np.uint8).reshape(x.shape)
+
+
+# ---- formats: quantize -> (data, scales), dequantize -> float32 ----
+def q8_0(w):
+    b = w.reshape(N, K // 32, 32)
+    amax = np.abs(b).max(axis=2)
+    d = (amax / f32(127)).astype(f32)
+    idv = np.where(d != 0, f32(1) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
+    q = roundf(b * idv[..., None]).astype(np.int8)
+    blocks = np.zeros((N, K // 32, 34), dtype=np.uint8)
+    blocks[..., :2] = fp16_bits(d)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    blocks[..., 2:] = q.view(np.uint8)
+    deq = (fp16_val(fp16_bits(d))[..., None] * q.astype(f32)).astype(f32)
+    return blocks.tobytes(), b"", deq.reshape(N, K)
+
+
+def q4_0(w):
+    b = w.reshape(N, K // 32, 32)
+    idx = np.argmax(np.abs(b), axis=2)
+    mx = np.take_along_axis(b, idx[..., None], axis=2)[..., 0]
+    d = (mx / f32(-8)).astype(f32)
+    idv = np.where(d != 0, f32(1) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
+    x0 = (b * idv[..., None]).astype(f32)
+    q = np.minimum(15, np.trunc(x0 + f32(8.5)).astype(np.int32)).astype(np.uint8)
+    blocks = np.zeros((N, K // 32, 18), dtype=np.uint8)
+    blocks[..., :2] = fp16_bits(d)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    blocks[..., 2:] = q[..., :16] | (q[..., 16:] << 4)
+    dd = fp16_val(fp16_bits(d))[..., None]
+    deq = ((q.astype(np.int32) - 8).astype(f32) * dd).astype(f32)
+    return blocks.tobytes(), b"", deq.reshape(N, K)
+
+
+def q4_k(w):
+    nb = K // 256
+    out = np.zeros((N, nb, 144), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(8, 32)
+            mn = np.minimum(f32(0), x.min(axis=1))
+            mx = np.maximum(x.max(axis=1), mn)
+            scale = ((mx - mn) / f32(15)).astype(f32)
+            mins = (f32(0) - mn).astype(f32)
+            dh, mh = fp16_bits(scale.max() / f32(63)), fp16_bits(mins.max() / f32(63))
+            df, mf = fp16_val(dh), fp16_val(mh)
+            ls = np.minimum(f32(63), np.rint(scale / df)).astype(np.int32) if df > 0 else np.zeros(8, np.int32)
+            lm = np.minimum(f32(63), np.rint(mins / mf)).astype(np.int32) if mf > 0 else np.zeros(8, np.int32)
+            sc = np.zeros(12, dtype=np.int32)
+            for j in range(8):
+                if j < 4:
+                    sc[j] = ls[j]
+                    sc[j + 4] = lm[j]
+                else:
+                    sc[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4)
+                    sc[j - 4] |= (ls[j] >> 4) << 6
+                    sc[j] |= (lm[j] >> 4) << 6
+            ds = (df * ls.astype(f32)).astype(f32)
+            dm = (mf * lm.astype(f32)).astype(f32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.where(ds[:, None] > 0, np.rint((x + dm[:, None]) / ds[:, None]), f32(0))
+            L = np.clip(q, 0, 15).astype(np.int32).reshape(256)
+            qs = np.zeros(128, dtype=np.int32)
+            for c in range(4):
+                qs[32 * c:32 * c + 32] = L[64 * c:64 * c + 32] | (L[64 * c + 32:64 * c + 64] << 4)
+            out[r, bi, 0:2] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 2:4] = np.array([mh], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 4:16] = sc
+            out[r, bi, 16:] = qs
+            # Dequantize from the bytes as ggml's dequantize_row_q4_K does.
+            def scale_min(j):
+                if j < 4:
+                    return sc[j] & 63, sc[j + 4] & 63
+                return (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+            for c in range(4):
+                for h in range(2):
+                    s_, m_ = scale_min(2 * c + h)
+                    d1, m1 = f32(df * f32(s_)), f32(mf * f32(m_))
+                    nib = (qs[32 * c:32 * c + 32] >> (4 * h)) & 15
+                    deq[r, bi, 64 * c + 32 * h:64 * c + 32 * h + 32] = (d1 * nib.astype(f32)).astype(f32) - m1
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
+def q6_k(w):
+    nb = K // 256
+    out = np.zeros((N, nb, 210), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(16, 16)
+            scale = (np.abs(x).max(axis=1) / f32(31)).astype(f32)
+            dh = fp16_bits(scale.max() / f32(127))
+            df = fp16_val(dh)
+            ls = np.minimum(f32(127), np.rint(scale / df)).astype(f32) if df > 0 else np.zeros(16, f32)
+            ds = (df * ls).astype(f32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.where(ds[:, None] > 0, np.rint(x / ds[:, None]), f32(0))
+            L = (np.clip(q, -32, 31) + 32).astype(np.int32).reshape(256)
+            ql = np.zeros(128, dtype=np.int32)
+            qh = np.zeros(64, dtype=np.int32)
+            for h in range(2):
+                q_ = L[128 * h:128 * h + 128]
+                for l in range(32):
+                    ql[64 * h + l] = (q_[l] & 15) | ((q_[l + 64] & 15) << 4)
+                    ql[64 * h + l + 32] = (q_[l + 32] & 15) | ((q_[l + 96] & 15) << 4)
+                    qh[32 * h + l] = (q_[l] >> 4) | ((q_[l + 32] >> 4) << 2) | ((q_[l + 64] >> 4) << 4) | ((q_[l + 96] >> 4) << 6)
+            out[r, bi, :128] = ql
+            out[r, bi, 128:192] = qh
+            out[r, bi, 192:208] = ls.astype(np.int8).view(np.uint8)
+            out[r, bi, 208:210] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            # ggml's dequantize_row_q6_K, from the bytes.
+            sc = out[r, bi, 192:208].view(np.int8)
+            for h in range(2):
+                for l in range(32):
+                    is_ = l // 16
+                    a, b_ = ql[64 * h + l], ql[64 * h + l + 32]
+                    hh = qh[32 * h + l]
+                    qv = [(a & 15) | (((hh >> 0) & 3) << 4), (b_ & 15) | (((hh >> 2) & 3) << 4),
+                          (a >> 4) | (((hh >> 4) & 3) << 4), (b_ >> 4) | (((hh >> 6) & 3) << 4)]
+                    for part in range(4):
+                        dsc = f32(df * f32(sc[is_ + 2 * part + 8 * h]))
+                        deq[r, bi, 128 * h + 32 * part + l] = f32(dsc * f32(qv[part] - 32))
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
+def int8(w):
+    s = (np.abs(w).max(axis=1) / f32(127)).astype(f32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s[:, None] > 0, np.clip(np.rint(w / s[:, None]), -127, 127), f32(0)).astype(np.int8)
+    deq = (s[:, None] * q.astype(f32)).astype(f32)
+    return q.view(np.uint8).tobytes(), s.astype("<f4").tobytes(), deq
+
+
+def int4(w, G, zp):
+    g = w.reshape(N, K // G, G)
+    mn = np.minimum(f32(0), g.min(axis=2))
+    mx = np.maximum(f32(0), g.max(axis=2))
+    amax = np.abs(g).max(axis=2)
+    if zp:
+        sh = fp16_bits(np.maximum(mx - mn, f32(1e-5)) / f32(15))
+    else:
+        sh = fp16_bits(amax / f32(7))
+    s = fp16_val(sh)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(s[..., None] > 0, np.rint(g / s[..., None]), f32(0))
+        if zp:
+            z = np.where(s > 0, np.clip(np.rint(-mn / s), 0, 15), f32(0)).astype(np.int32)
+            u = np.clip(u + z[..., None], 0, 15)
+        else:
+            z = np.full(s.shape, 8, dtype=np.int32)
+            u = np.clip(u, -8, 7) + 8
+    u = u.astype(np.uint8).reshape(N, K)
+    data = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+    scales = sh.astype("<u2").tobytes() + (z.astype(np.uint8).tobytes() if zp else b"")
+    deq = (s[..., None] * (u.reshape(N, K // G, G).astype(np.int32) - z[..., None]).astype(f32)).astype(f32)
+    return data.tobytes(), scales, deq.reshape(N, K)
+
+
+def fp8(w):
+    tn, tk = -(-N // 128), -(-K // 128)
+    scales = np.zeros((tn, tk), dtype=f32)
+    codes = np.zeros((N, K), dtype=np.uint8)
+    for bi in range(tn):
+        for bj in range(tk):
+            blk = w[bi * 128:(bi + 1) * 128, bj * 128:(bj + 1) * 128]
+            s = f32(np.abs(blk).max() / f32(448))
+            scales[bi, bj] = s
+            if s > 0:
+                codes[bi * 128:(bi + 1) * 128, bj * 128:(bj + 1) * 128] = to_e4m3((blk / s).astype(f32))
+    srow = np.repeat(np.repeat(scales, 128, axis=0), 128, axis=1)[:N, :K]
+    deq = (E4M3[codes].astype(f32) * srow).astype(f32)
+    return codes.tobytes(), scales.astype("<f4").tobytes(), deq
+
+
+def mxfp4(w):
+    b = w.reshape(N, K // 32, 32)
+    amax = np.abs(b).max(axis=2)
+    _, e = np.frexp(np.where(amax > 0, amax, f32(1)))
+    X = np.where(amax > 0, np.clip(e - 1 - 2, -127, 127), -127).astype(np.int32)
+    scale_bytes = (X + 127).astype(np.uint8)
+    codes = to_e2m1((b * np.ldexp(f32(1), -X)[..., None].astype(f32)).astype(f32))
+    flat = codes.reshape(N, K)
+    data = (flat[:, 0::2] | (flat[:, 1::2] << 4)).astype(np.uint8)
+    deq = (E2M1[flat].astype(f32) * np.repeat(np.ldexp(np.float64(1), X), 32, axis=1).astype(f32)
+           ).astype(f32)
+    return data.tobytes(), scale_bytes.tobytes(), deq
+
+
+FORMATS = {
+    "q8_0": q8_0, "q4_0": q4_0, "q4_k": q4_k, "q6_k": q6_k, "int8": int8,
+    "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
+    "fp8": fp8, "mxfp4": mxfp4,
+}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    w = make_weights()
+    w.astype("<f4").tofile(os.path.join(OUT, "w.f32"))
+    for name, fn in FORMATS.items():
+        data, scales, deq = fn(w)
+        with open(os.path.join(OUT, name + ".data.bin"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(OUT, name + ".scales.bin"), "wb") as f:
+            f.write(scales)
+        np.asarray(deq, dtype="<f4").tofile(os.path.join(OUT, name + ".deq.f32"))
+        err = np.abs(deq - w).max() / np.abs(w).max()
+        print(f"{name:12s} data {len(data):6d} B  scales {len(scales):5d} B  max err / max|w| {err:.4f}")
+
+
+if __name__ == "__main__":
+    main()

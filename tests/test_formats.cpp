@@ -1,0 +1,338 @@
+// Quantized weight formats: the reference quantizers and dequantizers against golden bytes from
+// a numpy statement of each published format (tests/gen_formats_golden.py); the quantized expert
+// kernels bit-identical to moe::scalar on every arch and executor, weight-only formats equal to
+// the float kernel on their dequantized weights, integer formats within a derived bound of a
+// float reference; and every bad input's error, verbatim.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <moe/kernels/expert_ffn.hpp>
+#include <moe/kernels/formats.hpp>
+#include <moe/kernels/quant_ffn.hpp>
+
+#include "test_support.hpp"
+
+namespace {
+
+namespace fm = moe::kernels::formats;
+
+std::vector<std::uint8_t> read_bytes(const std::string& name) {
+    std::ifstream f(std::string(MOE_TEST_DATA_DIR) + "/formats/" + name, std::ios::binary);
+    REQUIRE(f.good());
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::vector<float> read_f32(const std::string& name) {
+    const auto b = read_bytes(name);
+    std::vector<float> v(b.size() / 4);
+    std::memcpy(v.data(), b.data(), v.size() * 4);
+    return v;
+}
+
+std::vector<std::uint32_t> bits(const std::vector<float>& v) {
+    std::vector<std::uint32_t> b(v.size());
+    std::memcpy(b.data(), v.data(), v.size() * 4);
+    return b;
+}
+
+template <class Fmt>
+void check_golden(const std::string& file, fm::format_params p) {
+    INFO("format " << file);
+    constexpr std::size_t N = 24, K = 256;
+    const auto w = read_f32("w.f32");
+    REQUIRE(w.size() == N * K);
+    const fm::quant_matrix m = Fmt::quantize(w.data(), N, K, p);
+    CHECK(m.data == read_bytes(file + ".data.bin"));
+    CHECK(m.scales == read_bytes(file + ".scales.bin"));
+    std::vector<float> deq(N * K);
+    Fmt::validate(fm::view_of(m));
+    Fmt::dequantize(fm::view_of(m), deq.data());
+    CHECK(bits(deq) == bits(read_f32(file + ".deq.f32")));
+}
+
+// ---- kernels ----
+
+struct qlayer {
+    std::size_t E, H, F;
+    std::vector<float> w1, w3, w2;
+};
+
+qlayer make_qlayer(std::size_t E, std::size_t H, std::size_t F, std::uint64_t seed) {
+    moe::splitmix64 rng(seed);
+    qlayer l{E, H, F, {}, {}, {}};
+    for (auto* v : {&l.w1, &l.w3}) {
+        v->resize(E * F * H);
+        for (auto& x : *v) x = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(H)));
+    }
+    l.w2.resize(E * H * F);
+    for (auto& x : l.w2) x = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(F)));
+    return l;
+}
+
+/// Expert 0 gets every token, 1 one token, 2 none, 3 and 4 share the second slots.
+moe::routing<float> shaped_routing(std::size_t T) {
+    moe::routing<float> r(T, 5, 2, false);
+    for (std::size_t t = 0; t < T; ++t) {
+        r.indices[t * 2] = 0;
+        r.indices[t * 2 + 1] = t == 3 ? 1 : static_cast<std::int32_t>(3 + t % 2);
+        r.weights[t * 2] = 0.6f;
+        r.weights[t * 2 + 1] = 0.4f;
+    }
+    return r;
+}
+
+template <class Arch, class Fmt, class Executor = moe::serial_executor>
+std::vector<float> run_quant(const moe::kernels::packed_quant_experts<Fmt>& pw, const moe::matrix<float>& x,
+                             const moe::dispatch_plan& plan, Executor ex = {}) {
+    moe::matrix<float> y(plan.num_rows(), pw.hidden(), -7.0f);
+    moe::kernels::ffn_workspace ws;
+    ws.reserve(moe::kernels::workspace_size(plan, pw).total());
+    moe::kernels::quant_expert_ffn<Arch>(y.view(), moe::matrix_view<const float>(x.view()), plan, pw, ws.data(), ws.size(), ex);
+    return y.values;
+}
+
+/// The dequantized weights of every expert, stacked as the float kernel takes them.
+template <class Fmt>
+void dequantize_all(const moe::kernels::quantized_experts<Fmt>& q, std::vector<float>& w1, std::vector<float>& w3,
+                    std::vector<float>& w2) {
+    auto one = [](const std::vector<fm::quant_matrix>& ms, std::vector<float>& out) {
+        const std::size_t n = ms[0].rows * ms[0].cols;
+        out.assign(ms.size() * n, 0.0f);
+        for (std::size_t e = 0; e < ms.size(); ++e) Fmt::dequantize(fm::view_of(ms[e]), out.data() + e * n);
+    };
+    one(q.w1, w1);
+    one(q.w3, w3);
+    one(q.w2, w2);
+}
+
+/// Float reference (double) of every plan row on the dequantized weights with unquantized
+/// activations, and a bound on the kernel's distance from it. Derivation, per output:
+///  - quantizing x in blocks of B with d = amax / 127 moves each x_k by at most d / 2;
+///    so |dh_f| <= e1_f = sum_k |W1_fk| d_b(k) / 2, likewise e3_f for W3;
+///  - silu' lies in [-0.1, 1.1]: |d(silu(h1) h3)| <= 1.1 e1 (|h3| + e3) + (|silu(h1)| + 1.1 e1) e3;
+///  - the activations a are quantized the same way (their block maxima grow by at most the
+///    largest |da|), adding d'_b / 2 per element; |dy_h| <= sum_f |W2_hf| (|da_f| + d'_b(f) / 2);
+///  - plus float rounding: 1e-5 of max |y|.
+template <class Fmt>
+void check_bound(const qlayer& l, const std::vector<float>& w1, const std::vector<float>& w3, const std::vector<float>& w2,
+                 const moe::matrix<float>& x, const moe::dispatch_plan& plan, const std::vector<float>& y, std::size_t bx,
+                 std::size_t ba) {
+    const std::size_t H = l.H, F = l.F;
+    std::vector<double> ref(plan.num_rows() * H, 0.0), bound(plan.num_rows() * H, 0.0);
+    double ymax = 0.0;
+    for (std::size_t e = 0; e < l.E; ++e)
+        for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
+            const auto tok = plan.row_token[static_cast<std::size_t>(r)];
+            std::vector<double> xr(H, 0.0), dx(H, 0.0);
+            if (tok >= 0)
+                for (std::size_t k = 0; k < H; ++k) xr[k] = x(static_cast<std::size_t>(tok), k);
+            for (std::size_t b = 0; b < H; b += bx) {
+                double amax = 0.0;
+                for (std::size_t k = b; k < b + bx; ++k) amax = std::max(amax, std::fabs(xr[k]));
+                for (std::size_t k = b; k < b + bx; ++k) dx[k] = amax / 127.0 / 2.0 * (1.0 + 1e-6);
+            }
+            std::vector<double> a(F), da(F);
+            for (std::size_t f = 0; f < F; ++f) {
+                double h1 = 0.0, h3 = 0.0, e1 = 0.0, e3 = 0.0;
+                for (std::size_t k = 0; k < H; ++k) {
+                    const double u = w1[(e * F + f) * H + k], v = w3[(e * F + f) * H + k];
+                    h1 += u * xr[k];
+                    h3 += v * xr[k];
+                    e1 += std::fabs(u) * dx[k];
+                    e3 += std::fabs(v) * dx[k];
+                }
+                const double s = h1 / (1.0 + std::exp(-h1));
+                a[f] = s * h3;
+                da[f] = 1.1 * e1 * (std::fabs(h3) + e3) + (std::fabs(s) + 1.1 * e1) * e3;
+            }
+            double damax = 0.0;
+            for (double v : da) damax = std::max(damax, v);
+            std::vector<double> ea(F);
+            for (std::size_t b = 0; b < F; b += ba) {
+                double amax = 0.0;
+                for (std::size_t f = b; f < b + ba; ++f) amax = std::max(amax, std::fabs(a[f]));
+                for (std::size_t f = b; f < b + ba; ++f) ea[f] = da[f] + (amax + damax) / 127.0 / 2.0 * (1.0 + 1e-6);
+            }
+            for (std::size_t h = 0; h < H; ++h) {
+                double yv = 0.0, eb = 0.0;
+                for (std::size_t f = 0; f < F; ++f) {
+                    yv += w2[(e * H + h) * F + f] * a[f];
+                    eb += std::fabs(w2[(e * H + h) * F + f]) * ea[f];
+                }
+                ref[static_cast<std::size_t>(r) * H + h] = yv;
+                bound[static_cast<std::size_t>(r) * H + h] = eb;
+                ymax = std::max(ymax, std::fabs(yv));
+            }
+        }
+    double worst = 0.0;
+    std::vector<double> sorted = bound;
+    std::sort(sorted.begin(), sorted.end());
+    const double median_bound = sorted[sorted.size() / 2];
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+        const double err = std::fabs(static_cast<double>(y[i]) - ref[i]);
+        CAPTURE(i, y[i], ref[i], bound[i]);
+        REQUIRE(err <= bound[i] + 1e-5 * ymax);
+        worst = std::max(worst, err / (bound[i] + 1e-5 * ymax));
+    }
+    // The bound is not vacuous: it is far below |y|, and the errors use a visible part of it
+    // (a kernel that skipped the activation quantization would still pass; the bit-exact
+    // comparison with moe::scalar pins the arithmetic).
+    // (The bound adds |w| |dx| without cancellation: linear in K where the error grows as
+    // sqrt(K), so it is loose for long blocks, yet still well below |y|.)
+    CAPTURE(worst, median_bound, ymax);
+    CHECK(median_bound < 0.5 * ymax);
+    CHECK(worst > 0.001);
+}
+
+template <class Arch, class Fmt>
+void check_kernel(std::size_t H, std::size_t F, fm::format_params p, std::size_t T = 21) {
+    INFO("format " << Fmt::name << " H=" << H << " F=" << F << " group " << p.group << " arch " << Arch::name());
+    const qlayer l = make_qlayer(5, H, F, H * 31 + F);
+    const auto q = moe::kernels::quantize_experts<Fmt>(l.w1.data(), l.w3.data(), l.w2.data(), l.E, H, F, p);
+    const auto pw = moe::kernels::pack_quant_experts<Fmt>(q, H, F);
+    moe::matrix<float> x(T, H);
+    moe::splitmix64 rng(T + H);
+    for (auto& v : x.values) v = static_cast<float>(rng.normal());
+    x(2, 0) = 40.0f;  // one outlier: its block's scale is large
+    for (std::size_t block : {1u, 4u}) {
+        const auto plan = moe::make_plan(shaped_routing(T), block);
+        const auto y = run_quant<Arch>(pw, x, plan);
+        // Bit-identical to the reference lanes and for any executor.
+        CHECK(bits(y) == bits(run_quant<moe::scalar>(pw, x, plan)));
+        CHECK(bits(y) == bits(run_quant<Arch>(pw, x, plan, moe_test::reversed_threads_executor{3})));
+        std::vector<float> d1, d3, d2;
+        dequantize_all(q, d1, d3, d2);
+        if constexpr (Fmt::integer) {
+            check_bound<Fmt>(l, d1, d3, d2, x, plan, y, Fmt::act_block(H, p), Fmt::act_block(F, p));
+        } else {
+            // Weight-only: exactly the float kernel on the dequantized weights.
+            const auto packed = moe::kernels::pack_experts<moe::scalar>(d1.data(), d3.data(), d2.data(), l.E, H, F);
+            moe::matrix<float> yf(plan.num_rows(), H, -7.0f);
+            moe::kernels::ffn_workspace ws;
+            ws.reserve(moe::kernels::workspace_size(plan, packed).total());
+            moe::kernels::expert_ffn(yf.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size());
+            CHECK(bits(y) == bits(yf.values));
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("formats: reference quantizers and dequantizers match the numpy statement byte for byte", "[formats]") {
+    check_golden<fm::q8_0>("q8_0", {});
+    check_golden<fm::q4_0>("q4_0", {});
+    check_golden<fm::q4_k>("q4_k", {});
+    check_golden<fm::q6_k>("q6_k", {});
+    check_golden<fm::int8>("int8", {});
+    check_golden<fm::int4>("int4_32", {32, false});
+    check_golden<fm::int4>("int4_128_zp", {128, true});
+    check_golden<fm::fp8>("fp8", {});
+    check_golden<fm::mxfp4>("mxfp4", {});
+}
+
+TEST_CASE("formats: E4M3 and E2M1 encoders invert their decoders on every code", "[formats]") {
+    for (unsigned c = 0; c < 256; ++c) {
+        if ((c & 0x7f) == 0x7f) continue;  // NaN
+        CAPTURE(c);
+        CHECK(fm::detail::float_to_e4m3(fm::detail::e4m3_to_float(static_cast<std::uint8_t>(c))) == c);
+    }
+    CHECK(fm::detail::e4m3_to_float(0x7e) == 448.0f);
+    CHECK(fm::detail::e4m3_to_float(0x01) == std::ldexp(1.0f, -9));
+    CHECK(fm::detail::float_to_e4m3(1e6f) == 0x7e);
+    CHECK(fm::detail::float_to_e4m3(-1e6f) == 0xfe);
+    for (unsigned c = 0; c < 16; ++c) CHECK(fm::detail::float_to_e2m1(fm::detail::e2m1_to_float(static_cast<std::uint8_t>(c))) == c);
+    CHECK(fm::detail::float_to_e2m1(0.25f) == 0);  // tie between 0 and 0.5: even code
+    CHECK(fm::detail::float_to_e2m1(0.75f) == 2);  // tie between 0.5 and 1: even code (1.0)
+    CHECK(fm::detail::float_to_e2m1(5.0f) == 6);   // tie between 4 and 6: even code (4)
+    CHECK(fm::detail::float_to_e2m1(100.0f) == 7);
+    CHECK(fm::detail::e8m0_to_float(0) == std::ldexp(1.0f, -127));
+    CHECK(fm::detail::e8m0_to_float(254) == std::ldexp(1.0f, 127));
+}
+
+TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and arch", "[formats][kernels]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
+    check_kernel<TestType, fm::q8_0>(96, 160, {});
+    check_kernel<TestType, fm::q4_0>(64, 96, {});
+    check_kernel<TestType, fm::q4_k>(256, 512, {}, 9);
+    check_kernel<TestType, fm::q6_k>(256, 256, {}, 9);
+    check_kernel<TestType, fm::int8>(36, 52, {});
+    check_kernel<TestType, fm::int4>(64, 96, {32, false});
+    check_kernel<TestType, fm::int4>(128, 128, {128, true}, 9);
+    check_kernel<TestType, fm::fp8>(37, 53, {});
+    check_kernel<TestType, fm::fp8>(150, 140, {}, 9);  // several 128 x 128 scale tiles
+    check_kernel<TestType, fm::mxfp4>(64, 96, {});
+}
+
+TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[formats]") {
+    // Per expert, H = 1024, F = 2048 (no panel padding): packed / source bytes.
+    const std::size_t H = 1024, F = 2048;
+    auto ratio = [&](auto tag, fm::format_params p) {
+        using Fmt = decltype(tag);
+        const qlayer l = make_qlayer(1, H, F, 3);
+        const auto q = moe::kernels::quantize_experts<Fmt>(l.w1.data(), l.w3.data(), l.w2.data(), 1, H, F, p);
+        const auto pw = moe::kernels::pack_quant_experts<Fmt>(q, H, F);
+        std::size_t src = 0;
+        for (const auto* m : {&q.w1[0], &q.w3[0], &q.w2[0]}) src += m->data.size() + m->scales.size();
+        return static_cast<double>(pw.expert_bytes()) / static_cast<double>(src);
+    };
+    CHECK(ratio(fm::q8_0{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q4_0{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q6_k{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q4_k{}, {}) <= 1.03);  // sub-scales unpacked to bytes
+    CHECK(ratio(fm::int8{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::int4{}, {32, false}) <= 1.03);  // zero points stored (8 when symmetric)
+    CHECK(ratio(fm::fp8{}, {}) <= 1.04);            // scales per panel column
+    CHECK(ratio(fm::mxfp4{}, {}) == Approx(1.0).margin(0.001));
+}
+
+TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
+    using moe_test::error_of;
+    const std::vector<float> w(4 * 64, 0.5f);
+    CHECK(error_of([&] { (void)fm::q4_0::quantize(w.data(), 4, 48); }) ==
+          "[moe.kernels.format] q4_0: K=48 is not a positive multiple of the block 32");
+    CHECK(error_of([&] { (void)fm::q4_k::quantize(w.data(), 1, 64); }) ==
+          "[moe.kernels.format] q4_k: K=64 is not a positive multiple of the block 256");
+    auto m = fm::q8_0::quantize(w.data(), 4, 64);
+    fm::quant_view v = fm::view_of(m);
+    v.data_bytes -= 1;
+    CHECK(error_of([&] { fm::q8_0::validate(v); }) == "[moe.kernels.format] q8_0: 4 x 64 needs 272 bytes of data, got 271");
+    fm::detail::store_u16(m.data.data() + 34 * 3, 0x7e00);  // fp16 NaN: row 1, block 1
+    CHECK(error_of([&] { fm::q8_0::validate(fm::view_of(m)); }) ==
+          "[moe.kernels.format] q8_0: scale of row 1, block 1 is nan (not finite)");
+    auto i8 = fm::int8::quantize(w.data(), 4, 64);
+    i8.scales.pop_back();
+    CHECK(error_of([&] { fm::int8::validate(fm::view_of(i8)); }) ==
+          "[moe.kernels.format] int8: 4 x 64 needs 16 bytes of scales, got 15");
+    CHECK(error_of([&] { (void)fm::int8::quantize(w.data(), 1, 65540); }) ==
+          "[moe.kernels.format] int8: K=65540 exceeds 65536 (exact int32 accumulation)");
+    CHECK(error_of([&] { (void)fm::int4::quantize(w.data(), 4, 64, {12, false}); }) ==
+          "[moe.kernels.format] int4: group 12 must be a positive multiple of 8 (e.g. 32 or 128)");
+    auto i4 = fm::int4::quantize(w.data(), 4, 64, {32, true});
+    i4.scales.back() = 16;
+    CHECK(error_of([&] { fm::int4::validate(fm::view_of(i4)); }) ==
+          "[moe.kernels.format] int4: zero point of row 3, group 1 is 16 (not 4-bit)");
+    auto f8 = fm::fp8::quantize(w.data(), 4, 64);
+    f8.data[70] = 0xff;
+    CHECK(error_of([&] { fm::fp8::validate(fm::view_of(f8)); }) == "[moe.kernels.format] fp8: weight (1, 6) is an e4m3 NaN");
+    auto mx = fm::mxfp4::quantize(w.data(), 4, 64);
+    mx.scales[5] = 255;
+    CHECK(error_of([&] { fm::mxfp4::validate(fm::view_of(mx)); }) ==
+          "[moe.kernels.format] mxfp4: scale of row 2, block 1 is the E8M0 NaN (255)");
+    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_k"); }) ==
+          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, int8, "
+          "int4:G[:zp], fp8 or mxfp4)");
+    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
+          "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
+    CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
+    // Packing checks every expert's tensors.
+    CHECK(error_of([&] { (void)fm::q8_0::quantize(w.data(), 64, 4); }) ==
+          "[moe.kernels.format] q8_0: K=4 is not a positive multiple of the block 32");
+    const auto ok = moe::kernels::quantize_experts<fm::q8_0>(w.data(), w.data(), w.data(), 1, 32, 32);
+    std::vector<fm::quant_view> v1{fm::view_of(ok.w1[0])}, v3{fm::view_of(ok.w3[0])}, v2{fm::view_of(ok.w2[0])};
+    CHECK(error_of([&] { (void)moe::kernels::pack_quant_experts<fm::q8_0>(v1.data(), v3.data(), v2.data(), 1, 32, 64); }) ==
+          "[moe.kernels.shape] w1 of expert 0 is 32 x 32, expected 64 x 32");
+}
