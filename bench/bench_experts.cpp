@@ -10,6 +10,9 @@
 // DRAM, not from the (large) L3 of this machine.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <map>
+#include <type_traits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +21,8 @@
 #include <benchmark/benchmark.h>
 
 #include <moe/kernels/expert_ffn.hpp>
+#include <moe/kernels/formats.hpp>
+#include <moe/kernels/quant_ffn.hpp>
 #include <moe/moe.hpp>
 #include <moe/synthetic.hpp>
 
@@ -27,6 +32,7 @@ namespace {
 
 double g_peak[3] = {0, 0, 0};  // fp32 FLOP/s on 1 and 2 threads
 double g_bw[3] = {0, 0, 0};    // read bytes/s on 1 and 2 threads
+double g_vnni[3] = {0, 0, 0};  // int8 OP/s (vpdpbusd) on 1 and 2 threads
 
 struct shape_t {
     const char* name;
@@ -119,6 +125,70 @@ void BM_Experts(benchmark::State& st) {
     st.SetLabel(std::string(s.name) + (decode ? " decode (bandwidth)" : " prefill (FMA peak)"));
 }
 
+/// Quantized weights (format Fmt): counters as BM_Experts, plus `weight_bytes` per forward;
+/// prefill's fraction is against the int8 VNNI peak for integer formats, the fp32 FMA peak
+/// for weight-only formats (fp8, mxfp4).
+template <class Fmt>
+void BM_QuantExperts(benchmark::State& st) {
+    const shape_t& s = shapes[st.range(0)];
+    const std::size_t T = static_cast<std::size_t>(st.range(1));
+    const int threads = static_cast<int>(st.range(2));
+    const bool decode = T <= 16;
+    using Arch = moe::default_arch;
+    moe::kernels::formats::format_params params;
+    if constexpr (std::is_same<Fmt, moe::kernels::formats::int4>::value) params.group = static_cast<std::size_t>(st.range(3));
+    static std::map<std::string, std::vector<std::shared_ptr<moe::kernels::packed_quant_experts<Fmt>>>> cache;
+    const std::string key = std::string(s.name) + "/" + std::to_string(params.group);
+    auto& packed = cache[key];
+    if (packed.empty()) {
+        const source_weights<float> src(s, 1);
+        const auto q = moe::kernels::quantize_experts<Fmt>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F, params);
+        packed.push_back(std::make_shared<moe::kernels::packed_quant_experts<Fmt>>(moe::kernels::pack_quant_experts<Fmt>(q, s.H, s.F)));
+    }
+    // Decode: copies so that one pass over them exceeds twice the L3.
+    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / packed[0]->bytes() + 1) : 1;
+    while (packed.size() < copies) {
+        packed.push_back(std::make_shared<moe::kernels::packed_quant_experts<Fmt>>(
+            packed[0]->num_experts(), s.H, s.F, packed[0]->params(), moe::kernels::pack_options{}));
+        std::memcpy(packed.back()->up(0, 0), packed[0]->up(0, 0), packed[0]->num_experts() * packed[0]->expert_bytes());
+    }
+    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
+    std::size_t max_rows = 0;
+    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
+    moe::matrix<float> y(max_rows, s.H);
+    moe::kernels::ffn_workspace ws;
+    for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, *packed[0]).total());
+#if defined(_OPENMP)
+    const moe::openmp_executor ex{threads};
+#else
+    const moe::serial_executor ex{};
+#endif
+    {
+        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
+        moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), plans[0], *packed[0], ws.data(), ws.size(), ex);
+    }
+    double flops = 0, bytes = 0;
+    std::size_t it = 0;
+    for (auto _ : st) {
+        const auto& plan = plans[it % plans.size()];
+        const auto& pw = *packed[it % copies];
+        ++it;
+        moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
+        moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), plan, pw, ws.data(), ws.size(), ex);
+        benchmark::ClobberMemory();
+        flops += 6.0 * static_cast<double>(plan.num_rows() * s.H * s.F);
+        bytes += static_cast<double>(active_experts(plan) * pw.expert_bytes());
+    }
+    const double peak = Fmt::integer && g_vnni[threads] > 0 ? g_vnni[threads] : g_peak[threads];
+    st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["weight_mb"] = static_cast<double>(active_experts(plans[0]) * packed[0]->expert_bytes()) * 1e-6;
+    st.counters["fraction_of_peak"] =
+        benchmark::Counter(decode ? bytes / g_bw[threads] : flops / peak, benchmark::Counter::kIsRate);
+    st.SetLabel(std::string(s.name) + " " + Fmt::name + (decode ? " decode (bandwidth)" : Fmt::integer ? " prefill (VNNI peak)" : " prefill (FMA peak)"));
+}
+
 /// Eigen, per expert: gather the expert's rows, H1 = X W1^T, H3 = X W3^T, A = silu(H1) * H3,
 /// Y = A W2^T (float, Eigen's own threads).
 void BM_EigenExperts(benchmark::State& st) {
@@ -174,6 +244,20 @@ void args(benchmark::internal::Benchmark* b) {
             for (long th : {1, 2}) b->Args({sh, T, th});
     b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 }
+void quant_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"shape", "T", "threads"});
+    for (long sh : {0, 1})
+        for (long T : {1, 16, 512, 4096})
+            for (long th : {1, 2}) b->Args({sh, T, th});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+}
+void int4_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"shape", "T", "threads", "group"});
+    for (long sh : {0, 1})
+        for (long T : {1, 16, 512, 4096})
+            for (long th : {1, 2}) b->Args({sh, T, th, 128});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+}
 void decode_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads"});
     for (long sh : {0, 1})
@@ -187,6 +271,15 @@ void decode_args(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_Experts, float)->Name("BM_Experts/f32")->Apply(args);
 BENCHMARK_TEMPLATE(BM_Experts, Eigen::bfloat16)->Name("BM_Experts/bf16")->Apply(args);
 BENCHMARK_TEMPLATE(BM_Experts, Eigen::half)->Name("BM_Experts/f16")->Apply(decode_args);
+namespace fmts = moe::kernels::formats;
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q8_0)->Name("BM_Experts/q8_0")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_0)->Name("BM_Experts/q4_0")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_k)->Name("BM_Experts/q4_k")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q6_k)->Name("BM_Experts/q6_k")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int8)->Name("BM_Experts/int8")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int4)->Name("BM_Experts/int4")->Apply(int4_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::fp8)->Name("BM_Experts/fp8")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mxfp4)->Name("BM_Experts/mxfp4")->Apply(quant_args);
 BENCHMARK(BM_EigenExperts)->Name("BM_Experts/eigen_f32")->Apply(args);
 
 int main(int argc, char** argv) {
@@ -195,11 +288,15 @@ int main(int argc, char** argv) {
     for (int t : {1, 2}) {
         g_peak[t] = moe_bench::measure_peak<moe::default_arch>(t);
         g_bw[t] = moe_bench::measure_bandwidth(t);
-        std::printf("machine (%d thread%s, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n", t, t > 1 ? "s" : "",
-                    moe::default_arch::name(), g_peak[t] * 1e-9, g_bw[t] * 1e-9);
+#if defined(__AVX512VNNI__)
+        g_vnni[t] = moe_bench::measure_vnni_peak(t);
+#endif
+        // Machine lines go to stderr, so that --benchmark_format=json output on stdout parses.
+        std::fprintf(stderr, "machine (%d thread%s, %s): fp32 FMA peak %.1f GFLOP/s, int8 VNNI peak %.1f GOP/s, read bandwidth %.1f GB/s\n",
+                     t, t > 1 ? "s" : "", moe::default_arch::name(), g_peak[t] * 1e-9, g_vnni[t] * 1e-9, g_bw[t] * 1e-9);
     }
 #if defined(__AVX512BF16__)
-    std::printf("machine (1 thread): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", moe_bench::measure_bf16_dot_peak() * 1e-9);
+    std::fprintf(stderr, "machine (1 thread): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", moe_bench::measure_bf16_dot_peak() * 1e-9);
 #endif
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

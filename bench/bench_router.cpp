@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     g_peak_flops = moe_bench::measure_peak<moe::default_arch>();
     g_bandwidth = moe_bench::measure_bandwidth();
-    std::printf("machine (one core, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
+    std::fprintf(stderr, "machine (one core, %s): fp32 FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
                 moe::default_arch::name(), g_peak_flops * 1e-9, g_bandwidth * 1e-9);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
