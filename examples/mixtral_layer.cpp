@@ -3,6 +3,7 @@
 //
 //   mixtral-layer                                   # H 1024, F 3584, E 8, top-2, 512 tokens
 //   mixtral-layer --dtype bf16 --tokens 16 --threads 2
+//   mixtral-layer --dtype q4_k --tokens 1           # GGUF Q4_K experts (also q8_0 int8 int4:128 fp8 mxfp4 ...)
 //   mixtral-layer --capacity-factor 1.0 --reroute   # capacity-aware inference
 //   mixtral-layer --weights DIR --input x.npy --check y.npy --dump out/
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -33,7 +35,9 @@ shape and run
   --experts E         number of experts                            (default 8)
   --top-k K           experts per token                            (default 2)
   --tokens T          tokens in the batch                          (default 512)
-  --dtype f32|bf16|f16  expert weight storage                      (default f32)
+  --dtype FORMAT      expert weight format: f32 f16 bf16 q8_0 q4_0 q4_k q6_k int8
+                      int4:G[:zp] fp8 mxfp4 (quantized from the f32 weights with the
+                      format's reference quantizer)                (default f32)
   --threads N         threads (default: all)
   --repeat N          forward passes to time                       (default 3)
   --seed N            seed of the random weights and input         (default 0)
@@ -42,8 +46,11 @@ weights and data
                       float32; the shape options are then taken from the files
   --input FILE.npy    the T x H input (float32) instead of random tokens
   --check FILE.npy    compare the output with this T x H reference; exit 1 if
-                      max |y - ref| > 1e-4 * max |ref|
-  --dump DIR          write x, router, w1, w3, w2, logits, indices, weights and y as .npy
+                      max |y - ref| > TOL * max |ref|
+  --tolerance TOL     relative tolerance of --check                (default 1e-4)
+  --dump DIR          write x, router, w1, w3, w2, logits, indices, weights and y as .npy;
+                      quantized formats also w1_dequant, w3_dequant, w2_dequant (the
+                      weights the kernels use, as float32)
 capacity-aware inference (off: the dropless layer)
   --capacity-factor F expert capacity = ceil(T k / E * F) (Megatron formula)
   --drop-policy P     weight | score | position | slot_major | batch_prioritized | random
@@ -74,6 +81,8 @@ struct options {
     std::size_t H = 1024, F = 3584, E = 8, k = 2, T = 512, repeat = 3, threads = 0;
     std::uint64_t seed = 0;
     std::string dtype = "f32", weights, input, check, dump;
+    moe::kernels::weight_format format{"f32", {}};
+    double tolerance = 1e-4;
     moe::layer_options layer;
 };
 
@@ -98,9 +107,13 @@ options parse(int argc, char** argv) {
         else if (a == "--seed") o.seed = to_size(a, next());
         else if (a == "--dtype") {
             o.dtype = next();
-            if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16")
-                fail("moe.cli.value", "--dtype expects f32, bf16 or f16, got '" + o.dtype + "'");
-        } else if (a == "--weights") o.weights = next();
+            try {
+                o.format = moe::kernels::parse_weight_format(o.dtype);
+            } catch (const moe::error& e) {
+                fail("moe.cli.value", std::string("--dtype: ") + e.what());
+            }
+        } else if (a == "--tolerance") o.tolerance = to_double(a, next());
+        else if (a == "--weights") o.weights = next();
         else if (a == "--input") o.input = next();
         else if (a == "--check") o.check = next();
         else if (a == "--dump") o.dump = next();
@@ -201,9 +214,30 @@ int run(options& o) {
     }
     const std::size_t Hs = o.H, Fs = o.F, Es = o.E;
     o.layer.router = moe::presets::mixtral(o.k);
-    const std::vector<W> w1s = convert<W>(w1), w3s = convert<W>(w3), w2s = convert<W>(w2);
-    moe::sparse_moe_block<moe::default_arch, W> block(moe::view(router.data(), Es, Hs), w1s.data(), w3s.data(), w2s.data(),
-                                                      Fs, o.layer);
+    o.layer.format = o.format.params;
+    // The block, and the weights it uses as float32 (for --dump).
+    using block_t = moe::sparse_moe_block<moe::default_arch, W>;
+    std::unique_ptr<block_t> bp;
+    std::vector<float> w1d, w3d, w2d;
+    if constexpr (moe::kernels::is_weight_type_v<W>) {
+        const std::vector<W> w1s = convert<W>(w1), w3s = convert<W>(w3), w2s = convert<W>(w2);
+        bp = std::make_unique<block_t>(moe::view(router.data(), Es, Hs), w1s.data(), w3s.data(), w2s.data(), Fs, o.layer);
+        w1d = convert<float>(w1s);
+        w3d = convert<float>(w3s);
+        w2d = convert<float>(w2s);
+    } else {
+        const auto q = moe::kernels::quantize_experts<W>(w1.data(), w3.data(), w2.data(), Es, Hs, Fs, o.layer.format);
+        bp = std::make_unique<block_t>(moe::view(router.data(), Es, Hs), q, Fs, o.layer);
+        auto deq = [](const std::vector<moe::kernels::formats::quant_matrix>& ms, std::vector<float>& out) {
+            const std::size_t n = ms[0].rows * ms[0].cols;
+            out.resize(ms.size() * n);
+            for (std::size_t e = 0; e < ms.size(); ++e) W::dequantize(moe::kernels::formats::view_of(ms[e]), out.data() + e * n);
+        };
+        deq(q.w1, w1d);
+        deq(q.w3, w3d);
+        deq(q.w2, w2d);
+    }
+    block_t& block = *bp;
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
     moe::matrix<float> x;
@@ -225,9 +259,10 @@ int run(options& o) {
 #endif
     std::printf("sparse MoE block (Mixtral semantics): %zu tokens, hidden %zu, ffn %zu, %zu experts, top-%zu, %s weights, "
                 "%d thread%s\n",
-                T, Hs, Fs, Es, o.k, o.dtype.c_str(), threads, threads > 1 ? "s" : "");
-    std::printf("weights %s, packed in %.2f s (%.1f MiB of experts)\n", o.weights.empty() ? "seeded random" : o.weights.c_str(),
-                load_s, static_cast<double>(block.expert_bytes() * Es) / (1 << 20));
+                T, Hs, Fs, Es, o.k, o.format.to_string().c_str(), threads, threads > 1 ? "s" : "");
+    std::printf("weights %s, packed in %.2f s (%.1f MiB of experts, %.2f MiB per expert)\n",
+                o.weights.empty() ? "seeded random" : o.weights.c_str(), load_s,
+                static_cast<double>(block.expert_bytes() * Es) / (1 << 20), static_cast<double>(block.expert_bytes()) / (1 << 20));
     if (o.layer.capacity)
         std::printf("capacity-aware inference: factor %g, drop policy %s%s%s\n", o.layer.drop.capacity.factor,
                     moe::to_string(o.layer.drop.policy), o.layer.drop.reroute ? ", reroute" : "", o.layer.fill_in ? ", fill-in" : "");
@@ -270,18 +305,26 @@ int run(options& o) {
 
     if (!o.dump.empty()) {
         ::mkdir(o.dump.c_str(), 0755);
-        const std::vector<float> w1d = convert<float>(w1s), w3d = convert<float>(w3s), w2d = convert<float>(w2s);
         moe::io::write_npy(o.dump + "/x.npy", x.values.data(), {T, Hs});
         moe::io::write_npy(o.dump + "/router.npy", router.data(), {Es, Hs});
-        moe::io::write_npy(o.dump + "/w1.npy", w1d.data(), {Es, Fs, Hs});
-        moe::io::write_npy(o.dump + "/w3.npy", w3d.data(), {Es, Fs, Hs});
-        moe::io::write_npy(o.dump + "/w2.npy", w2d.data(), {Es, Hs, Fs});
+        constexpr bool quantized = !moe::kernels::is_weight_type_v<W>;
+        // Float formats: the stored weights; quantized: the f32 originals, and the dequantized
+        // weights the kernels use beside them.
+        moe::io::write_npy(o.dump + "/w1.npy", quantized ? w1.data() : w1d.data(), {Es, Fs, Hs});
+        moe::io::write_npy(o.dump + "/w3.npy", quantized ? w3.data() : w3d.data(), {Es, Fs, Hs});
+        moe::io::write_npy(o.dump + "/w2.npy", quantized ? w2.data() : w2d.data(), {Es, Hs, Fs});
+        if (quantized) {
+            moe::io::write_npy(o.dump + "/w1_dequant.npy", w1d.data(), {Es, Fs, Hs});
+            moe::io::write_npy(o.dump + "/w3_dequant.npy", w3d.data(), {Es, Fs, Hs});
+            moe::io::write_npy(o.dump + "/w2_dequant.npy", w2d.data(), {Es, Hs, Fs});
+        }
         const auto lg = block.last_logits();
         moe::io::write_npy(o.dump + "/logits.npy", lg.data, {T, Es});
         moe::io::write_npy(o.dump + "/indices.npy", r.indices.data(), {T, r.top_k});
         moe::io::write_npy(o.dump + "/weights.npy", r.weights.data(), {T, r.top_k});
         moe::io::write_npy(o.dump + "/y.npy", y.values.data(), {T, Hs});
-        std::printf("wrote %s/{x,router,w1,w3,w2,logits,indices,weights,y}.npy\n", o.dump.c_str());
+        std::printf("wrote %s/{x,router,w1,w3,w2,%slogits,indices,weights,y}.npy\n", o.dump.c_str(),
+                    quantized ? "w1_dequant,w3_dequant,w2_dequant," : "");
     }
     if (!o.check.empty()) {
         const auto ref = moe::io::read_npy_matrix<float>(o.check);
@@ -291,7 +334,7 @@ int run(options& o) {
             err = std::max(err, std::fabs(static_cast<double>(y.values[i]) - ref.values[i]));
             scale = std::max(scale, std::fabs(static_cast<double>(ref.values[i])));
         }
-        const bool ok = err <= 1e-4 * scale;
+        const bool ok = err <= o.tolerance * scale;
         std::printf("check against %s: max |y - ref| = %.3g (%.3g of max |ref|): %s\n", o.check.c_str(), err,
                     scale > 0 ? err / scale : 0.0, ok ? "ok" : "MISMATCH");
         return ok ? 0 : 1;
@@ -304,9 +347,7 @@ int run(options& o) {
 int main(int argc, char** argv) {
     options o = parse(argc, argv);
     try {
-        if (o.dtype == "bf16") return run<Eigen::bfloat16>(o);
-        if (o.dtype == "f16") return run<Eigen::half>(o);
-        return run<float>(o);
+        return moe::kernels::visit_format(o.format, [&](auto tag) { return run<decltype(tag)>(o); });
     } catch (const moe::error& e) {
         std::fprintf(stderr, "mixtral-layer: %s\n", e.what());
         return 2;

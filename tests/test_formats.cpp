@@ -294,6 +294,10 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     const std::vector<float> w(4 * 64, 0.5f);
     CHECK(error_of([&] { (void)fm::q4_0::quantize(w.data(), 4, 48); }) ==
           "[moe.kernels.format] q4_0: K=48 is not a positive multiple of the block 32");
+    std::vector<float> nan_w(w);
+    nan_w[70] = NAN;
+    CHECK(error_of([&] { (void)fm::mxfp4::quantize(nan_w.data(), 4, 64); }) ==
+          "[moe.kernels.format] mxfp4: weight (1, 6) is nan (not finite)");
     CHECK(error_of([&] { (void)fm::q4_k::quantize(w.data(), 1, 64); }) ==
           "[moe.kernels.format] q4_k: K=64 is not a positive multiple of the block 256");
     auto m = fm::q8_0::quantize(w.data(), 4, 64);
@@ -310,7 +314,7 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     CHECK(error_of([&] { (void)fm::int8::quantize(w.data(), 1, 65540); }) ==
           "[moe.kernels.format] int8: K=65540 exceeds 65536 (exact int32 accumulation)");
     CHECK(error_of([&] { (void)fm::int4::quantize(w.data(), 4, 64, {12, false}); }) ==
-          "[moe.kernels.format] int4: group 12 must be a positive multiple of 8 (e.g. 32 or 128)");
+          "[moe.kernels.format] int4: group 12 must be a positive multiple of 8 (e.g. 32 or 128), at most 65536");
     auto i4 = fm::int4::quantize(w.data(), 4, 64, {32, true});
     i4.scales.back() = 16;
     CHECK(error_of([&] { fm::int4::validate(fm::view_of(i4)); }) ==
@@ -331,7 +335,8 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     // Packing checks every expert's tensors.
     CHECK(error_of([&] { (void)fm::q8_0::quantize(w.data(), 64, 4); }) ==
           "[moe.kernels.format] q8_0: K=4 is not a positive multiple of the block 32");
-    const auto ok = moe::kernels::quantize_experts<fm::q8_0>(w.data(), w.data(), w.data(), 1, 32, 32);
+    const std::vector<float> w32(32 * 32, 0.25f);
+    const auto ok = moe::kernels::quantize_experts<fm::q8_0>(w32.data(), w32.data(), w32.data(), 1, 32, 32);
     std::vector<fm::quant_view> v1{fm::view_of(ok.w1[0])}, v3{fm::view_of(ok.w3[0])}, v2{fm::view_of(ok.w2[0])};
     CHECK(error_of([&] { (void)moe::kernels::pack_quant_experts<fm::q8_0>(v1.data(), v3.data(), v2.data(), 1, 32, 64); }) ==
           "[moe.kernels.shape] w1 of expert 0 is 32 x 32, expected 64 x 32");

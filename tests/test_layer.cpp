@@ -71,3 +71,32 @@ TEST_CASE("layer: capacity switches off or never binding give the dropless outpu
     CHECK(moe_test::error_of([&] { (void)run_block<float>(o); }) ==
           "[moe.layer.options] fill_in needs capacity: set layer_options::capacity");
 }
+
+TEST_CASE("layer: quantized experts (weight-only fp8) equal the f32 layer on the dequantized weights", "[layer][formats]") {
+    // fp8 dequantizes each weight once and multiplies with fp32 FMAs in k order: the block with
+    // fp8 experts is bit for bit the f32 block given the dequantized weights.
+    namespace fm = moe::kernels::formats;
+    const auto router = moe::io::read_npy_matrix<float>(dir + "router.npy");
+    const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
+    const auto w1 = floats("w1"), w3 = floats("w3"), w2 = floats("w2");
+    const auto q = moe::kernels::quantize_experts<fm::fp8>(w1.data(), w3.data(), w2.data(), 4, 48, 40);
+    moe::sparse_moe_block<moe::default_arch, fm::fp8> block(router.view(), q, 40);
+    std::vector<float> d1(w1.size()), d3(w3.size()), d2(w2.size());
+    for (std::size_t e = 0; e < 4; ++e) {
+        fm::fp8::dequantize(fm::view_of(q.w1[e]), d1.data() + e * 40 * 48);
+        fm::fp8::dequantize(fm::view_of(q.w3[e]), d3.data() + e * 40 * 48);
+        fm::fp8::dequantize(fm::view_of(q.w2[e]), d2.data() + e * 48 * 40);
+    }
+    moe::sparse_moe_block<moe::default_arch, float> ref(router.view(), d1.data(), d3.data(), d2.data(), 40);
+    moe::matrix<float> y(x.rows, x.cols), yr(x.rows, x.cols);
+    block.forward(y.view(), x, moe_test::reversed_threads_executor{2});
+    ref.forward(yr.view(), x);
+    CHECK(y.values == yr.values);
+    CHECK(y.values != floats("y"));  // the quantization is visible
+    // The float-weight constructor quantizes with the same reference quantizer.
+    moe::sparse_moe_block<moe::default_arch, fm::fp8> from_float(router.view(), w1.data(), w3.data(), w2.data(), 40);
+    moe::matrix<float> yf(x.rows, x.cols);
+    from_float.forward(yf.view(), x);
+    CHECK(yf.values == y.values);
+    CHECK(block.expert_bytes() < 40 * 48 * 3 + 3 * 64 * 16);
+}

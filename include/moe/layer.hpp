@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "capacity.hpp"
@@ -16,6 +18,8 @@
 #include "executor.hpp"
 #include "gate.hpp"
 #include "kernels/expert_ffn.hpp"
+#include "kernels/formats.hpp"
+#include "kernels/quant_ffn.hpp"
 #include "presets.hpp"
 #include "router.hpp"
 #include "tensor.hpp"
@@ -29,17 +33,62 @@ struct layer_options {
     drop_config drop;
     bool fill_in = false;   ///< Rectify-Router fill-in after the drop (needs capacity)
     kernels::pack_options packing;
+    kernels::formats::format_params format;  ///< quantized weights: int4's group and zero points
 };
 
-/// The sparse MoE block. @tparam W expert weight type (float, Eigen::bfloat16, Eigen::half)
+namespace detail {
+/// The packed experts and their kernel for weight type W: float types run `expert_ffn`, format
+/// types (kernels::formats::q4_k, ...) run `quant_expert_ffn` and take float (or quantized) weights.
+template <class Arch, class W, bool Float = kernels::is_weight_type_v<W>>
+struct block_experts {
+    using packed = kernels::packed_experts<Arch, W>;
+    using source = W;
+    static packed pack(const W* w1, const W* w3, const W* w2, std::size_t E, std::size_t H, std::size_t F,
+                       const layer_options& o) {
+        return kernels::pack_experts<Arch>(w1, w3, w2, E, H, F, o.packing);
+    }
+};
+template <class Arch, class W>
+struct block_experts<Arch, W, false> {
+    using packed = kernels::packed_quant_experts<W>;
+    using source = float;
+    static packed pack(const float* w1, const float* w3, const float* w2, std::size_t E, std::size_t H, std::size_t F,
+                       const layer_options& o) {
+        return kernels::pack_quant_experts<W>(kernels::quantize_experts<W>(w1, w3, w2, E, H, F, o.format), H, F, o.packing);
+    }
+};
+}  // namespace detail
+
+/// The sparse MoE block. @tparam W expert weight format: float, Eigen::bfloat16, Eigen::half,
+/// or a quantized format of kernels/formats/ (kernels::formats::q4_k, int8, mxfp4, ...).
 template <class Arch = default_arch, class W = float>
 class sparse_moe_block {
+    using experts_t = detail::block_experts<Arch, W>;
+
 public:
+    using source_type = typename experts_t::source;  ///< W for float formats, float for quantized ones
+    using packed_type = typename experts_t::packed;
+
     /// router_w: E x H (row-major); w1, w3: E x F x H; w2: E x H x F (PyTorch / HF layout).
-    sparse_moe_block(matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2, std::size_t ffn,
+    /// Quantized formats take float weights and quantize them with the format's reference
+    /// quantizer (`o.format` gives int4's group).
+    sparse_moe_block(matrix_view<const float> router_w, const source_type* w1, const source_type* w3,
+                     const source_type* w2, std::size_t ffn, const layer_options& o = {})
+        : sparse_moe_block(router_w, experts_t::pack(w1, w3, w2, router_w.rows, router_w.cols, ffn, o), o) {}
+
+    /// Quantized formats: from weights already in the format (e.g. a checkpoint's bytes).
+    template <class Q = W, class = std::enable_if_t<!kernels::is_weight_type_v<Q>>>
+    sparse_moe_block(matrix_view<const float> router_w, const kernels::quantized_experts<Q>& q, std::size_t ffn,
                      const layer_options& o = {})
-        : opt_(o), E_(router_w.rows), H_(router_w.cols), F_(ffn), gate_(pack_gate<Arch>(router_w)),
-          experts_(kernels::pack_experts<Arch>(w1, w3, w2, router_w.rows, router_w.cols, ffn, o.packing)) {
+        : sparse_moe_block(router_w, kernels::pack_quant_experts<Q>(q, router_w.cols, ffn, o.packing), o) {}
+
+    /// From packed experts (E and H must match the router).
+    sparse_moe_block(matrix_view<const float> router_w, packed_type experts, const layer_options& o)
+        : opt_(o), E_(router_w.rows), H_(router_w.cols), F_(experts.ffn()), gate_(pack_gate<Arch>(router_w)),
+          experts_(std::move(experts)) {
+        if (experts_.num_experts() != E_ || experts_.hidden() != H_)
+            MOE_THROW("moe.layer.shape", "router is ", E_, " x ", H_, ", experts ", experts_.num_experts(), " x hidden ",
+                      experts_.hidden());
         opt_.router.validate(E_);
         if (opt_.router.keep_scores == false &&
             (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
@@ -75,9 +124,11 @@ public:
         make_plan_into(plan_, r_);
         grow(rows_, plan_.num_rows() * H_);
         const matrix_view<float> rows(rows_.data(), plan_.num_rows(), H_);
-        const kernels::ffn_workspace_layout lay = kernels::workspace_size(plan_, experts_);
-        ws_.reserve(lay.total());
-        kernels::expert_ffn(rows, x, plan_, experts_, ws_.data(), ws_.size(), exec);
+        ws_.reserve(kernels::workspace_size(plan_, experts_).total());
+        if constexpr (kernels::is_weight_type_v<W>)
+            kernels::expert_ffn(rows, x, plan_, experts_, ws_.data(), ws_.size(), exec);
+        else
+            kernels::quant_expert_ffn<Arch>(rows, x, plan_, experts_, ws_.data(), ws_.size(), exec);
         combine<Arch>(y, matrix_view<const float>(rows), plan_, r_, exec);
     }
 
@@ -102,7 +153,7 @@ public:
                2.0 * static_cast<double>(r_.num_tokens * H_ * E_);
     }
     /// The packed expert weights.
-    [[nodiscard]] const kernels::packed_experts<Arch, W>& packed_experts() const noexcept { return experts_; }
+    [[nodiscard]] const packed_type& packed_experts() const noexcept { return experts_; }
     /// Bytes of packed weights per expert (what a decode step streams per active expert).
     [[nodiscard]] std::size_t expert_bytes() const noexcept { return experts_.expert_bytes(); }
 
@@ -114,7 +165,7 @@ private:
     layer_options opt_;
     std::size_t E_, H_, F_;
     packed_gate gate_;
-    kernels::packed_experts<Arch, W> experts_;
+    packed_type experts_;
     router_workspace<float> router_ws_;
     std::vector<float> logits_, rows_;
     routing<float> r_;

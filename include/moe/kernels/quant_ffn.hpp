@@ -280,9 +280,14 @@ MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes
                                  const std::int32_t* aq, const float* ad, const std::int32_t* as, typename L::F* acc) noexcept {
     for (std::size_t i = 0; i < M; ++i) acc[i] = L::fzero();
     const std::size_t qps = op.sb / 4, sps = op.sb / op.sum;
-    for (std::size_t s = 0; s < op.nsb; ++s)
+    for (std::size_t s = 0; s < op.nsb; ++s) {
+        // Fetch the super-block 2 KiB ahead: at decode the weights stream from memory, and this
+        // keeps more of them in flight than the hardware prefetcher does; at prefill it hits L1/L2.
+        const std::uint8_t* ahead = panel + s * sb_bytes + 2048;
+        for (std::size_t off = 0; off < std::min<std::size_t>(sb_bytes, 1024); off += 64) __builtin_prefetch(ahead + off, 0, 3);
         Fmt::template step<L, M>(panel + s * sb_bytes, aq + s * qps * qmr, ad + s * qmr, as + s * sps * qmr, qmr, op.sb, op.params,
                                  acc);
+    }
 }
 
 /// acc[i] = c_in[i] (or 0) + sum over k in [0, kn) of a[k][i] * w[k][:], one FMA chain per lane.
@@ -292,6 +297,18 @@ MOE_ALWAYS_INLINE void float_micro(std::size_t kn, const float* a, const float* 
         const typename L::F wk = L::load(w + k * formats::panel_cols);
         for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::bcast(a[k * qmr + i]), wk, acc[i]);
     }
+}
+
+/// The same over P panels at once (decode: M <= 2 rows), P independent chains per row so that
+/// the FMA latency hides; each chain is still one FMA chain in k order. w: P blocks `ldw` apart.
+template <class L, std::size_t M, std::size_t P>
+MOE_ALWAYS_INLINE void float_micro_multi(std::size_t kn, const float* a, const float* w, std::size_t ldw,
+                                         typename L::F (*acc)[P]) noexcept {
+    for (std::size_t k = 0; k < kn; ++k)
+        for (std::size_t j = 0; j < P; ++j) {
+            const typename L::F wk = L::load(w + j * ldw + k * formats::panel_cols);
+            for (std::size_t i = 0; i < M; ++i) acc[i][j] = L::fma(L::bcast(a[k * qmr + i]), wk, acc[i][j]);
+        }
 }
 
 /// SwiGLU of an up-panel result: lanes 0..7 are W1 (gate) outputs, 8..15 the matching W3 (up)
@@ -523,7 +540,29 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             detail::tile_scratch<float, detail::wo_tile_rows * formats::panel_cols> pscratch;
             float* wbuf = wscratch.v;
             float* part = pscratch.v;
-            for (std::size_t p = p0; p < p1; ++p) {
+            std::size_t first_r0;
+            const std::size_t first_m = rows_of(e, b0, first_r0);
+            std::size_t p = p0;
+            if (b1 - b0 == 1 && first_m <= 2) {
+                // Decode: 4 panels at a time, 4 independent chains per row.
+                constexpr std::size_t P = 4, kq = kc / P;
+                for (; p + P <= p1; p += P) {
+                    detail::dispatch_m<2>(first_m, [&](auto Mc) {
+                        constexpr std::size_t M = decltype(Mc)::value;
+                        F acc[M][P];
+                        for (std::size_t i = 0; i < M; ++i)
+                            for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::fzero();
+                        for (std::size_t k0 = 0; k0 < K; k0 += kq) {
+                            const std::size_t k1 = std::min(K, k0 + kq);
+                            for (std::size_t j = 0; j < P; ++j) Fmt::template dequant<L>(panel_of(e, p + j), K, k0, k1, wbuf + j * kq * C);
+                            detail::float_micro_multi<L, M, P>(k1 - k0, a_base + b0 * mr * K + k0 * mr, wbuf, kq * C, acc);
+                        }
+                        for (std::size_t j = 0; j < P; ++j)
+                            for (std::size_t i = 0; i < M; ++i) finish(b0, first_r0, i, p + j, acc[i][j]);
+                    });
+                }
+            }
+            for (; p < p1; ++p) {
                 const std::uint8_t* panel = panel_of(e, p);
                 for (std::size_t k0 = 0; k0 < K; k0 += kc) {
                     const std::size_t k1 = std::min(K, k0 + kc);

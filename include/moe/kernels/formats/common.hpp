@@ -168,6 +168,12 @@ inline void check_k(const char* fmt, std::size_t k, std::size_t block) {
     if (k == 0 || k % block != 0)
         MOE_THROW("moe.kernels.format", fmt, ": K=", k, " is not a positive multiple of the block ", block);
 }
+/// The reference quantizers take finite weights only: NaN or infinity has no code.
+inline void check_finite(const char* fmt, const float* w, std::size_t n, std::size_t k) {
+    for (std::size_t i = 0; i < n * k; ++i)
+        if (!std::isfinite(w[i]))
+            MOE_THROW("moe.kernels.format", fmt, ": weight (", i / k, ", ", i % k, ") is ", w[i], " (not finite)");
+}
 /// Scales must be finite: a NaN or infinite scale would poison every output it touches.
 inline void check_scale(const char* fmt, float s, std::size_t row, std::size_t block) {
     if (!std::isfinite(s))

@@ -36,6 +36,7 @@ struct fp8 {
     /// Per 128 x 128 tile: scale = amax / 448, q = e4m3(x / scale) (round to nearest even).
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         detail::check_k(name, k, 1);
+        detail::check_finite(name, w, n, k);
         quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * k), std::vector<std::uint8_t>(tiles(n) * tiles(k) * 4)};
         for (std::size_t bi = 0; bi < tiles(n); ++bi)
             for (std::size_t bj = 0; bj < tiles(k); ++bj) {

@@ -29,8 +29,8 @@ struct int4 {
     static std::size_t scale_bytes(const format_params& p) noexcept { return (p.zero_points ? 3 : 2) * panel_cols; }
 
     static void check_group(std::size_t k, const format_params& p) {
-        if (p.group < 8 || p.group % 8 != 0)
-            MOE_THROW("moe.kernels.format", name, ": group ", p.group, " must be a positive multiple of 8 (e.g. 32 or 128)");
+        if (p.group < 8 || p.group % 8 != 0 || p.group > 65536)
+            MOE_THROW("moe.kernels.format", name, ": group ", p.group, " must be a positive multiple of 8 (e.g. 32 or 128), at most 65536");
         detail::check_k(name, k, p.group);
     }
     static std::size_t groups(const quant_view& v) noexcept { return v.cols / v.params.group; }
@@ -61,6 +61,7 @@ struct int4 {
     /// z = clamp(round(-min / s), 0, 15), u = clamp(round(x / s) + z, 0, 15). Half to even.
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p) {
         check_group(k, p);
+        detail::check_finite(name, w, n, k);
         const std::size_t G = p.group, ng = k / G;
         quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * k / 2), std::vector<std::uint8_t>(n * ng * (p.zero_points ? 3 : 2))};
         using detail::round_even;

@@ -38,6 +38,7 @@ struct int8 {
     /// scale = amax / 127, q = round(x / scale) (half to even).
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         check_shape(k);
+        detail::check_finite(name, w, n, k);
         quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * k), std::vector<std::uint8_t>(n * 4)};
         for (std::size_t r = 0; r < n; ++r) {
             float amax = 0.0f;

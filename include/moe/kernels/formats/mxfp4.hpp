@@ -33,6 +33,7 @@ struct mxfp4 {
     /// scale byte X + 127; codes = e2m1(x / 2^X), round to nearest even, saturating at 6.
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         detail::check_k(name, k, block);
+        detail::check_finite(name, w, n, k);
         quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * k / 2), std::vector<std::uint8_t>(n * k / block)};
         for (std::size_t r = 0; r < n; ++r)
             for (std::size_t b = 0; b < k / block; ++b) {

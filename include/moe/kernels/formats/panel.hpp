@@ -71,9 +71,27 @@ void pack_int_panel(const quant_view& v, const std::size_t* rows, std::uint8_t* 
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void dot8(const std::uint8_t* codes, std::size_t q0, std::size_t nq, const std::int32_t* aq,
                             std::size_t mr, typename L::I* isum) noexcept {
-    for (std::size_t u = q0; u < q0 + nq; ++u) {
-        const typename L::B w = L::load_b(codes + 64 * u);
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]);
+    if constexpr (M <= 4) {
+        // Few rows (decode): two independent chains per row hide the vpdpbusd latency;
+        // integer sums are exact, so the split changes no bit of the result.
+        typename L::I alt[M];
+        for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+        std::size_t u = q0;
+        for (; u + 2 <= q0 + nq; u += 2) {
+            const typename L::B w0 = L::load_b(codes + 64 * u), w1 = L::load_b(codes + 64 * (u + 1));
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w0, aq[u * mr + i]);
+            for (std::size_t i = 0; i < M; ++i) alt[i] = L::dpbusd(alt[i], w1, aq[(u + 1) * mr + i]);
+        }
+        for (; u < q0 + nq; ++u) {
+            const typename L::B w = L::load_b(codes + 64 * u);
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]);
+        }
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+    } else {
+        for (std::size_t u = q0; u < q0 + nq; ++u) {
+            const typename L::B w = L::load_b(codes + 64 * u);
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]);
+        }
     }
 }
 
@@ -81,12 +99,19 @@ MOE_ALWAYS_INLINE void dot8(const std::uint8_t* codes, std::size_t q0, std::size
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void dot4(const std::uint8_t* codes, std::size_t q0, std::size_t nq, const std::int32_t* aq,
                             std::size_t mr, typename L::I* isum) noexcept {
+    // Few rows (decode): the high nibbles run a second chain per row, hiding the vpdpbusd
+    // latency (integer sums are exact: no bit changes); many rows have chains enough.
+    typename L::I alt[M];
+    typename L::I* const second = M <= 4 ? alt : isum;
+    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
     for (std::size_t u = q0 / 2; u < (q0 + nq) / 2; ++u) {
         const typename L::B b = L::load_b(codes + 64 * u);
         const typename L::B lo = L::lo4(b), hi = L::hi4(b);
         for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]);
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], hi, aq[(2 * u + 1) * mr + i]);
+        for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
     }
+    if constexpr (M <= 4)
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
 }
 
 /// The same for 6-bit codes of a super-block of SB values; q0 and nq are multiples of 4.
@@ -94,6 +119,9 @@ template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void dot6(const std::uint8_t* codes, std::size_t sb, std::size_t q0, std::size_t nq,
                             const std::int32_t* aq, std::size_t mr, typename L::I* isum) noexcept {
     const std::uint8_t* hi_bits = codes + sb * panel_cols / 2;
+    typename L::I alt[M];
+    typename L::I* const second = M <= 4 ? alt : isum;
+    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
     for (std::size_t w = q0 / 4; w < (q0 + nq) / 4; ++w) {
         const typename L::B h = L::load_b(hi_bits + 64 * w);
         for (std::size_t half = 0; half < 2; ++half) {
@@ -102,9 +130,11 @@ MOE_ALWAYS_INLINE void dot6(const std::uint8_t* codes, std::size_t sb, std::size
             const typename L::B c0 = L::with_hi2(L::lo4(b), h, static_cast<int>(2 * half));
             const typename L::B c1 = L::with_hi2(L::hi4(b), h, static_cast<int>(2 * half + 1));
             for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(2 * u) * mr + i]);
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c1, aq[(2 * u + 1) * mr + i]);
+            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(2 * u + 1) * mr + i]);
         }
     }
+    if constexpr (M <= 4)
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
 }
 
 }  // namespace moe::kernels::formats::detail

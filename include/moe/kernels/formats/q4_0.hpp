@@ -39,6 +39,7 @@ struct q4_0 {
     /// q = min(15, (int8)(x / d + 8.5)).
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         detail::check_k(name, k, block);
+        detail::check_finite(name, w, n, k);
         quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
         for (std::size_t r = 0; r < n; ++r)
             for (std::size_t b = 0; b < k / block; ++b) {

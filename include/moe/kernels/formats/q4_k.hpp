@@ -56,6 +56,7 @@ struct q4_k {
     /// q = clamp(round((x + dmin m) / (d sc)), 0, 15). Rounding: half to even.
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         detail::check_k(name, k, block);
+        detail::check_finite(name, w, n, k);
         quant_matrix mat{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
         using detail::barrier;
         using detail::round_even;

@@ -49,6 +49,7 @@ struct q6_k {
     /// sc = round(scale / d); q = clamp(round(x / (d sc)), -32, 31) + 32. Half to even.
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         detail::check_k(name, k, block);
+        detail::check_finite(name, w, n, k);
         quant_matrix mat{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
         using detail::round_even;
         for (std::size_t r = 0; r < n; ++r)
