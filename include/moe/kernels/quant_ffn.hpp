@@ -410,17 +410,20 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
     // Tiles of the two products: (expert, chunk of row blocks, chunk of panels), each expert's
     // tiles contiguous; every output element belongs to exactly one tile.
     constexpr std::size_t chunk_blocks = detail::qchunk_blocks;
+    // Weight-only formats stream float activations per panel: 64-row chunks keep their slice
+    // of a K block (8 x 16 KiB) in L2 across the tile's panels.
+    const std::size_t chunk = Fmt::integer ? chunk_blocks : chunk_blocks / 4;
     auto run_phase = [&](std::size_t panels, std::size_t panel_bytes, auto&& body) {
         const std::size_t ppt = std::max<std::size_t>(1, (std::size_t(128) << 10) / std::max<std::size_t>(1, panel_bytes));
         const std::size_t pchunks = (panels + ppt - 1) / ppt;
-        auto tiles_of = [&](std::size_t e) { return (block0[e + 1] - block0[e] + chunk_blocks - 1) / chunk_blocks * pchunks; };
+        auto tiles_of = [&](std::size_t e) { return (block0[e + 1] - block0[e] + chunk - 1) / chunk * pchunks; };
         std::size_t tiles = 0;
         for (std::size_t e = 0; e < E; ++e) tiles += tiles_of(e);
         exec(tiles, [&](std::size_t t) {
             std::size_t e = 0;
             while (t >= tiles_of(e)) t -= tiles_of(e++);
             const std::size_t rc = t / pchunks, pc = t % pchunks;
-            const std::size_t b0 = block0[e] + rc * chunk_blocks, b1 = std::min(block0[e + 1], b0 + chunk_blocks);
+            const std::size_t b0 = block0[e] + rc * chunk, b1 = std::min(block0[e + 1], b0 + chunk);
             body(e, b0, b1, pc * ppt, std::min(panels, (pc + 1) * ppt));
         });
     };
