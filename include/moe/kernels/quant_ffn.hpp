@@ -206,6 +206,12 @@ inline constexpr std::size_t qchunk_blocks = 32;  ///< row blocks per tile (256 
 inline constexpr std::size_t wo_kc = 512;  ///< weight-only formats: K block dequantized into L1 (32 KiB)
 inline constexpr std::size_t wo_tile_rows = qchunk_blocks * qmr;
 
+/// Per-tile float scratch on the stack of the thread running the tile.
+template <std::size_t N>
+struct qscratch {
+    alignas(64) float v[N];
+};
+
 /// Operand sizes of one row block for reduction length K (integer formats).
 template <class Fmt>
 struct int_operand {
@@ -539,8 +545,8 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
         // row blocks inside; partial sums wait in `part` between K blocks.
         auto tile = [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0, std::size_t p1, std::size_t K,
                         const float* a_base, auto&& panel_of, auto&& finish) {
-            detail::tile_scratch<float, detail::wo_kc * formats::panel_cols> wscratch;
-            detail::tile_scratch<float, detail::wo_tile_rows * formats::panel_cols> pscratch;
+            detail::qscratch<detail::wo_kc * formats::panel_cols> wscratch;
+            detail::qscratch<detail::wo_tile_rows * formats::panel_cols> pscratch;
             float* wbuf = wscratch.v;
             float* part = pscratch.v;
             std::size_t first_r0;
