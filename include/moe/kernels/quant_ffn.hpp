@@ -42,6 +42,7 @@
 #include "formats/common.hpp"
 #include "formats/lanes.hpp"
 #include "formats/panel.hpp"
+#include "expert_ffn.hpp"  // ffn_workspace, shared with the float kernel
 #include "pack.hpp"
 
 namespace moe::kernels {
