@@ -33,6 +33,7 @@ namespace {
 double g_peak[3] = {0, 0, 0};  // fp32 FLOP/s on 1 and 2 threads
 double g_bw[3] = {0, 0, 0};    // read bytes/s on 1 and 2 threads
 double g_vnni[3] = {0, 0, 0};  // int8 OP/s (vpdpbusd) on 1 and 2 threads
+double g_bf16[3] = {0, 0, 0};  // FLOP/s of vdpbf16ps on 1 and 2 threads
 
 struct shape_t {
     const char* name;
@@ -126,8 +127,8 @@ void BM_Experts(benchmark::State& st) {
 }
 
 /// Quantized weights (format Fmt): counters as BM_Experts, plus `weight_bytes` per forward;
-/// prefill's fraction is against the int8 VNNI peak for integer formats, the fp32 FMA peak
-/// for weight-only formats (fp8, mxfp4).
+/// prefill's fraction is against the int8 VNNI peak for integer formats, the vdpbf16ps peak
+/// for bf16:dot, the fp32 FMA peak for weight-only formats (fp8, mxfp4).
 template <class Fmt>
 void BM_QuantExperts(benchmark::State& st) {
     const shape_t& s = shapes[st.range(0)];
@@ -180,13 +181,15 @@ void BM_QuantExperts(benchmark::State& st) {
         flops += 6.0 * static_cast<double>(plan.num_rows() * s.H * s.F);
         bytes += static_cast<double>(active_experts(plan) * pw.expert_bytes());
     }
-    const double peak = Fmt::integer && g_vnni[threads] > 0 ? g_vnni[threads] : g_peak[threads];
+    constexpr bool bf16 = moe::kernels::formats::detail::bf16_act_v<Fmt>;
+    const double special = bf16 ? g_bf16[threads] : Fmt::integer ? g_vnni[threads] : 0.0;
+    const double peak = special > 0 ? special : g_peak[threads];
     st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
     st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
     st.counters["weight_mb"] = static_cast<double>(active_experts(plans[0]) * packed[0]->expert_bytes()) * 1e-6;
     st.counters["fraction_of_peak"] =
         benchmark::Counter(decode ? bytes / g_bw[threads] : flops / peak, benchmark::Counter::kIsRate);
-    st.SetLabel(std::string(s.name) + " " + Fmt::name + (decode ? " decode (bandwidth)" : Fmt::integer ? " prefill (VNNI peak)" : " prefill (FMA peak)"));
+    st.SetLabel(std::string(s.name) + " " + Fmt::name + (decode ? " decode (bandwidth)" : special <= 0 ? " prefill (FMA peak)" : bf16 ? " prefill (vdpbf16ps peak)" : " prefill (VNNI peak)"));
 }
 
 /// Eigen, per expert: gather the expert's rows, H1 = X W1^T, H3 = X W3^T, A = silu(H1) * H3,
@@ -272,6 +275,7 @@ BENCHMARK_TEMPLATE(BM_Experts, float)->Name("BM_Experts/f32")->Apply(args);
 BENCHMARK_TEMPLATE(BM_Experts, Eigen::bfloat16)->Name("BM_Experts/bf16")->Apply(args);
 BENCHMARK_TEMPLATE(BM_Experts, Eigen::half)->Name("BM_Experts/f16")->Apply(decode_args);
 namespace fmts = moe::kernels::formats;
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::bf16_dot)->Name("BM_Experts/bf16_dot")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q8_0)->Name("BM_Experts/q8_0")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_0)->Name("BM_Experts/q4_0")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_k)->Name("BM_Experts/q4_k")->Apply(quant_args);
@@ -294,10 +298,11 @@ int main(int argc, char** argv) {
         // Machine lines go to stderr, so that --benchmark_format=json output on stdout parses.
         std::fprintf(stderr, "machine (%d thread%s, %s): fp32 FMA peak %.1f GFLOP/s, int8 VNNI peak %.1f GOP/s, read bandwidth %.1f GB/s\n",
                      t, t > 1 ? "s" : "", moe::default_arch::name(), g_peak[t] * 1e-9, g_vnni[t] * 1e-9, g_bw[t] * 1e-9);
-    }
 #if defined(__AVX512BF16__)
-    std::fprintf(stderr, "machine (1 thread): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", moe_bench::measure_bf16_dot_peak() * 1e-9);
+        g_bf16[t] = moe_bench::measure_bf16_dot_peak(t);
+        std::fprintf(stderr, "machine (%d thread%s): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", t, t > 1 ? "s" : "", g_bf16[t] * 1e-9);
 #endif
+    }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

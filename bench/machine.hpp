@@ -55,40 +55,10 @@ double measure_peak(int threads = 1) {
     return 2.0 * O::width * 16 * static_cast<double>(iters) * threads / seconds;
 }
 
-#if defined(__AVX512BF16__)
-/// FLOP/s of AVX-512 vdpbf16ps (64 FLOP each: 16 lanes x 2 products x multiply-add) on one
-/// thread: the peak of the bf16 weight path.
-inline double measure_bf16_dot_peak() {
-    const long iters = 20'000'000;
-    __m512 a[16];
-    for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
-    const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33803380);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (long it = 0; it < iters; ++it)
-        for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    float sink = 0;
-    for (int i = 0; i < 16; ++i) sink += _mm512_cvtss_f32(a[i]);
-    benchmark::DoNotOptimize(sink);
-    return 64.0 * 16 * static_cast<double>(iters) / seconds;
-}
-#endif
-
-#if defined(__AVX512VNNI__)
-/// Integer OP/s of AVX-512 vpdpbusd (128 OP each: 64 u8 x s8 products, each a multiply and an
-/// add) on `threads` threads: the peak of the integer weight formats.
-inline double measure_vnni_peak(int threads = 1) {
-    const long iters = 20'000'000;
-    auto body = [&] {
-        __m512i a[16];
-        for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_epi32(i);
-        const __m512i x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-2);
-        for (long it = 0; it < iters; ++it)
-            for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbusd_epi32(a[i], x, y);
-        int sink = 0;
-        for (int i = 0; i < 16; ++i) sink += _mm_cvtsi128_si32(_mm512_castsi512_si128(a[i]));
-        benchmark::DoNotOptimize(sink);
-    };
+/// Seconds for `body()` to run on `threads` threads at once (OpenMP; one thread without it,
+/// and `threads` is set to 1).
+template <class Body>
+double time_on_threads(int& threads, Body&& body) {
     const auto t0 = std::chrono::steady_clock::now();
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
@@ -97,7 +67,43 @@ inline double measure_vnni_peak(int threads = 1) {
     threads = 1;
     body();
 #endif
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+#if defined(__AVX512BF16__)
+/// FLOP/s of AVX-512 vdpbf16ps (64 FLOP each: 16 lanes x 2 products x multiply-add) on
+/// `threads` threads: the peak of the bf16:dot weight format.
+inline double measure_bf16_dot_peak(int threads = 1) {
+    const long iters = 20'000'000;
+    const double seconds = time_on_threads(threads, [&] {
+        __m512 a[16];
+        for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33803380);
+        for (long it = 0; it < iters; ++it)
+            for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+        float sink = 0;
+        for (int i = 0; i < 16; ++i) sink += _mm512_cvtss_f32(a[i]);
+        benchmark::DoNotOptimize(sink);
+    });
+    return 64.0 * 16 * static_cast<double>(iters) * threads / seconds;
+}
+#endif
+
+#if defined(__AVX512VNNI__)
+/// Integer OP/s of AVX-512 vpdpbusd (128 OP each: 64 u8 x s8 products, each a multiply and an
+/// add) on `threads` threads: the peak of the integer weight formats.
+inline double measure_vnni_peak(int threads = 1) {
+    const long iters = 20'000'000;
+    const double seconds = time_on_threads(threads, [&] {
+        __m512i a[16];
+        for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_epi32(i);
+        const __m512i x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-2);
+        for (long it = 0; it < iters; ++it)
+            for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbusd_epi32(a[i], x, y);
+        int sink = 0;
+        for (int i = 0; i < 16; ++i) sink += _mm_cvtsi128_si32(_mm512_castsi512_si128(a[i]));
+        benchmark::DoNotOptimize(sink);
+    });
     return 128.0 * 16 * static_cast<double>(iters) * threads / seconds;
 }
 #endif

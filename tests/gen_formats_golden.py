@@ -12,7 +12,8 @@ with the layouts the formats publish:
   - int4 in groups (GPTQ / AWQ semantics, row-major nibbles): uint8 [N, K/2] + fp16 [N, K/G]
     (+ uint8 zero points [N, K/G]);
   - FP8 E4M3 with 128 x 128 block scales (DeepSeek-V3 weight_scale_inv);
-  - MXFP4 (OCP MX v1.0: E2M1 elements, E8M0 shared scale per 32), GPT-OSS's blocks / scales.
+  - MXFP4 (OCP MX v1.0: E2M1 elements, E8M0 shared scale per 32), GPT-OSS's blocks / scales;
+  - bf16 (the top half of a float32, round to nearest even): uint16 [N, K], no scales.
 The small float encodings are decoded from their definitions and encoded by searching the
 code table (nearest, ties to the even code), not by bit tricks, so the C++ encoders are checked
 against an independent method.
@@ -282,10 +283,27 @@ def mxfp4(w):
     return data.tobytes(), scale_bytes.tobytes(), deq
 
 
+def bf16(w):
+    """Nearest bf16 by comparing the two neighbours (truncation and the next code up) in
+    float64, ties to the even code: not the integer-add trick the C++ uses."""
+    u = w.astype(f32).view(np.uint32)
+    lo = (u & 0xFFFF0000).astype(np.uint32)
+    hi = (lo + 0x10000).astype(np.uint32)
+    vlo = lo.view(f32).astype(np.float64)
+    vhi = hi.view(f32).astype(np.float64)
+    x = w.astype(np.float64)
+    dlo, dhi = np.abs(x - vlo), np.abs(vhi - x)
+    even_hi = ((hi >> 16) & 1) == 0
+    pick_hi = (dhi < dlo) | ((dhi == dlo) & even_hi)
+    code = (np.where(pick_hi, hi, lo) >> 16).astype("<u2")
+    deq = (code.astype(np.uint32) << 16).view(f32)
+    return code.tobytes(), b"", deq
+
+
 FORMATS = {
     "q8_0": q8_0, "q4_0": q4_0, "q4_k": q4_k, "q6_k": q6_k, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
-    "fp8": fp8, "mxfp4": mxfp4,
+    "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,
 }
 
 

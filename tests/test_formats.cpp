@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,41 @@ void check_bound(const qlayer& l, const std::vector<float>& w1, const std::vecto
     CHECK(worst > 0.001);
 }
 
+/// A plain statement of bf16_dot's arithmetic (formats/bf16_dot.hpp), written apart from the
+/// lanes: activations rounded by vcvtneps2bf16's rule, pair u into chain u % 2, each pair the
+/// odd product then the even one (fused, DAZ / FTZ), chain0 + chain1; SwiGLU with moe's
+/// sigmoid; the SwiGLU output rounded again for W2.
+std::vector<float> bf16_dot_statement(const moe::kernels::quantized_experts<fm::bf16_dot>& q, const moe::matrix<float>& x,
+                                      const moe::dispatch_plan& plan, std::size_t H, std::size_t F) {
+    auto w_at = [](const fm::quant_matrix& m, std::size_t r, std::size_t k) {
+        return fm::detail::bf16_to_float(fm::detail::load_u16(m.data.data() + 2 * (r * m.cols + k)));
+    };
+    auto round = [](float v) { return fm::detail::bf16_to_float(fm::detail::float_to_bf16_ne(v)); };
+    auto dot = [&](const fm::quant_matrix& m, std::size_t r, const std::vector<float>& a) {
+        float c[2] = {0.0f, 0.0f};
+        for (std::size_t u = 0; u < m.cols / 2; ++u) {
+            float& acc = c[u % 2];
+            acc = fm::detail::fma_daz_ftz(w_at(m, r, 2 * u + 1), a[2 * u + 1], acc);
+            acc = fm::detail::fma_daz_ftz(w_at(m, r, 2 * u), a[2 * u], acc);
+        }
+        return c[0] + c[1];
+    };
+    std::vector<float> y(plan.num_rows() * H, 0.0f);
+    for (std::size_t e = 0; e + 1 < plan.offsets.size(); ++e)
+        for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
+            const auto tok = plan.row_token[static_cast<std::size_t>(r)];
+            std::vector<float> a(H, 0.0f), h(F);
+            if (tok >= 0)
+                for (std::size_t k = 0; k < H; ++k) a[k] = round(x(static_cast<std::size_t>(tok), k));
+            for (std::size_t f = 0; f < F; ++f) {
+                const float g = dot(q.w1[e], f, a), u = dot(q.w3[e], f, a);
+                h[f] = round((g * moe::detail::sigmoid<moe::scalar>(g)) * u);
+            }
+            for (std::size_t c = 0; c < H; ++c) y[static_cast<std::size_t>(r) * H + c] = dot(q.w2[e], c, h);
+        }
+    return y;
+}
+
 template <class Arch, class Fmt>
 void check_kernel(std::size_t H, std::size_t F, fm::format_params p, std::size_t T = 21) {
     INFO("format " << Fmt::name << " H=" << H << " F=" << F << " group " << p.group << " arch " << Arch::name());
@@ -206,7 +242,24 @@ void check_kernel(std::size_t H, std::size_t F, fm::format_params p, std::size_t
         CHECK(bits(y) == bits(run_quant<Arch>(pw, x, plan, moe_test::reversed_threads_executor{3})));
         std::vector<float> d1, d3, d2;
         dequantize_all(q, d1, d3, d2);
-        if constexpr (Fmt::integer) {
+        if constexpr (fm::detail::bf16_act_v<Fmt>) {
+            CHECK(bits(y) == bits(bf16_dot_statement(q, x, plan, H, F)));
+            // And near the float layer on the same weights: bf16 activations move each
+            // output by a small relative amount (not a bit-level claim).
+            const auto packed = moe::kernels::pack_experts<moe::scalar>(d1.data(), d3.data(), d2.data(), l.E, H, F);
+            moe::matrix<float> yf(plan.num_rows(), H, -7.0f);
+            moe::kernels::ffn_workspace ws;
+            ws.reserve(moe::kernels::workspace_size(plan, packed).total());
+            moe::kernels::expert_ffn(yf.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size());
+            double num = 0.0, den = 0.0, diff = 0.0;
+            for (std::size_t i = 0; i < y.size(); ++i) {
+                num += (y[i] - yf.values[i]) * (y[i] - yf.values[i]);
+                den += yf.values[i] * yf.values[i];
+                diff += y[i] != yf.values[i];
+            }
+            CHECK(std::sqrt(num / den) < 1e-2);
+            CHECK(diff > 0);  // the activations really were rounded
+        } else if constexpr (Fmt::integer) {
             check_bound<Fmt>(l, d1, d3, d2, x, plan, y, Fmt::act_block(H, p), Fmt::act_block(F, p));
         } else {
             // Weight-only: exactly the float kernel on the dequantized weights.
@@ -232,7 +285,91 @@ TEST_CASE("formats: reference quantizers and dequantizers match the numpy statem
     check_golden<fm::int4>("int4_128_zp", {128, true});
     check_golden<fm::fp8>("fp8", {});
     check_golden<fm::mxfp4>("mxfp4", {});
+    check_golden<fm::bf16_dot>("bf16", {});
 }
+
+TEST_CASE("formats: bf16 rounding and the vdpbf16ps step as the Intel SDM states them", "[formats]") {
+    // vcvtneps2bf16: subnormals to signed zero, ties to even, NaN quieted, carry to infinity.
+    CHECK(fm::detail::float_to_bf16_ne(std::ldexp(1.0f, -130)) == 0x0000);
+    CHECK(fm::detail::float_to_bf16_ne(-std::ldexp(1.0f, -130)) == 0x8000);
+    CHECK(fm::detail::float_to_bf16(std::ldexp(1.0f, -130)) == 0x0008);  // PyTorch's keeps it (8 x 2^-133)
+    CHECK(fm::detail::float_to_bf16_ne(1.0f + std::ldexp(1.0f, -8)) == 0x3f80);  // tie: even
+    CHECK(fm::detail::float_to_bf16_ne(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3f82);
+    CHECK(fm::detail::float_to_bf16_ne(std::numeric_limits<float>::max()) == 0x7f80);
+    CHECK(fm::detail::float_to_bf16_ne(std::nanf("")) == 0x7fc0);
+    // The step order: the odd pair first. acc = 1, odd product -1, even product 2^-30:
+    // (1 - 1) + 2^-30 = 2^-30, where the other order would give 0.
+    CHECK(fm::detail::fma_daz_ftz(1.0f, std::ldexp(1.0f, -30), fm::detail::fma_daz_ftz(-1.0f, 1.0f, 1.0f)) ==
+          std::ldexp(1.0f, -30));
+    // The same through the lanes: column 0 has w(k even) = 1, w(k odd) = -1; the activations
+    // are 2^-30 (k even, low half) and 1 (k odd, high half).
+    fm::generic_qlanes::B w{};
+    fm::detail::store_u16(w.b + 0, 0x3f80);
+    fm::detail::store_u16(w.b + 2, 0xbf80);
+    const std::uint32_t a2 = fm::detail::float_to_bf16(std::ldexp(1.0f, -30)) | (0x3f80u << 16);
+    CHECK(fm::generic_qlanes::dpbf16(fm::generic_qlanes::bcast(1.0f), w, a2).v[0] == std::ldexp(1.0f, -30));
+    // DAZ: a subnormal bf16 weight counts as zero; FTZ: a subnormal result becomes zero.
+    CHECK(fm::detail::fma_daz_ftz(std::ldexp(1.0f, -127), 1.0f, 0.0f) == 0.0f);
+    CHECK(fm::detail::fma_daz_ftz(std::ldexp(1.0f, -70), std::ldexp(1.0f, -70), 0.0f) == 0.0f);
+    CHECK(std::signbit(fm::detail::fma_daz_ftz(-std::ldexp(1.0f, -70), std::ldexp(1.0f, -70), 0.0f)));
+}
+
+#if defined(MOE_HAVE_AVX512_QLANES) && defined(__AVX512BF16__)
+TEST_CASE("formats: the emulated vdpbf16ps and vcvtneps2bf16 equal the instructions", "[formats][arch]") {
+    // Random bit patterns with every exponent (subnormals, zeros, huge values, infinities),
+    // finite NaN-free inputs for the dot (NaN payload priorities are not emulated).
+    moe::splitmix64 rng(77);
+    auto finite_bf16 = [&] {
+        for (;;) {
+            const auto h = static_cast<std::uint16_t>(rng.next() & 0xffff);
+            const int e = (h >> 7) & 0xff;
+            if (e != 0xff && (rng.next() % 4 != 0 || e < 40 || e > 215)) return h;  // extremes often
+        }
+    };
+    std::size_t mismatches = 0;
+    for (int trial = 0; trial < 200000; ++trial) {
+        fm::generic_qlanes::B w;
+        for (int n = 0; n < 32; ++n) fm::detail::store_u16(w.b + 2 * n, finite_bf16());
+        const std::uint32_t a2 = finite_bf16() | (static_cast<std::uint32_t>(finite_bf16()) << 16);
+        fm::generic_qlanes::F acc;
+        for (float& v : acc.v) v = fm::detail::bf16_to_float(finite_bf16()) * (rng.next() % 2 ? 1.0f : 1.0009765625f);
+        const fm::generic_qlanes::F ref = fm::generic_qlanes::dpbf16(acc, w, a2);
+        float hw[16];
+        _mm512_storeu_ps(hw, fm::avx512_qlanes::dpbf16(_mm512_loadu_ps(acc.v), fm::avx512_qlanes::load_b(w.b), a2));
+        for (int n = 0; n < 16; ++n) {
+            if (std::isnan(ref.v[n]) && std::isnan(hw[n])) continue;  // inf - inf: both NaN
+            if (fm::detail::float_bits(ref.v[n]) != fm::detail::float_bits(hw[n]) && mismatches++ < 5)
+                UNSCOPED_INFO("lane " << n << " acc " << acc.v[n] << " ref " << ref.v[n] << " hw " << hw[n]);
+        }
+    }
+    CHECK(mismatches == 0);
+    {  // the order case of the statement test, on the instruction
+        fm::generic_qlanes::B w{};
+        fm::detail::store_u16(w.b + 0, 0x3f80);
+        fm::detail::store_u16(w.b + 2, 0xbf80);
+        const std::uint32_t a2 = fm::detail::float_to_bf16(std::ldexp(1.0f, -30)) | (0x3f80u << 16);
+        float hw[16];
+        _mm512_storeu_ps(hw, fm::avx512_qlanes::dpbf16(_mm512_set1_ps(1.0f), fm::avx512_qlanes::load_b(w.b), a2));
+        CHECK(hw[0] == std::ldexp(1.0f, -30));
+    }
+    std::size_t cvt_mismatches = 0;
+    for (int trial = 0; trial < 200000; ++trial) {
+        alignas(64) std::uint32_t u[16];
+        for (auto& v : u) v = static_cast<std::uint32_t>(rng.next());
+        u[0] &= 0x807fffffu;  // a subnormal
+        u[1] |= 0x7f800000u;  // infinity or NaN
+        alignas(32) std::uint16_t hw[16];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(hw),
+                           (__m256i)_mm512_cvtneps_pbh(_mm512_castsi512_ps(_mm512_load_si512(u))));
+        for (int n = 0; n < 16; ++n) {
+            float f;
+            std::memcpy(&f, &u[n], 4);
+            cvt_mismatches += fm::detail::float_to_bf16_ne(f) != hw[n];
+        }
+    }
+    CHECK(cvt_mismatches == 0);
+}
+#endif
 
 TEST_CASE("formats: E4M3 and E2M1 encoders invert their decoders on every code", "[formats]") {
     for (unsigned c = 0; c < 256; ++c) {
@@ -265,6 +402,8 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::fp8>(37, 53, {});
     check_kernel<TestType, fm::fp8>(150, 140, {}, 9);  // several 128 x 128 scale tiles
     check_kernel<TestType, fm::mxfp4>(64, 96, {});
+    check_kernel<TestType, fm::bf16_dot>(38, 54, {});
+    check_kernel<TestType, fm::bf16_dot>(256, 160, {}, 9);
 }
 
 TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[formats]") {
@@ -287,6 +426,7 @@ TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[
     CHECK(ratio(fm::int4{}, {32, false}) <= 1.03);  // zero points stored (8 when symmetric)
     CHECK(ratio(fm::fp8{}, {}) <= 1.04);            // scales per panel column
     CHECK(ratio(fm::mxfp4{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::bf16_dot{}, {}) == Approx(1.0).margin(0.001));
 }
 
 TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
@@ -327,11 +467,17 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     CHECK(error_of([&] { fm::mxfp4::validate(fm::view_of(mx)); }) ==
           "[moe.kernels.format] mxfp4: scale of row 2, block 1 is the E8M0 NaN (255)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_k"); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, int8, "
+          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
           "int4:G[:zp], fp8 or mxfp4)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
     CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
+    CHECK(moe::kernels::parse_weight_format("bf16:dot").to_string() == "bf16:dot");
+    auto b16 = fm::bf16_dot::quantize(w.data(), 4, 64);
+    fm::detail::store_u16(b16.data.data() + 2 * 70, 0x7f80);
+    CHECK(error_of([&] { fm::bf16_dot::validate(fm::view_of(b16)); }) == "[moe.kernels.format] bf16:dot: weight (1, 6) is inf (not finite)");
+    CHECK(error_of([&] { (void)fm::bf16_dot::quantize(w.data(), 8, 31); }) ==
+          "[moe.kernels.format] bf16:dot: K=31 is not a positive multiple of the block 2");
     // Packing checks every expert's tensors.
     CHECK(error_of([&] { (void)fm::q8_0::quantize(w.data(), 64, 4); }) ==
           "[moe.kernels.format] q8_0: K=4 is not a positive multiple of the block 32");

@@ -3,8 +3,9 @@
 /// (`"q4_k"`, `"int4:128"`, ...) to its type.
 ///
 /// Float formats (f32, f16, bf16) run through `expert_ffn` with `float`, `Eigen::half` or
-/// `Eigen::bfloat16` weights; the quantized formats are traits types in `formats/` that run
-/// through `quant_expert_ffn`.
+/// `Eigen::bfloat16` weights (bf16 widened exactly, float activations); the quantized formats
+/// and `bf16:dot` (bf16 weights and activations, the native `vdpbf16ps` dot) are traits types
+/// in `formats/` that run through `quant_expert_ffn`.
 #pragma once
 
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include <Eigen/Core>
 
 #include "../config.hpp"
+#include "formats/bf16_dot.hpp"
 #include "formats/common.hpp"
 #include "formats/fp8.hpp"
 #include "formats/int4.hpp"
@@ -27,7 +29,7 @@ namespace moe::kernels {
 
 /// A weight format chosen at run time.
 struct weight_format {
-    std::string name;                 ///< f32 f16 bf16 q8_0 q4_0 q4_k q6_k int8 int4 fp8 mxfp4
+    std::string name;                 ///< f32 f16 bf16 bf16:dot q8_0 q4_0 q4_k q6_k int8 int4 fp8 mxfp4
     formats::format_params params;    ///< int4: group (and zero points)
     [[nodiscard]] std::string to_string() const {
         if (name != "int4") return name;
@@ -36,7 +38,7 @@ struct weight_format {
 };
 
 /// The names `parse_weight_format` accepts, for messages and --help.
-inline constexpr const char* weight_format_names = "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, int8, int4:G[:zp], fp8 or mxfp4";
+inline constexpr const char* weight_format_names = "f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, int4:G[:zp], fp8 or mxfp4";
 
 /// Parses "f32", "q4_k", "int4:128", "int4:32:zp", ... Throws [moe.kernels.format] otherwise.
 [[nodiscard]] inline weight_format parse_weight_format(const std::string& s) {
@@ -57,7 +59,7 @@ inline constexpr const char* weight_format_names = "f32, f16, bf16, q8_0, q4_0, 
         f.params.group = g;
         return f;
     }
-    for (const char* n : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "int8", "fp8", "mxfp4"})
+    for (const char* n : {"f32", "f16", "bf16", "bf16:dot", "q8_0", "q4_0", "q4_k", "q6_k", "int8", "fp8", "mxfp4"})
         if (s == n) {
             f.name = s;
             return f;
@@ -73,6 +75,7 @@ decltype(auto) visit_format(const weight_format& w, Fn&& f) {
     if (n == "f32") return f(float{});
     if (n == "f16") return f(Eigen::half{});
     if (n == "bf16") return f(Eigen::bfloat16{});
+    if (n == "bf16:dot") return f(formats::bf16_dot{});
     if (n == "q8_0") return f(formats::q8_0{});
     if (n == "q4_0") return f(formats::q4_0{});
     if (n == "q4_k") return f(formats::q4_k{});

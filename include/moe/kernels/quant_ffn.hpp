@@ -3,7 +3,7 @@
 /// `expert_ffn`): y_row = (silu(x W1^T) * (x W3^T)) W2^T for every row of the plan.
 ///
 /// The weight format `Fmt` is a traits type from `kernels/formats/` (q8_0, q4_0, q4_k, q6_k,
-/// int8, int4, fp8, mxfp4). Weights are packed once into 16-column panels that keep the
+/// int8, int4, fp8, mxfp4, bf16_dot). Weights are packed once into 16-column panels that keep the
 /// format's own bytes (plus at most a few percent of alignment and unpacked sub-scales):
 /// an up panel holds 8 rows of W1 then the same 8 rows of W3 (K = H), a down panel 16 rows of
 /// W2 (K = F).
@@ -13,7 +13,9 @@
 /// its group; int8: the whole row), with d = amax / 127 and q = round-half-even(x / d). Each
 /// block's dot product is exact in int32 (`vpdpbusd` on AVX-512 VNNI, a plain loop in the
 /// reference), and the scales apply in float in a fixed order per output element, so results
-/// are bit-identical across archs, executors and thread counts.
+/// are bit-identical across archs, executors and thread counts. `bf16_dot` runs the same
+/// pipeline with activations rounded to bf16 pairs and the `vdpbf16ps` dot (emulated step by
+/// step by the portable lanes; its order is stated in formats/bf16_dot.hpp).
 /// Weight-only formats (fp8, mxfp4): weights are dequantized into L1 and multiplied with fp32
 /// FMAs in k order, exactly as `expert_ffn` does with float weights, so the output equals
 /// `expert_ffn` on the dequantized weights, bit for bit.
@@ -39,6 +41,7 @@
 #include "../dispatch.hpp"
 #include "../executor.hpp"
 #include "../tensor.hpp"
+#include "formats/bf16_dot.hpp"
 #include "formats/common.hpp"
 #include "formats/lanes.hpp"
 #include "formats/panel.hpp"
@@ -114,7 +117,7 @@ namespace detail {
 
 template <class Fmt>
 void pack_panel(const formats::quant_view& v, const std::size_t* rows, std::uint8_t* dst) {
-    if constexpr (Fmt::integer) formats::detail::pack_int_panel<Fmt>(v, rows, dst);
+    if constexpr (Fmt::integer && !formats::detail::bf16_act_v<Fmt>) formats::detail::pack_int_panel<Fmt>(v, rows, dst);
     else Fmt::pack_panel(v, rows, dst);
 }
 
@@ -213,13 +216,17 @@ struct qscratch {
     alignas(64) float v[N];
 };
 
-/// Operand sizes of one row block for reduction length K (integer formats).
+/// Operand sizes of one row block for reduction length K (integer formats): `quads` 32-bit
+/// units per row (4 int8 activations, or 2 bf16 for bf16_dot), scales per activation block,
+/// sums per sum block.
 template <class Fmt>
 struct int_operand {
+    static constexpr std::size_t per_unit = formats::detail::bf16_act_v<Fmt> ? 2 : 4;
     std::size_t K, sb, sum, quads, nsb, nsum;
     formats::format_params params;
     int_operand(std::size_t k, const formats::format_params& p)
-        : K(k), sb(Fmt::act_block(k, p)), sum(Fmt::sum_block(k, p)), quads(k / 4), nsb(k / sb), nsum(k / sum), params(p) {}
+        : K(k), sb(Fmt::act_block(k, p)), sum(Fmt::sum_block(k, p)), quads(k / per_unit), nsb(k / sb), nsum(k / sum),
+          params(p) {}
     [[nodiscard]] std::size_t bytes() const noexcept { return (quads + nsb + nsum) * qmr * 4; }
 };
 
@@ -235,7 +242,7 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
         bool bad = false;
         std::size_t k = b0;
 #if defined(MOE_HAVE_AVX512_QLANES)
-        if constexpr (L::simd) {
+        if constexpr (std::is_same_v<L, formats::avx512_qlanes>) {
             __m512 m = _mm512_setzero_ps();
             __mmask16 nonfinite = 0;
             for (; k + 16 <= b0 + sb; k += 16) {
@@ -257,7 +264,7 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
         ad[(b0 / sb) * qmr + i] = d;
         k = b0;
 #if defined(MOE_HAVE_AVX512_QLANES)
-        if constexpr (L::simd) {
+        if constexpr (std::is_same_v<L, formats::avx512_qlanes>) {
             const __m512 vid = _mm512_set1_ps(id);
             for (; k + 16 <= b0 + sb; k += 16) {
                 __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vid));  // half to even
@@ -282,11 +289,20 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
     }
 }
 
+/// Rounds one row x[0, K) to bf16 pairs (`vcvtneps2bf16`) into slot i of a row block's operand:
+/// aq[(k/2) * qmr + i] holds k (low half) and k + 1 (high half).
+inline void bf16_row(const float* x, std::size_t K, std::size_t i, std::int32_t* aq) noexcept {
+    for (std::size_t u = 0; u < K / 2; ++u) {
+        const std::uint32_t lo = formats::detail::float_to_bf16_ne(x[2 * u]), hi = formats::detail::float_to_bf16_ne(x[2 * u + 1]);
+        aq[u * qmr + i] = static_cast<std::int32_t>(lo | (hi << 16));
+    }
+}
+
 template <class Fmt, class L, std::size_t M>
 MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes, const int_operand<Fmt>& op,
                                  const std::int32_t* aq, const float* ad, const std::int32_t* as, typename L::F* acc) noexcept {
     for (std::size_t i = 0; i < M; ++i) acc[i] = L::fzero();
-    const std::size_t qps = op.sb / 4, sps = op.sb / op.sum;
+    const std::size_t qps = op.sb / int_operand<Fmt>::per_unit, sps = op.sb / op.sum;
     for (std::size_t s = 0; s < op.nsb; ++s) {
         // Fetch the super-block 2 KiB ahead: at decode the weights stream from memory, and this
         // keeps more of them in flight than the hardware prefetcher does; at prefill it hits L1/L2.
@@ -323,7 +339,7 @@ MOE_ALWAYS_INLINE void float_micro_multi(std::size_t kn, const float* a, const f
 template <class Arch, class L>
 MOE_ALWAYS_INLINE void swiglu16(const typename L::F& acc, float* out8) noexcept {
 #if defined(MOE_HAVE_AVX512_QLANES)
-    if constexpr (L::simd) {
+    if constexpr (std::is_same_v<L, formats::avx512_qlanes>) {
         using V = xsimd::batch<float, Arch>;
         const V g(acc);
         const V act = g * moe::detail::sigmoid<Arch>(g);
@@ -452,7 +468,9 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             std::memset(p, 0, op.bytes());
             for (std::size_t i = 0; i < mr; ++i) {
                 const float* src = row_ptr(i);
-                if (src) detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as);
+                if (!src) continue;
+                if constexpr (formats::detail::bf16_act_v<Fmt>) detail::bf16_row(src, op.K, i, aq);
+                else detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as);
             }
         };
         // Phase 1: gather + quantize the rows' tokens.

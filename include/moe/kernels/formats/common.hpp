@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -154,6 +155,50 @@ inline std::uint8_t float_to_e2m1(float x) noexcept {
 inline float e8m0_to_float(std::uint8_t e) noexcept {
     return e == 255 ? NAN : std::ldexp(1.0f, static_cast<int>(e) - 127);
 }
+
+/// bf16 bits -> float (exact, subnormals included).
+inline float bf16_to_float(std::uint16_t h) noexcept {
+    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline std::uint32_t float_bits(float f) noexcept {
+    std::uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+/// float -> bf16, round to nearest even, subnormals kept, NaN quieted: PyTorch's and Eigen's
+/// conversion (what a bf16 checkpoint holds).
+inline std::uint16_t float_to_bf16(float f) noexcept {
+    const std::uint32_t u = float_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+    return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+/// float -> bf16 as `vcvtneps2bf16` does it (Intel SDM): zero and subnormal inputs become a
+/// signed zero, infinities keep their bits, NaN is truncated and quieted, normal numbers round
+/// to nearest even (a carry may give infinity).
+inline std::uint16_t float_to_bf16_ne(float f) noexcept {
+    const std::uint32_t u = float_bits(f);
+    if ((u & 0x7f800000u) == 0) return static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+    return float_to_bf16(f);
+}
+/// One accumulation step of `vdpbf16ps` (Intel SDM: "FP32 FMA with DAZ in, FTZ out and RNE
+/// rounding"): a subnormal input counts as a signed zero and a subnormal result is flushed to
+/// a signed zero. The product of two bf16 values is exact in float, so std::fma is the step.
+inline float fma_daz_ftz(float a, float b, float c) noexcept {
+    auto daz = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
+    const float r = std::fma(daz(a), daz(b), daz(c));
+    return std::fpclassify(r) == FP_SUBNORMAL ? std::copysign(0.0f, r) : r;
+}
+
+/// True for formats whose activations are bf16 pairs (`bf16_dot`), false for int8 activations.
+template <class Fmt, class = void>
+struct bf16_act : std::false_type {};
+template <class Fmt>
+struct bf16_act<Fmt, std::void_t<decltype(Fmt::bf16_activations)>> : std::bool_constant<Fmt::bf16_activations> {};
+template <class Fmt>
+inline constexpr bool bf16_act_v = bf16_act<Fmt>::value;
 
 /// Throws [moe.kernels.format] unless the source bytes have exactly the expected lengths.
 inline void check_bytes(const char* fmt, const quant_view& v, std::size_t data_bytes, std::size_t scale_bytes) {

@@ -1,6 +1,7 @@
 /// @file kernels/formats/lanes.hpp
 /// The 16-lane operations the quantized kernels are written in, once: a portable reference
-/// (`generic_qlanes`, plain C++ over arrays) and AVX-512 VNNI (`avx512_qlanes`), chosen by arch.
+/// (`generic_qlanes`, plain C++ over arrays), AVX-512 VNNI (`avx512_qlanes`) and AVX2
+/// (`avx2_qlanes`), chosen by arch.
 ///
 /// A lane is one output column of a 16-column panel. Integer ops are exact, and every float op
 /// is one IEEE operation per lane (explicit fused multiply-add where the formula has one), so
@@ -8,7 +9,8 @@
 /// this interface, is its own scalar reference.
 ///
 /// Byte vectors (`B`) hold 16 columns x 4 consecutive k of unsigned weight codes: byte 4n + j is
-/// column n at k = 4u + j, the operand of one `vpdpbusd` (u8 x s8 -> i32, 4 products per lane).
+/// column n at k = 4u + j, the operand of one `vpdpbusd` (u8 x s8 -> i32, 4 products per lane);
+/// for bf16 weights, 16 columns x 2 consecutive k (bytes 4n..4n+3), the operand of `vdpbf16ps`.
 #pragma once
 
 #include <cmath>
@@ -17,7 +19,7 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -68,6 +70,25 @@ struct generic_qlanes {
         I r = acc;
         for (int n = 0; n < 16; ++n)
             for (int j = 0; j < 4; ++j) r.v[n] += static_cast<std::int32_t>(w.b[4 * n + j]) * a[j];
+        return r;
+    }
+    /// `vdpbf16ps` with a broadcast pair: per lane n, the bf16 weights at k odd (bytes 4n + 2,
+    /// 4n + 3) and k even (bytes 4n, 4n + 1) times the bf16 activations in the high and low
+    /// half of a2, accumulated in that order, each step one FMA with DAZ in and FTZ out.
+    static F dpbf16(const F& acc, const B& w, std::uint32_t a2) noexcept {
+        const float a_even = detail::bf16_to_float(static_cast<std::uint16_t>(a2 & 0xffffu));
+        const float a_odd = detail::bf16_to_float(static_cast<std::uint16_t>(a2 >> 16));
+        F r;
+        for (int n = 0; n < 16; ++n) {
+            const float w_even = detail::bf16_to_float(detail::load_u16(w.b + 4 * n));
+            const float w_odd = detail::bf16_to_float(detail::load_u16(w.b + 4 * n + 2));
+            r.v[n] = detail::fma_daz_ftz(w_even, a_even, detail::fma_daz_ftz(w_odd, a_odd, acc.v[n]));
+        }
+        return r;
+    }
+    static F fadd(const F& a, const F& b) noexcept {
+        F r;
+        for (int n = 0; n < 16; ++n) r.v[n] = a.v[n] + b.v[n];
         return r;
     }
     static I sub(const I& x, std::int32_t c) noexcept {
@@ -189,6 +210,19 @@ struct avx512_qlanes {
     static MOE_ALWAYS_INLINE I dpbusd(I acc, B w, std::int32_t a4) noexcept {
         return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(a4));
     }
+    static MOE_ALWAYS_INLINE F dpbf16(F acc, B w, std::uint32_t a2) noexcept {
+#if defined(__AVX512BF16__)
+        return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_set1_epi32(static_cast<int>(a2)));
+#else
+        // Built without AVX512-BF16: the reference step, lane by lane (same bits, slow).
+        generic_qlanes::F a;
+        generic_qlanes::B b;
+        _mm512_storeu_ps(a.v, acc);
+        _mm512_storeu_si512(b.b, w);
+        return _mm512_loadu_ps(generic_qlanes::dpbf16(a, b, a2).v);
+#endif
+    }
+    static MOE_ALWAYS_INLINE F fadd(F a, F b) noexcept { return _mm512_add_ps(a, b); }
     static MOE_ALWAYS_INLINE I sub(I x, std::int32_t c) noexcept { return _mm512_sub_epi32(x, _mm512_set1_epi32(c)); }
     static MOE_ALWAYS_INLINE I add(I x, I y) noexcept { return _mm512_add_epi32(x, y); }
     static MOE_ALWAYS_INLINE I mullo(I x, I y) noexcept { return _mm512_mullo_epi32(x, y); }
@@ -204,7 +238,9 @@ struct avx512_qlanes {
     static MOE_ALWAYS_INLINE F bcast(float x) noexcept { return _mm512_set1_ps(x); }
     static MOE_ALWAYS_INLINE F fma(F a, F b, F c) noexcept { return _mm512_fmadd_ps(a, b, c); }
     static MOE_ALWAYS_INLINE F mul(F a, F b) noexcept { return _mm512_mul_ps(a, b); }
-    static MOE_ALWAYS_INLINE F neg(F a) noexcept { return _mm512_sub_ps(_mm512_setzero_ps(), a); }
+    static MOE_ALWAYS_INLINE F neg(F a) noexcept {  // the sign flipped, as -x (0 - x would turn -0 into +0)
+        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
+    }
     static MOE_ALWAYS_INLINE F fp16x16(const std::uint8_t* p) noexcept {
         return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
@@ -235,28 +271,167 @@ struct avx512_qlanes {
 };
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define MOE_HAVE_AVX2_QLANES 1
+/// AVX2 lanes: two ymm per vector (columns 0..7 and 8..15). AVX2 has no `vpdpbusd` (AVX-VNNI
+/// is not assumed): u8 x s8 products go through `vpmaddwd` on zero- / sign-extended 16-bit
+/// halves, which is exact (`vpmaddubsw` would saturate). `dpbf16` is the reference step (use
+/// the widening bf16 path on CPUs without AVX512-BF16).
+struct avx2_qlanes {
+    static constexpr bool simd = true;
+    struct B {
+        __m256i lo, hi;
+    };
+    struct I {
+        __m256i lo, hi;
+    };
+    struct F {
+        __m256 lo, hi;
+    };
+    static MOE_ALWAYS_INLINE __m256i ld(const std::uint8_t* p) noexcept { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static MOE_ALWAYS_INLINE __m128i ld8(const std::uint8_t* p) noexcept { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
+    static MOE_ALWAYS_INLINE B load_b(const std::uint8_t* p) noexcept { return {ld(p), ld(p + 32)}; }
+    static MOE_ALWAYS_INLINE B lo4(const B& x) noexcept {
+        const __m256i m = _mm256_set1_epi8(15);
+        return {_mm256_and_si256(x.lo, m), _mm256_and_si256(x.hi, m)};
+    }
+    static MOE_ALWAYS_INLINE B hi4(const B& x) noexcept {
+        const __m256i m = _mm256_set1_epi8(15);
+        return {_mm256_and_si256(_mm256_srli_epi16(x.lo, 4), m), _mm256_and_si256(_mm256_srli_epi16(x.hi, 4), m)};
+    }
+    static MOE_ALWAYS_INLINE __m256i hi2(__m256i h, int s) noexcept {
+        switch (s) {
+            case 0: return _mm256_slli_epi16(h, 4);
+            case 1: return _mm256_slli_epi16(h, 2);
+            case 2: return h;
+            default: return _mm256_srli_epi16(h, 2);
+        }
+    }
+    static MOE_ALWAYS_INLINE B with_hi2(const B& lo, const B& h, int s) noexcept {
+        const __m256i m = _mm256_set1_epi8(0x30);
+        return {_mm256_or_si256(lo.lo, _mm256_and_si256(hi2(h.lo, s), m)), _mm256_or_si256(lo.hi, _mm256_and_si256(hi2(h.hi, s), m))};
+    }
+    static MOE_ALWAYS_INLINE I zero() noexcept { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
+    static MOE_ALWAYS_INLINE __m256i dp4(__m256i acc, __m256i w, __m256i ae, __m256i ao) noexcept {
+        const __m256i we = _mm256_and_si256(w, _mm256_set1_epi16(0x00ff)), wo = _mm256_srli_epi16(w, 8);
+        return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(we, ae), _mm256_madd_epi16(wo, ao)));
+    }
+    static MOE_ALWAYS_INLINE I dpbusd(const I& acc, const B& w, std::int32_t a4) noexcept {
+        const __m256i v = _mm256_set1_epi32(a4);
+        const __m256i ae = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);  // a0, a2 as int16
+        const __m256i ao = _mm256_srai_epi16(v, 8);                         // a1, a3
+        return {dp4(acc.lo, w.lo, ae, ao), dp4(acc.hi, w.hi, ae, ao)};
+    }
+    static F dpbf16(const F& acc, const B& w, std::uint32_t a2) noexcept {
+        generic_qlanes::F a;
+        generic_qlanes::B b;
+        store(a.v, acc);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.b), w.lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.b + 32), w.hi);
+        return load(generic_qlanes::dpbf16(a, b, a2).v);
+    }
+    static MOE_ALWAYS_INLINE F fadd(const F& a, const F& b) noexcept { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+    static MOE_ALWAYS_INLINE I sub(const I& x, std::int32_t c) noexcept {
+        const __m256i v = _mm256_set1_epi32(c);
+        return {_mm256_sub_epi32(x.lo, v), _mm256_sub_epi32(x.hi, v)};
+    }
+    static MOE_ALWAYS_INLINE I add(const I& x, const I& y) noexcept { return {_mm256_add_epi32(x.lo, y.lo), _mm256_add_epi32(x.hi, y.hi)}; }
+    static MOE_ALWAYS_INLINE I mullo(const I& x, const I& y) noexcept {
+        return {_mm256_mullo_epi32(x.lo, y.lo), _mm256_mullo_epi32(x.hi, y.hi)};
+    }
+    static MOE_ALWAYS_INLINE I mul_scalar(const I& x, std::int32_t c) noexcept {
+        const __m256i v = _mm256_set1_epi32(c);
+        return {_mm256_mullo_epi32(x.lo, v), _mm256_mullo_epi32(x.hi, v)};
+    }
+    static MOE_ALWAYS_INLINE I u8x16(const std::uint8_t* p) noexcept { return {_mm256_cvtepu8_epi32(ld8(p)), _mm256_cvtepu8_epi32(ld8(p + 8))}; }
+    static MOE_ALWAYS_INLINE I s8x16(const std::uint8_t* p) noexcept { return {_mm256_cvtepi8_epi32(ld8(p)), _mm256_cvtepi8_epi32(ld8(p + 8))}; }
+    static MOE_ALWAYS_INLINE F cvt(const I& x) noexcept { return {_mm256_cvtepi32_ps(x.lo), _mm256_cvtepi32_ps(x.hi)}; }
+    static MOE_ALWAYS_INLINE F fzero() noexcept { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+    static MOE_ALWAYS_INLINE F bcast(float x) noexcept { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+    static MOE_ALWAYS_INLINE F fma(const F& a, const F& b, const F& c) noexcept {
+        return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+    }
+    static MOE_ALWAYS_INLINE F mul(const F& a, const F& b) noexcept { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+    static MOE_ALWAYS_INLINE F neg(const F& a) noexcept {
+        const __m256 s = _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN));
+        return {_mm256_xor_ps(a.lo, s), _mm256_xor_ps(a.hi, s)};
+    }
+    static MOE_ALWAYS_INLINE F fp16x16(const std::uint8_t* p) noexcept {
+        return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)))};
+    }
+    static MOE_ALWAYS_INLINE F f32x16(const std::uint8_t* p) noexcept {
+        return {_mm256_loadu_ps(reinterpret_cast<const float*>(p)), _mm256_loadu_ps(reinterpret_cast<const float*>(p + 32))};
+    }
+    static MOE_ALWAYS_INLINE F load(const float* p) noexcept { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+    static MOE_ALWAYS_INLINE void store(float* p, const F& x) noexcept {
+        _mm256_storeu_ps(p, x.lo);
+        _mm256_storeu_ps(p + 8, x.hi);
+    }
+    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+        // As avx512_qlanes: e4m3 bits placed as fp16 bits are the value times 2^-8 (exact).
+        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
+                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
+        const __m256 k = _mm256_set1_ps(256.0f);
+        return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), k), _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), k)};
+    }
+    static MOE_ALWAYS_INLINE __m256 e2m1x8(__m128i c8, bool high) noexcept {
+        const __m256 lut = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+        __m256i c = _mm256_cvtepu8_epi32(c8);
+        if (high) c = _mm256_srli_epi32(c, 4);
+        const __m256 mag = _mm256_permutevar8x32_ps(lut, _mm256_and_si256(c, _mm256_set1_epi32(7)));
+        const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(8)), 28);
+        return _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
+    }
+    static MOE_ALWAYS_INLINE F e2m1x16(const std::uint8_t* p, bool high) noexcept { return {e2m1x8(ld8(p), high), e2m1x8(ld8(p + 8), high)}; }
+    static MOE_ALWAYS_INLINE __m256 e8m0x8(__m128i b8) noexcept {
+        const __m256i e = _mm256_cvtepu8_epi32(b8);
+        const __m256 normal = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+        const __m256 z = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+        return _mm256_blendv_ps(normal, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)), z);  // e = 0: 2^-127
+    }
+    static MOE_ALWAYS_INLINE F e8m0x16(const std::uint8_t* p) noexcept { return {e8m0x8(ld8(p)), e8m0x8(ld8(p + 8))}; }
+};
+#endif
+
 namespace detail {
-template <class Arch>
+template <class Arch, class = void>
 struct qlanes_for {
     using type = generic_qlanes;
 };
+template <class Base, class Arch>
+inline constexpr bool arch_from_v = std::is_base_of<Base, Arch>::value;
 #if defined(MOE_HAVE_AVX512_QLANES) && XSIMD_WITH_AVX512BW
 template <class Arch>
-struct qlanes_for_avx512 {
-    using type = std::conditional_t<std::is_base_of<xsimd::avx512bw, Arch>::value, avx512_qlanes, generic_qlanes>;
+struct qlanes_for<Arch, std::enable_if_t<arch_from_v<xsimd::avx512bw, Arch>>> {
+    using type = avx512_qlanes;
 };
+#endif
+#if defined(MOE_HAVE_AVX2_QLANES) && XSIMD_WITH_AVX2
+// AVX2 archs, and AVX-512 archs in a translation unit built without VNNI.
+template <class Arch>
+struct qlanes_for<Arch, std::enable_if_t<arch_from_v<xsimd::avx2, Arch>
+#if defined(MOE_HAVE_AVX512_QLANES) && XSIMD_WITH_AVX512BW
+                                         && !arch_from_v<xsimd::avx512bw, Arch>
+#endif
+                                         >> {
+    using type = avx2_qlanes;
+};
+#if XSIMD_WITH_AVX512BW && !defined(MOE_HAVE_AVX512_QLANES)
+template <class Arch>
+struct qlanes_for<Arch, std::enable_if_t<arch_from_v<xsimd::avx512bw, Arch>>> {
+    using type = avx2_qlanes;
+};
+#endif
 #endif
 }  // namespace detail
 
 /// The lanes the quantized kernels use for `Arch`: AVX-512 VNNI when `Arch` is an AVX-512BW
-/// arch and the translation unit is built with VNNI (-mavx512vnni or -march=native on a CPU
-/// that has it), the portable reference otherwise. Both give the same bits.
+/// arch and the translation unit is built with VNNI (-mavx512vnni, or -march=native on a CPU
+/// that has it); AVX2 (+FMA, F16C) for AVX2 archs and for AVX-512 archs built without VNNI;
+/// the portable reference otherwise. All give the same bits.
 template <class Arch>
-using qlanes_t =
-#if defined(MOE_HAVE_AVX512_QLANES) && XSIMD_WITH_AVX512BW
-    typename detail::qlanes_for_avx512<Arch>::type;
-#else
-    typename detail::qlanes_for<Arch>::type;
-#endif
+using qlanes_t = typename detail::qlanes_for<Arch>::type;
 
 }  // namespace moe::kernels::formats
