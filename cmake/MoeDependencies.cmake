@@ -1,5 +1,5 @@
 # Finds moe's dependencies (Debian 12 packages) and fails with the exact install line.
-set(MOE_APT_CORE "libeigen3-dev libxsimd-dev xtl-dev")
+set(MOE_APT_CORE "libeigen3-dev libxsimd-dev xtl-dev nlohmann-json3-dev")
 
 function(moe_require found package what)
   if(NOT ${found})
@@ -15,4 +15,6 @@ macro(moe_find_core_dependencies)
   moe_require(xtl_FOUND xtl-dev "xtl")
   find_package(xsimd 8 QUIET)
   moe_require(xsimd_FOUND libxsimd-dev "xsimd 8")
+  find_package(nlohmann_json 3 QUIET)  # checkpoint readers (moe/io/safetensors.hpp)
+  moe_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann/json 3")
 endmacro()

@@ -3,7 +3,7 @@
 # Skips apt entirely when everything is already installed.
 set -euo pipefail
 purpose=${1:-test}
-core="cmake ninja-build g++ libeigen3-dev libxsimd-dev xtl-dev"
+core="cmake ninja-build g++ libeigen3-dev libxsimd-dev xtl-dev nlohmann-json3-dev"
 case "$purpose" in
   core) pkgs="$core" ;;
   demo) pkgs="$core python3-matplotlib" ;;  # the policy plot

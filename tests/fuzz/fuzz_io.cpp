@@ -1,0 +1,59 @@
+// libFuzzer harness for the checkpoint readers: byte 0 picks the reader (even: safetensors,
+// odd: GGUF), the rest is the file. A file either fails with a clean moe::error or opens, and
+// then every tensor's bytes lie inside the file and read back as floats (element types).
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include <moe/io/gguf.hpp>
+#include <moe/io/safetensors.hpp>
+
+namespace {
+
+void require(bool ok, const char* what) {
+    if (!ok) {
+        std::fprintf(stderr, "fuzz_io: %s\n", what);
+        std::abort();
+    }
+}
+
+bool inside(const std::uint8_t* p, std::size_t n, const std::uint8_t* b, std::size_t size) {
+    return p >= b && n <= size && static_cast<std::size_t>(p - b) <= size - n;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 1) return 0;
+    const std::uint8_t* file = data + 1;
+    const std::size_t n = size - 1;
+    try {
+        if (data[0] % 2 == 0) {
+            const moe::io::safetensors_file f(file, n, "fuzz.safetensors");
+            for (const auto& [name, e] : f.entries()) {
+                const moe::io::tensor_view t = f.tensor(name);
+                require(inside(t.data, t.bytes, file, n), "safetensors tensor outside the file");
+                require(t.bytes == t.numel() * moe::io::dtype_size(t.type), "safetensors byte count");
+                if (t.numel() <= (1u << 16)) (void)moe::io::to_float(t);
+            }
+        } else {
+            const moe::io::gguf_file f(file, n, "fuzz.gguf");
+            for (const moe::io::gguf_tensor& t : f.tensors()) {
+                require(inside(t.data, t.bytes, file, n), "gguf tensor outside the file");
+                require(&f.tensor(t.name) == &t, "gguf index");
+                try {
+                    const moe::io::tensor_view v = t.view();
+                    require(v.bytes == v.numel() * moe::io::dtype_size(v.type), "gguf byte count");
+                    if (v.numel() <= (1u << 16)) (void)moe::io::to_float(v);
+                } catch (const moe::error&) {
+                    // a block-quantized type: not an element type
+                }
+            }
+            (void)f.metadata().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        }
+    } catch (const moe::error&) {
+        // rejected with a stable ID: fine
+    }
+    return 0;
+}
