@@ -7,6 +7,9 @@ Each function below restates one system's routing in torch, following its source
   * vLLM fused_moe grouped_topk
   * llama.cpp build_moe_ffn weight normalisation (sum clamped at 2^-14)
   * Switch Transformer top-1
+  * HF Qwen3MoeSparseMoeBlock, OlmoeSparseMoeBlock, DbrxRouter, GraniteMoeTopKGating,
+    GptOssTopKRouter, Llama4Router, DeepSeek-V2 MoEGate (modeling_deepseek.py),
+    MiniMaxM2SparseMoeBlock; Kimi-K2 and GLM-4.5 through the DeepSeek-V3 router
 One deliberate change: torch.topk leaves the order of equal values unspecified, so every
 top-k here is a stable descending sort (ties -> lower index), the rule moe guarantees.
 
@@ -128,6 +131,52 @@ def vllm_grouped_topk(logits, k, renormalize, num_expert_group, topk_group, scor
     return idx, w * scale
 
 
+def hf_dbrx(logits, k, p):
+    w = logits.softmax(dim=-1, dtype=torch.float32)
+    w, idx = topk(w, k)
+    if p:
+        w = w / torch.norm(w, p=p, dim=-1, keepdim=True)
+    return idx, w
+
+
+def hf_granite_moe(logits, k):
+    # GraniteMoeTopKGating (and GptOssTopKRouter, whose bias is the gate linear's)
+    top, idx = topk(logits.float(), k)
+    return idx, torch.softmax(top, dim=1)
+
+
+def hf_llama4(logits, k):
+    top, idx = topk(logits, k)
+    scores = torch.full_like(logits, NEG_INF).scatter_(1, idx, top)
+    scores = torch.sigmoid(scores.float())
+    return idx, scores.gather(1, idx)
+
+
+def hf_deepseek_v2(logits, k, n_group, topk_group, scale, norm_topk_prob):
+    n, e = logits.shape
+    scores = logits.softmax(dim=-1, dtype=torch.float32)
+    if n_group > 1:  # group_limited_greedy
+        group_scores = scores.view(n, n_group, -1).max(dim=-1).values
+        group_idx = topk(group_scores, topk_group)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+        score_mask = group_mask.unsqueeze(-1).expand(n, n_group, e // n_group).reshape(n, -1)
+        scores = scores.masked_fill(~score_mask.bool(), 0.0)
+    w, idx = topk(scores, k)
+    if k > 1 and norm_topk_prob:
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+    else:
+        w = w * scale
+    return idx, w
+
+
+def hf_minimax_m2(logits, bias, k):
+    w = torch.sigmoid(logits.float())
+    choice = w + bias if bias is not None else w
+    idx = topk(choice, k)[1]
+    tw = w.gather(1, idx)
+    return idx, tw / tw.sum(dim=-1, keepdim=True)
+
+
 def llama_cpp_norm(idx_w):
     idx, w = idx_w
     return idx, w / torch.clamp(w.sum(dim=-1, keepdim=True), min=6.103515625e-5)
@@ -151,6 +200,10 @@ def make_logits(kind, t, e, gen):
         return x.masked_fill(mask, NEG_INF)
     if kind == "bf16":
         return (torch.randn(t, e, generator=gen) * 2.0).to(torch.bfloat16).float()
+    if kind == "deep":  # around sigmoid's float32 underflow (torch: exactly 0 below -88.7228)
+        return -88.7 + torch.randn(t, e, generator=gen) * 1.5
+    if kind == "sat":  # sigmoid saturates to 1.0 in float32 for every logit above ~17
+        return 17.0 + torch.rand(t, e, generator=gen) * 30.0
     raise ValueError(kind)
 
 
@@ -162,8 +215,10 @@ def case(name, e, k, kinds, preset, cfg, ref, bias_scale=0.0, tokens=40):
     CASES.append((name, e, k, kinds, preset, cfg, ref, bias_scale, tokens))
 
 
-def cfg(score="softmax", pre=1, renorm="none", eps=0.0, scale=1.0, groups=0, gtk=0, topm=2, mask="neg_inf"):
-    return dict(score=score, pre=pre, renorm=renorm, eps=eps, scale=scale, groups=groups, gtk=gtk, topm=topm, mask=mask)
+def cfg(score="softmax", pre=1, renorm="none", eps=0.0, scale=1.0, groups=0, gtk=0, topm=2, mask="neg_inf", sol=0,
+        wfm=0):
+    return dict(score=score, pre=pre, renorm=renorm, eps=eps, scale=scale, groups=groups, gtk=gtk, topm=topm, mask=mask,
+                sol=sol, wfm=wfm)
 
 
 ALL = ["rand", "ties", "large", "neginf", "bf16"]
@@ -214,6 +269,44 @@ case("llama_cpp_mixtral", 8, 2, ["rand", "large"], "llama_cpp,mixtral,2", cfg(re
 case("llama_cpp_sigmoid", 16, 4, ["rand", "large"], "llama_cpp,megatron,4,sigmoid,0,0,0,0",
      cfg(score="sigmoid", pre=0, renorm="clamp", eps=6.103515625e-5),
      lambda l, b: llama_cpp_norm(megatron(l, 4, False, None, None, None, "sigmoid", None)))
+
+# Today's model families (issue 13's recipe table).
+case("qwen3_moe", 32, 8, ALL, "qwen3_moe,8,1", cfg(renorm="sum"), lambda l, b: hf_qwen2_moe(l, 8, True))
+case("olmoe", 64, 8, ["rand", "ties", "bf16"], "olmoe,8", cfg(), lambda l, b: hf_qwen2_moe(l, 8, False))
+case("dbrx", 16, 4, ALL, "dbrx,4,1", cfg(renorm="sum"), lambda l, b: hf_dbrx(l, 4, 1))
+case("granite_moe", 40, 8, ALL, "granite_moe,8", cfg(pre=0), lambda l, b: hf_granite_moe(l, 8))
+case("gpt_oss", 32, 4, ALL, "gpt_oss,4", cfg(pre=0), lambda l, b: hf_granite_moe(l, 4))
+case("llama4", 16, 1, ["rand", "ties", "large", "bf16"], "llama4,1", cfg(score="sigmoid", sol=1), lambda l, b: hf_llama4(l, 1))
+case("llama4_saturated", 16, 1, ["sat"], "llama4,1", cfg(score="sigmoid", sol=1), lambda l, b: hf_llama4(l, 1))
+case("deepseek_v2", 64, 6, ["rand", "ties", "large", "bf16"], "deepseek_v2,6,8,3,16,0",
+     cfg(groups=8, gtk=3, topm=1, mask="zero", scale=16.0, wfm=1), lambda l, b: hf_deepseek_v2(l, 6, 8, 3, 16.0, False))
+case("deepseek_v2_lite", 64, 6, ["rand", "ties"], "deepseek_v2,6,1,1,1,0", cfg(),
+     lambda l, b: hf_deepseek_v2(l, 6, 1, 1, 1.0, False))
+case("deepseek_v2_norm", 32, 4, ["rand"], "deepseek_v2,4,4,2,16,1",
+     cfg(groups=4, gtk=2, topm=1, mask="zero", renorm="sum_eps", eps=1e-20, wfm=1),
+     lambda l, b: hf_deepseek_v2(l, 4, 4, 2, 16.0, True))
+case("kimi_k2", 64, 8, ["rand", "ties", "bf16"], "kimi_k2,8,2.827",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=2.827, groups=1, gtk=1, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 8, 1, 1, 2.827, True), bias_scale=0.5)
+case("glm4_moe", 32, 8, ["rand", "large"], "glm4_moe,8,2.5",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=2.5, groups=1, gtk=1, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 8, 1, 1, 2.5, True), bias_scale=0.5)
+case("minimax_m2", 32, 8, ["rand", "ties", "large", "bf16"], "minimax_m2,8", cfg(score="sigmoid", renorm="sum"),
+     lambda l, b: hf_minimax_m2(l, b, 8), bias_scale=0.5)
+
+# Parity with the peers' own code where k outruns the groups (issue 13, item 5).
+case("deepseek_v3_k_past_groups", 16, 6, ["rand", "ties"], "deepseek_v3,6,4,2,1,1",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=1.0, groups=4, gtk=2, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 6, 4, 2, 1.0, True), bias_scale=0.5)
+case("megatron_k_below_group_topk", 32, 2, ["rand", "ties"], "megatron,2,softmax,0,8,4,0", cfg(pre=0, groups=8, gtk=4, topm=0),
+     lambda l, b: megatron(l, 2, False, 8, 4, None, "softmax", None))
+
+case("deepseek_v3_deep", 64, 8, ["deep"], "deepseek_v3,8,8,4,2.5,1",
+     cfg(score="sigmoid", renorm="sum_eps", eps=1e-20, scale=2.5, groups=8, gtk=4, topm=2, mask="zero"),
+     lambda l, b: hf_deepseek_v3(l, b, 8, 8, 4, 2.5, True), bias_scale=1e-38)
+
+case("deepseek_v2_k_past_groups", 16, 6, ["rand"], "deepseek_v2,6,4,2,16,0",
+     cfg(groups=4, gtk=2, topm=1, mask="zero", scale=16.0, wfm=1), lambda l, b: hf_deepseek_v2(l, 6, 4, 2, 16.0, False))
 
 
 def save(path, arr):

@@ -197,10 +197,12 @@ TEST_CASE("router: configuration errors carry stable IDs", "[router][errors]") {
     c = moe::presets::deepseek_v3(2, 4, 5);
     CHECK(msg(c) == "[moe.router.groups] group_top_k=5 must be in [1, num_groups=4]");
     c = moe::presets::deepseek_v3(6, 4, 2);
+    CHECK(msg(c).empty());  // the 0.0 mask leaves masked experts selectable (HF DeepSeek-V3)
+    c.mask = moe::group_mask::neg_inf;
     CHECK(msg(c) == "[moe.router.groups] k=6 is unreachable: group_top_k=2 groups of 2 experts hold only 4");
     c = moe::presets::deepseek_v3(2, 4, 2);
     c.group_score_top_m = 3;
-    CHECK(msg(c) == "[moe.router.groups] group_score_top_m=3 must be in [1, experts per group=2]");
+    CHECK(msg(c) == "[moe.router.groups] group_score_top_m=3 must be in [0, experts per group=2]");
     c = moe::presets::mixtral();
     c.group_top_k = 2;
     CHECK(msg(c) == "[moe.router.groups] group_top_k=2 given without num_groups");
@@ -223,7 +225,8 @@ TEST_CASE("router: configuration errors carry stable IDs", "[router][errors]") {
     CHECK(error_of([&] { moe::route_into(wrong, l.view(), moe::presets::mixtral(), {}, ws); }) ==
           "[moe.router.output] output routing is shaped for 2 tokens x 8 experts, k=2; the call needs 4 x 8, k=2");
     CHECK(error_of([] { (void)moe::presets::by_name("gshard"); }) ==
-          "[moe.config.preset] unknown preset 'gshard' (expected mixtral, qwen2_moe, deepseek_v3, megatron or switch)");
+          "[moe.config.preset] unknown preset 'gshard' (expected one of mixtral, qwen2_moe, qwen3_moe, olmoe, dbrx, "
+          "granite_moe, gpt_oss, llama4, deepseek_v2, deepseek_v3, kimi_k2, glm4_moe, minimax_m2, megatron, switch)");
     CHECK(error_of([] { (void)moe::parse_score_function("relu"); }) ==
           "[moe.config.score_function] unknown score function 'relu' (expected softmax, sigmoid or sqrtsoftplus)");
 }

@@ -24,6 +24,16 @@ moe::router_config preset_from_spec(const std::vector<std::string>& p) {
     if (n == "mixtral") return moe::presets::mixtral(sz(p[1]));
     if (n == "qwen2_moe") return moe::presets::qwen2_moe(sz(p[1]), p[2] == "1");
     if (n == "switch") return moe::presets::switch_transformer();
+    if (n == "qwen3_moe") return moe::presets::qwen3_moe(sz(p[1]), p[2] == "1");
+    if (n == "olmoe") return moe::presets::olmoe(sz(p[1]));
+    if (n == "dbrx") return moe::presets::dbrx(sz(p[1]), std::stof(p[2]));
+    if (n == "granite_moe") return moe::presets::granite_moe(sz(p[1]));
+    if (n == "gpt_oss") return moe::presets::gpt_oss(sz(p[1]));
+    if (n == "llama4") return moe::presets::llama4(sz(p[1]));
+    if (n == "deepseek_v2") return moe::presets::deepseek_v2(sz(p[1]), sz(p[2]), sz(p[3]), std::stof(p[4]), p[5] == "1");
+    if (n == "kimi_k2") return moe::presets::kimi_k2(sz(p[1]), std::stof(p[2]));
+    if (n == "glm4_moe") return moe::presets::glm4_moe(sz(p[1]), std::stof(p[2]));
+    if (n == "minimax_m2") return moe::presets::minimax_m2(sz(p[1]));
     if (n == "deepseek_v3") return moe::presets::deepseek_v3(sz(p[1]), sz(p[2]), sz(p[3]), std::stof(p[4]), p[5] == "1");
     if (n == "megatron")
         return moe::presets::megatron(sz(p[1]), moe::parse_score_function(p[2]), p[3] == "1", sz(p[4]), sz(p[5]),
@@ -42,6 +52,8 @@ moe::router_config config_from_fields(const std::map<std::string, std::string>& 
     c.score = moe::parse_score_function(f.at("score"));
     c.top_k = std::stoul(f.at("k"));
     c.pre_softmax = f.at("pre") == "1";
+    c.select_on_logits = f.count("sol") != 0 && f.at("sol") == "1";
+    c.weights_from_masked = f.count("wfm") != 0 && f.at("wfm") == "1";
     const std::string& rn = f.at("renorm");
     c.renorm = rn == "sum" ? moe::renormalize::sum
                : rn == "sum_eps" ? moe::renormalize::sum_eps

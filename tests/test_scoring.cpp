@@ -46,7 +46,13 @@ TEST_CASE("scoring: sigmoid and sqrtsoftplus within 2 ulps, tails included", "[s
     CHECK(worst_ssp <= 2.0);
     CHECK(moe::detail::sigmoid<moe::scalar>(-INFINITY) == 0.0f);
     CHECK(moe::detail::sigmoid<moe::scalar>(0.0f) == 0.5f);
-    CHECK(moe::detail::sigmoid<moe::scalar>(-100.0f) > 0.0f);  // e^-100 is a subnormal, not 0
+    // torch's float32 sigmoid is 1 / (1 + exp(-x)): exp overflows to +inf from
+    // x = -88.72283935546875 down, so the result is exactly 0 there (torch 1.13 and 2.x print
+    // 0.0 for -88.72283935546875 and 2.938758e-39 for the next float up, -88.72283172607422).
+    CHECK(moe::detail::sigmoid<moe::scalar>(-88.72283935546875f) == 0.0f);
+    CHECK(moe::detail::sigmoid<moe::scalar>(-100.0f) == 0.0f);
+    CHECK(moe::detail::sigmoid<moe::scalar>(-88.72283172607422f) == 2.938758297831148e-39f);
+    CHECK(moe::detail::sigmoid<moe::scalar>(-88.0f) == 6.054601485195952e-39f);
 }
 
 TEST_CASE("scoring: softmax rows sum to 1 and keep tiny probabilities ordered", "[scoring]") {

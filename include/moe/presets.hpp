@@ -51,6 +51,96 @@ namespace moe::presets {
     return c;
 }
 
+/// HF transformers `Qwen3MoeSparseMoeBlock`: softmax in float32, top-k (8 of 128 in
+/// Qwen3-30B-A3B / 235B-A22B), weights divided by their sum when `norm_topk_prob` (true).
+[[nodiscard]] inline router_config qwen3_moe(std::size_t top_k = 8, bool norm_topk_prob = true) {
+    return qwen2_moe(top_k, norm_topk_prob);
+}
+
+/// HF transformers `OlmoeSparseMoeBlock` (and `JambaSparseMoeBlock`): softmax in float32,
+/// top-k, no renormalisation (`norm_topk_prob` false; OLMoE 8 of 64, Jamba 2 of 16).
+[[nodiscard]] inline router_config olmoe(std::size_t top_k = 8) { return qwen2_moe(top_k, false); }
+
+/// HF transformers `DbrxRouter`: softmax in float32, top-k (4 of 16), weights divided by their
+/// p-norm (`moe_normalize_expert_weights`, 1 in DBRX: the sum, the weights being positive).
+/// Throws [moe.config.preset] for other p (moe has no general p-norm).
+[[nodiscard]] inline router_config dbrx(std::size_t top_k = 4, float normalize_expert_weights = 1.0f) {
+    if (normalize_expert_weights != 1.0f && normalize_expert_weights != 0.0f)
+        MOE_THROW("moe.config.preset", "dbrx: moe_normalize_expert_weights=", normalize_expert_weights,
+                  " (only 1, the sum, or 0 = none, are supported)");
+    return qwen2_moe(top_k, normalize_expert_weights == 1.0f);
+}
+
+/// HF transformers `GraniteMoeTopKGating` (Granite-MoE, GraniteMoeShared): top-k of the
+/// logits, then softmax over the k chosen.
+[[nodiscard]] inline router_config granite_moe(std::size_t top_k = 8) {
+    router_config c = mixtral(top_k);
+    c.pre_softmax = false;
+    c.renorm = renormalize::none;
+    return c;
+}
+
+/// HF transformers `GptOssTopKRouter`: logits = x W^T + b (the router bias is the gate's
+/// bias), top-k of the logits (4 of 32 / 128), softmax over the k chosen.
+[[nodiscard]] inline router_config gpt_oss(std::size_t top_k = 4) { return granite_moe(top_k); }
+
+/// HF transformers `Llama4Router`: top-k (1) of the logits, weight = sigmoid of the chosen
+/// logit (no renormalisation). The layer multiplies the expert's *input* by that weight.
+[[nodiscard]] inline router_config llama4(std::size_t top_k = 1) {
+    router_config c;
+    c.score = score_function::sigmoid;
+    c.top_k = top_k;
+    c.select_on_logits = true;
+    c.renorm = renormalize::none;
+    return c;
+}
+
+/// HF `DeepseekV2MoEGate` (modeling_deepseek.py of DeepSeek-V2): softmax in float32; with
+/// `topk_method` "group_limited_greedy", `n_group` groups scored by their max, the best
+/// `topk_group` kept and the rest masked with 0.0 ("greedy": n_group = 1); top-k of the masked
+/// scores, which are also the weights (a masked expert weighs 0); then either
+/// / (sum + 1e-20) when `norm_topk_prob` (and k > 1), or x `routed_scaling_factor`
+/// (DeepSeek-V2: 6 of 160, 8 groups keep 3, x 16, no norm; V2-Lite: 6 of 64, greedy, x 1).
+[[nodiscard]] inline router_config deepseek_v2(std::size_t top_k = 6, std::size_t n_group = 8, std::size_t topk_group = 3,
+                                               float routed_scaling_factor = 16.0f, bool norm_topk_prob = false) {
+    router_config c = mixtral(top_k);
+    const bool norm = norm_topk_prob && top_k > 1;
+    c.renorm = norm ? renormalize::sum_eps : renormalize::none;
+    c.renorm_eps = norm ? 1e-20f : 0.0f;
+    c.scaling_factor = norm ? 1.0f : routed_scaling_factor;
+    if (n_group > 1) {
+        c.num_groups = n_group;
+        c.group_top_k = topk_group;
+        c.group_score_top_m = 1;
+        c.mask = group_mask::zero;
+        c.weights_from_masked = true;
+    }
+    return c;
+}
+
+/// Kimi-K2 (DeepSeek-V3's router, `DeepseekV3TopkRouter`, with n_group = topk_group = 1):
+/// sigmoid + e_score_correction_bias for selection, top-8 of 384, / (sum + 1e-20), x 2.827.
+[[nodiscard]] inline router_config kimi_k2(std::size_t top_k = 8, float routed_scaling_factor = 2.827f) {
+    return deepseek_v3(top_k, 1, 1, routed_scaling_factor, true);
+}
+
+/// HF transformers `Glm4MoeTopkRouter` (GLM-4.5 / 4.6): DeepSeek-V3's router with
+/// n_group = topk_group = 1, top-8 of 160, / (sum + 1e-20), x 2.5.
+[[nodiscard]] inline router_config glm4_moe(std::size_t top_k = 8, float routed_scaling_factor = 2.5f) {
+    return deepseek_v3(top_k, 1, 1, routed_scaling_factor, true);
+}
+
+/// HF transformers `MiniMaxM2SparseMoeBlock.route_tokens_to_experts`: sigmoid scores, selection
+/// on scores + e_score_correction_bias, top-8 of 256, weights (unbiased scores) / their sum
+/// (no eps), no scaling.
+[[nodiscard]] inline router_config minimax_m2(std::size_t top_k = 8) {
+    router_config c;
+    c.score = score_function::sigmoid;
+    c.top_k = top_k;
+    c.renorm = renormalize::sum;
+    return c;
+}
+
 /// Megatron-Core `topk_routing_with_score_function` (moe_utils.py). softmax: pre-softmax
 /// (`moe_router_pre_softmax`) takes the top-k of the full softmax, unrenormalised; otherwise
 /// softmax over the k chosen logits. sigmoid / sqrtsoftplus: top-k of scores (+ expert_bias
@@ -127,18 +217,31 @@ namespace moe::presets {
 }
 
 /// The preset names `by_name` understands.
-inline constexpr const char* preset_names[] = {"mixtral", "qwen2_moe", "deepseek_v3", "megatron", "switch"};
+inline constexpr const char* preset_names[] = {"mixtral",     "qwen2_moe", "qwen3_moe",   "olmoe",    "dbrx",
+                                               "granite_moe", "gpt_oss",   "llama4",      "deepseek_v2", "deepseek_v3",
+                                               "kimi_k2",     "glm4_moe",  "minimax_m2",  "megatron",    "switch"};
 
-/// A preset by name with its defaults ("mixtral", "qwen2_moe", "deepseek_v3", "megatron" = top-2
-/// post-softmax, "switch"); throws [moe.config.preset] for other names.
+/// A preset by name (`preset_names`) with its defaults ("megatron" = top-2 post-softmax);
+/// throws [moe.config.preset] for other names.
 [[nodiscard]] inline router_config by_name(const std::string& name) {
     if (name == "mixtral") return mixtral();
     if (name == "qwen2_moe") return qwen2_moe();
+    if (name == "qwen3_moe") return qwen3_moe();
+    if (name == "olmoe") return olmoe();
+    if (name == "dbrx") return dbrx();
+    if (name == "granite_moe") return granite_moe();
+    if (name == "gpt_oss") return gpt_oss();
+    if (name == "llama4") return llama4();
+    if (name == "deepseek_v2") return deepseek_v2();
     if (name == "deepseek_v3") return deepseek_v3();
+    if (name == "kimi_k2") return kimi_k2();
+    if (name == "glm4_moe") return glm4_moe();
+    if (name == "minimax_m2") return minimax_m2();
     if (name == "megatron") return megatron(2);
     if (name == "switch") return switch_transformer();
-    MOE_THROW("moe.config.preset", "unknown preset '", name,
-              "' (expected mixtral, qwen2_moe, deepseek_v3, megatron or switch)");
+    std::string all;
+    for (const char* n : preset_names) all += (all.empty() ? "" : ", ") + std::string(n);
+    MOE_THROW("moe.config.preset", "unknown preset '", name, "' (expected one of ", all, ")");
 }
 
 }  // namespace moe::presets

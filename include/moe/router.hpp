@@ -47,6 +47,12 @@ struct router_config {
     /// false = top-k on the logits, then softmax over the k chosen logits. Ignored for sigmoid
     /// and sqrtsoftplus, which always select on scores.
     bool pre_softmax = true;
+    /// sigmoid / sqrtsoftplus only: select the top-k on the logits (+ bias) instead of on the
+    /// scores; the weights are still the chosen experts' scores (Llama-4: `torch.topk` of the
+    /// router logits, then sigmoid of the chosen). It differs from selecting on scores where
+    /// the score saturates (sigmoid(17) == sigmoid(18) == 1 in float32). Softmax: use
+    /// pre_softmax = false.
+    bool select_on_logits = false;
     renormalize renorm = renormalize::none;
     /// eps of renormalize::sum_eps / renormalize::clamp.
     float renorm_eps = 0.0f;
@@ -59,6 +65,11 @@ struct router_config {
     std::size_t group_top_k = 0;
     std::size_t group_score_top_m = 2;
     group_mask mask = group_mask::neg_inf;
+    /// Grouped routing: read the weights from the group-masked scores, so an expert of a
+    /// dropped group (chosen when k outruns the kept groups, or on a tie with the 0.0 mask)
+    /// weighs 0 (HF DeepSeek-V2 `MoEGate` takes topk of the masked `tmp_scores`); false: its
+    /// score (HF DeepSeek-V3 gathers the unmasked scores).
+    bool weights_from_masked = false;
     /// Keep the full T x E score matrix in the result (the losses need it).
     bool keep_scores = false;
 
@@ -74,6 +85,8 @@ struct router_config {
             MOE_THROW("moe.router.renorm_eps", "renorm_eps=", renorm_eps, " must be finite and >= 0");
         if (renorm == renormalize::clamp && !(renorm_eps > 0.0f))
             MOE_THROW("moe.router.renorm_eps", "renormalize::clamp needs renorm_eps > 0, got ", renorm_eps);
+        if (select_on_logits && score == score_function::softmax)
+            MOE_THROW("moe.router.select_on_logits", "select_on_logits is for sigmoid / sqrtsoftplus scores; softmax selects on logits with pre_softmax=false");
         if (!std::isfinite(scaling_factor))
             MOE_THROW("moe.router.scaling_factor", "scaling_factor=", scaling_factor, " must be finite");
         if (num_groups == 0) {
@@ -86,18 +99,22 @@ struct router_config {
         if (group_top_k == 0 || group_top_k > num_groups)
             MOE_THROW("moe.router.groups", "group_top_k=", group_top_k, " must be in [1, num_groups=", num_groups, "]");
         const std::size_t per_group = num_experts / num_groups;
-        if (group_score_top_m == 0 || group_score_top_m > per_group)
+        if (group_score_top_m > per_group)
             MOE_THROW("moe.router.groups", "group_score_top_m=", group_score_top_m,
-                      " must be in [1, experts per group=", per_group, "]");
-        if (top_k > group_top_k * per_group)
+                      " must be in [0, experts per group=", per_group, "]");
+        // Under the 0.0 mask the masked experts stay selectable (score 0.0), as in HF
+        // DeepSeek-V3 and SGLang; under -inf they would be chosen with no probability.
+        if (mask == group_mask::neg_inf && top_k > group_top_k * per_group)
             MOE_THROW("moe.router.groups", "k=", top_k, " is unreachable: group_top_k=", group_top_k, " groups of ",
                       per_group, " experts hold only ", group_top_k * per_group);
     }
 
     friend bool operator==(const router_config& a, const router_config& b) noexcept {
-        return a.score == b.score && a.top_k == b.top_k && a.pre_softmax == b.pre_softmax && a.renorm == b.renorm &&
+        return a.score == b.score && a.top_k == b.top_k && a.pre_softmax == b.pre_softmax &&
+               a.select_on_logits == b.select_on_logits && a.renorm == b.renorm &&
                a.renorm_eps == b.renorm_eps && a.scaling_factor == b.scaling_factor && a.num_groups == b.num_groups &&
                a.group_top_k == b.group_top_k && a.group_score_top_m == b.group_score_top_m && a.mask == b.mask &&
+               a.weights_from_masked == b.weights_from_masked &&
                a.keep_scores == b.keep_scores;
     }
     friend bool operator!=(const router_config& a, const router_config& b) noexcept { return !(a == b); }
@@ -286,7 +303,7 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
 
     if (!post || scores_out) score_row<Arch>(cfg.score, x, sc, E);
 
-    const C* base = post ? x : sc;
+    const C* base = post || cfg.select_on_logits ? x : sc;
     const C* key = base;
     if (bias) {
         std::size_t e = 0;
@@ -301,7 +318,12 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
     if (cfg.grouped()) {
         const std::size_t S = E / G, m = cfg.group_score_top_m;
         for (std::size_t g = 0; g < G; ++g) {
-            // Sum of the group's m best keys, added from the largest down (torch.topk(...).sum()).
+            // Sum of the group's m best keys, added from the largest down (torch.topk(...).sum());
+            // m = 0 (Megatron with k < group_topk) sums nothing: every group scores 0.
+            if (m == 0) {
+                gscore[g] = C(0);
+                continue;
+            }
             top_k_desc<Arch>(key + g * S, S, m, midx, mval);
             C s = mval[0];
             for (std::size_t j = 1; j < m; ++j) s = s + mval[j];
@@ -319,6 +341,19 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
 
     top_k_desc<Arch>(key, E, k, idx, w);
 
+    if (cfg.grouped() && cfg.weights_from_masked) {
+        const std::size_t S = E / G;
+        finish_weights<C>(
+            cfg, [x](std::int32_t e) { return x[e]; },
+            [sc, gidx, S, &cfg](std::int32_t e) {
+                const auto g = static_cast<std::int32_t>(static_cast<std::size_t>(e) / S);
+                for (std::size_t j = 0; j < cfg.group_top_k; ++j)
+                    if (gidx[j] == g) return sc[e];
+                return C(0);
+            },
+            idx, w);
+        return 0;
+    }
     finish_weights<C>(cfg, [x](std::int32_t e) { return x[e]; }, [sc](std::int32_t e) { return sc[e]; }, idx, w);
     return 0;
 }
@@ -590,7 +625,7 @@ template <class Arch>
         }
     }
 
-    const float* key = post ? xT : scT;
+    const float* key = post || cfg.select_on_logits ? xT : scT;
     if (bias) {
         for (std::size_t e = 0; e < E; ++e) O::store(keyT + e * W, O::load(key + e * W) + O::splat(bias[e]));
         key = keyT;
@@ -600,6 +635,10 @@ template <class Arch>
         const std::size_t G = cfg.num_groups, S = E / G, m = cfg.group_score_top_m, gk = cfg.group_top_k;
         float* gscore = topi + E * W - G * W;  // top / topi are free until the final selection
         for (std::size_t g = 0; g < G; ++g) {
+            if (m == 0) {  // Megatron with k < group_topk: the sum of no scores
+                O::store(gscore + g * W, O::splat(0.0f));
+                continue;
+            }
             topk_lanes<Arch>(key + g * S * W, S, 1, m, top, topi);
             V sum = O::load(top);
             for (std::size_t j = 1; j < m; ++j) sum = sum + O::load(top + j * W);
@@ -619,7 +658,7 @@ template <class Arch>
 
     topk_lanes<Arch>(key, E, 1, k, top, topi);
 
-    if (!bias && !cfg.grouped()) {
+    if (!bias && !cfg.grouped() && !cfg.select_on_logits) {
         // The selected keys are the weight sources themselves (logits for post-softmax, scores
         // otherwise): finish_weights' operations, lane-wise, in the same order.
         const V zero = O::splat(0.0f);
@@ -762,7 +801,8 @@ void route_into(routing<compute_t<T>>& out, matrix_view<const T> logits, const r
         if constexpr (std::is_same<C, float>::value && has_simd_path_v<A>) {
             constexpr std::size_t W = detail::lane_ops<A>::width;
             float* tbuf = tile_buffer + tile * detail::tile_scratch_values(E, W);
-            for (; t + W <= t1; t += W) {
+            // weights_from_masked needs the kept groups per token: the row path has them.
+            for (; !cfg.weights_from_masked && t + W <= t1; t += W) {
                 const float* x0 = nullptr;
                 std::size_t xs = 0;
                 if constexpr (std::is_same<T, float>::value) {

@@ -201,7 +201,9 @@ template <class Arch>
 }
 
 /// sigmoid(x) = 1 / (1 + e^-x), evaluated as e^x / (1 + e^x) for x < 0 so tiny results keep
-/// their precision.
+/// their precision; exactly 0 for x <= -88.72283935546875, where torch's 1 / (1 + exp(-x))
+/// overflows exp to +inf (the subnormal e^x / (1 + e^x) would differ from torch there, and
+/// under DeepSeek-V3's 0.0 group mask that changes which expert is chosen).
 template <class Arch>
 [[nodiscard]] MOE_ALWAYS_INLINE typename lane_ops<Arch>::V sigmoid(typename lane_ops<Arch>::V x) noexcept {
     using O = lane_ops<Arch>;
@@ -209,7 +211,9 @@ template <class Arch>
     const V e = exp_nonpos<Arch>(O::splat(0.0f) - O::abs(x));
     const V one = O::splat(1.0f);
     const V den = one + e;
-    return O::select_gt(x, O::splat(0.0f), one / den, e / den);
+    const V r = O::select_gt(x, O::splat(0.0f), one / den, e / den);
+    // -88.72283172607422f is the float above -88.72283935546875f: x < it <=> x <= the bound.
+    return O::select_gt(O::splat(-88.72283172607422f), x, O::splat(0.0f), r);
 }
 
 /// sqrt(softplus(x)), softplus(x) = max(x, 0) + log1p(e^-|x|).
