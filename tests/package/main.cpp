@@ -1,5 +1,6 @@
 #include <cstdio>
 
+#include <moe/io/safetensors.hpp>  // nlohmann/json comes with moe::moe
 #include <moe/moe.hpp>
 
 int main() {

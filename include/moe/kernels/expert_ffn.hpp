@@ -241,6 +241,23 @@ struct ffn_tiling {
     std::size_t down_panels_per_tile = 8;          ///< down-projection panels sharing one tile
 };
 
+/// The expert activation: SwiGLU `silu(h1) * h3`, or GPT-OSS's clamped variant
+/// `(clamp(h3, -limit, limit) + 1) * g * sigmoid(alpha * g)` with g = min(h1, limit)
+/// (HF `GptOssExperts`: alpha 1.702, limit 7).
+enum class ffn_activation { swiglu, swiglu_oai };
+
+/// What some models add to the plain SwiGLU expert: the activation variant and per-expert
+/// biases (GPT-OSS): h1 = x W1^T + b1, h3 = x W3^T + b3, y = act W2^T + b2. Biases are
+/// caller-owned, row-major per expert: b1, b3 [E x F], b2 [E x H]; null = none.
+struct ffn_extras {
+    ffn_activation activation = ffn_activation::swiglu;
+    float alpha = 1.702f, limit = 7.0f;
+    const float* b1 = nullptr;
+    const float* b3 = nullptr;
+    const float* b2 = nullptr;
+    [[nodiscard]] bool plain() const noexcept { return activation == ffn_activation::swiglu && !b1 && !b3 && !b2; }
+};
+
 /// y_rows (plan rows x H, float) = SwiGLU expert of each row's expert applied to x[row's token].
 /// Padding rows of the plan (token -1) get zeros in, and whatever the expert makes of zeros out;
 /// `combine` never reads them. `workspace` must hold workspace_size(plan, pw).total() bytes,
@@ -249,7 +266,7 @@ struct ffn_tiling {
 template <class Arch, class W, class X, class Executor = serial_executor>
 void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x, const dispatch_plan& plan,
                 const packed_experts<Arch, W>& pw, void* workspace, std::size_t workspace_bytes, Executor&& exec = {},
-                const ffn_tiling& tiling = {}) {
+                const ffn_tiling& tiling = {}, const ffn_extras& extras = {}) {
     using C = detail::compute_t<W>;
     using AT = detail::act_t<W>;
     static_assert(std::is_same<X, C>::value, "moe::kernels::expert_ffn: x must be float (double for double weights)");
@@ -275,6 +292,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
     const std::size_t nblocks = block0[E];
     if (nblocks == 0) return;
     const std::size_t kx = pw.up_k(), ka = pw.down_k();  // AT per row of each pack
+    const bool plain = extras.plain(), oai = extras.activation == ffn_activation::swiglu_oai;
+    const float lim = extras.limit, alpha = extras.alpha;
 
     // Phase 1: gather + pack, one tile per row block.
     exec(nblocks, [&, xpack](std::size_t blk) {
@@ -397,19 +416,46 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                  constexpr std::size_t M = sizeof(acc) / sizeof(acc[0]);
                  const std::size_t f0 = p * half, fn = std::min(half, F - f0);
                  AT* out = apack + blk * mr * ka;
+                 // Biases of this panel's outputs, zero-padded past F.
+                 alignas(64) C bias1[half] = {}, bias3[half] = {};
+                 if (!plain) {
+                     for (std::size_t j = 0; j < fn; ++j) {
+                         bias1[j] = extras.b1 ? C(extras.b1[e * F + f0 + j]) : C(0);
+                         bias3[j] = extras.b3 ? C(extras.b3[e * F + f0 + j]) : C(0);
+                     }
+                 }
                  for (std::size_t i = 0; i < M; ++i) {
                      alignas(64) C v[half];
                      if constexpr (std::is_same<W, double>::value) {
                          for (std::size_t j = 0; j < half; ++j) {
-                             const double h1 = acc[i][j], h3 = acc[i][half + j];
-                             v[j] = h1 / (1.0 + std::exp(-h1)) * h3;
+                             const double h1 = acc[i][j] + bias1[j], h3 = acc[i][half + j] + bias3[j];
+                             if (oai) {
+                                 const double g = h1 > lim ? lim : h1, u = h3 > lim ? lim : (-lim > h3 ? -lim : h3);
+                                 v[j] = (u + 1.0) * (g / (1.0 + std::exp(-alpha * g)));
+                             } else {
+                                 v[j] = h1 / (1.0 + std::exp(-h1)) * h3;
+                             }
                          }
                      } else {
                          using O = detail::lane_ops<Arch>;
-                         const auto h1 = acc[i][0];
-                         const auto act = (h1 * moe::detail::sigmoid<Arch>(h1)) * acc[i][1];
-                         if constexpr (O::width == 1) v[0] = act;
-                         else act.store_aligned(v);
+                         auto h1 = acc[i][0];
+                         auto h3 = acc[i][1];
+                         if (!plain) {
+                             h1 = h1 + O::load(bias1);
+                             h3 = h3 + O::load(bias3);
+                         }
+                         if (oai) {
+                             const auto L = O::splat(lim), nL = O::splat(-lim);
+                             const auto g = O::select_gt(h1, L, L, h1);  // NaN stays NaN, as torch.clamp
+                             const auto u = O::select_gt(h3, L, L, O::select_gt(nL, h3, nL, h3));
+                             const auto act = (u + O::splat(1.0f)) * (g * moe::detail::sigmoid<Arch>(g * O::splat(alpha)));
+                             if constexpr (O::width == 1) v[0] = act;
+                             else act.store_aligned(v);
+                         } else {
+                             const auto act = (h1 * moe::detail::sigmoid<Arch>(h1)) * h3;
+                             if constexpr (O::width == 1) v[0] = act;
+                             else act.store_aligned(v);
+                         }
                      }
                      for (std::size_t j = 0; j < fn; ++j) out[(f0 + j) * mr + i] = v[j];
                  }
@@ -456,6 +502,9 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                                                         }
                                                         if (last && !full)
                                                             for (std::size_t j = 0; j < hn; ++j) y_rows(r0 + i, h0 + j) = dst[j];
+                                                        if (last && extras.b2)
+                                                            for (std::size_t j = 0; j < hn; ++j)
+                                                                y_rows(r0 + i, h0 + j) += C(extras.b2[e * H + h0 + j]);
                                                     }
                                                 });
                 }

@@ -1,0 +1,299 @@
+/// @file models/moe_block.hpp
+/// One MoE block for today's model families: a router recipe (`router_config`, presets.hpp)
+/// plus the block's structure (`block_spec`), with weights in the HF layouts (`block_weights`).
+///
+///     logits = x Wr^T (+ br)                            router linear, optional bias (GPT-OSS)
+///     routing = route(logits, recipe, selection bias)   e_score_correction_bias (DeepSeek-V3 ...)
+///     routed[t] = sum_s w(t,s) * FFN_e(x[t])            output weighting (most families)
+///              or sum_s FFN_e(w(t,s) * x[t])            input weighting (Llama-4)
+///     FFN_e(x) = act(x W1^T + b1, x W3^T + b3) W2^T + b2    SwiGLU or GPT-OSS's clamped variant
+///     y[t] = routed[t] + g_t * SharedFFN(x[t])          g_t = 1, or sigmoid(x[t] . w_g) (Qwen2-MoE)
+///
+/// The routed experts run moe's grouped kernels (`expert_ffn` for float / bf16 / f16 weights,
+/// `quant_expert_ffn` for the quantized formats, which take plain SwiGLU experts only); the
+/// shared expert runs `expert_ffn` as a one-expert layer. Deterministic: the same bits for any
+/// executor and thread count, and across archs as the kernels are.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../capacity.hpp"
+#include "../dispatch.hpp"
+#include "../executor.hpp"
+#include "../gate.hpp"
+#include "../kernels/expert_ffn.hpp"
+#include "../kernels/quant_ffn.hpp"
+#include "../layer.hpp"
+#include "../router.hpp"
+#include "../tensor.hpp"
+
+namespace moe::models {
+
+/// How the shared expert's output is scaled: always on, or by sigmoid(x . w_gate) (Qwen2-MoE's
+/// `shared_expert_gate`).
+enum class shared_gate { none, sigmoid };
+
+/// A model family's MoE block: its router recipe and structure. Sizes: E experts, hidden H,
+/// expert ffn F, shared expert ffn Fs (the total of DeepSeek's n_shared_experts; 0 = none).
+struct block_spec {
+    std::string family;  ///< e.g. "mixtral", "deepseek_v3" (informational)
+    router_config router;
+    std::size_t num_experts = 0, hidden = 0, ffn = 0, shared_ffn = 0;
+    kernels::ffn_activation activation = kernels::ffn_activation::swiglu;
+    float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;  ///< swiglu_oai (GPT-OSS)
+    bool router_bias = false;      ///< the router linear has a bias (GPT-OSS)
+    bool selection_bias = false;   ///< e_score_correction_bias: added for selection only
+    bool expert_bias = false;      ///< b1, b3 [E x F] and b2 [E x H] (GPT-OSS)
+    bool weight_on_input = false;  ///< the routing weight scales the expert's input (Llama-4)
+    shared_gate shared = shared_gate::none;
+
+    /// Throws [moe.models.spec] for inconsistent settings and the router's own errors.
+    void validate() const {
+        if (num_experts == 0 || hidden == 0 || ffn == 0)
+            MOE_THROW("moe.models.spec", family, ": num_experts, hidden and ffn must be positive (", num_experts, ", ", hidden, ", ",
+                      ffn, ")");
+        if (shared == shared_gate::sigmoid && shared_ffn == 0)
+            MOE_THROW("moe.models.spec", family, ": a shared-expert gate without a shared expert");
+        router.validate(num_experts);
+    }
+};
+
+/// Float32 weights of one block in the HF layouts (row-major): router_w [E x H]; w1 (gate), w3
+/// (up) [E x F x H]; w2 (down) [E x H x F]; the optional ones empty when the spec has none:
+/// router_b [E], selection_bias [E], b1 / b3 [E x F], b2 [E x H], shared s1 / s3 [Fs x H],
+/// s2 [H x Fs], s_gate [H].
+struct block_weights {
+    std::vector<float> router_w, router_b, selection_bias;
+    std::vector<float> w1, w3, w2, b1, b3, b2;
+    std::vector<float> s1, s3, s2, s_gate;
+
+    /// Throws [moe.models.weights] "<name> has N values, <spec> needs M" for any size mismatch.
+    void check(const block_spec& s, bool experts = true) const {
+        const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn, Fs = s.shared_ffn;
+        auto need = [&](const std::vector<float>& v, const char* name, std::size_t n) {
+            if (v.size() != n) MOE_THROW("moe.models.weights", s.family, ": ", name, " has ", v.size(), " values, the block needs ", n);
+        };
+        need(router_w, "router_w", E * H);
+        need(router_b, "router_b", s.router_bias ? E : 0);
+        need(selection_bias, "selection_bias", s.selection_bias ? E : 0);
+        if (experts) {
+            need(w1, "w1", E * F * H);
+            need(w3, "w3", E * F * H);
+            need(w2, "w2", E * H * F);
+        }
+        need(b1, "b1", s.expert_bias ? E * F : 0);
+        need(b3, "b3", s.expert_bias ? E * F : 0);
+        need(b2, "b2", s.expert_bias ? E * H : 0);
+        need(s1, "s1", Fs * H);
+        need(s3, "s3", Fs * H);
+        need(s2, "s2", H * Fs);
+        need(s_gate, "s_gate", s.shared == shared_gate::sigmoid ? H : 0);
+    }
+};
+
+/// The block. @tparam W the routed experts' weight type: float, Eigen::bfloat16, Eigen::half,
+/// or a quantized format (kernels::formats::fp8, mxfp4, q4_k, ...; plain SwiGLU experts only).
+template <class Arch = default_arch, class W = float>
+class moe_block {
+    using experts_t = moe::detail::block_experts<Arch, W>;
+
+public:
+    using packed_type = typename experts_t::packed;
+
+    /// Packs `w` (float experts converted to W, or quantized with the format's reference
+    /// quantizer). `o` gives the capacity switches and packing; its router is replaced by
+    /// the spec's. Throws [moe.models.spec], [moe.models.weights], [moe.models.format].
+    moe_block(block_spec spec, const block_weights& w, const layer_options& o = {})
+        : moe_block(spec, w, pack_routed(spec, w, o), o) {}
+
+    /// With routed experts packed by the caller (e.g. from a checkpoint's quantized bytes);
+    /// `w`'s expert matrices may then be empty.
+    moe_block(block_spec spec, const block_weights& w, packed_type experts, const layer_options& o = {})
+        : spec_(std::move(spec)), opt_(o), experts_(std::move(experts)) {
+        spec_.validate();
+        w.check(spec_, /*experts=*/false);
+        const std::size_t E = spec_.num_experts, H = spec_.hidden, Fs = spec_.shared_ffn;
+        if (experts_.num_experts() != E || experts_.hidden() != H || experts_.ffn() != spec_.ffn)
+            MOE_THROW("moe.models.weights", spec_.family, ": packed experts are ", experts_.num_experts(), " x ", experts_.hidden(),
+                      " x ", experts_.ffn(), ", the block needs ", E, " x ", H, " x ", spec_.ffn);
+        if constexpr (!kernels::is_weight_type_v<W>) {
+            if (spec_.expert_bias || spec_.activation != kernels::ffn_activation::swiglu)
+                MOE_THROW("moe.models.format", spec_.family, ": quantized experts (", W::name,
+                          ") run plain SwiGLU only; use float, bf16 or f16 weights for biased or clamped experts");
+        }
+        opt_.router = spec_.router;
+        opt_.router.validate(E);
+        if (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
+                              opt_.drop.policy == drop_policy::batch_prioritized))
+            opt_.router.keep_scores = true;
+        if (opt_.fill_in && !opt_.capacity) MOE_THROW("moe.layer.options", "fill_in needs capacity: set layer_options::capacity");
+        gate_ = pack_gate<Arch>(matrix_view<const float>(w.router_w.data(), E, H));
+        router_b_ = w.router_b;
+        sel_bias_ = w.selection_bias;
+        b1_ = w.b1;
+        b3_ = w.b3;
+        b2_ = w.b2;
+        if (Fs > 0) {
+            shared_ = kernels::pack_experts<Arch>(w.s1.data(), w.s3.data(), w.s2.data(), 1, H, Fs, opt_.packing);
+            if (spec_.shared == shared_gate::sigmoid) shared_gate_ = pack_gate<Arch>(matrix_view<const float>(w.s_gate.data(), 1, H));
+        }
+    }
+
+    /// y (T x H) = the block applied to x (T x H).
+    template <class Executor = serial_executor>
+    void forward(matrix_view<float> y, matrix_view<const float> x, Executor&& exec = {}) {
+        const std::size_t T = x.rows, E = spec_.num_experts, H = spec_.hidden;
+        if (x.cols != H || y.cols != H || y.rows != T)
+            MOE_THROW("moe.layer.shape", "x is ", x.rows, " x ", x.cols, ", y ", y.rows, " x ", y.cols, "; hidden=", H);
+        grow(logits_, T * E);
+        const matrix_view<float> logits(logits_.data(), T, E);
+        gate_into<Arch>(logits, x, gate_, vector_view<float>(router_b_), exec);
+        const std::size_t k = opt_.router.top_k;
+        r_.num_tokens = T;
+        r_.num_experts = E;
+        r_.top_k = k;
+        r_.indices.resize(T * k);
+        r_.weights.resize(T * k);
+        r_.scores.resize(opt_.router.keep_scores ? T * E : 0);
+        route_into<Arch>(r_, matrix_view<const float>(logits), opt_.router, vector_view<float>(sel_bias_), router_ws_, exec);
+        report_ = capacity_report{};
+        fill_ = fill_in_report{};
+        if (opt_.capacity) {
+            report_ = apply_capacity(r_, opt_.drop);
+            if (opt_.fill_in) r_ = fill_in(r_, report_.capacity, &fill_);
+        }
+        kernels::ffn_extras extras;
+        extras.activation = spec_.activation;
+        extras.alpha = spec_.swiglu_alpha;
+        extras.limit = spec_.swiglu_limit;
+        extras.b1 = b1_.empty() ? nullptr : b1_.data();
+        extras.b3 = b3_.empty() ? nullptr : b3_.data();
+        extras.b2 = b2_.empty() ? nullptr : b2_.data();
+
+        if (!spec_.weight_on_input) {
+            make_plan_into(plan_, r_);
+            run_routed(x, extras, exec);
+            combine<Arch>(y, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, r_, exec);
+        } else {
+            // Input weighting: each slot (t, s) is a virtual token w(t, s) * x[t] routed with
+            // weight 1; the slot outputs add up per token in slot order.
+            grow(xin_, T * k * H);
+            ones_.num_tokens = T * k;
+            ones_.num_experts = E;
+            ones_.top_k = 1;
+            ones_.indices.assign(r_.indices.begin(), r_.indices.end());
+            ones_.weights.assign(T * k, 1.0f);
+            ones_.scores.clear();
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t s = 0; s < k; ++s) {
+                    float* dst = xin_.data() + (t * k + s) * H;
+                    const float w = r_.weight(t, s);
+                    for (std::size_t h = 0; h < H; ++h) dst[h] = w * x(t, h);
+                }
+            make_plan_into(plan_, ones_);
+            run_routed(matrix_view<const float>(xin_.data(), T * k, H), extras, exec);
+            grow(yslots_, T * k * H);
+            const matrix_view<float> ys(yslots_.data(), T * k, H);
+            combine<Arch>(ys, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, ones_, exec);
+            for (std::size_t t = 0; t < T; ++t) {
+                float* yt = y.row(t);
+                for (std::size_t h = 0; h < H; ++h) yt[h] = ys(t * k, h);
+                for (std::size_t s = 1; s < k; ++s)
+                    for (std::size_t h = 0; h < H; ++h) yt[h] += ys(t * k + s, h);
+            }
+        }
+        if (spec_.shared_ffn > 0) add_shared(y, x, exec);
+    }
+
+    [[nodiscard]] const block_spec& spec() const noexcept { return spec_; }
+    [[nodiscard]] const layer_options& options() const noexcept { return opt_; }
+    /// The last forward's router logits (T x E, with the router bias), routing, capacity report and plan.
+    [[nodiscard]] matrix_view<const float> last_logits() const noexcept { return {logits_.data(), r_.num_tokens, spec_.num_experts}; }
+    [[nodiscard]] const routing<float>& last_routing() const noexcept { return r_; }
+    [[nodiscard]] const capacity_report& last_capacity() const noexcept { return report_; }
+    [[nodiscard]] const fill_in_report& last_fill_in() const noexcept { return fill_; }
+    [[nodiscard]] const dispatch_plan& last_plan() const noexcept { return plan_; }
+    [[nodiscard]] const packed_type& packed_experts() const noexcept { return experts_; }
+
+private:
+    static packed_type pack_routed(const block_spec& s, const block_weights& w, const layer_options& o) {
+        s.validate();
+        w.check(s);
+        if constexpr (kernels::is_weight_type_v<W> && !std::is_same<W, float>::value) {
+            // float checkpoint values -> W (bf16 / f16 round to nearest even, as torch's .to()).
+            std::vector<W> c1(w.w1.begin(), w.w1.end()), c3(w.w3.begin(), w.w3.end()), c2(w.w2.begin(), w.w2.end());
+            return experts_t::pack(c1.data(), c3.data(), c2.data(), s.num_experts, s.hidden, s.ffn, o);
+        } else {
+            return experts_t::pack(w.w1.data(), w.w3.data(), w.w2.data(), s.num_experts, s.hidden, s.ffn, o);
+        }
+    }
+
+    template <class Executor>
+    void run_routed(matrix_view<const float> xin, const kernels::ffn_extras& extras, Executor&& exec) {
+        const std::size_t H = spec_.hidden;
+        grow(rows_, plan_.num_rows() * H);
+        const matrix_view<float> rows(rows_.data(), plan_.num_rows(), H);
+        ws_.reserve(kernels::workspace_size(plan_, experts_).total());
+        if constexpr (kernels::is_weight_type_v<W>)
+            kernels::expert_ffn(rows, xin, plan_, experts_, ws_.data(), ws_.size(), exec, kernels::ffn_tiling{}, extras);
+        else
+            kernels::quant_expert_ffn<Arch>(rows, xin, plan_, experts_, ws_.data(), ws_.size(), exec);
+    }
+
+    template <class Executor>
+    void add_shared(matrix_view<float> y, matrix_view<const float> x, Executor&& exec) {
+        const std::size_t T = x.rows, H = spec_.hidden;
+        shared_r_.num_tokens = T;
+        shared_r_.num_experts = 1;
+        shared_r_.top_k = 1;
+        shared_r_.indices.assign(T, 0);
+        shared_r_.weights.assign(T, 1.0f);
+        shared_r_.scores.clear();
+        make_plan_into(shared_plan_, shared_r_);
+        grow(shared_rows_, shared_plan_.num_rows() * H);
+        const matrix_view<float> rows(shared_rows_.data(), shared_plan_.num_rows(), H);
+        ws_.reserve(kernels::workspace_size(shared_plan_, shared_).total());
+        kernels::expert_ffn(rows, x, shared_plan_, shared_, ws_.data(), ws_.size(), exec);
+        grow(shared_g_, T);
+        if (spec_.shared == shared_gate::sigmoid) {
+            gate_into<Arch>(matrix_view<float>(shared_g_.data(), T, 1), x, shared_gate_, {}, exec);
+            for (std::size_t t = 0; t < T; ++t) shared_g_[t] = moe::detail::sigmoid<moe::scalar>(shared_g_[t]);
+        }
+        for (std::size_t r = 0; r < shared_plan_.num_rows(); ++r) {
+            const std::int32_t tok = shared_plan_.row_token[r];
+            if (tok < 0) continue;
+            float* yt = y.row(static_cast<std::size_t>(tok));
+            const float* o = rows.row(r);
+            if (spec_.shared == shared_gate::sigmoid) {
+                const float g = shared_g_[static_cast<std::size_t>(tok)];
+                for (std::size_t h = 0; h < H; ++h) yt[h] += g * o[h];
+            } else {
+                for (std::size_t h = 0; h < H; ++h) yt[h] += o[h];
+            }
+        }
+    }
+
+    static void grow(std::vector<float>& v, std::size_t n) {
+        if (v.size() < n) v.resize(n);
+    }
+
+    block_spec spec_;
+    layer_options opt_;
+    packed_type experts_;
+    packed_gate gate_, shared_gate_;
+    kernels::packed_experts<Arch, float> shared_;
+    std::vector<float> router_b_, sel_bias_, b1_, b3_, b2_;
+    router_workspace<float> router_ws_;
+    std::vector<float> logits_, rows_, xin_, yslots_, shared_rows_, shared_g_;
+    routing<float> r_, ones_, shared_r_;
+    capacity_report report_;
+    fill_in_report fill_;
+    dispatch_plan plan_, shared_plan_;
+    kernels::ffn_workspace ws_;
+};
+
+}  // namespace moe::models

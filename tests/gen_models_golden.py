@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Tiny Hugging Face checkpoints of each MoE family, with torch goldens of the block's forward.
+
+Each family's block is restated in torch from its HF modelling file (transformers, models/<f>/
+modeling_<f>.py; DeepSeek-V2 from its Hub modeling_deepseek.py): router, selection, weights,
+experts, shared expert. As in tests/gen_router_golden.py, top-k is a stable descending sort
+(ties -> lower index), the rule moe guarantees where torch.topk leaves ties unspecified.
+
+Per family a folder tests/data/models/<name>/ with config.json, model.safetensors (two layers;
+layer 1 is the one tested, layer 0 holds other weights, or a dense MLP where the family has
+dense first layers), x.npy (T x H float32), and the goldens of layer 1: y.npy (T x H),
+logits.npy (T x E, router logits with the router bias), indices.npy (T x k int32).
+Variants store weights as BF16, FP8 E4M3 with weight_scale_inv (DeepSeek-V3) and MXFP4
+_blocks / _scales (GPT-OSS): the goldens use the dequantized values.
+Run with Debian's python3-torch and python3-numpy:  python3 tests/gen_models_golden.py
+"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_io_golden import e4m3_value, write_safetensors  # noqa: E402
+from gen_router_golden import hf_deepseek_v2, hf_deepseek_v3, topk  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "models")
+T, H, F_, E = 12, 32, 16, 8
+gen = torch.Generator().manual_seed(20261202)
+
+
+def rnd(*shape, s=0.2):
+    return torch.randn(*shape, generator=gen) * s
+
+
+def swiglu_mlp(x, w1, w3, w2):
+    return (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+
+
+def routed(x, idx, w, experts, weight_on_input=False):
+    y = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for s in range(idx.shape[1]):
+            e = int(idx[t, s])
+            if weight_on_input:
+                y[t] += experts(e, x[t:t + 1] * w[t, s])[0]
+            else:
+                y[t] += w[t, s] * experts(e, x[t:t + 1])[0]
+    return y
+
+
+class Ckpt:
+    def __init__(self, name, config):
+        self.dir = os.path.join(OUT, name)
+        self.config = config
+        self.tensors = []
+
+    def add(self, name, t, dtype="F32"):
+        if dtype == "F32":
+            raw = t.float().contiguous().numpy().astype("<f4").tobytes()
+        elif dtype == "BF16":
+            raw = t.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes()
+        elif dtype in ("U8", "F8_E4M3"):
+            raw = np.ascontiguousarray(t.numpy().astype(np.uint8)).tobytes()
+        else:
+            raise ValueError(dtype)
+        self.tensors.append((name, dtype, list(t.shape), raw))
+
+    def save(self, x, y, logits, idx):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(self.config, f, indent=1)
+        write_safetensors(os.path.join(self.dir, "model.safetensors"), self.tensors, {"format": "pt"})
+        np.save(os.path.join(self.dir, "x.npy"), x.numpy().astype(np.float32))
+        np.save(os.path.join(self.dir, "y.npy"), y.detach().numpy().astype(np.float32))
+        np.save(os.path.join(self.dir, "logits.npy"), logits.detach().numpy().astype(np.float32))
+        np.save(os.path.join(self.dir, "indices.npy"), idx.numpy().astype(np.int32))
+
+
+def bf16(t):
+    return t.to(torch.bfloat16).float()
+
+
+def experts_per_module(ck, prefix, names, dtype="F32"):
+    """E experts as modules <prefix>.{e}.<name>.weight; returns (w1, w3, w2) as stored values."""
+    g, u, d = names
+    ws = []
+    for e in range(E):
+        w1, w3, w2 = rnd(F_, H), rnd(F_, H), rnd(H, F_)
+        if dtype == "BF16":
+            w1, w3, w2 = bf16(w1), bf16(w3), bf16(w2)
+        ck.add(f"{prefix}.{e}.{g}.weight", w1, dtype)
+        ck.add(f"{prefix}.{e}.{u}.weight", w3, dtype)
+        ck.add(f"{prefix}.{e}.{d}.weight", w2, dtype)
+        ws.append((w1, w3, w2))
+    return ws
+
+
+def fp8_weight(ck, name, rows, cols):
+    """An FP8 E4M3 weight with its 128 x 128 weight_scale_inv; returns the dequantized values."""
+    codes = torch.randint(0, 256, (rows, cols), generator=gen)
+    codes[(codes & 0x7F) == 0x7F] = 0x38  # no NaN codes
+    lut = torch.tensor([e4m3_value(c) for c in range(256)], dtype=torch.float32)
+    tiles = ((rows + 127) // 128, (cols + 127) // 128)
+    scale = torch.rand(*tiles, generator=gen) * 0.02 + 0.005
+    ck.add(name, codes, "F8_E4M3")
+    ck.add(name + "_scale_inv", scale)
+    s = scale.repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :cols]
+    return lut[codes] * s
+
+
+def mxfp4_weight(ck, name, e, rows, cols):
+    """GPT-OSS MXFP4: [e, rows, cols/32, 16] blocks, [e, rows, cols/32] scales; returns [e, rows, cols]."""
+    codes = torch.randint(0, 16, (e, rows, cols), generator=gen)
+    scales = torch.randint(120, 128, (e, rows, cols // 32), generator=gen)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).reshape(e, rows, cols // 32, 16)
+    ck.add(name + "_blocks", blocks, "U8")
+    ck.add(name + "_scales", scales, "U8")
+    lut = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+    return lut[codes] * torch.pow(2.0, (scales.float() - 127.0)).repeat_interleave(32, -1)
+
+
+def mixtral_like(name, model_type, k, extra_cfg=None, sel_bias=False, dtype="F32"):
+    cfg = {"model_type": model_type, "hidden_size": H, "intermediate_size": F_, "num_local_experts": E,
+           "num_experts_per_tok": k, "num_hidden_layers": 2, **(extra_cfg or {})}
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"model.layers.{layer}.block_sparse_moe."
+        wg = rnd(E, H, s=0.5)
+        ck.add(p + "gate.weight", wg)
+        bias = rnd(E, s=0.3) if sel_bias else None
+        if sel_bias:
+            ck.add(p + "e_score_correction_bias", bias)
+        ws = experts_per_module(ck, p + "experts", ("w1", "w3", "w2"), dtype)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    if model_type == "mixtral":
+        w = torch.softmax(logits, dim=1, dtype=torch.float)
+        w, idx = topk(w, k)
+        w = w / w.sum(dim=-1, keepdim=True)
+    else:  # MiniMaxM2SparseMoeBlock.route_tokens_to_experts
+        sc = torch.sigmoid(logits.float())
+        idx = topk(sc + bias, k)[1]
+        w = sc.gather(1, idx)
+        w = w / w.sum(dim=-1, keepdim=True)
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e]))
+    ck.save(x, y, logits, idx)
+
+
+def qwen_like(name, model_type, k, norm, shared_ffn=0):
+    cfg = {"model_type": model_type, "hidden_size": H, "num_experts": E, "num_experts_per_tok": k,
+           "num_hidden_layers": 2, "norm_topk_prob": norm}
+    if model_type == "olmoe":
+        cfg["intermediate_size"] = F_
+    else:
+        cfg["moe_intermediate_size"] = F_
+        cfg["intermediate_size"] = 4 * F_
+        cfg["decoder_sparse_step"] = 1
+        cfg["mlp_only_layers"] = []
+    if shared_ffn:
+        cfg["shared_expert_intermediate_size"] = shared_ffn
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"model.layers.{layer}.mlp."
+        wg = rnd(E, H, s=0.5)
+        ck.add(p + "gate.weight", wg)
+        ws = experts_per_module(ck, p + "experts", ("gate_proj", "up_proj", "down_proj"))
+        if shared_ffn:
+            s1, s3, s2, sg = rnd(shared_ffn, H), rnd(shared_ffn, H), rnd(H, shared_ffn), rnd(1, H)
+            ck.add(p + "shared_expert.gate_proj.weight", s1)
+            ck.add(p + "shared_expert.up_proj.weight", s3)
+            ck.add(p + "shared_expert.down_proj.weight", s2)
+            ck.add(p + "shared_expert_gate.weight", sg)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    if norm:
+        w = w / w.sum(dim=-1, keepdim=True)
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e]))
+    if shared_ffn:  # Qwen2MoeSparseMoeBlock: sigmoid(shared_expert_gate(x)) * shared_expert(x)
+        y = y + torch.sigmoid(x @ sg.T) * swiglu_mlp(x, s1, s3, s2)
+    ck.save(x, y, logits, idx)
+
+
+def deepseek_like(name, model_type, k, n_group, topk_group, scale, norm, n_shared, scoring, fp8=False):
+    cfg = {"model_type": model_type, "hidden_size": H, "n_routed_experts": E, "moe_intermediate_size": F_,
+           "intermediate_size": 3 * F_, "num_experts_per_tok": k, "num_hidden_layers": 2, "first_k_dense_replace": 1,
+           "moe_layer_freq": 1, "n_group": n_group, "topk_group": topk_group, "routed_scaling_factor": scale,
+           "norm_topk_prob": norm, "n_shared_experts": n_shared, "scoring_func": scoring}
+    if scoring == "softmax":
+        cfg["topk_method"] = "group_limited_greedy" if n_group > 1 else "greedy"
+    ck = Ckpt(name, cfg)
+    # Layer 0: dense (first_k_dense_replace = 1).
+    for proj, shape in (("gate_proj", (3 * F_, H)), ("up_proj", (3 * F_, H)), ("down_proj", (H, 3 * F_))):
+        ck.add(f"model.layers.0.mlp.{proj}.weight", rnd(*shape))
+    p = "model.layers.1.mlp."
+    wg = rnd(E, H, s=0.5)
+    ck.add(p + "gate.weight", wg)
+    bias = None
+    if scoring == "sigmoid":
+        bias = rnd(E, s=0.3)
+        ck.add(p + "gate.e_score_correction_bias", bias)
+    if fp8:
+        ws = []
+        for e in range(E):
+            q = f"{p}experts.{e}."
+            ws.append((fp8_weight(ck, q + "gate_proj.weight", F_, H), fp8_weight(ck, q + "up_proj.weight", F_, H),
+                       fp8_weight(ck, q + "down_proj.weight", H, F_)))
+    else:
+        ws = experts_per_module(ck, p + "experts", ("gate_proj", "up_proj", "down_proj"))
+    fs = F_ * n_shared
+    s1, s3, s2 = rnd(fs, H), rnd(fs, H), rnd(H, fs)
+    ck.add(p + "shared_experts.gate_proj.weight", s1)
+    ck.add(p + "shared_experts.up_proj.weight", s3)
+    ck.add(p + "shared_experts.down_proj.weight", s2)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    if scoring == "softmax":
+        idx, w = hf_deepseek_v2(logits, k, n_group, topk_group, scale, norm)
+    else:
+        idx, w = hf_deepseek_v3(logits, bias, k, n_group, topk_group, scale, norm)
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e])) + swiglu_mlp(x, s1, s3, s2)
+    ck.save(x, y, logits, idx)
+
+
+def gpt_oss(name, k, mxfp4=False):
+    FG = 32  # MXFP4 blocks are 32 along K (H and F)
+    cfg = {"model_type": "gpt_oss", "hidden_size": H, "intermediate_size": FG, "num_local_experts": E,
+           "num_experts_per_tok": k, "num_hidden_layers": 2, "swiglu_limit": 7.0}
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"model.layers.{layer}.mlp."
+        wr, br = rnd(E, H, s=0.5), rnd(E, s=0.5)
+        ck.add(p + "router.weight", wr)
+        ck.add(p + "router.bias", br)
+        if mxfp4:
+            gu = mxfp4_weight(ck, p + "experts.gate_up_proj", E, 2 * FG, H).transpose(1, 2)  # [E, H, 2F]
+            down = mxfp4_weight(ck, p + "experts.down_proj", E, H, FG).transpose(1, 2)    # [E, F, H]
+        else:
+            gu, down = rnd(E, H, 2 * FG, s=0.4), rnd(E, FG, H, s=0.4)
+            ck.add(p + "experts.gate_up_proj", gu)
+            ck.add(p + "experts.down_proj", down)
+        gub, db = rnd(E, 2 * FG, s=0.5), rnd(E, H, s=0.2)
+        ck.add(p + "experts.gate_up_proj_bias", gub)
+        ck.add(p + "experts.down_proj_bias", db)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wr.T + br  # GptOssTopKRouter
+    top, idx = topk(logits, k)
+    w = torch.softmax(top, dim=1)
+
+    def expert(e, v):  # GptOssExperts (training branch)
+        gate_up = v @ gu[e] + gub[e]
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+        gate = gate.clamp(min=None, max=7.0)
+        up = up.clamp(min=-7.0, max=7.0)
+        glu = gate * torch.sigmoid(gate * 1.702)
+        return ((up + 1) * glu) @ down[e] + db[e]
+
+    y = routed(x, idx, w, expert)
+    ck.save(x, y, logits, idx)
+
+
+def llama4(name):
+    cfg = {"model_type": "llama4", "text_config": {"model_type": "llama4_text", "hidden_size": H, "intermediate_size": F_,
+                                                  "num_local_experts": E, "num_experts_per_tok": 1, "num_hidden_layers": 2,
+                                                  "interleave_moe_layer_step": 1}}
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"language_model.model.layers.{layer}.feed_forward."
+        wr = rnd(E, H, s=0.5)
+        ck.add(p + "router.weight", wr)
+        gu, down = rnd(E, H, 2 * F_), rnd(E, F_, H)
+        ck.add(p + "experts.gate_up_proj", gu)
+        ck.add(p + "experts.down_proj", down)
+        s1, s3, s2 = rnd(F_, H), rnd(F_, H), rnd(H, F_)
+        ck.add(p + "shared_expert.gate_proj.weight", s1)
+        ck.add(p + "shared_expert.up_proj.weight", s3)
+        ck.add(p + "shared_expert.down_proj.weight", s2)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wr.T
+    top, idx = topk(logits, 1)  # Llama4Router: sigmoid of the chosen logit
+    w = torch.sigmoid(top.float())
+
+    def expert(e, v):  # Llama4TextExperts: gate, up = gate_up.chunk(2)
+        gate_up = v @ gu[e]
+        gate, up = gate_up.chunk(2, dim=-1)
+        return (up * F.silu(gate)) @ down[e]
+
+    y = routed(x, idx, w, expert, weight_on_input=True) + swiglu_mlp(x, s1, s3, s2)
+    ck.save(x, y, logits, idx)
+
+
+def granite(name, k, shared_ffn):
+    cfg = {"model_type": "granitemoeshared", "hidden_size": H, "intermediate_size": F_, "num_local_experts": E,
+           "num_experts_per_tok": k, "num_hidden_layers": 2, "shared_intermediate_size": shared_ffn}
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"model.layers.{layer}."
+        wr = rnd(E, H, s=0.5)
+        ck.add(p + "block_sparse_moe.router.layer.weight", wr)
+        win, wout = rnd(E, 2 * F_, H), rnd(E, H, F_)
+        ck.add(p + "block_sparse_moe.input_linear.weight", win)
+        ck.add(p + "block_sparse_moe.output_linear.weight", wout)
+        sin, sout = rnd(2 * shared_ffn, H), rnd(H, shared_ffn)
+        ck.add(p + "shared_mlp.input_linear.weight", sin)
+        ck.add(p + "shared_mlp.output_linear.weight", sout)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wr.T
+    top, idx = topk(logits.float(), k)  # GraniteMoeTopKGating
+    w = torch.softmax(top, dim=1)
+
+    def expert(e, v):  # GraniteMoeParallelExperts + chunk(2): activation(first) * second
+        h = v @ win[e].T
+        a, b = h.chunk(2, dim=-1)
+        return (F.silu(a) * b) @ wout[e].T
+
+    hs = x @ sin.T
+    a, b = hs.chunk(2, dim=-1)
+    y = routed(x, idx, w, expert) + (F.silu(a) * b) @ sout.T
+    ck.save(x, y, logits, idx)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    with torch.no_grad():
+        mixtral_like("mixtral", "mixtral", 2)
+        mixtral_like("mixtral_bf16", "mixtral", 2, dtype="BF16")
+        mixtral_like("minimax_m2", "minimax_m2", 3, sel_bias=True)
+        qwen_like("qwen2_moe", "qwen2_moe", 4, False, shared_ffn=24)
+        qwen_like("qwen3_moe", "qwen3_moe", 4, True)
+        qwen_like("olmoe", "olmoe", 3, False)
+        deepseek_like("deepseek_v2", "deepseek_v2", 3, 4, 2, 16.0, False, 2, "softmax")
+        deepseek_like("deepseek_v3", "deepseek_v3", 4, 4, 2, 2.5, True, 1, "sigmoid")
+        deepseek_like("deepseek_v3_fp8", "deepseek_v3", 4, 4, 2, 2.5, True, 1, "sigmoid", fp8=True)
+        deepseek_like("glm4_moe", "glm4_moe", 4, 1, 1, 2.5, True, 1, "sigmoid")
+        gpt_oss("gpt_oss", 2)
+        gpt_oss("gpt_oss_mxfp4", 2, mxfp4=True)
+        llama4("llama4")
+        granite("granitemoeshared", 2, 24)
+    print("wrote", sorted(os.listdir(OUT)))
+
+
+if __name__ == "__main__":
+    main()
