@@ -345,5 +345,149 @@ def main():
     print("wrote", sorted(os.listdir(OUT)))
 
 
+# ---- GGUF: the same blocks under llama.cpp's names ---------------------------------------
+
+def read_safetensors(path):
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        dt = {"F32": "<f4", "BF16": "<u2"}[info["dtype"]]
+        a = np.frombuffer(data[b:e], dtype=dt).reshape(info["shape"])
+        out[name] = (a.astype("<u4") << 16).view("<f4") if info["dtype"] == "BF16" else a
+    return out
+
+
+def write_gguf(path, arch, meta, tensors, align=32):
+    """meta: {key: (kind, value)} (kinds of gen_io_golden); tensors: [(name, ggml type, ne, raw)]."""
+    from gen_io_golden import GT, gguf_string, gguf_value
+    import struct
+    meta = {"general.architecture": ("str", arch), **meta}
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
+    for key, (kind, v) in meta.items():
+        out += gguf_string(key) + struct.pack("<I", GT[kind][0]) + gguf_value(kind, v)
+    offset = 0
+    for name, ty, ne, raw in tensors:
+        out += gguf_string(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
+        out += struct.pack("<IQ", ty, offset)
+        offset += (len(raw) + align - 1) // align * align
+    out += b"\0" * ((align - len(out) % align) % align)
+    for _, _, _, raw in tensors:
+        out += raw + b"\0" * ((align - len(raw) % align) % align)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def f32(a):
+    return np.ascontiguousarray(a, dtype="<f4").tobytes()
+
+
+def gguf_from_hf(name, arch, meta, names):
+    """Writes tests/data/models/<name>/model.gguf: layer 1's tensors renamed (F32); layer 0 absent
+    (a dense layer: no ffn_gate_inp). names: llama.cpp name -> (HF name, ne), or a callable."""
+    st = read_safetensors(os.path.join(OUT, name, "model.safetensors"))
+    tensors = []
+    for gname, (src, ne) in names.items():
+        a = src(st) if callable(src) else st[src]
+        assert a.size == int(np.prod(ne)), (gname, a.shape, ne)
+        tensors.append((gname, 0, ne, f32(a)))
+    write_gguf(os.path.join(OUT, name, "model.gguf"), arch, {f"{arch}.block_count": ("u32", 2), **meta}, tensors)
+
+
+def gguf_files():
+    Fs = 24
+    m = "model.layers.1."
+    stack = lambda pre, proj: (lambda st: np.stack([st[f"{pre}.{e}.{proj}.weight"] for e in range(E)]))
+    gguf_from_hf("mixtral", "llama", {
+        "llama.embedding_length": ("u32", H), "llama.expert_count": ("u32", E), "llama.expert_used_count": ("u32", 2)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "block_sparse_moe.gate.weight", [H, E]),
+        "blk.1.ffn_gate_exps.weight": (stack(m + "block_sparse_moe.experts", "w1"), [H, F_, E]),
+        "blk.1.ffn_up_exps.weight": (stack(m + "block_sparse_moe.experts", "w3"), [H, F_, E]),
+        "blk.1.ffn_down_exps.weight": (stack(m + "block_sparse_moe.experts", "w2"), [F_, H, E])})
+    gguf_from_hf("qwen2_moe", "qwen2moe", {
+        "qwen2moe.embedding_length": ("u32", H), "qwen2moe.expert_count": ("u32", E),
+        "qwen2moe.expert_used_count": ("u32", 4)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "mlp.gate.weight", [H, E]),
+        "blk.1.ffn_gate_exps.weight": (stack(m + "mlp.experts", "gate_proj"), [H, F_, E]),
+        "blk.1.ffn_up_exps.weight": (stack(m + "mlp.experts", "up_proj"), [H, F_, E]),
+        "blk.1.ffn_down_exps.weight": (stack(m + "mlp.experts", "down_proj"), [F_, H, E]),
+        "blk.1.ffn_gate_shexp.weight": (m + "mlp.shared_expert.gate_proj.weight", [H, Fs]),
+        "blk.1.ffn_up_shexp.weight": (m + "mlp.shared_expert.up_proj.weight", [H, Fs]),
+        "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_expert.down_proj.weight", [Fs, H]),
+        "blk.1.ffn_gate_inp_shexp.weight": (m + "mlp.shared_expert_gate.weight", [H])})
+    gguf_from_hf("deepseek_v3", "deepseek2", {
+        "deepseek2.embedding_length": ("u32", H), "deepseek2.expert_count": ("u32", E),
+        "deepseek2.expert_used_count": ("u32", 4), "deepseek2.expert_shared_count": ("u32", 1),
+        "deepseek2.expert_weights_scale": ("f32", 2.5), "deepseek2.expert_weights_norm": ("bool", True),
+        "deepseek2.expert_gating_func": ("u32", 2), "deepseek2.expert_group_count": ("u32", 4),
+        "deepseek2.expert_group_used_count": ("u32", 2), "deepseek2.leading_dense_block_count": ("u32", 1)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "mlp.gate.weight", [H, E]),
+        "blk.1.exp_probs_b.bias": (m + "mlp.gate.e_score_correction_bias", [E]),
+        "blk.1.ffn_gate_exps.weight": (stack(m + "mlp.experts", "gate_proj"), [H, F_, E]),
+        "blk.1.ffn_up_exps.weight": (stack(m + "mlp.experts", "up_proj"), [H, F_, E]),
+        "blk.1.ffn_down_exps.weight": (stack(m + "mlp.experts", "down_proj"), [F_, H, E]),
+        "blk.1.ffn_gate_shexp.weight": (m + "mlp.shared_experts.gate_proj.weight", [H, F_]),
+        "blk.1.ffn_up_shexp.weight": (m + "mlp.shared_experts.up_proj.weight", [H, F_]),
+        "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_experts.down_proj.weight", [F_, H])})
+    FG = 32
+    gu = lambda st: st[m + "mlp.experts.gate_up_proj"]  # [E, H, 2F]
+    gguf_from_hf("gpt_oss", "gpt-oss", {
+        "gpt-oss.embedding_length": ("u32", H), "gpt-oss.expert_count": ("u32", E),
+        "gpt-oss.expert_used_count": ("u32", 2)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "mlp.router.weight", [H, E]),
+        "blk.1.ffn_gate_inp.bias": (m + "mlp.router.bias", [E]),
+        "blk.1.ffn_gate_exps.weight": (lambda st: gu(st)[:, :, 0::2].transpose(0, 2, 1), [H, FG, E]),
+        "blk.1.ffn_up_exps.weight": (lambda st: gu(st)[:, :, 1::2].transpose(0, 2, 1), [H, FG, E]),
+        "blk.1.ffn_down_exps.weight": (lambda st: st[m + "mlp.experts.down_proj"].transpose(0, 2, 1), [FG, H, E]),
+        "blk.1.ffn_gate_exps.bias": (lambda st: st[m + "mlp.experts.gate_up_proj_bias"][:, 0::2], [FG, E]),
+        "blk.1.ffn_up_exps.bias": (lambda st: st[m + "mlp.experts.gate_up_proj_bias"][:, 1::2], [FG, E]),
+        "blk.1.ffn_down_exps.bias": (m + "mlp.experts.down_proj_bias", [H, E])})
+
+
+def gguf_q8_0():
+    """A Mixtral-style GGUF with Q8_0 experts (H = F = 32), and its torch golden on the
+    dequantized weights; w1_dequant.npy holds numpy's dequantization of the gate stack."""
+    import gen_formats_golden as fg
+    name, EQ, FQ, k = "mixtral_q8_0", 4, 32, 2
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    wg = rnd(EQ, H, s=0.5)
+    tensors = [("blk.0.ffn_gate_inp.weight", 0, [H, EQ], f32(wg.numpy()))]
+    deq = {}
+    for proj, (rows, cols) in (("gate", (FQ, H)), ("up", (FQ, H)), ("down", (H, FQ))):
+        raw, vals = b"", []
+        for e in range(EQ):
+            w = rnd(rows, cols).numpy().astype(np.float32)
+            fg.N, fg.K = rows, cols
+            data, _, dq = fg.q8_0(w)
+            raw += data
+            vals.append(dq)
+        deq[proj] = torch.from_numpy(np.stack(vals))
+        tensors.append((f"blk.0.ffn_{proj}_exps.weight", 8, [cols, rows, EQ], raw))
+    write_gguf(os.path.join(d, "model.gguf"), "llama", {
+        "llama.block_count": ("u32", 1), "llama.embedding_length": ("u32", H), "llama.expert_count": ("u32", EQ),
+        "llama.expert_used_count": ("u32", k)}, tensors)
+    np.save(os.path.join(d, "w1_dequant.npy"), deq["gate"].numpy().reshape(EQ * FQ, H))
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    w = w / torch.clamp(w.sum(dim=-1, keepdim=True), min=6.103515625e-5)  # llama.cpp's norm
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, deq["gate"][e], deq["up"][e], deq["down"][e]))
+    np.save(os.path.join(d, "x.npy"), x.numpy().astype(np.float32))
+    np.save(os.path.join(d, "y.npy"), y.numpy().astype(np.float32))
+    np.save(os.path.join(d, "indices.npy"), idx.numpy().astype(np.int32))
+
+
 if __name__ == "__main__":
     main()
+    gguf_files()
+    with torch.no_grad():
+        gguf_q8_0()

@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 
+#include <moe/models/gguf.hpp>
 #include <moe/models/hf.hpp>
 
 #include "test_support.hpp"
@@ -159,4 +160,88 @@ TEST_CASE("models: the same bits on every arch (biased, clamped, input-weighted,
                                     }(), 0)...}; },
                    moe_test::archs{});
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF: the same blocks under llama.cpp's names and metadata.
+
+namespace {
+
+moe::matrix<float> run_block(const moe::models::loaded_block& b, const moe::matrix<float>& x, moe::routing<float>* r = nullptr) {
+    moe::models::moe_block<> block(b.spec, b.weights);
+    moe::matrix<float> y(x.rows, x.cols);
+    block.forward(y.view(), x.view());
+    if (r) *r = block.last_routing();
+    return y;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    double w = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) w = std::max(w, std::fabs(static_cast<double>(a[i]) - b[i]));
+    return w;
+}
+
+}  // namespace
+
+TEST_CASE("models: GGUF blocks (llama.cpp names and expert metadata) match the HF goldens", "[models][gguf]") {
+    for (const char* name : {"mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss"}) {
+        INFO("checkpoint " << name);
+        const moe::io::gguf_file f(models_dir + name + "/model.gguf");
+        auto b = moe::models::load_block(f, 1);
+        if (std::string(name) == "deepseek_v3") {
+            // llama.cpp masks dropped groups with -inf and clamps the weight sum; HF masks with
+            // 0.0 (a masked expert beats a kept one whose biased score is negative) and adds
+            // 1e-20. The loader follows llama.cpp; HF's recipe reproduces the HF golden.
+            CHECK(b.spec.router.mask == moe::group_mask::neg_inf);
+            CHECK(b.spec.router.renorm == moe::renormalize::clamp);
+            b.spec.router = moe::presets::deepseek_v3(4, 4, 2, 2.5f, true);
+        }
+        const auto x = moe::io::read_npy_matrix<float>(models_dir + name + "/x.npy");
+        const auto y_ref = moe::io::read_npy_matrix<float>(models_dir + name + "/y.npy");
+        const auto idx_ref = moe::io::read_npy_matrix<std::int32_t>(models_dir + name + "/indices.npy");
+        moe::routing<float> r;
+        const auto y = run_block(b, x, &r);
+        for (std::size_t t = 0; t < x.rows; ++t)
+            for (std::size_t s = 0; s < r.top_k; ++s) REQUIRE(r.index(t, s) == idx_ref(t, s));
+        double ymax = 0;
+        for (float v : y_ref.values) ymax = std::max(ymax, std::fabs(static_cast<double>(v)));
+        CHECK(max_abs_diff(y.values, y_ref.values) <= 2e-5 * ymax);
+        // The HF and GGUF loads of the same weights give the same spec'd block.
+        const moe::io::safetensors_checkpoint ck(models_dir + name);
+        const auto hb = moe::models::load_block(ck, 1);
+        CHECK(b.weights.w1 == hb.weights.w1);
+        CHECK(b.weights.w2 == hb.weights.w2);
+        CHECK(b.spec.shared_ffn == hb.spec.shared_ffn);
+    }
+    const moe::io::gguf_file mx(models_dir + "mixtral/model.gguf");
+    CHECK(error_of([&] { (void)moe::models::load_block(mx, 0); }) == "[moe.models.layer] llama: layer 0 is a dense layer, not an MoE block");
+    CHECK(error_of([&] { (void)moe::models::load_block(mx, 2); }) == "[moe.models.layer] llama: layer 2 out of range (2 layers)");
+    const moe::io::gguf_file tiny(std::string(MOE_TEST_DATA_DIR) + "/io/tiny.gguf");
+    CHECK(error_of([&] { (void)moe::models::load_block(tiny, 0); }) ==
+          "[moe.models.config] " + std::string(MOE_TEST_DATA_DIR) +
+              "/io/tiny.gguf: architecture 'mixtral' is not one moe loads (llama, qwen2moe, qwen3moe, olmoe, deepseek2, gpt-oss, llama4)");
+}
+
+TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's blocks", "[models][gguf]") {
+    const std::string d = models_dir + "mixtral_q8_0/";
+    const moe::io::gguf_file f(d + "model.gguf");
+    const auto b = moe::models::load_block(f, 0);
+    CHECK(moe::models::gguf_expert_types(f, 0) == std::vector<std::string>{"Q8_0", "Q8_0", "Q8_0"});
+    // ggml's Q8_0 dequantization, by numpy from the published block layout.
+    CHECK(b.weights.w1 == moe::io::read_npy_matrix<float>(d + "w1_dequant.npy").values);
+    const auto x = moe::io::read_npy_matrix<float>(d + "x.npy");
+    const auto y_ref = moe::io::read_npy_matrix<float>(d + "y.npy");
+    double ymax = 0;
+    for (float v : y_ref.values) ymax = std::max(ymax, std::fabs(static_cast<double>(v)));
+    CHECK(max_abs_diff(run_block(b, x).values, y_ref.values) <= 2e-5 * ymax);
+    // Packed straight from the file: int8 activations, so ~1% of the float result.
+    auto packed = moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(f, 0);
+    moe::models::moe_block<moe::default_arch, moe::kernels::formats::q8_0> block(b.spec, b.weights, std::move(packed));
+    moe::matrix<float> y(x.rows, x.cols);
+    block.forward(y.view(), x.view());
+    const double err = max_abs_diff(y.values, y_ref.values);
+    CHECK(err <= 0.03 * ymax);
+    CHECK(err > 0.0);
+    CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(f, 0); }) ==
+          "[moe.models.format] " + d + "model.gguf: tensor 'blk.0.ffn_gate_exps.weight' is Q8_0, not q4_0");
 }
