@@ -103,8 +103,8 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
 
 /// Layer L's MoE block of a GGUF file, weights dequantized to float32. Throws
 /// [moe.models.config] (unknown architecture, missing metadata), [moe.models.layer],
-/// [moe.models.load] and the reader's [moe.io.gguf].
-[[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L) {
+/// [moe.models.load] and the reader's [moe.io.gguf]. `experts` false reads the router only.
+[[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts = true) {
     const std::string arch = f.get_or<std::string>("general.architecture", "");
     bool known = false;
     for (const char* a : gguf_archs) known = known || arch == a;
@@ -174,6 +174,10 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
     if (rd.has(p + "exp_probs_b.bias")) {
         s.selection_bias = true;
         w.selection_bias = rd.read(p + "exp_probs_b.bias", {E});
+    }
+    if (!experts) {
+        s.validate();
+        return b;
     }
     w.w1 = rd.read(p + "ffn_gate_exps.weight", {H, F, E});
     w.w3 = rd.read(p + "ffn_up_exps.weight", {H, F, E});

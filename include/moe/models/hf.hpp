@@ -133,8 +133,9 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
 
 /// Layer L's MoE block of the checkpoint. Throws [moe.models.config] (unknown family, missing
 /// key), [moe.models.layer] (out of range, a dense layer), [moe.models.load] (missing tensor,
-/// wrong shape, bad FP8 / MXFP4 bytes) and the readers' [moe.io.*] errors.
-[[nodiscard]] inline loaded_block load_block(const io::safetensors_checkpoint& ck, std::size_t L) {
+/// wrong shape, bad FP8 / MXFP4 bytes) and the readers' [moe.io.*] errors. `experts` false
+/// reads the router only (spec, router weight and biases): a routing-only load.
+[[nodiscard]] inline loaded_block load_block(const io::safetensors_checkpoint& ck, std::size_t L, bool experts = true) {
     using detail::cfg_get;
     using detail::cfg_need;
     const nlohmann::json& root = ck.config();
@@ -161,7 +162,7 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
             s.selection_bias = true;
             w.selection_bias = rd.read(p + "e_score_correction_bias", {s.num_experts});
         }
-        detail::per_expert(rd, p + "experts", "w1", "w3", "w2", s, w);
+        if (experts) detail::per_expert(rd, p + "experts", "w1", "w3", "w2", s, w);
     } else if (family == "qwen2_moe" || family == "qwen3_moe" || family == "olmoe") {
         s.num_experts = cfg_need<std::size_t>(c, "num_experts");
         s.ffn = family == "olmoe" ? cfg_need<std::size_t>(c, "intermediate_size") : cfg_need<std::size_t>(c, "moe_intermediate_size");
@@ -177,11 +178,11 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         s.router = presets::qwen2_moe(k, norm);
         const std::string p = layer + "mlp.";
         w.router_w = rd.read(p + "gate.weight", {s.num_experts, H});
-        detail::per_expert(rd, p + "experts", "gate_proj", "up_proj", "down_proj", s, w);
+        if (experts) detail::per_expert(rd, p + "experts", "gate_proj", "up_proj", "down_proj", s, w);
         if (family == "qwen2_moe") {
             s.shared_ffn = cfg_get<std::size_t>(c, "shared_expert_intermediate_size", 0);
-            if (s.shared_ffn) {
-                s.shared = shared_gate::sigmoid;
+            if (s.shared_ffn) s.shared = shared_gate::sigmoid;
+            if (s.shared_ffn && experts) {
                 detail::shared_mlp(rd, p + "shared_expert", "gate_proj", "up_proj", "down_proj", s, w);
                 w.s_gate = rd.read(p + "shared_expert_gate.weight", {1, H});
             }
@@ -211,9 +212,9 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
             s.selection_bias = true;
             w.selection_bias = rd.read(p + "gate.e_score_correction_bias", {s.num_experts});
         }
-        detail::per_expert(rd, p + "experts", "gate_proj", "up_proj", "down_proj", s, w);
+        if (experts) detail::per_expert(rd, p + "experts", "gate_proj", "up_proj", "down_proj", s, w);
         s.shared_ffn = s.ffn * cfg_get<std::size_t>(c, "n_shared_experts", 0);
-        if (s.shared_ffn) detail::shared_mlp(rd, p + "shared_experts", "gate_proj", "up_proj", "down_proj", s, w);
+        if (s.shared_ffn && experts) detail::shared_mlp(rd, p + "shared_experts", "gate_proj", "up_proj", "down_proj", s, w);
     } else if (family == "gpt_oss") {
         s.num_experts = cfg_need<std::size_t>(c, "num_local_experts");
         s.ffn = cfg_need<std::size_t>(c, "intermediate_size");
@@ -227,8 +228,12 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         const std::string p = layer + "mlp.";
         w.router_w = rd.read(p + "router.weight", {E, H});
         w.router_b = rd.read(p + "router.bias", {E});
-        std::vector<float> gu, down;  // [E, 2F, H] and [E, H, F] (output-major, as MXFP4 stores them)
         const std::string x = p + "experts.";
+        if (!experts) {
+            s.validate();
+            return b;
+        }
+        std::vector<float> gu, down;  // [E, 2F, H] and [E, H, F] (output-major, as MXFP4 stores them)
         if (rd.has(x + "gate_up_proj_blocks")) {
             auto mx = [&](const std::string& n, std::size_t rows, std::size_t cols) {
                 std::vector<float> out(E * rows * cols);
@@ -289,6 +294,10 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         std::string p = "language_model." + layer + "feed_forward.";
         if (!rd.has(p + "router.weight")) p = layer + "feed_forward.";
         w.router_w = rd.read(p + "router.weight", {E, H});
+        if (!experts) {
+            s.validate();
+            return b;
+        }
         const std::vector<float> gu = rd.read(p + "experts.gate_up_proj", {E, H, 2 * F});  // gate = first F columns
         const std::vector<float> d = rd.read(p + "experts.down_proj", {E, F, H});
         w.w1.resize(E * F * H);
@@ -311,6 +320,11 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         const std::size_t E = s.num_experts, F = s.ffn;
         const std::string p = layer + "block_sparse_moe.";
         w.router_w = rd.read(p + "router.layer.weight", {E, H});
+        if (!experts) {
+            s.shared_ffn = family == "granitemoeshared" ? cfg_get<std::size_t>(c, "shared_intermediate_size", 0) : 0;
+            s.validate();
+            return b;
+        }
         const std::vector<float> in = rd.read(p + "input_linear.weight", {E, 2 * F, H});  // gate = first F rows
         w.w1.assign(E * F * H, 0.0f);
         w.w3.assign(E * F * H, 0.0f);
@@ -337,7 +351,7 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         MOE_THROW("moe.models.config", ck.dir(), ": model_type '", family, "' is not a family moe loads (", all, ")");
     }
     s.validate();
-    w.check(s);
+    w.check(s, experts, experts);
     return b;
 }
 

@@ -71,8 +71,10 @@ struct block_weights {
     std::vector<float> w1, w3, w2, b1, b3, b2;
     std::vector<float> s1, s3, s2, s_gate;
 
-    /// Throws [moe.models.weights] "<name> has N values, <spec> needs M" for any size mismatch.
-    void check(const block_spec& s, bool experts = true) const {
+    /// Throws [moe.models.weights] "<family>: <name> has N values, the block needs M" for any
+    /// size mismatch; `experts` false skips the routed expert matrices (packed elsewhere),
+    /// `rest` false everything but the router (a routing-only load).
+    void check(const block_spec& s, bool experts = true, bool rest = true) const {
         const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn, Fs = s.shared_ffn;
         auto need = [&](const std::vector<float>& v, const char* name, std::size_t n) {
             if (v.size() != n) MOE_THROW("moe.models.weights", s.family, ": ", name, " has ", v.size(), " values, the block needs ", n);
@@ -85,6 +87,7 @@ struct block_weights {
             need(w3, "w3", E * F * H);
             need(w2, "w2", E * H * F);
         }
+        if (!rest) return;
         need(b1, "b1", s.expert_bias ? E * F : 0);
         need(b3, "b3", s.expert_bias ? E * F : 0);
         need(b2, "b2", s.expert_bias ? E * H : 0);

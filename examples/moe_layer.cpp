@@ -1,0 +1,276 @@
+// moe-layer: the MoE block of layer N of a real checkpoint (a Hugging Face folder or a
+// llama.cpp .gguf file), loaded through moe's readers and run with the model's own router.
+//
+//   moe-layer --model /models/Qwen3-30B-A3B --layer 12 --tokens 64
+//   moe-layer --model model.gguf --layer 3 --input hidden.npy --dump out/
+//   moe-layer --model DIR --layer 5 --capacity-factor 1.0 --reroute --compare
+//   moe-layer --model DIR --dump-router-logits trace.npy --input hidden.npy   # [L, T, E]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include <moe/metrics.hpp>
+#include <moe/models/gguf.hpp>
+#include <moe/models/hf.hpp>
+#include <moe/moe.hpp>
+#include <moe/synthetic.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+const char* const usage = R"(usage: moe-layer --model PATH [options]
+
+  --model PATH            a Hugging Face folder (config.json + *.safetensors) or a .gguf file
+  --layer N               the MoE layer to run                                  (default: the first)
+  --input FILE.npy        T x H float32 hidden states (default: --tokens random ones)
+  --tokens T              random hidden states, N(0, 1)                         (default 16)
+  --seed N                seed of the random hidden states                      (default 0)
+  --threads N             threads (default: all)
+  --dump DIR              write output.npy (T x H), router_logits.npy (T x E), indices.npy and
+                          weights.npy (T x k) of the final routing
+  --dump-router-logits F  route through every MoE layer's router and write their logits as an
+                          [L, T, E] trace (float32): --input is [T, H] (the same states for every
+                          layer: a routing-only pass) or [L, T, H] (per-layer states)
+capacity-aware inference on the model's real router (off: dropless)
+  --capacity-factor F     expert capacity = ceil(T k / E * F) (Megatron formula)
+  --drop-policy P         weight | score | position | slot_major | batch_prioritized | random
+  --reroute               reroute overflow to each token's next-best expert with room
+  --fill-in               fill idle capacity with the best unrouted tokens (Rectify-Router)
+  --compare               also run dropless and print the relative change of the output
+)";
+
+[[noreturn]] void fail(const std::string& id, const std::string& msg) {
+    std::fprintf(stderr, "moe-layer: [%s] %s\n", id.c_str(), msg.c_str());
+    std::exit(2);
+}
+
+std::size_t to_size(const std::string& opt, const std::string& v) {
+    char* end = nullptr;
+    const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
+    if (v.empty() || v[0] == '-' || end != v.c_str() + v.size()) fail("moe.cli.value", opt + " expects a non-negative integer, got '" + v + "'");
+    return static_cast<std::size_t>(x);
+}
+
+double to_double(const std::string& opt, const std::string& v) {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x)) fail("moe.cli.value", opt + " expects a number, got '" + v + "'");
+    return x;
+}
+
+struct options {
+    std::string model, input, dump, trace;
+    std::size_t layer = static_cast<std::size_t>(-1), T = 16, threads = 0;
+    std::uint64_t seed = 0;
+    bool compare = false;
+    moe::layer_options layer_opt;
+};
+
+options parse(int argc, char** argv) {
+    options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) fail("moe.cli.value", a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--help" || a == "-h") {
+            std::fputs(usage, stdout);
+            std::exit(0);
+        } else if (a == "--model") o.model = next();
+        else if (a == "--layer") o.layer = to_size(a, next());
+        else if (a == "--input") o.input = next();
+        else if (a == "--tokens") o.T = to_size(a, next());
+        else if (a == "--seed") o.seed = to_size(a, next());
+        else if (a == "--threads") o.threads = to_size(a, next());
+        else if (a == "--dump") o.dump = next();
+        else if (a == "--dump-router-logits") o.trace = next();
+        else if (a == "--compare") o.compare = true;
+        else if (a == "--capacity-factor") {
+            o.layer_opt.capacity = true;
+            o.layer_opt.drop.capacity.factor = to_double(a, next());
+        } else if (a == "--drop-policy") {
+            o.layer_opt.capacity = true;
+            const std::string v = next();
+            try {
+                o.layer_opt.drop.policy = moe::parse_drop_policy(v);
+            } catch (const moe::error& e) {
+                fail("moe.cli.value", std::string("--drop-policy: ") + e.what());
+            }
+        } else if (a == "--reroute") {
+            o.layer_opt.capacity = true;
+            o.layer_opt.drop.reroute = true;
+        } else if (a == "--fill-in") {
+            o.layer_opt.capacity = true;
+            o.layer_opt.fill_in = true;
+        } else {
+            fail("moe.cli.option", "unknown option '" + a + "' (see --help)");
+        }
+    }
+    if (o.model.empty()) fail("moe.cli.option", "--model PATH is required (see --help)");
+    if (o.compare && !o.layer_opt.capacity) fail("moe.cli.option", "--compare needs a capacity option (--capacity-factor ...)");
+    return o;
+}
+
+bool ends_with(const std::string& s, const std::string& t) { return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0; }
+
+/// A checkpoint: an HF folder or a GGUF file.
+struct checkpoint {
+    std::unique_ptr<moe::io::safetensors_checkpoint> hf;
+    std::unique_ptr<moe::io::gguf_file> gguf;
+    explicit checkpoint(const std::string& path) {
+        if (ends_with(path, ".gguf")) gguf = std::make_unique<moe::io::gguf_file>(path);
+        else hf = std::make_unique<moe::io::safetensors_checkpoint>(path);
+    }
+    [[nodiscard]] moe::models::loaded_block load(std::size_t L, bool experts = true) const {
+        return hf ? moe::models::load_block(*hf, L, experts) : moe::models::load_block(*gguf, L, experts);
+    }
+    [[nodiscard]] std::size_t num_layers() const {
+        if (gguf) {
+            const std::string arch = gguf->get_or<std::string>("general.architecture", "");
+            return gguf->get_or<std::size_t>(arch + ".block_count", 0);
+        }
+        const auto& c = moe::models::detail::text_config(hf->config());
+        return moe::models::detail::cfg_get<std::size_t>(c, "num_hidden_layers", 0);
+    }
+    /// The MoE layers: those load_block accepts (dense layers throw [moe.models.layer]).
+    [[nodiscard]] std::vector<std::size_t> moe_layers() const {
+        std::vector<std::size_t> r;
+        for (std::size_t L = 0; L < num_layers(); ++L) {
+            try {
+                (void)load(L, /*experts=*/false);  // the router only: cheap
+                r.push_back(L);
+            } catch (const moe::error& e) {
+                if (std::string(e.id()) != "moe.models.layer") throw;
+            }
+        }
+        return r;
+    }
+};
+
+template <class Executor>
+void run(const options& o, Executor&& ex) {
+    const checkpoint ck(o.model);
+    if (!o.trace.empty()) {
+        const std::vector<std::size_t> layers = ck.moe_layers();
+        if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");
+        const moe::models::loaded_block b0 = ck.load(layers[0], false);
+        const std::size_t H = b0.spec.hidden, E = b0.spec.num_experts;
+        moe::io::npy_array in;
+        std::size_t T = o.T;
+        std::vector<float> states;
+        if (!o.input.empty()) {
+            in = moe::io::read_npy(o.input);
+            if (in.descr != "<f4" || (in.shape.size() != 2 && in.shape.size() != 3) || in.shape.back() != H ||
+                (in.shape.size() == 3 && in.shape[0] != layers.size()))
+                fail("moe.cli.value", o.input + ": expected float32 [T, " + std::to_string(H) + "] or [" + std::to_string(layers.size()) + ", T, " +
+                                          std::to_string(H) + "], got " + in.descr + " " + moe::io::shape_string(in.shape));
+            T = in.shape[in.shape.size() - 2];
+            states.resize(in.size());
+            std::memcpy(states.data(), in.bytes.data(), states.size() * 4);
+        } else {
+            moe::splitmix64 rng(o.seed);
+            states.resize(T * H);
+            for (float& v : states) v = static_cast<float>(rng.normal());
+        }
+        std::vector<float> trace(layers.size() * T * E);
+        for (std::size_t l = 0; l < layers.size(); ++l) {
+            const moe::models::loaded_block b = ck.load(layers[l], false);
+            if (b.spec.num_experts != E) fail("moe.cli.value", "layers differ in expert count");
+            const moe::packed_gate g = moe::pack_gate(moe::matrix_view<const float>(b.weights.router_w.data(), E, H));
+            const float* x = states.data() + (in.shape.size() == 3 ? l * T * H : 0);
+            moe::gate_into(moe::matrix_view<float>(trace.data() + l * T * E, T, E), moe::matrix_view<const float>(x, T, H), g,
+                           moe::vector_view<float>(b.weights.router_b), ex);
+        }
+        moe::io::write_npy(o.trace, trace.data(), {layers.size(), T, E});
+        std::printf("wrote %s: router logits of %zu MoE layers x %zu tokens x %zu experts\n", o.trace.c_str(), layers.size(), T, E);
+        return;
+    }
+
+    std::size_t L = o.layer;
+    if (L == static_cast<std::size_t>(-1)) {
+        const auto layers = ck.moe_layers();
+        if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");
+        L = layers[0];
+    }
+    const moe::models::loaded_block b = ck.load(L);
+    const auto& s = b.spec;
+    const std::size_t H = s.hidden;
+    moe::matrix<float> x;
+    if (!o.input.empty()) {
+        x = moe::io::read_npy_matrix<float>(o.input);
+        if (x.cols != H) fail("moe.cli.value", o.input + " has " + std::to_string(x.cols) + " columns; the model's hidden size is " + std::to_string(H));
+    } else {
+        x = moe::matrix<float>(o.T, H);
+        moe::splitmix64 rng(o.seed);
+        for (float& v : x.values) v = static_cast<float>(rng.normal());
+    }
+    const std::size_t T = x.rows;
+    std::printf("%s layer %zu: %s, %zu experts (top-%zu, %s), hidden %zu, ffn %zu", o.model.c_str(), L, s.family.c_str(), s.num_experts,
+                s.router.top_k, moe::to_string(s.router.score), H, s.ffn);
+    if (s.shared_ffn) std::printf(", shared ffn %zu%s", s.shared_ffn, s.shared == moe::models::shared_gate::sigmoid ? " (sigmoid gate)" : "");
+    std::printf("\n");
+    moe::models::moe_block<> block(s, b.weights, o.layer_opt);
+    moe::matrix<float> y(T, H);
+    const auto t0 = std::chrono::steady_clock::now();
+    block.forward(y.view(), x.view(), ex);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const auto& r = block.last_routing();
+    const auto m = moe::measure(r);
+    std::printf("%zu tokens in %.3f ms; expert loads max/mean %.3f, drop rate %.4f\n", T, ms, m.max_over_mean, m.drop_rate);
+    if (o.layer_opt.capacity) {
+        const auto& rep = block.last_capacity();
+        std::printf("capacity %zu: dropped %zu slots, rerouted %zu, filled %zu\n", rep.capacity, rep.dropped.size(), rep.rerouted.size(),
+                    block.last_fill_in().filled);
+    }
+    if (o.compare) {
+        moe::models::moe_block<> dropless(s, b.weights);
+        moe::matrix<float> y0(T, H);
+        dropless.forward(y0.view(), x.view(), ex);
+        double num = 0, den = 0;
+        for (std::size_t i = 0; i < y.values.size(); ++i) {
+            num += std::pow(static_cast<double>(y.values[i]) - y0.values[i], 2);
+            den += std::pow(static_cast<double>(y0.values[i]), 2);
+        }
+        std::printf("vs dropless: relative L2 change of the output %.6f\n", den > 0 ? std::sqrt(num / den) : 0.0);
+    }
+    if (!o.dump.empty()) {
+        ::mkdir(o.dump.c_str(), 0755);
+        const auto lg = block.last_logits();
+        moe::io::write_npy(o.dump + "/output.npy", y.values.data(), {T, H});
+        moe::io::write_npy(o.dump + "/router_logits.npy", lg.data, {T, s.num_experts});
+        moe::io::write_npy(o.dump + "/indices.npy", r.indices.data(), {T, r.top_k});
+        moe::io::write_npy(o.dump + "/weights.npy", r.weights.data(), {T, r.top_k});
+        std::printf("wrote %s/{output,router_logits,indices,weights}.npy\n", o.dump.c_str());
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const options o = parse(argc, argv);
+    try {
+#if defined(_OPENMP)
+        const int threads = o.threads ? static_cast<int>(o.threads) : omp_get_max_threads();
+        run(o, moe::openmp_executor{threads});
+#else
+        run(o, moe::serial_executor{});
+#endif
+    } catch (const moe::error& e) {
+        std::fprintf(stderr, "moe-layer: %s\n", e.what());
+        return 2;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "moe-layer: [moe.cli.memory] out of memory loading %s\n", o.model.c_str());
+        return 2;
+    }
+    return 0;
+}
