@@ -600,7 +600,8 @@ int run(const options& o) {
     const moe::load_metrics after_capacity = moe::measure(r, o.capacity ? &rep : nullptr);
     moe::fill_in_report fill;
     if (o.fill) r = moe::fill_in(r, rep.capacity, &fill);
-    const moe::dispatch_plan plan = moe::make_plan(r, o.block, o.pad_to_capacity ? rep.capacity : 0);
+    const moe::dispatch_plan plan =
+        moe::make_plan(r, o.block, o.pad_to_capacity ? moe::padded_rows_per_expert(rep.capacity, r.num_tokens) : 0);
     moe::load_metrics m = moe::measure(r, nullptr, &plan);
     m.dropped = after_capacity.dropped;
     m.drop_rate = after_capacity.drop_rate;

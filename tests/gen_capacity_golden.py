@@ -126,6 +126,21 @@ case("tutel_bpr_top4_e16", 16, 4, 64, "tutel,4", "formula=tutel factor=0.75 poli
      lambda l: tutel_gating(l, 4, 0.75, True))
 
 
+def deepspeed_topk_grid(path):
+    """DeepSpeed topkgating's capacity: _capacity(gates, torch.tensor(capacity_factor * k), ...)
+    = ceil((num_tokens / num_experts) * capacity_factor), a Python float times a float32
+    tensor. One line per case: T E k cf capacity."""
+    lines = ["# T E k cf capacity (torch: ceil((T / E) * torch.tensor(cf * k)))"]
+    for T in (7, 33, 100, 128, 333, 1000, 4096):
+        for E in (3, 7, 8, 16, 60):
+            for k in (1, 2, 3, 6):
+                for cf in (0.3, 1.0, 1.1, 1.25, 1.7):
+                    cap = int(torch.ceil((T / E) * torch.tensor(cf * k)).item())
+                    lines.append(f"{T} {E} {k} {cf!r} {cap}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -145,6 +160,7 @@ def main():
     with open(os.path.join(OUT, "cases.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {len(lines) - 1} cases to {OUT}")
+    deepspeed_topk_grid(os.path.join(OUT, "deepspeed_topk.txt"))
 
 
 if __name__ == "__main__":

@@ -204,3 +204,20 @@ TEST_CASE("dispatch: MegaBlocks block padding (blocking = 128)", "[dispatch]") {
         CHECK(static_cast<std::size_t>(p.counts[e]) == tokens_per_expert[e]);
     }
 }
+
+TEST_CASE("dispatch: pad-to-capacity above T pads to T rows, as Megatron", "[dispatch]") {
+    // T=20, E=8, k=2, cf=8: Megatron's capacity is ceil(20*2/8*8) = 40, its padded input 8 x 20.
+    moe::capacity_config c;
+    c.factor = 8.0;
+    const std::size_t cap = moe::expert_capacity(c, 20, 8, 2, 0);
+    CHECK(cap == 40);
+    CHECK(moe::padded_rows_per_expert(cap, 20) == 20);
+    CHECK(moe::padded_rows_per_expert(7, 20) == 7);
+    moe::routing<float> r(20, 8, 2, false);
+    for (std::size_t t = 0; t < 20; ++t) {
+        r.indices[2 * t] = static_cast<std::int32_t>(t % 8);
+        r.indices[2 * t + 1] = static_cast<std::int32_t>((t + 1) % 8);
+        r.weights[2 * t] = r.weights[2 * t + 1] = 0.5f;
+    }
+    CHECK(moe::make_plan(r, 1, moe::padded_rows_per_expert(cap, 20)).num_rows() == 160);
+}

@@ -27,7 +27,10 @@ enum class capacity_formula {
     megatron,        ///< ceil((T*k / E) * cf) in double; then max(., min_capacity). Megatron's
                      ///< get_capacity(num_tokens = T*k): a capacity above T never binds.
     deepspeed,       ///< ceil(float32(k * T / E) * float32(cf)); then max(., min_capacity).
-                     ///< DeepSpeed _capacity (top2gating passes cf * 2, topkgating k).
+                     ///< DeepSpeed _capacity as top1gating / top2gating call it.
+    deepspeed_topk,  ///< ceil(float32(T / E) * float32(cf * k)): DeepSpeed topkgating, which
+                     ///< passes cf * k as one float32 tensor (5 of 425 grid points of
+                     ///< T, E, k, cf differ from `deepspeed`); then max(., min_capacity).
     tutel,           ///< k * int(cf * ceil(T / E)); cf = 0: dropless (the largest load);
                      ///< cf < 0: min(dropless, k * int(-cf * ceil(T / E))); rounded up to
                      ///< `alignment`. Tutel fast_dispatch / extract_critical.
@@ -42,6 +45,7 @@ enum class capacity_formula {
     switch (f) {
         case capacity_formula::megatron: return "megatron";
         case capacity_formula::deepspeed: return "deepspeed";
+        case capacity_formula::deepspeed_topk: return "deepspeed_topk";
         case capacity_formula::tutel: return "tutel";
         case capacity_formula::megablocks: return "megablocks";
         case capacity_formula::capacity_aware: return "capacity_aware";
@@ -52,11 +56,11 @@ enum class capacity_formula {
 
 /// Parses a formula name (as to_string writes it); throws [moe.capacity.formula].
 [[nodiscard]] inline capacity_formula parse_capacity_formula(const std::string& s) {
-    for (auto f : {capacity_formula::megatron, capacity_formula::deepspeed, capacity_formula::tutel,
+    for (auto f : {capacity_formula::megatron, capacity_formula::deepspeed, capacity_formula::deepspeed_topk, capacity_formula::tutel,
                    capacity_formula::megablocks, capacity_formula::capacity_aware, capacity_formula::dropless})
         if (s == to_string(f)) return f;
     MOE_THROW("moe.capacity.formula", "unknown capacity formula '", s,
-              "' (expected megatron, deepspeed, tutel, megablocks, capacity_aware or dropless)");
+              "' (expected megatron, deepspeed, deepspeed_topk, tutel, megablocks, capacity_aware or dropless)");
 }
 
 /// How the per-expert capacity is computed.
@@ -101,6 +105,10 @@ struct capacity_config {
         case capacity_formula::megatron: return at_least_min(std::ceil((T * k / E) * c.factor));
         case capacity_formula::deepspeed: {
             const float prod = static_cast<float>(k * (T / E)) * static_cast<float>(c.factor);
+            return at_least_min(std::ceil(static_cast<double>(prod)));
+        }
+        case capacity_formula::deepspeed_topk: {
+            const float prod = static_cast<float>(T / E) * static_cast<float>(c.factor * k);
             return at_least_min(std::ceil(static_cast<double>(prod)));
         }
         case capacity_formula::tutel: {

@@ -42,8 +42,16 @@ struct dispatch_plan {
     }
 };
 
+/// The rows per expert of pad-to-capacity: min(capacity, T), as Megatron pads
+/// (`moe_pad_expert_input_to_capacity`): an expert never receives more than one slot per token,
+/// so a capacity above T pads each expert to T rows (T=20, E=8, k=2, cf=8: 160 rows, not 320).
+[[nodiscard]] inline std::size_t padded_rows_per_expert(std::size_t capacity, std::size_t num_tokens) noexcept {
+    return capacity < num_tokens ? capacity : num_tokens;
+}
+
 /// Builds the plan for `r` into `plan`, reusing its memory. `rows_per_expert` > 0 pads every
-/// expert to exactly that many rows (pad-to-capacity: pass capacity_report::capacity), then
+/// expert to exactly that many rows (pad-to-capacity: pass
+/// padded_rows_per_expert(capacity_report::capacity, T)), then
 /// to a multiple of `block`. Throws [moe.dispatch.index] for an expert index outside [-1, E),
 /// [moe.dispatch.duplicate] for a token with two slots on one expert, [moe.dispatch.block]
 /// for block = 0, [moe.dispatch.capacity] when an expert has more rows than rows_per_expert.
