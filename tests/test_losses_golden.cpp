@@ -106,6 +106,11 @@ TEST_CASE("golden: losses and gradients as Megatron, HF, DeepSpeed and Tutel def
             moe::matrix<float> grad(logits.rows, logits.cols);
             check_value(moe::load_balancing_loss(logits.view(), r, cfg, mask, grad.view()), c);
             check_grad(grad, c.name);
+            if (cfg.variant == moe::aux_loss_variant::megatron && cfg.num_null_experts == 0) {
+                // The golden counts are Megatron's: the plain top-k of the loss scores.
+                const auto mr = moe::aux_loss_routing(logits.view(), r.top_k, cfg.score);
+                CHECK(mr.indices == r.indices);
+            }
         } else if (c.kind == "seq") {
             const auto logits = logits_of(c.name);
             moe::matrix<float> grad(logits.rows, logits.cols);

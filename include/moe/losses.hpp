@@ -239,6 +239,24 @@ template <class Arch = default_arch, class L, class W>
     return terms;
 }
 
+/// The routing whose counts Megatron's aux loss uses (`compute_routing_scores_for_aux_loss`):
+/// the plain top-k of the loss scores (softmax, or sigmoid / (sum + 1e-20)), ungrouped and
+/// without the selection bias, whatever the router's groups and bias do to the real routing.
+/// Pass it as `r` to the load-balancing losses for Megatron's definition; pass the router's
+/// own routing (before any drop) for the "counts of the actual routing" definition.
+template <class Arch = default_arch, class T>
+[[nodiscard]] routing<compute_t<T>> aux_loss_routing(matrix_view<const T> logits, std::size_t top_k,
+                                                     score_function score = score_function::softmax) {
+    if (score == score_function::sqrtsoftplus)
+        MOE_THROW("moe.losses.score_function", "the load-balancing loss takes softmax or sigmoid scores, not sqrtsoftplus");
+    router_config c;
+    c.score = score;
+    c.top_k = top_k;
+    c.pre_softmax = true;
+    c.renorm = renormalize::none;
+    return route<Arch>(logits, c);
+}
+
 /// The loss value from accumulated terms: c * sum_e P_e n_e.
 [[nodiscard]] inline double aux_loss_value(const aux_loss_terms& terms, const aux_loss_config& cfg) {
     const std::size_t E = terms.prob_sum.size();
