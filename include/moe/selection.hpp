@@ -284,4 +284,85 @@ template <class Arch = default_arch, class L, class T = detail::element_t<L>>
     return r;
 }
 
+/// Hash routing (Hash Layers, Roller et al. 2021; DeepSeek-V4's hash layers as vLLM runs them
+/// with `hash_indices_table` / `tid2eid`): token t's experts are row `token_ids[t]` of a fixed
+/// table (V x k), in table order; the weights are the router's scores of those experts (the
+/// score function of `cfg`, over all experts), renormalised and scaled as `cfg` says. Selection
+/// settings of `cfg` (groups, pre_softmax, select_on_logits) do not apply. Throws
+/// [moe.router.hash] for a token id outside the table, an expert outside [0, E) or a row that
+/// names an expert twice, and the router's errors for bad logits.
+template <class Arch = default_arch>
+[[nodiscard]] routing<float> route_hash(matrix_view<const float> logits, const std::vector<std::int64_t>& token_ids,
+                                        matrix_view<const std::int32_t> table, const router_config& cfg) {
+    const std::size_t T = logits.rows, E = logits.cols, k = table.cols;
+    if (token_ids.size() != T) MOE_THROW("moe.router.hash", token_ids.size(), " token ids for ", T, " tokens");
+    if (k == 0 || k > E) MOE_THROW("moe.router.hash", "the table has ", k, " experts per token; num_experts=", E);
+    router_config c = cfg;
+    c.top_k = k;
+    c.num_groups = 0;
+    c.group_top_k = 0;
+    c.pre_softmax = true;
+    c.select_on_logits = false;
+    c.validate(E);
+    for (std::size_t v = 0; v < table.rows; ++v)
+        for (std::size_t s = 0; s < k; ++s) {
+            const std::int32_t e = table(v, s);
+            if (e < 0 || static_cast<std::size_t>(e) >= E)
+                MOE_THROW("moe.router.hash", "table row ", v, " holds expert ", e, ", outside [0, ", E, ")");
+            for (std::size_t j = 0; j < s; ++j)
+                if (table(v, j) == e) MOE_THROW("moe.router.hash", "table row ", v, " names expert ", e, " twice");
+        }
+    routing<float> r(T, E, k, cfg.keep_scores);
+    std::vector<float> sc(E);
+    for (std::size_t t = 0; t < T; ++t) {
+        const std::int64_t id = token_ids[t];
+        if (id < 0 || static_cast<std::uint64_t>(id) >= table.rows)
+            MOE_THROW("moe.router.hash", "token ", t, " has id ", id, "; the table has ", table.rows, " rows");
+        const float* x = logits.row(t);
+        for (std::size_t e = 0; e < E; ++e)
+            if (x[e] != x[e] || x[e] == HUGE_VALF) MOE_THROW("moe.router.logits", "logits row ", t, " holds ", x[e], " at expert ", e);
+        detail::score_row<Arch>(c.score, x, sc.data(), E);
+        std::int32_t* idx = r.indices.data() + t * k;
+        for (std::size_t s = 0; s < k; ++s) idx[s] = table(static_cast<std::size_t>(id), s);
+        detail::finish_weights<float>(c, [x](std::int32_t e) { return x[e]; }, [&sc](std::int32_t e) { return sc[static_cast<std::size_t>(e)]; },
+                                      idx, r.weights.data() + t * k);
+        if (cfg.keep_scores) std::copy(sc.begin(), sc.end(), r.scores.begin() + static_cast<std::ptrdiff_t>(t * E));
+    }
+    return r;
+}
+
+/// What a zero-computation expert returns (vLLM `zero_expert_type`, LongCat-Flash): nothing
+/// ("zero") or its input ("identity"), at no compute.
+enum class zero_expert_type { zero, identity };
+
+/// Takes the zero-computation experts (indices >= `num_real`) out of `r` before dispatch:
+/// their slots become -1 (nothing to compute) and, for `identity`, y_zero (T x H) receives
+/// sum over those slots of weight * x[t] (zero elsewhere), to be added to the combined
+/// output. Returns the number of slots taken out. Weights of the real experts are unchanged.
+inline std::size_t split_zero_experts(routing<float>& r, std::size_t num_real, zero_expert_type type, matrix_view<const float> x,
+                                      matrix_view<float> y_zero) {
+    if (num_real > r.num_experts) MOE_THROW("moe.router.zero_experts", "num_real=", num_real, " exceeds num_experts=", r.num_experts);
+    const bool id = type == zero_expert_type::identity;
+    if (id && (x.rows != r.num_tokens || y_zero.rows != r.num_tokens || x.cols != y_zero.cols))
+        MOE_THROW("moe.router.zero_experts", "x is ", x.rows, " x ", x.cols, ", y_zero ", y_zero.rows, " x ", y_zero.cols, "; routing has ",
+                  r.num_tokens, " tokens");
+    std::size_t n = 0;
+    for (std::size_t t = 0; t < r.num_tokens; ++t) {
+        float* yz = id ? y_zero.row(t) : nullptr;
+        if (id) std::fill(yz, yz + y_zero.cols, 0.0f);
+        for (std::size_t s = 0; s < r.top_k; ++s) {
+            std::int32_t& e = r.indices[t * r.top_k + s];
+            if (e < 0 || static_cast<std::size_t>(e) < num_real) continue;
+            if (id) {
+                const float w = r.weights[t * r.top_k + s];
+                const float* xt = x.row(t);
+                for (std::size_t h = 0; h < x.cols; ++h) yz[h] += w * xt[h];
+            }
+            e = -1;
+            ++n;
+        }
+    }
+    return n;
+}
+
 }  // namespace moe
