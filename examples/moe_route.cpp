@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -32,7 +33,9 @@ input
   --skew S                 uniform | zipf:S | dirichlet:A       (default zipf:1.0)
   --seed N                 RNG seed                             (default 0)
 router (start from a preset, then override)
-  --preset NAME            mixtral | qwen2_moe | deepseek_v3 | megatron | switch  (default mixtral)
+  --preset NAME            mixtral | qwen2_moe | qwen3_moe | olmoe | dbrx | granite_moe | gpt_oss |
+                           llama4 | deepseek_v2 | deepseek_v3 | kimi_k2 | glm4_moe | minimax_m2 |
+                           megatron | switch                                        (default mixtral)
   --score F                softmax | sigmoid | sqrtsoftplus
   --top-k K                experts per token
   --pre-softmax            softmax: top-k of the full softmax
@@ -50,6 +53,13 @@ policy and noise
                            top-p keeps each token's fewest best experts whose probability
                            reaches P; expert-choice: each expert takes its top ceil(T*CF/E)
                            tokens (CF defaults to k); sinkhorn: Megatron's balanced top-k
+  --mask FILE.npy          per-token mask, T values (int or float; 0 = padding token, as DeepSpeed
+                           used_token / HF attention_mask): padding is not routed, counted or
+                           penalised by the losses
+  --seq-len S              also report the sequence-level aux loss (Megatron seq_aux_loss) over
+                           sequences of S tokens
+  --micro-batches M        also report the global-batch aux loss of M equal micro-batches (counts
+                           summed before the loss) next to the mean of their own losses
   --null-experts N         the last N logit columns are AdaMoE null experts (synthetic input
                            gets N extra columns): slots routed there are left empty
   --jitter EPS             multiply the logits by U(1-EPS, 1+EPS) before routing (a stand-in
@@ -59,7 +69,8 @@ policy and noise
 capacity (off unless a factor, formula or policy is given)
   --capacity-factor F      capacity factor (gamma for capacity_aware)      (default 1.0)
   --capacity N             explicit capacity for every expert (replaces the formula)
-  --capacity-formula NAME  megatron | deepspeed | tutel | megablocks | capacity_aware | dropless
+  --capacity-formula NAME  megatron | deepspeed | deepspeed_topk | tutel | megablocks | capacity_aware |
+                           dropless
   --min-capacity N         lower bound (megatron, deepspeed)
   --capacity-alignment N   round capacity up to a multiple (tutel)
   --drop-policy NAME       weight | score | position | slot_major | batch_prioritized | random
@@ -116,6 +127,9 @@ struct options {
     std::vector<std::string> policies;
     std::size_t expert_h = 1024, expert_f = 3584, bias_steps = 200;
     std::string csv, plot;
+    std::string mask_path;                     // per-token mask (0 = padding)
+    std::size_t seq_len = 0, micro_batches = 0;  // sequence-level / global-batch aux loss
+    std::vector<std::uint8_t> valid;
 };
 
 [[noreturn]] void fail(const std::string& id, const std::string& msg) {
@@ -207,6 +221,9 @@ options parse(int argc, char** argv) {
             o.synthetic = true;
         } else if (a == "--skew") o.skew = next();
         else if (a == "--seed") o.seed = to_size("--seed", next());
+        else if (a == "--mask") o.mask_path = next();
+        else if (a == "--seq-len") o.seq_len = to_size("--seq-len", next());
+        else if (a == "--micro-batches") o.micro_batches = to_size("--micro-batches", next());
         else if (a == "--preset") next();
         else if (a == "--score") o.cfg.score = parsed([&] { return moe::parse_score_function(next()); }); else if (a == "--top-k") o.cfg.top_k = to_size("--top-k", next());
         else if (a == "--pre-softmax") o.cfg.pre_softmax = true;
@@ -305,6 +322,33 @@ options parse(int argc, char** argv) {
     if (o.capacity && (o.drop.reroute || o.fill || o.drop.policy == moe::drop_policy::score ||
                        o.drop.policy == moe::drop_policy::batch_prioritized))
         o.cfg.keep_scores = true;
+    if (!o.mask_path.empty()) {
+        // 1-D (or T x 1) mask of any numeric type; nonzero = a real token.
+        moe::io::npy_array m;
+        try {
+            m = moe::io::read_npy(o.mask_path);
+        } catch (const moe::error& e) {
+            fail("moe.cli.value", std::string("--mask: ") + e.what());
+        }
+        const std::size_t n = m.size(), w = moe::io::detail::descr_size(m.descr);
+        if (m.shape.size() > 2 || (m.shape.size() == 2 && m.shape[1] != 1))
+            fail("moe.cli.value", "--mask: " + o.mask_path + " must be 1-D or T x 1, got " + moe::io::shape_string(m.shape));
+        o.valid.resize(n);
+        for (std::size_t t = 0; t < n; ++t) {
+            bool nz = false;
+            for (std::size_t b = 0; b < w; ++b) nz = nz || m.bytes[t * w + b] != 0;
+            if (m.descr[1] == 'f' && w == 4) {
+                float f;
+                std::memcpy(&f, m.bytes.data() + t * 4, 4);
+                nz = f != 0.0f;
+            } else if (m.descr[1] == 'f' && w == 8) {
+                double d;
+                std::memcpy(&d, m.bytes.data() + t * 8, 8);
+                nz = d != 0.0;
+            }
+            o.valid[t] = nz ? 1 : 0;
+        }
+    }
     return o;
 }
 
@@ -352,6 +396,7 @@ const char* renorm_name(moe::renormalize r) {
 /// The router losses of a routing taken before any drop (clean logits for P).
 struct loss_summary {
     double aux_megatron = 0, aux_hf = 0, aux_deepspeed = 0, z = 0, importance_load = 0;
+    double seq_aux = 0, global_aux = 0, micro_mean_aux = 0;
     bool has_importance = false;
     double experts_per_token = 0;
 };
@@ -362,12 +407,32 @@ loss_summary losses_of(const moe::matrix<float>& clean, const moe::matrix<float>
     moe::aux_loss_config a;
     a.score = o.cfg.score == moe::score_function::sigmoid ? moe::score_function::sigmoid : moe::score_function::softmax;
     a.num_null_experts = o.null_experts;
-    s.aux_megatron = moe::load_balancing_loss(clean, r, a);
+    const moe::vector_view<std::uint8_t> valid(o.valid);
+    s.aux_megatron = moe::load_balancing_loss(clean, r, a, valid);
+    if (o.seq_len) s.seq_aux = moe::sequence_load_balancing_loss(clean, r, o.seq_len, a, valid);
+    if (o.micro_batches) {
+        const std::size_t T = clean.rows, M = o.micro_batches, k = r.top_k;
+        if (M == 0 || T % M != 0) fail("moe.cli.value", "--micro-batches " + std::to_string(M) + " does not divide " + std::to_string(T) + " tokens");
+        const std::size_t Tm = T / M;
+        moe::global_load_balancer acc(a);
+        for (std::size_t m = 0; m < M; ++m) {
+            const moe::matrix_view<const float> lm(clean.values.data() + m * Tm * clean.cols, Tm, clean.cols);
+            moe::routing<float> rm(Tm, r.num_experts, k, false);
+            std::copy(r.indices.begin() + static_cast<std::ptrdiff_t>(m * Tm * k), r.indices.begin() + static_cast<std::ptrdiff_t>((m + 1) * Tm * k),
+                      rm.indices.begin());
+            std::copy(r.weights.begin() + static_cast<std::ptrdiff_t>(m * Tm * k), r.weights.begin() + static_cast<std::ptrdiff_t>((m + 1) * Tm * k),
+                      rm.weights.begin());
+            const moe::vector_view<std::uint8_t> vm = valid.empty() ? valid : moe::vector_view<std::uint8_t>(valid.data + m * Tm, Tm);
+            acc.add(lm, rm, vm);
+            s.micro_mean_aux += moe::load_balancing_loss(lm, rm, a, vm) / static_cast<double>(M);
+        }
+        s.global_aux = acc.loss();
+    }
     a.variant = moe::aux_loss_variant::hf_mixtral;
-    s.aux_hf = moe::load_balancing_loss(clean, r, a);
+    s.aux_hf = moe::load_balancing_loss(clean, r, a, valid);
     a.variant = moe::aux_loss_variant::deepspeed;
-    s.aux_deepspeed = moe::load_balancing_loss(clean, r, a);
-    s.z = moe::z_loss(clean);
+    s.aux_deepspeed = moe::load_balancing_loss(clean, r, a, valid);
+    s.z = moe::z_loss(clean, 1.0, valid);
     bool every_token_routed = clean.cols >= 2;
     for (std::size_t t = 0; t < r.num_tokens && every_token_routed; ++t) every_token_routed = r.index(t, 0) >= 0;
     if (every_token_routed) {
@@ -546,6 +611,8 @@ int run(const options& o) {
                     : moe::io::read_npy_matrix<float>(o.logits_path);
     std::vector<float> bias;
     if (!o.bias_path.empty()) bias = moe::io::read_npy_matrix<float>(o.bias_path, true).values;
+    if (!o.valid.empty() && o.valid.size() != logits.rows)
+        fail("moe.cli.value", "--mask has " + std::to_string(o.valid.size()) + " values for " + std::to_string(logits.rows) + " tokens");
     if (o.null_experts >= logits.cols)
         fail("moe.cli.value", "--null-experts " + std::to_string(o.null_experts) + " leaves no real expert among " +
                                   std::to_string(logits.cols) + " logit columns");
@@ -579,6 +646,7 @@ int run(const options& o) {
         if (o.cfg.keep_scores) r.scores = moe::route(logits, o.cfg).scores;  // for score-based drop / reroute
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!o.valid.empty()) moe::mask_tokens(r, o.valid);
     const loss_summary losses = losses_of(clean, logits, r, o);
     if (o.null_experts) r = moe::strip_null_experts(r, r.num_experts - o.null_experts);
     const double experts_per_token = moe::mean_experts_per_token(r);
@@ -663,6 +731,15 @@ int run(const options& o) {
     std::printf("losses: aux %.6g (Megatron), %.6g (HF Mixtral), %.6g (DeepSpeed); z-loss %.6g", losses.aux_megatron,
                 losses.aux_hf, losses.aux_deepspeed, losses.z);
     if (losses.has_importance) std::printf("; importance+load %.6g", losses.importance_load);
+    if (o.seq_len) std::printf("; sequence aux %.6g (seq_len %zu)", losses.seq_aux, o.seq_len);
+    if (o.micro_batches)
+        std::printf("; global-batch aux %.6g over %zu micro-batches (their own mean %.6g)", losses.global_aux, o.micro_batches,
+                    losses.micro_mean_aux);
+    if (!o.valid.empty()) {
+        std::size_t n = 0;
+        for (auto v : o.valid) n += v != 0;
+        std::printf("; %zu of %zu tokens unmasked", n, o.valid.size());
+    }
     std::printf("\n");
     if (o.capacity)
         std::printf("capacity %zu (%s, %s): dropped %zu of %zu slots (%.2f%%); max/mean load %.3f -> %.3f\n",

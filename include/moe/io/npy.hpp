@@ -28,6 +28,13 @@ struct npy_array {
     }
 };
 
+/// "[2, 3]": a shape as error messages print it.
+[[nodiscard]] inline std::string shape_string(const std::vector<std::size_t>& s) {
+    std::string r = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
 namespace detail {
 
 template <class T>

@@ -28,6 +28,7 @@
 #include "../config.hpp"
 #include "../kernels/formats/common.hpp"
 #include "mapped_file.hpp"
+#include "npy.hpp"  // shape_string
 
 namespace moe::io {
 
@@ -90,13 +91,6 @@ struct tensor_view {
         return n;
     }
 };
-
-/// "[2, 3]": a shape as error messages print it.
-[[nodiscard]] inline std::string shape_string(const std::vector<std::size_t>& s) {
-    std::string r = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
-}
 
 /// out[0, numel) = the tensor's values as float (exact for every float type but F64, which
 /// rounds to nearest; integers convert as static_cast<float>). Throws [moe.io.tensor] when
