@@ -245,3 +245,22 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
     CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(f, 0); }) ==
           "[moe.models.format] " + d + "model.gguf: tensor 'blk.0.ffn_gate_exps.weight' is Q8_0, not q4_0");
 }
+
+TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the float block", "[models][fp8]") {
+    const std::string d = models_dir + "deepseek_v3_fp8";
+    const moe::io::safetensors_checkpoint ck(d);
+    const auto full = moe::models::load_block(ck, 1);
+    auto packed = moe::models::pack_hf_experts<moe::kernels::formats::fp8>(ck, 1);
+    // The weight-only fp8 kernel equals the float kernel on the dequantized weights, bit for bit.
+    moe::models::moe_block<moe::default_arch, moe::kernels::formats::fp8> q(full.spec, full.weights, std::move(packed));
+    moe::models::moe_block<> f(full.spec, full.weights);
+    const auto x = moe::io::read_npy_matrix<float>(d + "/x.npy");
+    moe::matrix<float> yq(x.rows, x.cols), yf(x.rows, x.cols);
+    q.forward(yq.view(), x.view());
+    f.forward(yf.view(), x.view());
+    CHECK(yq.values == yf.values);
+    CHECK(q.packed_experts().expert_bytes() < f.packed_experts().expert_bytes() / 3);  // 1 byte per weight, not 4
+    const moe::io::safetensors_checkpoint bf(models_dir + "deepseek_v3");
+    CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::fp8>(bf, 1); }) ==
+          "[moe.models.format] " + models_dir + "deepseek_v3: tensor 'model.layers.1.mlp.experts.0.gate_proj.weight' is F32, not F8_E4M3 (fp8)");
+}

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include "../io/safetensors.hpp"
 #include "../kernels/formats/fp8.hpp"
 #include "../kernels/formats/mxfp4.hpp"
+#include "../kernels/quant_ffn.hpp"
 #include "../presets.hpp"
 #include "moe_block.hpp"
 
@@ -353,6 +355,51 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
     s.validate();
     w.check(s, experts, experts);
     return b;
+}
+
+/// Layer L's routed experts packed in format Fmt straight from the checkpoint's bytes, for
+/// `moe_block<Arch, Fmt>(spec, weights, packed)` with `weights = load_block(ck, L,
+/// /*experts=*/false).weights` plus the shared expert (load it with experts = true, or use
+/// the float block's weights). Today: `kernels::formats::fp8` from FP8 E4M3 experts with their
+/// `weight_scale_inv` (DeepSeek-V3 / R1, Kimi-K2 and GLM FP8 checkpoints), the bytes validated
+/// and packed without a float copy. Throws [moe.models.format] when the experts are not
+/// stored that way, and the loader's errors.
+template <class Fmt>
+[[nodiscard]] kernels::packed_quant_experts<Fmt> pack_hf_experts(const io::safetensors_checkpoint& ck, std::size_t L,
+                                                                 const kernels::pack_options& o = {}) {
+    static_assert(std::is_same<Fmt, kernels::formats::fp8>::value, "pack_hf_experts: fp8 checkpoints only, for now");
+    const loaded_block b = load_block(ck, L, /*experts=*/false);
+    const block_spec& s = b.spec;
+    const std::string f = s.family;
+    std::string prefix, g = "gate_proj", u = "up_proj", d = "down_proj";
+    if (f == "mixtral" || f == "minimax_m2") {
+        prefix = "model.layers." + std::to_string(L) + ".block_sparse_moe.experts.";
+        g = "w1", u = "w3", d = "w2";
+    } else if (f == "qwen2_moe" || f == "qwen3_moe" || f == "olmoe" || f == "deepseek_v2" || f == "deepseek_v3" || f == "kimi_k2" ||
+               f == "glm4_moe") {
+        prefix = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    } else {
+        MOE_THROW("moe.models.format", ck.dir(), ": ", f, " does not store its experts one module each; pack_hf_experts reads those");
+    }
+    const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn;
+    std::vector<kernels::formats::quant_view> v[3];
+    const detail::reader rd{ck};
+    for (std::size_t e = 0; e < E; ++e) {
+        const std::string q = prefix + std::to_string(e) + ".";
+        const char* names[3] = {g.c_str(), u.c_str(), d.c_str()};
+        for (int m = 0; m < 3; ++m) {
+            const std::size_t rows = m == 2 ? H : F, cols = m == 2 ? F : H;
+            const std::string n = q + names[m] + ".weight";
+            const io::tensor_view t = rd.view(n, {rows, cols});
+            if (t.type != io::dtype::f8_e4m3)
+                MOE_THROW("moe.models.format", ck.dir(), ": tensor '", n, "' is ", io::dtype_name(t.type), ", not F8_E4M3 (fp8)");
+            const io::tensor_view sc = rd.view(n + "_scale_inv", {(rows + 127) / 128, (cols + 127) / 128});
+            if (sc.type != io::dtype::f32)
+                MOE_THROW("moe.models.load", ck.dir(), ": tensor '", n, "_scale_inv' is ", io::dtype_name(sc.type), ", expected F32");
+            v[m].push_back({rows, cols, {}, t.data, t.bytes, sc.data, sc.bytes});
+        }
+    }
+    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o);
 }
 
 }  // namespace moe::models
