@@ -132,7 +132,7 @@ struct checkpoint {
         else hf = std::make_unique<moe::io::safetensors_checkpoint>(path);
     }
     [[nodiscard]] moe::models::loaded_block load(std::size_t L, bool experts = true) const {
-        return hf ? moe::models::load_block(*hf, L, experts) : moe::models::load_block(*gguf, L, experts);
+        return hf ? moe::models::load_block(*hf, L, experts, experts) : moe::models::load_block(*gguf, L, experts);
     }
     [[nodiscard]] std::size_t num_layers() const {
         if (gguf) {

@@ -136,8 +136,10 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
 /// Layer L's MoE block of the checkpoint. Throws [moe.models.config] (unknown family, missing
 /// key), [moe.models.layer] (out of range, a dense layer), [moe.models.load] (missing tensor,
 /// wrong shape, bad FP8 / MXFP4 bytes) and the readers' [moe.io.*] errors. `experts` false
-/// reads the router only (spec, router weight and biases): a routing-only load.
-[[nodiscard]] inline loaded_block load_block(const io::safetensors_checkpoint& ck, std::size_t L, bool experts = true) {
+/// skips the routed experts (a routing-only load, or experts packed by `pack_hf_experts`),
+/// `shared` false the shared expert.
+[[nodiscard]] inline loaded_block load_block(const io::safetensors_checkpoint& ck, std::size_t L, bool experts = true,
+                                             bool shared = true) {
     using detail::cfg_get;
     using detail::cfg_need;
     const nlohmann::json& root = ck.config();
@@ -184,7 +186,7 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         if (family == "qwen2_moe") {
             s.shared_ffn = cfg_get<std::size_t>(c, "shared_expert_intermediate_size", 0);
             if (s.shared_ffn) s.shared = shared_gate::sigmoid;
-            if (s.shared_ffn && experts) {
+            if (s.shared_ffn && shared) {
                 detail::shared_mlp(rd, p + "shared_expert", "gate_proj", "up_proj", "down_proj", s, w);
                 w.s_gate = rd.read(p + "shared_expert_gate.weight", {1, H});
             }
@@ -216,7 +218,7 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         }
         if (experts) detail::per_expert(rd, p + "experts", "gate_proj", "up_proj", "down_proj", s, w);
         s.shared_ffn = s.ffn * cfg_get<std::size_t>(c, "n_shared_experts", 0);
-        if (s.shared_ffn && experts) detail::shared_mlp(rd, p + "shared_experts", "gate_proj", "up_proj", "down_proj", s, w);
+        if (s.shared_ffn && shared) detail::shared_mlp(rd, p + "shared_experts", "gate_proj", "up_proj", "down_proj", s, w);
     } else if (family == "gpt_oss") {
         s.num_experts = cfg_need<std::size_t>(c, "num_local_experts");
         s.ffn = cfg_need<std::size_t>(c, "intermediate_size");
@@ -296,8 +298,10 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         std::string p = "language_model." + layer + "feed_forward.";
         if (!rd.has(p + "router.weight")) p = layer + "feed_forward.";
         w.router_w = rd.read(p + "router.weight", {E, H});
+        if (shared) detail::shared_mlp(rd, p + "shared_expert", "gate_proj", "up_proj", "down_proj", s, w);
         if (!experts) {
             s.validate();
+            w.check(s, false, shared);
             return b;
         }
         const std::vector<float> gu = rd.read(p + "experts.gate_up_proj", {E, H, 2 * F});  // gate = first F columns
@@ -312,7 +316,6 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
                     w.w3[(e * F + f) * H + h] = gu[(e * H + h) * 2 * F + F + f];
                     w.w2[(e * H + h) * F + f] = d[(e * F + f) * H + h];
                 }
-        detail::shared_mlp(rd, p + "shared_expert", "gate_proj", "up_proj", "down_proj", s, w);
     } else if (family == "granitemoe" || family == "granitemoeshared") {
         s.num_experts = cfg_need<std::size_t>(c, "num_local_experts");
         s.ffn = cfg_need<std::size_t>(c, "intermediate_size");
@@ -322,9 +325,19 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
         const std::size_t E = s.num_experts, F = s.ffn;
         const std::string p = layer + "block_sparse_moe.";
         w.router_w = rd.read(p + "router.layer.weight", {E, H});
+        if (family == "granitemoeshared") {
+            s.shared_ffn = cfg_get<std::size_t>(c, "shared_intermediate_size", 0);
+            if (s.shared_ffn && shared) {
+                const std::size_t Fs = s.shared_ffn;
+                const std::vector<float> si = rd.read(layer + "shared_mlp.input_linear.weight", {2 * Fs, H});
+                w.s1.assign(si.begin(), si.begin() + static_cast<std::ptrdiff_t>(Fs * H));
+                w.s3.assign(si.begin() + static_cast<std::ptrdiff_t>(Fs * H), si.end());
+                w.s2 = rd.read(layer + "shared_mlp.output_linear.weight", {H, Fs});
+            }
+        }
         if (!experts) {
-            s.shared_ffn = family == "granitemoeshared" ? cfg_get<std::size_t>(c, "shared_intermediate_size", 0) : 0;
             s.validate();
+            w.check(s, false, shared);
             return b;
         }
         const std::vector<float> in = rd.read(p + "input_linear.weight", {E, 2 * F, H});  // gate = first F rows
@@ -337,30 +350,20 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
                       w.w3.begin() + static_cast<std::ptrdiff_t>(e * F * H));
         }
         w.w2 = rd.read(p + "output_linear.weight", {E, H, F});
-        if (family == "granitemoeshared") {
-            s.shared_ffn = cfg_get<std::size_t>(c, "shared_intermediate_size", 0);
-            if (s.shared_ffn) {
-                const std::size_t Fs = s.shared_ffn;
-                const std::vector<float> si = rd.read(layer + "shared_mlp.input_linear.weight", {2 * Fs, H});
-                w.s1.assign(si.begin(), si.begin() + static_cast<std::ptrdiff_t>(Fs * H));
-                w.s3.assign(si.begin() + static_cast<std::ptrdiff_t>(Fs * H), si.end());
-                w.s2 = rd.read(layer + "shared_mlp.output_linear.weight", {H, Fs});
-            }
-        }
     } else {
         std::string all;
         for (const char* f : hf_families) all += (all.empty() ? "" : ", ") + std::string(f);
         MOE_THROW("moe.models.config", ck.dir(), ": model_type '", family, "' is not a family moe loads (", all, ")");
     }
     s.validate();
-    w.check(s, experts, experts);
+    w.check(s, experts, shared);
     return b;
 }
 
 /// Layer L's routed experts packed in format Fmt straight from the checkpoint's bytes, for
 /// `moe_block<Arch, Fmt>(spec, weights, packed)` with `weights = load_block(ck, L,
-/// /*experts=*/false).weights` plus the shared expert (load it with experts = true, or use
-/// the float block's weights). Today: `kernels::formats::fp8` from FP8 E4M3 experts with their
+/// /*experts=*/false).weights` (router and shared expert, no float copy of the routed
+/// experts). Today: `kernels::formats::fp8` from FP8 E4M3 experts with their
 /// `weight_scale_inv` (DeepSeek-V3 / R1, Kimi-K2 and GLM FP8 checkpoints), the bytes validated
 /// and packed without a float copy. Throws [moe.models.format] when the experts are not
 /// stored that way, and the loader's errors.
@@ -368,7 +371,7 @@ template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_hf_experts(const io::safetensors_checkpoint& ck, std::size_t L,
                                                                  const kernels::pack_options& o = {}) {
     static_assert(std::is_same<Fmt, kernels::formats::fp8>::value, "pack_hf_experts: fp8 checkpoints only, for now");
-    const loaded_block b = load_block(ck, L, /*experts=*/false);
+    const loaded_block b = load_block(ck, L, /*experts=*/false, /*shared=*/false);
     const block_spec& s = b.spec;
     const std::string f = s.family;
     std::string prefix, g = "gate_proj", u = "up_proj", d = "down_proj";
