@@ -21,13 +21,27 @@
 
 namespace moe_bench {
 
+/// Seconds for `body()` to run on `threads` threads at once (OpenMP; one thread without it,
+/// and `threads` is set to 1).
+template <class Body>
+double time_on_threads(int& threads, Body&& body) {
+    const auto t0 = std::chrono::steady_clock::now();
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+    body();
+#else
+    threads = 1;
+    body();
+#endif
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 /// fp32 FLOP/s of FMAs on `threads` threads (each its own independent chains).
 template <class Arch>
 double measure_peak(int threads = 1) {
     using O = moe::detail::lane_ops<Arch>;
     using V = typename O::V;
     const long iters = 20'000'000;
-    double seconds = 0;
     auto body = [&] {
         constexpr int acc = 16;
         V a[acc];
@@ -43,31 +57,8 @@ double measure_peak(int threads = 1) {
         }
         benchmark::DoNotOptimize(sink);
     };
-    const auto t0 = std::chrono::steady_clock::now();
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-    body();
-#else
-    threads = 1;
-    body();
-#endif
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds = time_on_threads(threads, body);
     return 2.0 * O::width * 16 * static_cast<double>(iters) * threads / seconds;
-}
-
-/// Seconds for `body()` to run on `threads` threads at once (OpenMP; one thread without it,
-/// and `threads` is set to 1).
-template <class Body>
-double time_on_threads(int& threads, Body&& body) {
-    const auto t0 = std::chrono::steady_clock::now();
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-    body();
-#else
-    threads = 1;
-    body();
-#endif
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 #if defined(__AVX512BF16__)

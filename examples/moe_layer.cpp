@@ -25,6 +25,9 @@
 #include <omp.h>
 #endif
 
+#define MOE_CLI_TOOL "moe-layer"
+#include "cli_args.hpp"
+
 namespace {
 
 const char* const usage = R"(usage: moe-layer --model PATH [options]
@@ -48,24 +51,6 @@ capacity-aware inference on the model's real router (off: dropless)
   --compare               also run dropless and print the relative change of the output
 )";
 
-[[noreturn]] void fail(const std::string& id, const std::string& msg) {
-    std::fprintf(stderr, "moe-layer: [%s] %s\n", id.c_str(), msg.c_str());
-    std::exit(2);
-}
-
-std::size_t to_size(const std::string& opt, const std::string& v) {
-    char* end = nullptr;
-    const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
-    if (v.empty() || v[0] == '-' || end != v.c_str() + v.size()) fail("moe.cli.value", opt + " expects a non-negative integer, got '" + v + "'");
-    return static_cast<std::size_t>(x);
-}
-
-double to_double(const std::string& opt, const std::string& v) {
-    char* end = nullptr;
-    const double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x)) fail("moe.cli.value", opt + " expects a number, got '" + v + "'");
-    return x;
-}
 
 struct options {
     std::string model, input, dump, trace;
