@@ -21,6 +21,7 @@
 
 #include <moe/kernels/expert_ffn.hpp>
 #include <moe/moe.hpp>
+#include <moe/simulator.hpp>
 #include <moe/synthetic.hpp>
 
 namespace {
@@ -442,129 +443,22 @@ loss_summary losses_of(const moe::matrix<float>& clean, const moe::matrix<float>
     return s;
 }
 
-/// Per-row cost (seconds) of one SwiGLU expert of H x F on this machine: moe's kernel on 256 rows.
-double measure_row_cost(std::size_t H, std::size_t F) {
-    moe::splitmix64 rng(5);
-    std::vector<float> w1(F * H), w3(F * H), w2(H * F);
-    for (auto* v : {&w1, &w3, &w2})
-        for (auto& x : *v) x = static_cast<float>(rng.uniform() - 0.5) * 0.05f;
-    const auto packed = moe::kernels::pack_experts<moe::default_arch>(w1.data(), w3.data(), w2.data(), 1, H, F);
-    const std::size_t rows = 256;
-    moe::routing<float> r(rows, 1, 1, false);
-    for (std::size_t t = 0; t < rows; ++t) r.indices[t] = 0, r.weights[t] = 1.0f;
-    const auto plan = moe::make_plan(r);
-    const auto x = moe::synthetic_logits(rows, H, moe::skew{}, 1);
-    moe::matrix<float> y(rows, H);
-    moe::kernels::ffn_workspace ws;
-    ws.reserve(moe::kernels::workspace_size(plan, packed).total());
-    double best = 1e30;
-    for (int i = 0; i < 3; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        moe::kernels::expert_ffn(y.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size());
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best / static_cast<double>(rows);
-}
-
-struct policy_result {
-    std::string name;
-    std::vector<std::size_t> load;
-    double drop_rate = 0, max_over_mean = 0, cv = 0, padding = 0, aux = 0, z = 0, experts_per_token = 0, us_per_token = 0;
-    std::size_t rerouted = 0, max_load = 0;
-    double model_ms = 0, ideal_ms = 0;
-};
-
-const char* const all_policies[] = {"dropless",           "megatron-probs-1.0",     "megatron-probs-1.25",
-                                    "megatron-position-1.0", "deepspeed-1.0",      "capacity-aware-drop",
-                                    "capacity-aware-reroute", "rectify-fill-in",   "expert-choice",
-                                    "top-p",              "aux-free-bias"};
-
 /// The routing-policy simulator: every policy on the same logits, one table.
 int compare(const options& o, const moe::matrix<float>& logits) {
     const std::size_t T = logits.rows, E = logits.cols, k = o.cfg.top_k;
-    std::vector<std::string> names = o.policies;
-    if (names.empty()) names.assign(std::begin(all_policies), std::end(all_policies));
-    for (const auto& n : names)
-        if (std::find(std::begin(all_policies), std::end(all_policies), n) == std::end(all_policies))
+    for (const auto& n : o.policies)
+        if (std::find_if(std::begin(moe::simulator_policies), std::end(moe::simulator_policies),
+                         [&](const char* p) { return n == p; }) == std::end(moe::simulator_policies))
             fail("moe.cli.value", "--compare: unknown policy '" + n + "' (see --help)");
-    const double row_cost = measure_row_cost(o.expert_h, o.expert_f);
+    moe::simulator_options so;
+    so.block = o.block;
+    so.bias_steps = o.bias_steps;
+    so.row_cost = moe::measure_row_cost(o.expert_h, o.expert_f);
+    if (o.synthetic)  // aux-free-bias learns its bias on a stream of fresh batches
+        so.bias_batch = [&](std::size_t step) { return moe::synthetic_logits(T, E, moe::skew::parse(o.skew), o.seed + 1000 + step); };
     std::printf("policy comparison: %zu tokens, %zu experts, k=%zu (%s); expert %zux%zu costs %.2f us per row here\n", T, E, k,
-                moe::to_string(o.cfg.score), o.expert_h, o.expert_f, row_cost * 1e6);
-    const double z = moe::z_loss(logits);
-    moe::router_config cfg = o.cfg;
-    cfg.keep_scores = true;
-    std::vector<policy_result> results;
-    for (const std::string& name : names) {
-        policy_result pr;
-        pr.name = name;
-        moe::routing<float> r, before;
-        moe::capacity_report rep;
-        bool has_capacity = false, pad = false;
-        std::vector<float> bias;
-        if (name == "aux-free-bias") {  // the bias after N update steps on a stream of batches
-            bias.assign(E, 0.0f);
-            for (std::size_t step = 0; step < o.bias_steps; ++step) {
-                const moe::matrix<float> batch =
-                    o.synthetic ? moe::synthetic_logits(T, E, moe::skew::parse(o.skew), o.seed + 1000 + step) : logits;
-                moe::update_expert_bias(bias, moe::route(batch, cfg, bias).tokens_per_expert());
-            }
-        }
-        const auto t0 = std::chrono::steady_clock::now();
-        if (name == "expert-choice") {
-            moe::expert_choice_config c;
-            c.capacity_factor = static_cast<double>(k);
-            c.score = cfg.score;
-            r = moe::route_expert_choice(logits, c);
-        } else if (name == "top-p") {
-            moe::top_p_config c;
-            c.p = 0.5;
-            c.score = cfg.score;
-            r = moe::route_top_p(logits, c);
-        } else {
-            r = moe::route(logits, cfg, bias);
-        }
-        before = r;
-        moe::drop_config d;
-        if (name.rfind("megatron", 0) == 0 || name == "rectify-fill-in") {
-            d.capacity.formula = moe::capacity_formula::megatron;
-            d.capacity.factor = name == "megatron-probs-1.25" ? 1.25 : 1.0;
-            d.policy = name == "megatron-position-1.0" ? moe::drop_policy::position : moe::drop_policy::weight;
-            has_capacity = true;
-        } else if (name == "deepspeed-1.0") {
-            d.capacity.formula = moe::capacity_formula::deepspeed;
-            d.policy = moe::drop_policy::slot_major;
-            d.renorm_after = moe::renormalize::clamp;
-            d.renorm_eps = 1.1920929e-07f;
-            has_capacity = pad = true;
-        } else if (name.rfind("capacity-aware", 0) == 0) {
-            d.capacity.formula = moe::capacity_formula::capacity_aware;
-            d.policy = moe::drop_policy::score;
-            d.reroute = name == "capacity-aware-reroute";
-            has_capacity = true;
-        }
-        if (has_capacity) rep = moe::apply_capacity(r, d);
-        const moe::load_metrics dropped = moe::measure(r, has_capacity ? &rep : nullptr);
-        if (name == "rectify-fill-in") r = moe::fill_in(r, rep.capacity);
-        pr.us_per_token = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6 / static_cast<double>(T);
-        const auto plan = moe::make_plan(r, o.block, pad ? rep.capacity : 0);
-        const moe::load_metrics m = moe::measure(r, nullptr, &plan);
-        pr.load = m.load;
-        pr.max_load = m.max_load;
-        pr.max_over_mean = m.max_over_mean;
-        pr.cv = m.cv;
-        pr.drop_rate = dropped.drop_rate;
-        pr.rerouted = rep.rerouted.size();
-        pr.padding = m.padding_fraction;
-        pr.aux = moe::load_balancing_loss(logits, before, moe::aux_loss_config{});
-        pr.z = z;
-        pr.experts_per_token = moe::mean_experts_per_token(r);
-        // Modelled straggler latency: one expert per device, each device's time = its rows x the
-        // measured per-row cost; the step waits for the busiest (pad-to-capacity: capacity rows).
-        const std::size_t rows_max = pad ? rep.capacity : pr.max_load;
-        pr.model_ms = static_cast<double>(rows_max) * row_cost * 1e3;
-        pr.ideal_ms = m.mean_load * row_cost * 1e3;
-        results.push_back(pr);
-    }
+                moe::to_string(o.cfg.score), o.expert_h, o.expert_f, so.row_cost * 1e6);
+    const std::vector<moe::policy_result> results = moe::compare_policies(logits, o.cfg, o.policies, so);
     std::printf("%-24s %7s %8s %8s %6s %8s %8s %7s %8s %9s %11s\n", "policy", "drop%", "rerouted", "max/mean", "CV",
                 "padding%", "aux", "z-loss", "exp/tok", "us/token", "model ms");
     for (const auto& pr : results)
