@@ -10,14 +10,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
 
 #include <moe/metrics.hpp>
-#include <moe/models/gguf.hpp>
-#include <moe/models/hf.hpp>
+#include <moe/models/checkpoint.hpp>
 #include <moe/moe.hpp>
 #include <moe/synthetic.hpp>
 
@@ -106,45 +104,9 @@ options parse(int argc, char** argv) {
     return o;
 }
 
-bool ends_with(const std::string& s, const std::string& t) { return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0; }
-
-/// A checkpoint: an HF folder or a GGUF file.
-struct checkpoint {
-    std::unique_ptr<moe::io::safetensors_checkpoint> hf;
-    std::unique_ptr<moe::io::gguf_file> gguf;
-    explicit checkpoint(const std::string& path) {
-        if (ends_with(path, ".gguf")) gguf = std::make_unique<moe::io::gguf_file>(path);
-        else hf = std::make_unique<moe::io::safetensors_checkpoint>(path);
-    }
-    [[nodiscard]] moe::models::loaded_block load(std::size_t L, bool experts = true) const {
-        return hf ? moe::models::load_block(*hf, L, experts, experts) : moe::models::load_block(*gguf, L, experts);
-    }
-    [[nodiscard]] std::size_t num_layers() const {
-        if (gguf) {
-            const std::string arch = gguf->get_or<std::string>("general.architecture", "");
-            return gguf->get_or<std::size_t>(arch + ".block_count", 0);
-        }
-        const auto& c = moe::models::detail::text_config(hf->config());
-        return moe::models::detail::cfg_get<std::size_t>(c, "num_hidden_layers", 0);
-    }
-    /// The MoE layers: those load_block accepts (dense layers throw [moe.models.layer]).
-    [[nodiscard]] std::vector<std::size_t> moe_layers() const {
-        std::vector<std::size_t> r;
-        for (std::size_t L = 0; L < num_layers(); ++L) {
-            try {
-                (void)load(L, /*experts=*/false);  // the router only: cheap
-                r.push_back(L);
-            } catch (const moe::error& e) {
-                if (std::string(e.id()) != "moe.models.layer") throw;
-            }
-        }
-        return r;
-    }
-};
-
 template <class Executor>
 void run(const options& o, Executor&& ex) {
-    const checkpoint ck(o.model);
+    const moe::models::checkpoint ck(o.model);
     if (!o.trace.empty()) {
         const std::vector<std::size_t> layers = ck.moe_layers();
         if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");

@@ -1,0 +1,456 @@
+// Router, capacity, dispatch, metrics, noise, gate, synthetic logits and the policy simulator.
+#include <moe/gate.hpp>
+#include <moe/simulator.hpp>
+#include <moe/synthetic.hpp>
+
+#include "common.hpp"
+
+namespace moe_py {
+
+moe::renormalize parse_renorm(const std::string& s) {
+    if (s == "none") return moe::renormalize::none;
+    if (s == "sum") return moe::renormalize::sum;
+    if (s == "sum_eps") return moe::renormalize::sum_eps;
+    if (s == "clamp") return moe::renormalize::clamp;
+    MOE_THROW("moe.config.renormalize", "unknown renormalisation '", s, "' (expected none, sum, sum_eps or clamp)");
+}
+
+const char* renorm_name(moe::renormalize r) {
+    switch (r) {
+        case moe::renormalize::none: return "none";
+        case moe::renormalize::sum: return "sum";
+        case moe::renormalize::sum_eps: return "sum_eps";
+        case moe::renormalize::clamp: return "clamp";
+    }
+    return "?";
+}
+
+moe::group_mask parse_mask(const std::string& s) {
+    if (s == "neg_inf") return moe::group_mask::neg_inf;
+    if (s == "zero") return moe::group_mask::zero;
+    MOE_THROW("moe.config.group_mask", "unknown group mask '", s, "' (expected neg_inf or zero)");
+}
+
+moe::router_config router_config_of(const py::dict& d) {
+    dict_reader rd{d, "router", {}};
+    moe::router_config c;
+    std::string preset;
+    rd.get("preset", preset);
+    if (!preset.empty()) c = moe::presets::by_name(preset);
+    rd.get_enum("score", c.score, moe::parse_score_function);
+    rd.get_size("top_k", c.top_k);
+    rd.get("pre_softmax", c.pre_softmax);
+    rd.get("select_on_logits", c.select_on_logits);
+    rd.get_enum("renorm", c.renorm, parse_renorm);
+    rd.get("renorm_eps", c.renorm_eps);
+    rd.get("scaling_factor", c.scaling_factor);
+    rd.get_size("num_groups", c.num_groups);
+    rd.get_size("group_top_k", c.group_top_k);
+    rd.get_size("group_score_top_m", c.group_score_top_m);
+    rd.get_enum("mask", c.mask, parse_mask);
+    rd.get("weights_from_masked", c.weights_from_masked);
+    rd.get("keep_scores", c.keep_scores);
+    rd.finish();
+    return c;
+}
+
+py::dict dict_of(const moe::router_config& c) {
+    py::dict d;
+    d["score"] = moe::to_string(c.score);
+    d["top_k"] = c.top_k;
+    d["pre_softmax"] = c.pre_softmax;
+    d["select_on_logits"] = c.select_on_logits;
+    d["renorm"] = renorm_name(c.renorm);
+    d["renorm_eps"] = c.renorm_eps;
+    d["scaling_factor"] = c.scaling_factor;
+    d["num_groups"] = c.num_groups;
+    d["group_top_k"] = c.group_top_k;
+    d["group_score_top_m"] = c.group_score_top_m;
+    d["mask"] = c.mask == moe::group_mask::zero ? "zero" : "neg_inf";
+    d["weights_from_masked"] = c.weights_from_masked;
+    d["keep_scores"] = c.keep_scores;
+    return d;
+}
+
+moe::capacity_config capacity_config_of(const py::dict& d) {
+    dict_reader rd{d, "capacity", {}};
+    moe::capacity_config c;
+    rd.get_enum("formula", c.formula, moe::parse_capacity_formula);
+    rd.get("factor", c.factor);
+    rd.get_size("min_capacity", c.min_capacity);
+    rd.get_size("alignment", c.alignment);
+    rd.finish();
+    return c;
+}
+
+moe::drop_config drop_config_of(const py::dict& d) {
+    dict_reader rd{d, "apply_capacity", {}};
+    moe::drop_config c;
+    py::dict cap;
+    for (const char* k : {"formula", "factor", "min_capacity", "alignment"}) {
+        rd.seen.emplace_back(k);
+        if (d.contains(k)) cap[k] = d[k];
+    }
+    c.capacity = capacity_config_of(cap);
+    rd.get_enum("policy", c.policy, moe::parse_drop_policy);
+    rd.get_enum("renorm_after", c.renorm_after, parse_renorm);
+    rd.get("renorm_eps", c.renorm_eps);
+    rd.get("seed", c.seed);
+    rd.get("reroute", c.reroute);
+    if (rd.has("placement")) c.placement = vector_of<std::int32_t>(d["placement"], "placement");
+    if (rd.has("per_expert")) {
+        const auto v = vector_of<std::int64_t>(d["per_expert"], "per_expert");
+        for (auto x : v)
+            if (x < 0) MOE_THROW("moe.python.argument", "per_expert holds ", x, " (capacities are >= 0)");
+        c.per_expert.assign(v.begin(), v.end());
+    }
+    rd.finish();
+    return c;
+}
+
+std::vector<std::uint8_t> mask_of(const py::object& valid, std::size_t tokens) {
+    if (valid.is_none()) return {};
+    const auto v = vector_of<std::int64_t>(valid, "valid", static_cast<std::ptrdiff_t>(tokens));
+    std::vector<std::uint8_t> out(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) out[i] = v[i] != 0;
+    return out;
+}
+
+namespace {
+
+py::dict report_dict(moe::capacity_report&& r) {
+    py::dict d;
+    d["capacity"] = r.capacity;
+    d["capacities"] = counts_array(r.capacities);
+    d["load_before"] = counts_array(r.load_before);
+    d["load_after"] = counts_array(r.load_after);
+    d["dropped"] = to_array(std::move(r.dropped));
+    d["rerouted"] = to_array(std::move(r.rerouted));
+    d["original"] = to_array(std::move(r.original));
+    d["reroute_rounds"] = r.reroute_rounds;
+    return d;
+}
+
+/// The capacity report back from its dict (measure() takes the drops from it).
+moe::capacity_report report_of(const py::dict& d) {
+    moe::capacity_report r;
+    if (d.contains("dropped")) r.dropped = vector_of<std::int32_t>(d["dropped"], "report['dropped']");
+    if (d.contains("capacity")) r.capacity = d["capacity"].cast<std::size_t>();
+    return r;
+}
+
+template <class W>
+void bind_routing_class(py::module_& m, const char* name) {
+    using R = py_routing<W>;
+    py::class_<R>(m, name)
+        .def(py::init([](std::size_t T, std::size_t E, std::size_t k, bool scores) {
+                 return R{moe::routing<W>(T, E, k, scores)};
+             }),
+             py::arg("num_tokens"), py::arg("num_experts"), py::arg("top_k"), py::arg("keep_scores") = false)
+        .def_property_readonly("num_tokens", [](const R& r) { return r.r.num_tokens; })
+        .def_property_readonly("num_experts", [](const R& r) { return r.r.num_experts; })
+        .def_property_readonly("top_k", [](const R& r) { return r.r.top_k; })
+        .def_property_readonly("indices",
+                               [](py::object self) {
+                                   auto& r = self.cast<R&>().r;
+                                   return py::array_t<std::int32_t>({static_cast<py::ssize_t>(r.num_tokens), static_cast<py::ssize_t>(r.top_k)},
+                                                                    r.indices.data(), self);
+                               })
+        .def_property_readonly("weights",
+                               [](py::object self) {
+                                   auto& r = self.cast<R&>().r;
+                                   return view_of(r.weights, {static_cast<py::ssize_t>(r.num_tokens), static_cast<py::ssize_t>(r.top_k)}, self);
+                               })
+        .def_property_readonly("scores",
+                               [](py::object self) -> py::object {
+                                   auto& r = self.cast<R&>().r;
+                                   if (r.scores.empty() && r.num_tokens * r.num_experts > 0) return py::none();
+                                   return view_of(r.scores, {static_cast<py::ssize_t>(r.num_tokens), static_cast<py::ssize_t>(r.num_experts)}, self);
+                               })
+        .def("tokens_per_expert", [](const R& r) { return counts_array(r.r.tokens_per_expert()); })
+        .def("copy", [](const R& r) { return R{r.r}; })
+        .def("set_scores", [](R& r, bool on) { r.r.scores.assign(on ? r.r.num_tokens * r.r.num_experts : 0, W(0)); });
+}
+
+/// Routing from user arrays (e.g. a framework's own top-k): indices [T, k] (-1 = empty slot),
+/// weights [T, k], optional scores [T, E].
+template <class W>
+py::object routing_from(const py::handle& idx, const py::handle& w, const py::object& scores, std::size_t E) {
+    py::array ia = py::array::ensure(idx), wa = py::array::ensure(w);
+    if (!ia || ia.ndim() != 2) MOE_THROW("moe.python.shape", "indices must be a 2-D array [tokens, k]");
+    if (!wa || wa.ndim() != 2 || wa.shape(0) != ia.shape(0) || wa.shape(1) != ia.shape(1))
+        MOE_THROW("moe.python.shape", "weights must be 2-D with the shape of indices");
+    const std::size_t T = static_cast<std::size_t>(ia.shape(0)), k = static_cast<std::size_t>(ia.shape(1));
+    moe::routing<W> r(T, E, k, !scores.is_none());
+    const auto iv = vector_of<std::int32_t>(ia.attr("reshape")(-1), "indices");
+    const auto wv = vector_of<W>(wa.attr("reshape")(-1), "weights");
+    for (std::size_t i = 0; i < iv.size(); ++i)
+        if (iv[i] < -1 || iv[i] >= static_cast<std::int32_t>(E))
+            MOE_THROW("moe.python.index", "indices hold ", iv[i], " at token ", i / std::max<std::size_t>(k, 1), ", outside [-1, ", E, ")");
+    r.indices = iv;
+    r.weights = wv;
+    if (!scores.is_none()) {
+        py::array sa = py::array::ensure(scores);
+        if (!sa || sa.ndim() != 2 || static_cast<std::size_t>(sa.shape(0)) != T || static_cast<std::size_t>(sa.shape(1)) != E)
+            MOE_THROW("moe.python.shape", "scores must be [tokens, num_experts] = [", T, ", ", E, "]");
+        r.scores = vector_of<W>(sa.attr("reshape")(-1), "scores");
+    }
+    return wrap(std::move(r));
+}
+
+py::dict metrics_dict(const moe::load_metrics& m) {
+    py::dict d;
+    d["load"] = counts_array(m.load);
+    d["mean_load"] = m.mean_load;
+    d["max_load"] = m.max_load;
+    d["max_over_mean"] = m.max_over_mean;
+    d["cv"] = m.cv;
+    d["routed"] = m.routed;
+    d["dropped"] = m.dropped;
+    d["drop_rate"] = m.drop_rate;
+    d["drops_by_decile"] = counts_array(std::vector<std::size_t>(m.drops_by_decile.begin(), m.drops_by_decile.end()));
+    d["padding_fraction"] = m.padding_fraction;
+    return d;
+}
+
+/// Noise stages write into a copy of the input (float32 or float64), returned.
+template <class F>
+py::array noisy_copy(const py::array& a, const char* what, F&& f) {
+    return visit_loss_logits(a, what, [&](auto in) {
+        using T = std::remove_const_t<std::remove_reference_t<decltype(*in.view.data)>>;
+        moe::matrix<T> out(in.view.rows, in.view.cols);
+        for (std::size_t t = 0; t < in.view.rows; ++t) std::copy(in.view.row(t), in.view.row(t) + in.view.cols, out.row(t));
+        {
+            py::gil_scoped_release nogil;
+            f(out.view());
+        }
+        return matrix_array(std::move(out));
+    });
+}
+
+}  // namespace
+
+void bind_routing(py::module_& m) {
+    bind_routing_class<float>(m, "RoutingF32");
+    bind_routing_class<double>(m, "RoutingF64");
+    m.def("routing_from_arrays",
+          [](const py::handle& idx, const py::handle& w, const py::object& scores, std::size_t E, bool f64) {
+              return f64 ? routing_from<double>(idx, w, scores, E) : routing_from<float>(idx, w, scores, E);
+          });
+
+    m.attr("preset_names") = [] {
+        py::list l;
+        for (const char* n : moe::presets::preset_names) l.append(n);
+        return l;
+    }();
+    m.def("router_config", [](const py::dict& d) { return dict_of(router_config_of(d)); });
+
+    m.def("route", [](const py::array& logits, bool bf16, const py::dict& cfg_d, const py::object& bias, int threads) {
+        const moe::router_config cfg = router_config_of(cfg_d);
+        const py_executor ex = executor(threads);
+        return visit_logits(logits, bf16, "logits", [&](auto in) -> py::object {
+            using T = std::remove_const_t<std::remove_reference_t<decltype(*in.view.data)>>;
+            using C = moe::compute_t<T>;
+            std::vector<C> b;
+            if (!bias.is_none()) b = vector_of<C>(bias, "bias");
+            moe::routing<C> r(in.view.rows, in.view.cols, cfg.top_k, cfg.keep_scores);
+            cfg.validate(in.view.cols);
+            {
+                py::gil_scoped_release nogil;
+                moe::router_workspace<C> ws;
+                moe::route_into(r, in.view, cfg, moe::vector_view<C>(b), ws, ex);
+            }
+            return wrap(std::move(r));
+        });
+    });
+
+    m.def("mask_tokens", [](py::object r, const py::object& valid) {
+        visit_routing(r, [&](auto& rt) { moe::mask_tokens(rt, mask_of(valid, rt.num_tokens)); });
+    });
+
+    m.def("expert_capacity", [](const py::dict& cap, std::size_t T, std::size_t E, std::size_t k, std::size_t max_load,
+                                double slots_per_token) {
+        return moe::expert_capacity(capacity_config_of(cap), T, E, k, max_load, slots_per_token);
+    });
+    m.def("apply_capacity", [](py::object r, const py::dict& d) {
+        const moe::drop_config cfg = drop_config_of(d);
+        return visit_routing(r, [&](auto& rt) {
+            moe::capacity_report rep;
+            {
+                py::gil_scoped_release nogil;
+                rep = moe::apply_capacity(rt, cfg);
+            }
+            return report_dict(std::move(rep));
+        });
+    });
+    m.def("fill_in", [](py::object r, std::size_t capacity) {
+        return visit_routing(r, [&](auto& rt) {
+            moe::fill_in_report rep;
+            auto out = moe::fill_in(rt, capacity, &rep);
+            py::dict d;
+            d["filled"] = rep.filled;
+            d["load_after"] = counts_array(rep.load_after);
+            return py::make_tuple(wrap(std::move(out)), d);
+        });
+    });
+
+    py::class_<moe::dispatch_plan>(m, "Plan")
+        .def_property_readonly("num_tokens", [](const moe::dispatch_plan& p) { return p.num_tokens; })
+        .def_property_readonly("num_experts", [](const moe::dispatch_plan& p) { return p.num_experts; })
+        .def_property_readonly("top_k", [](const moe::dispatch_plan& p) { return p.top_k; })
+        .def_property_readonly("block", [](const moe::dispatch_plan& p) { return p.block; })
+        .def_property_readonly("num_rows", &moe::dispatch_plan::num_rows)
+        .def_property_readonly("padding_fraction", &moe::dispatch_plan::padding_fraction)
+        .def_property_readonly("counts", [](py::object s) { auto& p = s.cast<moe::dispatch_plan&>(); return view_of(p.counts, {static_cast<py::ssize_t>(p.counts.size())}, s); })
+        .def_property_readonly("offsets", [](py::object s) { auto& p = s.cast<moe::dispatch_plan&>(); return view_of(p.offsets, {static_cast<py::ssize_t>(p.offsets.size())}, s); })
+        .def_property_readonly("row_token", [](py::object s) { auto& p = s.cast<moe::dispatch_plan&>(); return view_of(p.row_token, {static_cast<py::ssize_t>(p.row_token.size())}, s); })
+        .def_property_readonly("row_slot", [](py::object s) { auto& p = s.cast<moe::dispatch_plan&>(); return view_of(p.row_slot, {static_cast<py::ssize_t>(p.row_slot.size())}, s); })
+        .def_property_readonly("slot_row", [](py::object s) {
+            auto& p = s.cast<moe::dispatch_plan&>();
+            return view_of(p.slot_row, {static_cast<py::ssize_t>(p.num_tokens), static_cast<py::ssize_t>(p.top_k)}, s);
+        });
+    m.def("make_plan", [](py::object r, std::size_t block, std::size_t rows_per_expert) {
+        return visit_routing(r, [&](auto& rt) { return moe::make_plan(rt, block, rows_per_expert); });
+    });
+    m.def("padded_rows_per_expert", &moe::padded_rows_per_expert);
+    m.def("to_vllm_layout", [](const moe::dispatch_plan& p) {
+        auto v = moe::to_vllm_layout(p);
+        py::dict d;
+        d["sorted_token_ids"] = to_array(std::move(v.sorted_token_ids));
+        d["expert_ids"] = to_array(std::move(v.expert_ids));
+        d["num_tokens_post_pad"] = v.num_tokens_post_pad;
+        return d;
+    });
+    m.def("gather", [](const py::array& x, const moe::dispatch_plan& plan, int threads) {
+        const py_executor ex = executor(threads);
+        return visit_loss_logits(x, "x", [&](auto in) {
+            using T = std::remove_const_t<std::remove_reference_t<decltype(*in.view.data)>>;
+            moe::matrix<T> rows(plan.num_rows(), in.view.cols);
+            {
+                py::gil_scoped_release nogil;
+                moe::gather(rows.view(), in.view, plan, ex);
+            }
+            return matrix_array(std::move(rows));
+        });
+    });
+    m.def("combine", [](const py::array& out, const moe::dispatch_plan& plan, py::object r, int threads) {
+        const py_executor ex = executor(threads);
+        if (kind_of(out) != elem::f32) MOE_THROW("moe.python.dtype", "combine: expert output must be float32, got ", dtype_name(out));
+        if (!py::isinstance<py_routing<float>>(r))
+            MOE_THROW("moe.python.dtype", "combine: the routing must have float32 weights (route float32 logits)");
+        const auto o = matrix_of<float>(out, "out");
+        auto& rt = r.cast<py_routing<float>&>().r;
+        moe::matrix<float> y(plan.num_tokens, o.view.cols);
+        {
+            py::gil_scoped_release nogil;
+            moe::combine(y.view(), o.view, plan, rt, ex);
+        }
+        return matrix_array(std::move(y));
+    });
+
+    m.def("measure", [](py::object r, const py::object& report, const py::object& plan) {
+        return visit_routing(r, [&](auto& rt) {
+            moe::capacity_report rep;
+            if (!report.is_none()) rep = report_of(report.cast<py::dict>());
+            const moe::dispatch_plan* p = plan.is_none() ? nullptr : &plan.cast<const moe::dispatch_plan&>();
+            return metrics_dict(moe::measure(rt, report.is_none() ? nullptr : &rep, p));
+        });
+    });
+    m.def("device_loads", [](py::object r, const py::handle& placement) {
+        const auto pl = vector_of<std::int32_t>(placement, "placement");
+        return visit_routing(r, [&](auto& rt) { return counts_array(moe::device_loads(rt, pl)); });
+    });
+
+    m.def("apply_jitter", [](const py::array& x, double eps, std::uint64_t seed, int threads) {
+        const py_executor ex = executor(threads);
+        return noisy_copy(x, "x", [&](auto v) { moe::apply_jitter(v, eps, seed, ex); });
+    });
+    m.def("add_gumbel_noise", [](const py::array& x, std::uint64_t seed, int threads) {
+        const py_executor ex = executor(threads);
+        return noisy_copy(x, "logits", [&](auto v) { moe::add_gumbel_noise(v, seed, ex); });
+    });
+    m.def("add_normal_noise", [](const py::array& x, double stddev, std::uint64_t seed, int threads) {
+        const py_executor ex = executor(threads);
+        return noisy_copy(x, "logits", [&](auto v) { moe::add_normal_noise(v, stddev, seed, ex); });
+    });
+    m.def("rescore", [](py::object r, const py::array& clean, const py::dict& cfg_d) {
+        const moe::router_config cfg = router_config_of(cfg_d);
+        visit_loss_logits(clean, "clean_logits", [&](auto in) {
+            using T = std::remove_const_t<std::remove_reference_t<decltype(*in.view.data)>>;
+            if (!py::isinstance<py_routing<T>>(r))
+                MOE_THROW("moe.python.dtype", "rescore: the routing's weights and the clean logits must have one float type");
+            moe::rescore(r.cast<py_routing<T>&>().r, in.view, cfg);
+        });
+    });
+
+    m.def("synthetic_logits", [](std::size_t T, std::size_t E, const std::string& skew, std::uint64_t seed) {
+        return matrix_array(moe::synthetic_logits(T, E, moe::skew::parse(skew), seed));
+    });
+
+    m.def("gate", [](const py::array& x, const py::array& w, const py::object& b, int threads) {
+        const py_executor ex = executor(threads);
+        if (kind_of(x) != elem::f32 || kind_of(w) != elem::f32)
+            MOE_THROW("moe.python.dtype", "gate: x and w must be float32 (got ", dtype_name(x), ", ", dtype_name(w), ")");
+        const auto xi = matrix_of<float>(x, "x"), wi = matrix_of<float>(w, "w");
+        std::vector<float> bias;
+        if (!b.is_none()) bias = vector_of<float>(b, "b", static_cast<std::ptrdiff_t>(wi.view.rows));
+        if (xi.view.cols != wi.view.cols)
+            MOE_THROW("moe.gate.shape", "x has ", xi.view.cols, " columns, w ", wi.view.cols, " (w is num_experts x hidden)");
+        moe::matrix<float> out(xi.view.rows, wi.view.rows);
+        {
+            py::gil_scoped_release nogil;
+            const moe::packed_gate g = moe::pack_gate(wi.view);
+            moe::gate_into(out.view(), xi.view, g, moe::vector_view<float>(bias), ex);
+        }
+        return matrix_array(std::move(out));
+    });
+
+    m.attr("simulator_policies") = [] {
+        py::list l;
+        for (const char* n : moe::simulator_policies) l.append(n);
+        return l;
+    }();
+    m.def("measure_row_cost", [](std::size_t H, std::size_t F) {
+        py::gil_scoped_release nogil;
+        return moe::measure_row_cost(H, F);
+    });
+    m.def("compare_policies", [](const py::array& logits, const py::dict& cfg_d, std::vector<std::string> names,
+                                 std::size_t block, std::size_t bias_steps, double row_cost) {
+        if (kind_of(logits) != elem::f32) MOE_THROW("moe.python.dtype", "compare_policies: logits must be float32, got ", dtype_name(logits));
+        const auto in = matrix_of<float>(logits, "logits");
+        moe::matrix<float> l(in.view.rows, in.view.cols);
+        for (std::size_t t = 0; t < l.rows; ++t) std::copy(in.view.row(t), in.view.row(t) + l.cols, l.row(t));
+        const moe::router_config cfg = router_config_of(cfg_d);
+        moe::simulator_options o;
+        o.block = block;
+        o.bias_steps = bias_steps;
+        o.row_cost = row_cost;
+        std::vector<moe::policy_result> res;
+        {
+            py::gil_scoped_release nogil;
+            res = moe::compare_policies(l, cfg, std::move(names), o);
+        }
+        py::list rows;
+        for (auto& p : res) {
+            py::dict d;
+            d["policy"] = p.name;
+            d["drop_rate"] = p.drop_rate;
+            d["rerouted"] = p.rerouted;
+            d["max_load"] = p.max_load;
+            d["max_over_mean"] = p.max_over_mean;
+            d["cv"] = p.cv;
+            d["padding_fraction"] = p.padding;
+            d["aux_loss"] = p.aux;
+            d["z_loss"] = p.z;
+            d["experts_per_token"] = p.experts_per_token;
+            d["us_per_token"] = p.us_per_token;
+            d["model_ms"] = p.model_ms;
+            d["balanced_ms"] = p.ideal_ms;
+            d["load"] = counts_array(p.load);
+            rows.append(d);
+        }
+        return rows;
+    });
+}
+
+}  // namespace moe_py
