@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages moe needs for a purpose: core | demo | test.
+# Installs the Debian 12 packages moe needs for a purpose: core | demo | test | python.
 # Skips apt entirely when everything is already installed.
 set -euo pipefail
 purpose=${1:-test}
@@ -8,7 +8,9 @@ case "$purpose" in
   core) pkgs="$core" ;;
   demo) pkgs="$core python3-matplotlib" ;;  # the policy plot
   test) pkgs="$core clang libclang-rt-14-dev catch2 libbenchmark-dev libopenmpi-dev openmpi-bin" ;;  # rt: sanitizer and fuzzer runtimes (only a Recommends of clang)
-  *) echo "usage: $0 core|demo|test" >&2; exit 2 ;;
+  # python: the extension (pybind11), `pip install --no-build-isolation .` in a venv, pytest, torch
+  python) pkgs="$core python3-dev pybind11-dev python3-pybind11 python3-numpy python3-pytest python3-setuptools python3-pip python3-venv python3-torch" ;;
+  *) echo "usage: $0 core|demo|test|python" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

@@ -312,7 +312,8 @@ void bind_routing(py::module_& m) {
     m.def("make_plan", [](py::object r, std::size_t block, std::size_t rows_per_expert) {
         return visit_routing(r, [&](auto& rt) { return moe::make_plan(rt, block, rows_per_expert); });
     });
-    m.def("padded_rows_per_expert", &moe::padded_rows_per_expert);
+    m.def("padded_rows_per_expert", &moe::padded_rows_per_expert, py::arg("capacity"), py::arg("num_tokens"),
+          "Rows per expert of a pad-to-capacity plan: capacity, or num_tokens when that is smaller.");
     m.def("to_vllm_layout", [](const moe::dispatch_plan& p) {
         auto v = moe::to_vllm_layout(p);
         py::dict d;
@@ -381,6 +382,12 @@ void bind_routing(py::module_& m) {
                 MOE_THROW("moe.python.dtype", "rescore: the routing's weights and the clean logits must have one float type");
             moe::rescore(r.cast<py_routing<T>&>().r, in.view, cfg);
         });
+    });
+
+    // Test hook: the address moe reads a logits array from (equal to the array's own data
+    // pointer when it is read in place, not copied).
+    m.def("_input_address", [](const py::array& a, bool bf16) {
+        return visit_logits(a, bf16, "a", [](auto in) { return reinterpret_cast<std::uintptr_t>(in.view.data); });
     });
 
     m.def("synthetic_logits", [](std::size_t T, std::size_t E, const std::string& skew, std::uint64_t seed) {

@@ -15,6 +15,7 @@
 /// executor and thread count, and across archs as the kernels are.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <string>
 #include <type_traits>
@@ -273,7 +274,9 @@ private:
             const float* o = rows.row(r);
             if (spec_.shared == shared_gate::sigmoid) {
                 const float g = shared_g_[static_cast<std::size_t>(tok)];
-                for (std::size_t h = 0; h < H; ++h) yt[h] += g * o[h];
+                // std::fma, not `+= g * o`: compilers contract the latter into an FMA only where
+                // the target has one, which made -march=x86-64 and -march=native builds differ.
+                for (std::size_t h = 0; h < H; ++h) yt[h] = std::fma(g, o[h], yt[h]);
             } else {
                 for (std::size_t h = 0; h < H; ++h) yt[h] += o[h];
             }

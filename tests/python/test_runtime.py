@@ -1,0 +1,118 @@
+"""The runtime side: threads, the GIL, the instruction-set variants and their loader."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import moe
+from moe import _loader
+from conftest import data, npy
+
+
+def test_results_do_not_depend_on_threads():
+    logits = moe.synthetic_logits(3000, 64, skew="zipf:1", seed=4)
+    bias = np.linspace(-0.1, 0.1, 64).astype(np.float32)
+    one = moe.route(logits, "deepseek_v3", bias=bias, threads=1)
+    for n in (0, 2, 5):
+        r = moe.route(logits, "deepseek_v3", bias=bias, threads=n)
+        np.testing.assert_array_equal(r.indices, one.indices)
+        np.testing.assert_array_equal(r.weights, one.weights)
+    x = np.random.default_rng(0).standard_normal((300, 64)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
+    np.testing.assert_array_equal(moe.gate(x, w, threads=1), moe.gate(x, w, threads=4))
+
+
+def test_gil_is_released_during_compute():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6000, 1024)).astype(np.float32)
+    w = rng.standard_normal((256, 1024)).astype(np.float32)
+    window = {}
+
+    def work():
+        window["start"] = time.perf_counter()
+        moe.gate(x, w, threads=1)
+        window["end"] = time.perf_counter()
+
+    ticks = []
+    th = threading.Thread(target=work)
+    th.start()
+    while th.is_alive():
+        ticks.append(time.perf_counter())
+    th.join()
+    start, end = window["start"], window["end"]
+    assert end - start > 0.02, "the call is too short to tell"
+    inside = sum(1 for t in ticks if start + 0.005 < t < end - 0.005)
+    # With the GIL held by the call, this thread could not run at all inside the window.
+    assert inside > 1000, (inside, end - start)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, moe
+    sys.path.insert(0, sys.argv[2])
+    from conftest import data, npy
+    out = {"variant": np.array(moe.variant)}
+    logits = moe.synthetic_logits(500, 64, skew="zipf:1", seed=9)
+    for p in ("mixtral", "deepseek_v3", "qwen3_moe", "gpt_oss", "llama4"):
+        r = moe.route(logits, p)
+        out[p + ".i"], out[p + ".w"] = r.indices, r.weights
+    r = moe.route(logits, "mixtral")
+    out["lbl"] = moe.load_balancing_loss(logits, r, grad=True)[1]
+    out["z"] = moe.z_loss(logits, grad=True)[1]
+    for m in ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "llama4"):
+        spec, weights = moe.load_block(data("models", m), 1)
+        out[m] = moe.MoeBlock(spec, weights).forward(npy("models", m, "x.npy"))
+    np.savez(sys.argv[1], **out)
+""")
+
+
+def test_every_built_variant_gives_the_same_bits(tmp_path):
+    """Routing, losses and blocks: the same bits on every instruction set (SSE2 runs moe's scalar
+    reference, which rounds like the FMA paths)."""
+    built = _loader.built_variants()
+    runnable = [v for v in built if v == "baseline" or (_loader.cpu_flags() or set()) >= set(_loader.required_features(built[v]))]
+    results = {}
+    for v in runnable:
+        f = tmp_path / f"{v}.npz"
+        env = dict(os.environ, MOE_VARIANT=v)
+        subprocess.run([sys.executable, "-c", SCRIPT, str(f), os.path.dirname(os.path.abspath(__file__))], check=True, env=env)
+        results[v] = np.load(f)
+        assert str(results[v]["variant"]) == v
+    if len(results) < 2:
+        pytest.skip(f"one variant runs here ({', '.join(results)})")
+    base = results[runnable[-1]]
+    for v in runnable[:-1]:
+        for k in base.files:
+            if k != "variant":
+                np.testing.assert_array_equal(results[v][k], base[k], err_msg=f"{v} vs {runnable[-1]}: {k}")
+
+
+def test_loader_picks_the_best_variant_the_cpu_runs(tmp_path):
+    def fake(name, req):
+        p = tmp_path / f"_moe_{name}.so"
+        p.write_bytes(b"\x7fELF....MOE_PY_REQUIRES:" + req.encode() + b";....")
+        return str(p)
+
+    variants = {"native": fake("native", " avx2 avx512f avx512bw"), "avx2": fake("avx2", " avx2 fma"),
+                "baseline": fake("baseline", "")}
+    assert _loader.choose(variants, {"avx2", "fma", "avx512f", "avx512bw"}) == "native"
+    assert _loader.choose(variants, {"avx2", "fma"}) == "avx2"
+    assert _loader.choose(variants, {"sse2"}) == "baseline"
+    assert _loader.choose(variants, None) == "baseline"  # no /proc/cpuinfo: the safe one
+    assert _loader.choose(variants, set(), forced="avx2") == "avx2"
+    with pytest.raises(moe.Error) as e:
+        _loader.choose({"baseline": variants["baseline"]}, set(), forced="native")
+    assert str(e.value) == "[moe.python.variant] MOE_VARIANT=native was not built (built: baseline)"
+
+
+def test_the_loaded_variant_runs_here():
+    built = _loader.built_variants()
+    assert moe.variant in built
+    req = set(_loader.required_features(built[moe.variant]))
+    flags = _loader.cpu_flags()
+    assert flags is None or req <= flags
+    assert set(moe._core.required_features.split()) == req  # the marker is what the module was built with
