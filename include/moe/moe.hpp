@@ -12,6 +12,7 @@
 #include "losses.hpp"
 #include "metrics.hpp"
 #include "noise.hpp"
+#include "placement.hpp"
 #include "presets.hpp"
 #include "router.hpp"
 #include "scoring.hpp"
