@@ -7,6 +7,10 @@
 /// `phy2log[p]` the logical expert physical expert p runs, `phyrank[p]` which replica of it
 /// p is, `logcnt[e]` how many replicas logical expert e has, `log2phy[e][r]` the physical
 /// expert of replica r (-1 padded to the largest replica count). Each layer is independent.
+///
+/// Across layers (ExFlow, MoETuner): a token whose consecutive layers' experts sit on one
+/// device stays there; `affinity_placement` places each layer's experts to keep the frequent
+/// layer-to-layer transitions on one device, and `transition_traffic` counts what crosses.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include "config.hpp"
 #include "router.hpp"
 #include "tensor.hpp"
+#include "trace.hpp"
 
 namespace moe {
 
@@ -337,6 +342,157 @@ template <class W>
         t.max_over_mean = static_cast<double>(*std::max_element(t.device_load.begin(), t.device_load.end())) * static_cast<double>(num_devices) /
                           static_cast<double>(total);
     return t;
+}
+
+/// One replica per expert in each of L layers: device[l * E + e] for expert e of layer l.
+struct layered_placement {
+    std::size_t num_layers = 0, num_experts = 0, num_devices = 0;
+    std::vector<std::int32_t> device;
+    [[nodiscard]] std::int32_t at(std::size_t l, std::size_t e) const noexcept { return device[l * num_experts + e]; }
+    /// Layer l's expert -> device map (the `placement` capacity and device_loads take).
+    [[nodiscard]] std::vector<std::int32_t> layer(std::size_t l) const {
+        return {device.begin() + static_cast<std::ptrdiff_t>(l * num_experts), device.begin() + static_cast<std::ptrdiff_t>((l + 1) * num_experts)};
+    }
+};
+
+/// Experts in order, E / D per device, in every layer. Throws [moe.placement.devices].
+[[nodiscard]] inline layered_placement contiguous_layers(std::size_t L, std::size_t E, std::size_t D) {
+    if (D == 0 || E % D != 0) MOE_THROW("moe.placement.devices", "num_devices=", D, " does not divide the ", E, " experts");
+    layered_placement p{L, E, D, std::vector<std::int32_t>(L * E)};
+    for (std::size_t l = 0; l < L; ++l)
+        for (std::size_t e = 0; e < E; ++e) p.device[l * E + e] = static_cast<std::int32_t>(e / (E / D));
+    return p;
+}
+
+/// Sum of the transition counts whose two experts share a device: sum over l, a, b of
+/// C_l(a, b) [device_l(a) == device_{l+1}(b)].
+[[nodiscard]] inline double colocated_transitions(const std::vector<matrix<double>>& counts, const layered_placement& p) {
+    double s = 0;
+    for (std::size_t l = 0; l < counts.size() && l + 1 < p.num_layers; ++l)
+        for (std::size_t a = 0; a < p.num_experts; ++a)
+            for (std::size_t b = 0; b < p.num_experts; ++b)
+                if (p.at(l, a) == p.at(l + 1, b)) s += counts[l](a, b);
+    return s;
+}
+
+namespace detail {
+inline void check_transitions(const std::vector<matrix<double>>& counts, std::size_t L, std::size_t E) {
+    if (counts.size() + 1 != L) MOE_THROW("moe.placement.transitions", "expected ", L - 1, " transition matrices for ", L, " layers, got ", counts.size());
+    for (const auto& m : counts)
+        if (m.rows != E || m.cols != E) MOE_THROW("moe.placement.transitions", "transition matrices must be ", E, " x ", E, ", got ", m.rows, " x ", m.cols);
+}
+/// Co-located counts expert e of layer l has with its neighbours' layers if it sat on device d.
+inline double affinity_of(const std::vector<matrix<double>>& c, const layered_placement& p, std::size_t l, std::size_t e, std::int32_t d) {
+    double s = 0;
+    const std::size_t E = p.num_experts;
+    if (l > 0)
+        for (std::size_t a = 0; a < E; ++a)
+            if (p.at(l - 1, a) == d) s += c[l - 1](a, e);
+    if (l + 1 < p.num_layers)
+        for (std::size_t b = 0; b < E; ++b)
+            if (p.at(l + 1, b) == d) s += c[l](e, b);
+    return s;
+}
+}  // namespace detail
+
+/// Affinity-aware placement (ExFlow's goal: a token's consecutive experts on one device):
+/// layer 0 contiguous, each next layer assigned greedily (the (expert, device) pairs with the
+/// most co-located transitions first, E / D experts per device), then pairwise swaps within
+/// a layer while any improves the co-located total (at most `max_passes` passes). A local
+/// optimum, deterministic (ties: lower indices). Throws [moe.placement.transitions],
+/// [moe.placement.devices].
+[[nodiscard]] inline layered_placement affinity_placement(const std::vector<matrix<double>>& counts, std::size_t L, std::size_t E,
+                                                          std::size_t D, std::size_t max_passes = 50) {
+    detail::check_transitions(counts, L, E);
+    layered_placement p = contiguous_layers(L, E, D);
+    const std::size_t per = E / D;
+    for (std::size_t l = 1; l < L; ++l) {
+        std::vector<double> score(E * D, 0.0);
+        for (std::size_t a = 0; a < E; ++a)
+            for (std::size_t b = 0; b < E; ++b) score[b * D + static_cast<std::size_t>(p.at(l - 1, a))] += counts[l - 1](a, b);
+        std::vector<std::size_t> order(E * D);
+        std::iota(order.begin(), order.end(), std::size_t{0});
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return score[x] > score[y]; });
+        std::vector<char> placed(E, 0);
+        std::vector<std::size_t> fill(D, 0);
+        for (std::size_t i : order) {
+            const std::size_t b = i / D, d = i % D;
+            if (placed[b] || fill[d] == per) continue;
+            p.device[l * E + b] = static_cast<std::int32_t>(d);
+            placed[b] = 1;
+            ++fill[d];
+        }
+    }
+    for (std::size_t pass = 0; pass < max_passes; ++pass) {
+        bool improved = false;
+        for (std::size_t l = 0; l < L; ++l)
+            for (std::size_t a = 0; a < E; ++a)
+                for (std::size_t b = a + 1; b < E; ++b) {
+                    const std::int32_t da = p.at(l, a), db = p.at(l, b);
+                    if (da == db) continue;
+                    const double before = detail::affinity_of(counts, p, l, a, da) + detail::affinity_of(counts, p, l, b, db);
+                    const double after = detail::affinity_of(counts, p, l, a, db) + detail::affinity_of(counts, p, l, b, da);
+                    if (after > before + 1e-9) {
+                        p.device[l * E + a] = db;
+                        p.device[l * E + b] = da;
+                        improved = true;
+                    }
+                }
+        if (!improved) break;
+    }
+    return p;
+}
+
+/// Layer-to-layer traffic of a trace: pairs = (token, layer l, expert a of layer l, expert b
+/// of layer l+1) over the token's routed slots; crossing = those whose devices differ (the
+/// token's activations move between devices between the layers).
+struct transition_traffic_report {
+    double pairs = 0, crossing = 0;
+    [[nodiscard]] double crossing_fraction() const noexcept { return pairs > 0 ? crossing / pairs : 0.0; }
+};
+
+/// `device_of(l, e)`: the device of expert e of layer l in the trace's numbering.
+template <class DeviceOf>
+[[nodiscard]] transition_traffic_report transition_traffic(const routing_trace& tr, DeviceOf&& device_of) {
+    transition_traffic_report r;
+    for (std::size_t l = 0; l + 1 < tr.num_layers; ++l)
+        for (std::size_t t = 0; t < tr.num_tokens; ++t)
+            for (std::size_t s = 0; s < tr.top_k; ++s) {
+                const std::int32_t a = tr.at(l, t, s);
+                if (a < 0) continue;
+                for (std::size_t u = 0; u < tr.top_k; ++u) {
+                    const std::int32_t b = tr.at(l + 1, t, u);
+                    if (b < 0) continue;
+                    r.pairs += 1;
+                    if (device_of(l, static_cast<std::size_t>(a)) != device_of(l + 1, static_cast<std::size_t>(b))) r.crossing += 1;
+                }
+            }
+    return r;
+}
+
+/// Traffic under a one-replica layered placement.
+[[nodiscard]] inline transition_traffic_report transition_traffic(const routing_trace& tr, const layered_placement& p) {
+    return transition_traffic(tr, [&](std::size_t l, std::size_t e) { return p.at(l, e); });
+}
+
+/// The trace over physical experts: each layer mapped to replicas as `to_physical` does.
+[[nodiscard]] inline routing_trace physical_trace(const routing_trace& tr, const replica_placement& p,
+                                                  replica_policy policy = replica_policy::round_robin) {
+    if (p.num_layers != tr.num_layers)
+        MOE_THROW("moe.placement.layer", "placement has ", p.num_layers, " layers, the trace ", tr.num_layers);
+    routing_trace out(tr.num_layers, tr.num_tokens, p.num_physical, tr.top_k);
+    for (std::size_t l = 0; l < tr.num_layers; ++l) {
+        const auto r = to_physical(tr.layer(l), p, l, policy);
+        std::copy(r.indices.begin(), r.indices.end(), out.indices.begin() + static_cast<std::ptrdiff_t>(l * tr.num_tokens * tr.top_k));
+    }
+    return out;
+}
+
+/// Traffic under a replicated placement (replicas chosen per slot by `policy`).
+[[nodiscard]] inline transition_traffic_report transition_traffic(const routing_trace& tr, const replica_placement& p,
+                                                                  replica_policy policy = replica_policy::round_robin) {
+    const routing_trace ph = physical_trace(tr, p, policy);
+    return transition_traffic(ph, [&](std::size_t, std::size_t q) { return p.device_of(q); });
 }
 
 }  // namespace moe
