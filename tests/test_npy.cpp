@@ -1,5 +1,7 @@
 // .npy reading and writing: round trips, and every malformed input rejected verbatim.
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <fstream>
 
 #include "test_support.hpp"
@@ -51,18 +53,31 @@ TEST_CASE("npy: reads the committed files numpy wrote", "[npy]") {
     CHECK(l.cols == 8);
 }
 
+TEST_CASE("npy: float16 arrays are read exactly (normal, subnormal, signed zero, infinity)", "[npy]") {
+    // IEEE binary16: 1.0, -2.5, 65504 (max), 2^-24 (smallest subnormal), 3 * 2^-24, -0.0, +inf, 2^-14.
+    const std::uint16_t bits[8] = {0x3C00, 0xC100, 0x7BFF, 0x0001, 0x0003, 0x8000, 0x7C00, 0x0400};
+    std::string file = npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", 0);
+    file.append(reinterpret_cast<const char*>(bits), sizeof(bits));
+    write_raw(tmp_path("f16.npy"), file);
+    const auto m = moe::io::read_npy_matrix<float>(tmp_path("f16.npy"));
+    CHECK(m.values == std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24), 3 * std::ldexp(1.0f, -24), -0.0f,
+                                         std::numeric_limits<float>::infinity(), std::ldexp(1.0f, -14)});
+    CHECK(std::signbit(m.values[5]));
+    CHECK(moe::io::read_npy_matrix<double>(tmp_path("f16.npy")).values[1] == -2.5);
+}
+
 TEST_CASE("npy: malformed files get clear errors", "[npy][errors]") {
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("missing.npy")); }) ==
           "[moe.npy.open] cannot open '" + tmp_path("missing.npy") + "'");
     write_raw(tmp_path("bad_magic.npy"), "PK\x03\x04 not numpy at all");
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("bad_magic.npy")); }) ==
           "[moe.npy.format] " + tmp_path("bad_magic.npy") + ": not an .npy file (bad magic)");
-    write_raw(tmp_path("f16.npy"), npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }", 8));
-    CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("f16.npy")); }) ==
-          "[moe.npy.dtype] " + tmp_path("f16.npy") + ": dtype '<f2' is not supported (expected <f4, <f8, <i4 or <i8)");
+    write_raw(tmp_path("huge.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", 0));
+    CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("huge.npy")); }) ==
+          "[moe.npy.format] " + tmp_path("huge.npy") + ": shape (4294967296, 4294967296) is too large");
     write_raw(tmp_path("big_endian.npy"), npy_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("big_endian.npy")); }) ==
-          "[moe.npy.dtype] " + tmp_path("big_endian.npy") + ": dtype '>f4' is not supported (expected <f4, <f8, <i4 or <i8)");
+          "[moe.npy.dtype] " + tmp_path("big_endian.npy") + ": dtype '>f4' is not supported (expected <f2, <f4, <f8, <i4 or <i8)");
     write_raw(tmp_path("fortran.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("fortran.npy")); }) ==
           "[moe.npy.order] " + tmp_path("fortran.npy") + ": Fortran-ordered arrays are not supported (save with C order)");
@@ -74,5 +89,5 @@ TEST_CASE("npy: malformed files get clear errors", "[npy][errors]") {
           "[moe.npy.shape] " + tmp_path("cube.npy") + ": expected a 2-D array, got 3 dimensions");
     write_raw(tmp_path("ints.npy"), npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy_matrix<float>(tmp_path("ints.npy")); }) ==
-          "[moe.npy.dtype] " + tmp_path("ints.npy") + ": dtype '<i8' where float32 or float64 was expected");
+          "[moe.npy.dtype] " + tmp_path("ints.npy") + ": dtype '<i8' where float16, float32 or float64 was expected");
 }

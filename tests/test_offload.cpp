@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 
+#include <moe/io/npy.hpp>
 #include <moe/offload.hpp>
 #include <moe/trace.hpp>
 
@@ -201,4 +202,28 @@ TEST_CASE("trace: loads, transitions and logits traces", "[trace]") {
     stacked.insert(stacked.end(), l1.values.begin(), l1.values.end());
     const auto lt = moe::trace_from_logits(stacked.data(), 2, 5, 6, moe::presets::mixtral());
     CHECK(lt.layer(1).indices == moe::route(l1, moe::presets::mixtral()).indices);
+}
+
+TEST_CASE("trace: .npy traces of logits (float16 too) and of indices; bad ones get IDs", "[trace]") {
+    const std::string dir = MOE_TEST_TMP_DIR;
+    const auto l0 = moe_test::random_logits(6, 8, 3), l1 = moe_test::random_logits(6, 8, 4);
+    std::vector<double> stacked(l0.values.begin(), l0.values.end());
+    stacked.insert(stacked.end(), l1.values.begin(), l1.values.end());
+    moe::io::write_npy(dir + "/trace_logits.npy", stacked.data(), {2, 6, 8});
+    const auto cfg = moe::presets::mixtral();
+    const auto tr = moe::read_trace(dir + "/trace_logits.npy", cfg);
+    CHECK(tr.num_layers == 2);
+    CHECK(tr.num_experts == 8);
+    CHECK(tr.layer(0).indices == moe::route(l0, cfg).indices);
+    CHECK(tr.layer(1).indices == moe::route(l1, cfg).indices);
+    std::vector<std::int64_t> idx(tr.indices.begin(), tr.indices.end());
+    moe::io::write_npy(dir + "/trace_idx.npy", idx.data(), {2, 6, 2});
+    const auto ti = moe::read_trace(dir + "/trace_idx.npy", cfg, 8);
+    CHECK(ti.indices == tr.indices);
+    CHECK(ti.num_experts == 8);
+    CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_idx.npy", cfg, 3); }).rfind("[moe.trace.index] ", 0) == 0);
+    const std::vector<float> four(16, 0.0f);
+    moe::io::write_npy(dir + "/trace_4d.npy", four.data(), {2, 2, 2, 2});
+    CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_4d.npy", cfg); }) ==
+          "[moe.trace.shape] " + dir + "/trace_4d.npy: expected [L, T, E] logits or [L, T, k] indices, got shape [2, 2, 2, 2]");
 }

@@ -11,9 +11,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "config.hpp"
+#include "io/npy.hpp"
 #include "presets.hpp"
 #include "router.hpp"
 #include "synthetic.hpp"
@@ -67,6 +69,32 @@ template <class T>
     for (std::size_t l = 0; l < L; ++l) {
         const auto r = route(matrix_view<const T>(logits + l * tokens * E, tokens, E), cfg);
         std::copy(r.indices.begin(), r.indices.end(), tr.indices.begin() + static_cast<std::ptrdiff_t>(l * tokens * cfg.top_k));
+    }
+    return tr;
+}
+
+/// Reads a trace from .npy: [L, T, E] router logits (float16 / float32 / float64, routed
+/// layer by layer with `cfg`) or [L, T, k] expert indices (int32 / int64, -1 = empty); a 2-D
+/// array is one layer. `num_experts` sizes an index trace (0: the largest index + 1).
+/// Throws the .npy reader's errors, [moe.trace.shape] and [moe.trace.index].
+[[nodiscard]] inline routing_trace read_trace(const std::string& path, const router_config& cfg, std::size_t num_experts = 0) {
+    const io::npy_array a = io::read_npy(path);
+    if (a.shape.size() != 2 && a.shape.size() != 3)
+        MOE_THROW("moe.trace.shape", path, ": expected [L, T, E] logits or [L, T, k] indices, got shape ", io::shape_string(a.shape));
+    const std::size_t L = a.shape.size() == 3 ? a.shape[0] : 1, T = a.shape[a.shape.size() - 2], last = a.shape.back();
+    if (L == 0 || T == 0 || last == 0) MOE_THROW("moe.trace.shape", path, ": empty trace, shape ", io::shape_string(a.shape));
+    if (a.descr[1] == 'f') {
+        const std::vector<float> logits = io::npy_values<float>(a, path);
+        return trace_from_logits(logits.data(), L, T, last, cfg);
+    }
+    const std::vector<std::int64_t> v = io::npy_values<std::int64_t>(a, path);
+    std::int64_t hi = -1;
+    for (std::int64_t x : v) hi = std::max(hi, x);
+    routing_trace tr(L, T, num_experts ? num_experts : static_cast<std::size_t>(std::max<std::int64_t>(hi + 1, 1)), last);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (v[i] < -1 || v[i] >= static_cast<std::int64_t>(tr.num_experts))
+            MOE_THROW("moe.trace.index", path, ": index ", v[i], " at position ", i, " is outside [-1, ", tr.num_experts, ")");
+        tr.indices[i] = static_cast<std::int32_t>(v[i]);
     }
     return tr;
 }

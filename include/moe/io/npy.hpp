@@ -47,6 +47,7 @@ constexpr const char* npy_descr() noexcept {
 }
 
 inline std::size_t descr_size(const std::string& d) noexcept {
+    if (d == "<f2") return 2;
     if (d == "<f4" || d == "<i4") return 4;
     if (d == "<f8" || d == "<i8") return 8;
     return 0;
@@ -105,7 +106,7 @@ inline std::string header_value(const std::string& h, const std::string& key, co
     a.descr = detail::header_value(h, "descr", path);
     if (a.descr == "|f4" || a.descr == "=f4") a.descr = "<f4";
     if (detail::descr_size(a.descr) == 0)
-        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' is not supported (expected <f4, <f8, <i4 or <i8)");
+        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' is not supported (expected <f2, <f4, <f8, <i4 or <i8)");
     const std::string order = detail::header_value(h, "fortran_order", path);
     if (order != "False")
         MOE_THROW("moe.npy.order", path, ": Fortran-ordered arrays are not supported (save with C order)");
@@ -125,39 +126,84 @@ inline std::string header_value(const std::string& h, const std::string& key, co
         if (!digits) MOE_THROW("moe.npy.format", path, ": malformed shape ", shape);
         a.shape.push_back(v);
     }
-    const std::size_t nbytes = a.size() * detail::descr_size(a.descr);
+    std::size_t elems = 1;
+    for (std::size_t d : a.shape) {
+        if (d != 0 && elems > (std::size_t(1) << 44) / d) MOE_THROW("moe.npy.format", path, ": shape ", shape, " is too large");
+        elems *= d;
+    }
+    const std::size_t nbytes = elems * detail::descr_size(a.descr);
     a.bytes.resize(nbytes);
     if (nbytes && !f.read(a.bytes.data(), static_cast<std::streamsize>(nbytes)))
         MOE_THROW("moe.npy.truncated", path, ": expected ", nbytes, " bytes of data for shape ", shape);
     return a;
 }
 
+namespace detail {
+/// IEEE binary16 bits to float (exact).
+inline float half_to_float(std::uint16_t h) noexcept {
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    std::uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits = 0;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (man != 0) {  // subnormal: normalise
+        exp = 113;
+        while (!(man & 0x400u)) {
+            man <<= 1;
+            --exp;
+        }
+        bits = sign | (exp << 23) | ((man & 0x3FFu) << 13);
+    } else {
+        bits = sign;
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+}  // namespace detail
+
+/// The elements of `a` converted to T (float types from <f2 / <f4 / <f8, integers from <i4 /
+/// <i8; the kind must match). Throws [moe.npy.dtype].
+template <class T>
+[[nodiscard]] std::vector<T> npy_values(const npy_array& a, const std::string& path) {
+    const bool floating = a.descr[1] == 'f';
+    if (floating != std::is_floating_point<T>::value)
+        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' where ",
+                  std::is_floating_point<T>::value ? "float16, float32 or float64" : "int32 or int64", " was expected");
+    const std::size_t n = a.size();
+    std::vector<T> out(n);
+    auto convert = [&](auto tag) {
+        using S = decltype(tag);
+        for (std::size_t i = 0; i < n; ++i) {
+            S v;
+            std::memcpy(&v, a.bytes.data() + i * sizeof(S), sizeof(S));
+            if constexpr (std::is_same<S, std::uint16_t>::value) out[i] = static_cast<T>(detail::half_to_float(v));
+            else out[i] = static_cast<T>(v);
+        }
+    };
+    if (a.descr == "<f2") convert(std::uint16_t{});
+    else if (a.descr == "<f4") convert(float{});
+    else if (a.descr == "<f8") convert(double{});
+    else if (a.descr == "<i4") convert(std::int32_t{});
+    else convert(std::int64_t{});
+    return out;
+}
+
 /// Reads a 2-D (or, with `allow_1d`, 1-D as one row) array and converts it to T. Accepted
-/// dtypes: float32 / float64 for floating T, int32 / int64 for integral T.
+/// dtypes: float16 / float32 / float64 for floating T, int32 / int64 for integral T.
 template <class T>
 [[nodiscard]] matrix<T> read_npy_matrix(const std::string& path, bool allow_1d = false) {
     const npy_array a = read_npy(path);
     const bool floating = a.descr[1] == 'f';
     if (floating != std::is_floating_point<T>::value)
         MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' where ",
-                  std::is_floating_point<T>::value ? "float32 or float64" : "int32 or int64", " was expected");
+                  std::is_floating_point<T>::value ? "float16, float32 or float64" : "int32 or int64", " was expected");
     if (!(a.shape.size() == 2 || (allow_1d && a.shape.size() == 1)))
         MOE_THROW("moe.npy.shape", path, ": expected a ", allow_1d ? "1-D or 2-D" : "2-D", " array, got ",
                   a.shape.size(), " dimensions");
     matrix<T> m(a.shape.size() == 2 ? a.shape[0] : 1, a.shape.back());
-    const std::size_t n = a.size();
-    auto convert = [&](auto tag) {
-        using S = decltype(tag);
-        for (std::size_t i = 0; i < n; ++i) {
-            S v;
-            std::memcpy(&v, a.bytes.data() + i * sizeof(S), sizeof(S));
-            m.values[i] = static_cast<T>(v);
-        }
-    };
-    if (a.descr == "<f4") convert(float{});
-    else if (a.descr == "<f8") convert(double{});
-    else if (a.descr == "<i4") convert(std::int32_t{});
-    else convert(std::int64_t{});
+    m.values = npy_values<T>(a, path);
     return m;
 }
 
