@@ -24,6 +24,8 @@
 #include <moe/simulator.hpp>
 #include <moe/synthetic.hpp>
 
+#include "route_trace.hpp"
+
 namespace {
 
 const char* const usage = R"(usage: moe-route (--logits FILE.npy | --synthetic T,E [--skew S] [--seed N]) [options]
@@ -96,6 +98,24 @@ capacity (off unless a factor, formula or policy is given)
   --csv FILE               write the comparison table as CSV
   --plot FILE.png          plot per-expert loads per policy and a drop/straggler panel
                            (python3-matplotlib; examples/plot_policies.py)
+traces and placement (multi-layer; any of --trace, --loads, --synthetic-trace selects this mode)
+  --trace FILE.npy         [L, T, E] router logits (float16/32/64, e.g. moe-layer --dump-router-logits)
+                           or [L, T, k] expert indices (int32/64; --experts E sizes them)
+  --synthetic-trace L,T,E  seeded trace with correlated layers: a token's layer-(l+1) experts are drawn
+                           near its layer-l experts (--affinity A, default 4; 0 = independent layers)
+  --loads FILE.npy         [L, E] expert loads (what EPLB takes): placement only
+  --placement SPEC         (repeatable) eplb:R,G,N,D (DeepSeek EPLB: R replicas, G groups, N nodes,
+                           D devices) | contiguous:D | affinity:D (keeps a token's consecutive
+                           experts on one device); prints device loads and layer-to-layer traffic
+  --replica-policy P       round_robin | least_loaded: how a slot picks a replica (default round_robin)
+  --cache M[,M...]         fast memory of M experts per layer: hit rate and bytes moved per token
+                           under lru, lfu, belady (optimal) and prefetch (next layer, transitions)
+  --expert-bytes B         bytes of one expert for the traffic (default 352321536: Mixtral-8x7B bf16)
+  --segment S[,S...]       segment lengths of SRP and SCH, local routing consistency (default 16)
+  --out DIR                eplb: DIR/phy2log.npy, log2phy.npy (-1 padded), logcnt.npy as EPLB
+                           returns them; affinity / contiguous: DIR/<name>_devices.npy [L, E]
+  --write-trace FILE.npy   write the trace's [L, T, k] indices (e.g. a synthetic one)
+  --plot FILE.png          hit rate vs cache size per policy, device load per placement
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),
                            DIR/tokens_per_expert.npy, DIR/summary.json; without it, print a
@@ -500,6 +520,8 @@ int compare(const options& o, const moe::matrix<float>& logits) {
 
 int run(const options& o) {
     const std::size_t extra = o.synthetic ? o.null_experts : 0;
+    if (o.synthetic)  // logits, then the routing's scores and slots: fail with the bytes, not std::bad_alloc
+        check_memory("--synthetic", 3.0 * static_cast<double>(o.synth_tokens) * static_cast<double>(o.synth_experts + extra) * sizeof(float));
     moe::matrix<float> logits =
         o.synthetic ? moe::synthetic_logits(o.synth_tokens, o.synth_experts + extra, moe::skew::parse(o.skew), o.seed)
                     : moe::io::read_npy_matrix<float>(o.logits_path);
@@ -672,6 +694,10 @@ int run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--trace" || a == "--loads" || a == "--synthetic-trace") return route_trace_main(argc, argv);
+    }
     const options o = parse(argc, argv);
     try {
         return run(o);
