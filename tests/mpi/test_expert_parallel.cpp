@@ -1,7 +1,8 @@
 // Expert parallelism over MPI, run by ctest under `mpirun -np 2` and `-np 4`: the expert-parallel
 // layer must equal the single-process layer (`sparse_moe_block` on the concatenated tokens) bit
 // for bit, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
-// with a rank that has no tokens; the global load-balancing loss over ranks must equal the
+// with a rank that has no tokens, and with replicas (EPLB placement, both replica policies);
+// the global load-balancing loss over ranks must equal the
 // single-process accumulator; a malformed placement on one rank must fail on every rank.
 #include <cstdio>
 #include <cstring>
@@ -79,6 +80,38 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
                     name.c_str(), st.max_over_mean, st.rows_sent, st.bytes_on_wire, st.dropped, st.rerouted, st.bytes_saved);
 }
 
+/// The same with replicas: EPLB's placement of the batch's loads, one device per rank.
+void run_replica_case(const std::string& name, const weights& w, const moe::matrix<float>& x_all, const moe::replica_placement& rp,
+                      moe::replica_policy policy, const moe::layer_options& o) {
+    const auto counts = token_counts();
+    std::size_t first = 0;
+    for (int r = 0; r < rank; ++r) first += counts[static_cast<std::size_t>(r)];
+    const std::size_t T = counts[static_cast<std::size_t>(rank)];
+    moe::sparse_moe_block<moe::default_arch, float> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(),
+                                                           w.w2.data(), F, o);
+    moe::matrix<float> y_ref(x_all.rows, H);
+    single.forward(y_ref.view(), x_all);
+    moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                                 w.w3.data(), w.w2.data(), F, rp, 0, policy, o);
+    moe::matrix<float> x(T, H), y(T, H, -1.0f);
+    if (T) std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
+    ep.forward(y.view(), x, moe::serial_executor{});
+    check(T == 0 || std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0,
+          name + ": output differs from the single-process layer");
+    check(ep.last_global_routing().indices == single.last_routing().indices, name + ": global routing differs");
+    // This rank holds the replicas the placement gives it, and the rows add up.
+    std::size_t mine = 0;
+    for (std::size_t q = 0; q < rp.num_physical; ++q) mine += rp.device_of(q) == rank;
+    check(ep.local_experts().size() == mine, name + ": local replicas");
+    std::size_t rows = 0, routed = 0;
+    for (auto v : ep.last_stats().rank_rows) rows += v;
+    for (auto i : single.last_routing().indices) routed += i >= 0;
+    check(rows == routed, name + ": rank rows do not add up to the routed slots");
+    if (rank == 0)
+        std::printf("%-28s max/mean rank load %.3f, rank 0 sent %zu rows\n", name.c_str(), ep.last_stats().max_over_mean,
+                    ep.last_stats().rows_sent);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +138,31 @@ int main(int argc, char** argv) {
         for (std::size_t e = 0; e < E; ++e)
             uneven.owner.push_back(e < 6 || size == 1 ? 0 : static_cast<std::int32_t>(1 + (e - 6) % static_cast<std::size_t>(size - 1)));
         run_case("uneven placement, drop", w, x_all, uneven, drop, false);
+
+        // Replicas: EPLB over the batch's own loads, E + ranks physical experts, one device per rank.
+        {
+            const moe::matrix<float> lg = moe::gate(x_all.view(), moe::view(w.router.data(), E, H));
+            const auto load = moe::route(lg, moe::presets::mixtral()).tokens_per_expert();
+            std::vector<float> lf(load.begin(), load.end());
+            const auto rp = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), E + static_cast<std::size_t>(size), 1, 1,
+                                                   static_cast<std::size_t>(size));
+            run_replica_case("replicas, round robin", w, x_all, rp, moe::replica_policy::round_robin, {});
+            run_replica_case("replicas, least loaded, drop", w, x_all, rp, moe::replica_policy::least_loaded, drop);
+            run_replica_case("replicas, reroute", w, x_all, rp, moe::replica_policy::round_robin, reroute);
+            // A placement for another number of ranks fails on every rank.
+            const auto wrong = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), 2 * E, 1, 1, 2 * static_cast<std::size_t>(size));
+            std::string err;
+            try {
+                moe::mpi::expert_parallel_block<moe::default_arch, float> bad(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                                              w.w3.data(), w.w2.data(), F, wrong);
+            } catch (const moe::error& e) {
+                err = e.what();
+            }
+            check(err.rfind("[moe.mpi.placement] rank 0: replica placement must cover the 8 experts of layer 0 on " + std::to_string(size) +
+                                " ranks",
+                            0) == 0,
+                  "replica placement for the wrong rank count: '" + err + "'");
+        }
 
         // Global-batch load-balancing loss: each rank's terms, allreduced, against one process.
         const auto counts = token_counts();

@@ -10,6 +10,12 @@
 /// them. Rows then move once to their experts' ranks and once back; every row is computed by the
 /// same kernels and summed in slot order, so the output equals the single-process layer
 /// (`sparse_moe_block` on the concatenated tokens) bit for bit.
+///
+/// Replicas: with a `replica_placement` (placement.hpp, e.g. EPLB's), a logical expert lives on
+/// several ranks; after the capacity stage (over logical experts, as one process decides it)
+/// each routed slot goes to one replica by the chosen `replica_policy`, computed identically on
+/// every rank from the global routing. Each replica runs its logical expert's weights, so the
+/// output is still the single-process layer's, bit for bit.
 #pragma once
 
 #include <mpi.h>
@@ -28,6 +34,7 @@
 #include "../layer.hpp"
 #include "../losses.hpp"
 #include "../metrics.hpp"
+#include "../placement.hpp"
 #include "../router.hpp"
 
 namespace moe::mpi {
@@ -134,30 +141,38 @@ public:
                       "placement must map all " + std::to_string(E_) + " experts to ranks in [0, " + std::to_string(size_) +
                           ")");
         owner_ = pl.owner;
-        opt_.router.validate(E_);
-        if (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
-                              opt_.drop.policy == drop_policy::batch_prioritized))
-            opt_.router.keep_scores = true;
-        if (placement_aware_) {
-            if (!(opt_.capacity && opt_.drop.reroute))
-                MOE_THROW("moe.mpi.options", "placement-aware reroute needs capacity with reroute");
-            opt_.drop.placement = owner_;
-        }
-        gate_ = pack_gate<Arch>(router_w);
-        for (std::size_t e = 0; e < E_; ++e)
-            if (owner_[e] == rank_) local_experts_.push_back(e);
-        // Pack only this rank's experts (in expert order).
-        const std::size_t L = local_experts_.size();
-        if (L > 0) {
-            std::vector<W> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
-            for (std::size_t i = 0; i < L; ++i) {
-                const std::size_t e = local_experts_[i];
-                std::copy(w1 + e * F_ * H_, w1 + (e + 1) * F_ * H_, a1.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
-                std::copy(w3 + e * F_ * H_, w3 + (e + 1) * F_ * H_, a3.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
-                std::copy(w2 + e * H_ * F_, w2 + (e + 1) * H_ * F_, a2.begin() + static_cast<std::ptrdiff_t>(i * H_ * F_));
-            }
-            experts_ = kernels::pack_experts<Arch>(a1.data(), a3.data(), a2.data(), L, H_, F_, o.packing);
-        }
+        P_ = E_;
+        phy2log_.resize(E_);
+        for (std::size_t e = 0; e < E_; ++e) phy2log_[e] = static_cast<std::int32_t>(e);
+        init(router_w, w1, w3, w2);
+    }
+
+    /// With replicas: physical expert q of layer `layer` of `rp` runs on rank
+    /// rp.device_of(q) (rp.num_devices must equal the communicator size) with the weights of
+    /// logical expert rp.phy2log[q]; `policy` picks each slot's replica. Placement-aware
+    /// reroute is not available here. Throws [moe.mpi.placement] on every rank for a placement
+    /// that does not fit the layer or the communicator.
+    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2,
+                          std::size_t ffn, const replica_placement& rp, std::size_t layer = 0,
+                          replica_policy policy = replica_policy::round_robin, const layer_options& o = {})
+        : comm_(comm), opt_(o), E_(router_w.rows), H_(router_w.cols), F_(ffn), placement_aware_(false) {
+        MPI_Comm_rank(comm_, &rank_);
+        MPI_Comm_size(comm_, &size_);
+        const bool ok = rp.num_logical == E_ && rp.num_devices == static_cast<std::size_t>(size_) && layer < rp.num_layers &&
+                        rp.phy2log.size() == rp.num_layers * rp.num_physical;
+        detail::agree(comm_, ok, "moe.mpi.placement",
+                      "replica placement must cover the " + std::to_string(E_) + " experts of layer " + std::to_string(layer) + " on " +
+                          std::to_string(size_) + " ranks (it has " + std::to_string(rp.num_logical) + " experts, " +
+                          std::to_string(rp.num_layers) + " layers, " + std::to_string(rp.num_devices) + " devices)");
+        replicas_ = rp;
+        replica_layer_ = layer;
+        replica_policy_ = policy;
+        replicated_ = true;
+        P_ = rp.num_physical;
+        owner_ = rp.physical_devices();
+        phy2log_.assign(rp.phy2log.begin() + static_cast<std::ptrdiff_t>(layer * P_),
+                        rp.phy2log.begin() + static_cast<std::ptrdiff_t>((layer + 1) * P_));
+        init(router_w, w1, w3, w2);
     }
 
     /// y_local (T_local x H) = the layer applied to this rank's tokens x_local (T_local x H).
@@ -205,7 +220,11 @@ public:
                                          : 0;
             }
         }
-        const dispatch_plan plan = make_plan(g);
+        // Replicas: each slot to one replica of its expert (the same choice on every rank).
+        routing<float> gp;
+        if (replicated_) gp = to_physical(g, replicas_, replica_layer_, replica_policy_);
+        const routing<float>& gr = replicated_ ? gp : g;
+        const dispatch_plan plan = make_plan(gr);
         const std::size_t kk = g.top_k;  // fill-in may widen the routing
         auto token_rank = [&](std::size_t t) {
             std::size_t acc = 0;
@@ -220,7 +239,7 @@ public:
         // 4. Rows each rank sends to each rank, in the receiver's plan order.
         std::vector<int> send_counts(static_cast<std::size_t>(size_), 0), recv_counts(static_cast<std::size_t>(size_), 0);
         stats_.rank_rows.assign(static_cast<std::size_t>(size_), 0);
-        for (std::size_t e = 0; e < E_; ++e) {
+        for (std::size_t e = 0; e < P_; ++e) {
             const int q = owner_[e];
             for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
                 const int p = tok_rank[static_cast<std::size_t>(plan.row_token[static_cast<std::size_t>(r)])];
@@ -240,7 +259,7 @@ public:
         // Pack: for each destination q in order, its experts' rows whose token is ours.
         std::vector<int> fill(static_cast<std::size_t>(size_), 0);
         std::vector<std::int32_t> send_slot(n_send);  // (t_local * kk + s) of each sent row
-        for (std::size_t e = 0; e < E_; ++e) {
+        for (std::size_t e = 0; e < P_; ++e) {
             const int q = owner_[e];
             for (auto r = plan.offsets[e]; r < plan.offsets[e + 1]; ++r) {
                 const std::size_t t = static_cast<std::size_t>(plan.row_token[static_cast<std::size_t>(r)]);
@@ -328,6 +347,34 @@ public:
     [[nodiscard]] const std::vector<std::size_t>& local_experts() const noexcept { return local_experts_; }
 
 private:
+    /// Router, options and this rank's experts (physical experts in order, each packed with its
+    /// logical expert's weights).
+    void init(matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2) {
+        opt_.router.validate(E_);
+        if (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
+                              opt_.drop.policy == drop_policy::batch_prioritized))
+            opt_.router.keep_scores = true;
+        if (placement_aware_) {
+            if (!(opt_.capacity && opt_.drop.reroute))
+                MOE_THROW("moe.mpi.options", "placement-aware reroute needs capacity with reroute");
+            opt_.drop.placement = owner_;
+        }
+        gate_ = pack_gate<Arch>(router_w);
+        for (std::size_t q = 0; q < P_; ++q)
+            if (owner_[q] == rank_) local_experts_.push_back(q);
+        const std::size_t L = local_experts_.size();
+        if (L > 0) {
+            std::vector<W> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
+            for (std::size_t i = 0; i < L; ++i) {
+                const auto e = static_cast<std::size_t>(phy2log_[local_experts_[i]]);
+                std::copy(w1 + e * F_ * H_, w1 + (e + 1) * F_ * H_, a1.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
+                std::copy(w3 + e * F_ * H_, w3 + (e + 1) * F_ * H_, a3.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
+                std::copy(w2 + e * H_ * F_, w2 + (e + 1) * H_ * F_, a2.begin() + static_cast<std::ptrdiff_t>(i * H_ * F_));
+            }
+            experts_ = kernels::pack_experts<Arch>(a1.data(), a3.data(), a2.data(), L, H_, F_, opt_.packing);
+        }
+    }
+
     void alltoallv_rows(const float* send, const std::vector<int>& sc, const std::vector<int>& sd, float* recv,
                         const std::vector<int>& rc, const std::vector<int>& rd) {
         std::vector<int> scf(sc.size()), sdf(sc.size()), rcf(rc.size()), rdf(rc.size());
@@ -360,7 +407,13 @@ private:
     layer_options opt_;
     std::size_t E_, H_, F_;
     bool placement_aware_;
-    std::vector<std::int32_t> owner_;
+    std::size_t P_ = 0;                  ///< experts of the plan: E, or the physical experts of a replica placement
+    std::vector<std::int32_t> owner_;    ///< plan expert -> rank
+    std::vector<std::int32_t> phy2log_;  ///< plan expert -> logical expert (weights)
+    bool replicated_ = false;
+    replica_placement replicas_;
+    std::size_t replica_layer_ = 0;
+    replica_policy replica_policy_ = replica_policy::round_robin;
     std::vector<std::size_t> local_experts_;
     packed_gate gate_;
     kernels::packed_experts<Arch, W> experts_;
