@@ -1,13 +1,21 @@
-// libFuzzer harness for the checkpoint readers: byte 0 picks the reader (even: safetensors,
-// odd: GGUF), the rest is the file. A file either fails with a clean moe::error or opens, and
-// then every tensor's bytes lie inside the file and read back as floats (element types).
+// libFuzzer harness for the readers of outside files: byte 0 picks the reader (2: .npy, read
+// as an array and as a routing trace; otherwise even: safetensors, odd: GGUF), the rest is the
+// file. A file either fails with a clean moe::error or opens, and then every tensor's bytes
+// lie inside the file and read back as floats (element types); an .npy's bytes match its
+// shape and dtype, and a trace read from it validates.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include <unistd.h>
+
+#include <string>
+
 #include <moe/io/gguf.hpp>
+#include <moe/io/npy.hpp>
 #include <moe/io/safetensors.hpp>
+#include <moe/trace.hpp>
 
 namespace {
 
@@ -29,6 +37,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint8_t* file = data + 1;
     const std::size_t n = size - 1;
     try {
+        if (data[0] == 2) {
+            // .npy (and traces) are read from files: one per fuzzing process.
+            static const std::string path = "/tmp/moe_fuzz_io_" + std::to_string(::getpid()) + ".npy";
+            std::FILE* f = std::fopen(path.c_str(), "wb");
+            require(f != nullptr, "cannot write the temporary .npy");
+            if (n) require(std::fwrite(file, 1, n, f) == n, "short write");
+            std::fclose(f);
+            const moe::io::npy_array a = moe::io::read_npy(path);
+            require(a.bytes.size() == a.size() * moe::io::detail::descr_size(a.descr), "npy byte count");
+            if (a.size() <= (1u << 14)) {
+                const moe::routing_trace tr = moe::read_trace(path, moe::presets::mixtral(1));
+                tr.validate();
+                require(tr.indices.size() == tr.num_layers * tr.num_tokens * tr.top_k, "trace size");
+            }
+            return 0;
+        }
         if (data[0] % 2 == 0) {
             const moe::io::safetensors_file f(file, n, "fuzz.safetensors");
             for (const auto& [name, e] : f.entries()) {

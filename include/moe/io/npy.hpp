@@ -132,6 +132,13 @@ inline std::string header_value(const std::string& h, const std::string& key, co
         elems *= d;
     }
     const std::size_t nbytes = elems * detail::descr_size(a.descr);
+    // Check the data is there before allocating for it (a header may claim terabytes).
+    const std::streampos here = f.tellg();
+    f.seekg(0, std::ios::end);
+    const std::streampos end = f.tellg();
+    f.seekg(here);
+    if (here < 0 || end < here || static_cast<std::size_t>(end - here) < nbytes)
+        MOE_THROW("moe.npy.truncated", path, ": expected ", nbytes, " bytes of data for shape ", shape);
     a.bytes.resize(nbytes);
     if (nbytes && !f.read(a.bytes.data(), static_cast<std::streamsize>(nbytes)))
         MOE_THROW("moe.npy.truncated", path, ": expected ", nbytes, " bytes of data for shape ", shape);
