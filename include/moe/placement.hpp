@@ -186,11 +186,11 @@ inline void eplb_layer(const float* w, std::size_t E, std::size_t P, std::size_t
     if (P < E) MOE_THROW("moe.placement.replicas", "num_replicas=", P, " is fewer than the ", E, " experts (each needs one)");
     if (num_devices == 0 || P % num_devices != 0)
         MOE_THROW("moe.placement.devices", "num_replicas=", P, " must be a positive multiple of num_devices=", num_devices);
-    if (num_groups == 0 || E % num_groups != 0)
-        MOE_THROW("moe.placement.groups", "num_groups=", num_groups, " does not divide the ", E, " experts");
+    if (num_groups == 0) MOE_THROW("moe.placement.groups", "num_groups=0 (1 = no groups)");
     if (num_nodes == 0) MOE_THROW("moe.placement.devices", "num_nodes=0");
     std::size_t G = num_groups, N = num_nodes;
-    if (G % N != 0) G = N = 1;  // EPLB's global policy
+    if (G % N != 0) G = N = 1;  // EPLB's global policy: groups play no part
+    if (E % G != 0) MOE_THROW("moe.placement.groups", "num_groups=", num_groups, " does not divide the ", E, " experts");
     if (num_devices % N != 0)
         MOE_THROW("moe.placement.devices", "num_devices=", num_devices, " is not a multiple of num_nodes=", N);
     replica_placement out;
@@ -453,7 +453,7 @@ struct transition_traffic_report {
 
 /// `device_of(l, e)`: the device of expert e of layer l in the trace's numbering.
 template <class DeviceOf>
-[[nodiscard]] transition_traffic_report transition_traffic(const routing_trace& tr, DeviceOf&& device_of) {
+[[nodiscard]] transition_traffic_report transition_traffic_with(const routing_trace& tr, DeviceOf&& device_of) {
     transition_traffic_report r;
     for (std::size_t l = 0; l + 1 < tr.num_layers; ++l)
         for (std::size_t t = 0; t < tr.num_tokens; ++t)
@@ -472,7 +472,7 @@ template <class DeviceOf>
 
 /// Traffic under a one-replica layered placement.
 [[nodiscard]] inline transition_traffic_report transition_traffic(const routing_trace& tr, const layered_placement& p) {
-    return transition_traffic(tr, [&](std::size_t l, std::size_t e) { return p.at(l, e); });
+    return transition_traffic_with(tr, [&](std::size_t l, std::size_t e) { return p.at(l, e); });
 }
 
 /// The trace over physical experts: each layer mapped to replicas as `to_physical` does.
@@ -492,7 +492,7 @@ template <class DeviceOf>
 [[nodiscard]] inline transition_traffic_report transition_traffic(const routing_trace& tr, const replica_placement& p,
                                                                   replica_policy policy = replica_policy::round_robin) {
     const routing_trace ph = physical_trace(tr, p, policy);
-    return transition_traffic(ph, [&](std::size_t, std::size_t q) { return p.device_of(q); });
+    return transition_traffic_with(ph, [&](std::size_t, std::size_t q) { return p.device_of(q); });
 }
 
 }  // namespace moe

@@ -45,6 +45,8 @@ __all__ = [
     "load_balancing_loss", "sequence_load_balancing_loss", "z_loss", "importance_load_loss",
     "aux_loss_statistics", "update_expert_bias", "synthetic_logits", "gate", "measure_row_cost",
     "compare_policies", "policy_table", "load_block", "moe_layers", "preset_names", "simulator_policies",
+    "rebalance_experts", "synthetic_trace", "transition_counts", "affinity_placement", "segment_routing_performance",
+    "segment_cache_hit_rate", "simulate_cache",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -588,3 +590,56 @@ def policy_table(rows: List[Dict[str, Any]]) -> np.ndarray:
     width = max((len(r["policy"]) for r in rows), default=1)
     dt = [("policy", f"U{width}")] + [(k, np.int64 if isinstance(rows[0][k], int) else np.float64) for k in scalar]
     return np.array([tuple([r["policy"]] + [r[k] for k in scalar]) for r in rows], dtype=dt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement and offloading (traces are [L, T, k] integer arrays of expert indices, -1 = empty)
+
+
+def rebalance_experts(loads, num_replicas: int, num_groups: int = 1, num_nodes: int = 1, num_devices: int = 1) -> Dict[str, Any]:
+    """DeepSeek EPLB: replicate hot experts and pack the replicas onto devices, per layer.
+
+    ``loads`` [L, E] (or [E]) expert loads. Returns EPLB's arrays: ``phy2log`` [L, R],
+    ``log2phy`` [L, E, max replicas] (-1 padded), ``logcnt`` [L, E], and ``phyrank`` [L, R].
+    Hierarchical when ``num_groups`` divides over ``num_nodes``, global otherwise."""
+    return _core.rebalance_experts(_plain(loads, "loads"), num_replicas, num_groups, num_nodes, num_devices)
+
+
+def synthetic_trace(num_layers: int, num_tokens: int, num_experts: int, top_k: int, *, affinity: float = 4.0,
+                    skew: str = "uniform", seed: int = 0) -> np.ndarray:
+    """A seeded [L, T, k] trace whose layer-(l+1) experts are drawn near each token's layer-l
+    experts (``affinity`` 0 = independent layers)."""
+    return _core.synthetic_trace(num_layers, num_tokens, num_experts, top_k, affinity, skew, seed)
+
+
+def transition_counts(trace, num_experts: int) -> np.ndarray:
+    """[L-1, E, E]: tokens with expert a in layer l and b in layer l+1 (ExFlow's P(b | a) unnormalised)."""
+    return _core.transition_counts(_plain(trace, "trace"), num_experts)
+
+
+def affinity_placement(trace, num_experts: int, num_devices: int) -> Dict[str, Any]:
+    """Places every layer's experts (E / D per device) to keep a token's consecutive experts on
+    one device. Returns ``devices`` [L, E] and the layer-to-layer crossing fraction, with the
+    contiguous placement's for comparison."""
+    return _core.affinity_placement(_plain(trace, "trace"), num_experts, num_devices)
+
+
+def segment_routing_performance(trace, num_experts: int, *, layer: int = 0, segment: int = 16) -> Dict[str, Any]:
+    """SRP(L) of one layer: the best F1 of covering each segment of L tokens with one fixed
+    expert set (experts with >= theta activations); also the threshold, precision, recall."""
+    return _core.segment_routing_performance(_plain(trace, "trace"), num_experts, layer, segment)
+
+
+def segment_cache_hit_rate(trace, num_experts: int, cache_size: int, *, layer: int = 0, segment: int = 16) -> float:
+    """SCH(L, m) of one layer: hit rate of a cache of m experts holding each segment's m most
+    activated experts."""
+    return _core.segment_cache_hit_rate(_plain(trace, "trace"), num_experts, layer, segment, cache_size)
+
+
+def simulate_cache(trace, num_experts: int, cache_size: int, *, policy: str = "lru", prefetch_width: int = 0,
+                   expert_bytes: float = 0.0) -> Dict[str, Any]:
+    """One cache of ``cache_size`` experts per layer over the trace (tokens in order, layers in
+    order): ``policy`` "lru", "lfu", "belady" (optimal) or "prefetch" (next layer's predicted
+    experts, from the trace's transition counts). Returns hits, loads, prefetches, hit_rate and
+    bytes_per_token for experts of ``expert_bytes``."""
+    return _core.simulate_cache(_plain(trace, "trace"), num_experts, cache_size, policy, prefetch_width, expert_bytes)

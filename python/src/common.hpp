@@ -249,5 +249,6 @@ void bind_routing(py::module_& m);
 void bind_selection(py::module_& m);
 void bind_losses(py::module_& m);
 void bind_layer(py::module_& m);
+void bind_placement(py::module_& m);
 
 }  // namespace moe_py

@@ -195,4 +195,5 @@ PYBIND11_MODULE(MOE_PY_MODULE, m) {
     moe_py::bind_selection(m);
     moe_py::bind_losses(m);
     moe_py::bind_layer(m);
+    moe_py::bind_placement(m);
 }
