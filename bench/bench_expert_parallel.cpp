@@ -1,8 +1,9 @@
 // Expert parallelism over MPI on loopback (run: mpirun -np 2|4 bench_expert_parallel). Cases, each
 // timed as the slowest rank's time per iteration (fixed iteration counts, so that every rank runs
 // the same collectives):
-//   BM_EP/forward      the whole expert-parallel layer (route, allgather, capacity, all-to-all,
-//                      experts, all-to-all back, combine)
+//   BM_EP/forward      the whole expert-parallel layer (route, counts exchange, all-to-all,
+//                      experts, all-to-all back, combine): the default counts protocol
+//   BM_EP/forward_allgather  the same with the routings allgathered (the older protocol)
 //   BM_EP/experts      the local expert kernels alone on the same rows
 //   BM_EP/alltoall     the two MPI_Alltoallv of the same row volume alone
 // forward - experts is the cost of dispatch + combine; compare it with the all-to-all alone.
@@ -57,13 +58,19 @@ void timed(benchmark::State& st, F&& f) {
     }
 }
 
-void BM_Forward(benchmark::State& st) {
+void forward_with(benchmark::State& st, moe::mpi::ep_protocol p) {
     setup& s = shared();
+    s.ep->set_protocol(p);
     timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
     const auto& stats = s.ep->last_stats();
     st.counters["bytes_on_wire_rank0"] = static_cast<double>(stats.bytes_on_wire);
+    st.counters["metadata_bytes_rank0"] = static_cast<double>(stats.metadata_bytes);
     st.counters["ranks"] = g_size;
+    s.ep->set_protocol(moe::mpi::ep_protocol::automatic);
 }
+
+void BM_Forward(benchmark::State& st) { forward_with(st, moe::mpi::ep_protocol::counts); }
+void BM_ForwardAllgather(benchmark::State& st) { forward_with(st, moe::mpi::ep_protocol::allgather); }
 
 void BM_Experts(benchmark::State& st) {
     // The local experts on as many rows as this rank computed in the forward.
@@ -111,6 +118,7 @@ public:
 }  // namespace
 
 BENCHMARK(BM_Forward)->Name("BM_EP/forward")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ForwardAllgather)->Name("BM_EP/forward_allgather")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Experts)->Name("BM_EP/experts")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Alltoall)->Name("BM_EP/alltoall")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 

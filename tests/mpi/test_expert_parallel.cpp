@@ -1,9 +1,12 @@
 // Expert parallelism over MPI, run by ctest under `mpirun -np 2` and `-np 4`: the expert-parallel
 // layer must equal the single-process layer (`sparse_moe_block` on the concatenated tokens) bit
 // for bit, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
-// with a rank that has no tokens, and with replicas (EPLB placement, both replica policies);
+// with a rank that has no tokens, and with replicas (EPLB placement, both replica policies),
+// each under both protocols (allgather, counts: every drop policy, renormalised after the drop)
+// where they apply, with the counts protocol's metadata bounded by the local tokens;
 // the global load-balancing loss over ranks must equal the
 // single-process accumulator; a malformed placement on one rank must fail on every rank.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -60,24 +63,49 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
                                                            w.w2.data(), F, so);
     moe::matrix<float> y_ref(x_all.rows, H);
     single.forward(y_ref.view(), x_all);
+    const auto& ref = single.last_routing();
     moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
                                                                  w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
-    moe::matrix<float> x(T, H), y(T, H, -1.0f);
-    if (T) std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
-    ep.forward(y.view(), x, moe::serial_executor{});
-    check(T == 0 || std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0,
-          name + ": output differs from the single-process layer");
-    check(ep.last_global_routing().indices == single.last_routing().indices, name + ": global routing differs");
-    const auto& st = ep.last_stats();
-    std::size_t rows = 0;
-    for (auto v : st.rank_rows) rows += v;
-    std::size_t routed = 0;
-    for (auto i : single.last_routing().indices) routed += i >= 0;
-    check(rows == routed, name + ": rank rows do not add up to the routed slots");
-    if (rank == 0)
-        std::printf("%-28s max/mean rank load %.3f, rank 0 sent %zu rows, %zu bytes on the wire, dropped %zu, rerouted %zu, "
-                    "saved %zu bytes\n",
-                    name.c_str(), st.max_over_mean, st.rows_sent, st.bytes_on_wire, st.dropped, st.rerouted, st.bytes_saved);
+    const bool counts_ok = !placement_aware && !(o.capacity && (o.drop.reroute || o.fill_in));
+    for (auto protocol : {moe::mpi::ep_protocol::allgather, moe::mpi::ep_protocol::counts}) {
+        const bool counts_run = protocol == moe::mpi::ep_protocol::counts;
+        const std::string tag = name + (counts_run ? " [counts]" : " [allgather]");
+        if (counts_run && !counts_ok) {
+            std::string err;
+            try {
+                ep.set_protocol(protocol);
+            } catch (const moe::error& e) {
+                err = e.id();
+            }
+            check(err == "moe.mpi.protocol", tag + ": counts protocol accepted options it cannot serve");
+            continue;
+        }
+        ep.set_protocol(protocol);
+        moe::matrix<float> x(T, H), y(T, H, -1.0f);
+        if (T) std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
+        ep.forward(y.view(), x, moe::serial_executor{});
+        check(T == 0 || std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0,
+              tag + ": output differs from the single-process layer");
+        const auto& loc = ep.last_local_routing();
+        check(std::equal(loc.indices.begin(), loc.indices.end(), ref.indices.begin() + static_cast<std::ptrdiff_t>(first * ref.top_k)) &&
+                  std::equal(loc.weights.begin(), loc.weights.end(), ref.weights.begin() + static_cast<std::ptrdiff_t>(first * ref.top_k)),
+              tag + ": local routing differs from the single-process slice");
+        if (!counts_run) check(ep.last_global_routing().indices == ref.indices, tag + ": global routing differs");
+        const auto& st = ep.last_stats();
+        check(st.counts_protocol == counts_run, tag + ": protocol flag");
+        std::size_t rows = 0;
+        for (auto v : st.rank_rows) rows += v;
+        std::size_t routed = 0;
+        for (auto i : ref.indices) routed += i >= 0;
+        check(rows == routed, tag + ": rank rows do not add up to the routed slots");
+        if (counts_run)  // O(local tokens x k + E + ranks), whatever the other ranks hold
+            check(st.metadata_bytes <= T * 2 * 40 + (E + 2) * 8 + 2 * E * 4 + static_cast<std::size_t>(size) * 8 + 64,
+                  tag + ": metadata grows past O(local tokens x k + E): " + std::to_string(st.metadata_bytes));
+        if (rank == 0)
+            std::printf("%-40s max/mean rank load %.3f, rank 0 sent %zu rows, %zu bytes on the wire, %zu metadata bytes, dropped %zu, "
+                        "rerouted %zu, saved %zu bytes\n",
+                        tag.c_str(), st.max_over_mean, st.rows_sent, st.bytes_on_wire, st.metadata_bytes, st.dropped, st.rerouted, st.bytes_saved);
+    }
 }
 
 /// The same with replicas: EPLB's placement of the batch's loads, one device per rank.
@@ -138,6 +166,17 @@ int main(int argc, char** argv) {
         for (std::size_t e = 0; e < E; ++e)
             uneven.owner.push_back(e < 6 || size == 1 ? 0 : static_cast<std::int32_t>(1 + (e - 6) % static_cast<std::size_t>(size - 1)));
         run_case("uneven placement, drop", w, x_all, uneven, drop, false);
+        for (auto policy : {moe::drop_policy::position, moe::drop_policy::slot_major, moe::drop_policy::score,
+                            moe::drop_policy::batch_prioritized, moe::drop_policy::random}) {
+            moe::layer_options p = drop;
+            p.drop.policy = policy;
+            p.drop.seed = 11;
+            if (policy == moe::drop_policy::slot_major) {  // DeepSpeed: renormalise what is kept
+                p.drop.renorm_after = moe::renormalize::clamp;
+                p.drop.renorm_eps = 1.1920929e-07f;
+            }
+            run_case(std::string("drop ") + moe::to_string(policy), w, x_all, contiguous, p, false);
+        }
 
         // Replicas: EPLB over the batch's own loads, E + ranks physical experts, one device per rank.
         {

@@ -11,6 +11,15 @@
 /// same kernels and summed in slot order, so the output equals the single-process layer
 /// (`sparse_moe_block` on the concatenated tokens) bit for bit.
 ///
+/// Two protocols give the same bits. `allgather` (above) gives every rank the global routing.
+/// `counts` (the default where it applies) keeps metadata to what a rank's own tokens need:
+/// per-expert loads are allreduced (E numbers) for the capacity, slots of over-full experts send
+/// a small ranking record (policy key, global slot index) to the expert's owner, which keeps its
+/// C best exactly as one process would rank them and returns a keep flag per record; then the
+/// kept rows travel with per-(rank, expert) counts. Metadata per rank is O(local tokens x k + E),
+/// not O(global tokens). Reroute, fill-in, placement-aware reroute and replicas need other
+/// experts' room or the global order, and use `allgather`.
+///
 /// Replicas: with a `replica_placement` (placement.hpp, e.g. EPLB's), a logical expert lives on
 /// several ranks; after the capacity stage (over logical experts, as one process decides it)
 /// each routed slot goes to one replica by the chosen `replica_policy`, computed identically on
@@ -23,6 +32,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -63,7 +73,14 @@ struct ep_stats {
     /// Placement-aware reroute only: bytes of rows that plain reroute would have sent to another
     /// rank and that stayed on their rank instead (global, both directions).
     std::size_t bytes_saved = 0;
+    /// Bytes of routing metadata this rank sent (routings, counts, ranking records, flags):
+    /// O(local tokens x k + E) under the counts protocol, O(global tokens x k) under allgather.
+    std::size_t metadata_bytes = 0;
+    bool counts_protocol = false;  ///< which protocol ran
 };
+
+/// How ranks agree on the capacity plan (see the file comment).
+enum class ep_protocol { automatic, allgather, counts };
 
 namespace detail {
 
@@ -182,6 +199,10 @@ public:
         const std::size_t T = x.rows, k = opt_.router.top_k;
         if (x.cols != H_ || y.cols != H_ || y.rows != T)
             MOE_THROW("moe.layer.shape", "x is ", x.rows, " x ", x.cols, ", y ", y.rows, " x ", y.cols, "; hidden=", H_);
+        if (protocol_ != ep_protocol::allgather && counts_supported()) {
+            forward_counts(y, x, exec);
+            return;
+        }
         // 1. Gate and route the local tokens.
         logits_.resize(T * E_);
         routing<float> local(T, E_, k, opt_.router.keep_scores);
@@ -204,6 +225,8 @@ public:
         if (opt_.router.keep_scores) detail::allgather_tokens(comm_, local.scores.data(), T, E_, tokens_of_, g.scores);
         // 3. The capacity plan of the global batch, identical on every rank.
         stats_ = ep_stats{};
+        stats_.metadata_bytes = static_cast<std::size_t>(size_ - 1) *
+                                (sizeof(int) + T * k * (sizeof(std::int32_t) + sizeof(float)) + (opt_.router.keep_scores ? T * E_ * sizeof(float) : 0));
         if (opt_.capacity) {
             routing<float> plain;
             if (placement_aware_) plain = g;
@@ -334,12 +357,26 @@ public:
         }
         mean /= static_cast<double>(size_);
         stats_.max_over_mean = mean > 0 ? mx / mean : 0.0;
+        local_ = mine;
         last_ = std::move(g);
         first_ = first;
     }
 
+    /// Chooses the protocol: `automatic` (counts where it applies), or either one explicitly.
+    /// Throws [moe.mpi.protocol] for `counts` with options it cannot serve.
+    void set_protocol(ep_protocol p) {
+        if (p == ep_protocol::counts && !counts_supported())
+            MOE_THROW("moe.mpi.protocol", "the counts protocol serves dropless and drop-only capacity without replicas; reroute, fill-in, "
+                                          "placement-aware reroute and replica placements use allgather");
+        protocol_ = p;
+    }
+    [[nodiscard]] ep_protocol protocol() const noexcept { return protocol_; }
+    /// This rank's routing of the last forward, after the capacity stage (both protocols).
+    [[nodiscard]] const routing<float>& last_local_routing() const noexcept { return local_; }
+
     [[nodiscard]] const ep_stats& last_stats() const noexcept { return stats_; }
-    /// The global routing of the last forward (after the capacity stage), identical on every rank.
+    /// The global routing of the last forward (after the capacity stage), identical on every rank;
+    /// the allgather protocol only (empty after a counts forward).
     [[nodiscard]] const routing<float>& last_global_routing() const noexcept { return last_; }
     [[nodiscard]] matrix_view<const float> last_local_logits() const noexcept {
         return {logits_.data(), logits_.size() / E_, E_};
@@ -347,6 +384,259 @@ public:
     [[nodiscard]] const std::vector<std::size_t>& local_experts() const noexcept { return local_experts_; }
 
 private:
+    [[nodiscard]] bool counts_supported() const noexcept {
+        return !replicated_ && !placement_aware_ && !(opt_.capacity && (opt_.drop.reroute || opt_.fill_in));
+    }
+
+    /// One slot's ranking record for its expert's owner: a desc, then b desc, then c asc, as
+    /// apply_capacity ranks (see there); e = the expert, slot = its local index t * k + s.
+    struct rank_record {
+        double a, b;
+        long long c;
+        std::int32_t e, slot;
+    };
+
+    template <class Executor>
+    void forward_counts(matrix_view<float> y, matrix_view<const float> x, Executor&& exec) {
+        const std::size_t T = x.rows, k = opt_.router.top_k;
+        stats_ = ep_stats{};
+        stats_.counts_protocol = true;
+        // 1. Gate and route the local tokens.
+        logits_.resize(T * E_);
+        routing<float> loc(T, E_, k, opt_.router.keep_scores);
+        if (T > 0) {
+            gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
+            route_into<Arch>(loc, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
+        }
+        // 2. This rank's first global token, and the global token count.
+        long long t_local = static_cast<long long>(T), first = 0, T_all = 0;
+        MPI_Exscan(&t_local, &first, 1, MPI_LONG_LONG, MPI_SUM, comm_);
+        if (rank_ == 0) first = 0;
+        MPI_Allreduce(&t_local, &T_all, 1, MPI_LONG_LONG, MPI_SUM, comm_);
+        stats_.metadata_bytes += 2 * sizeof(long long);
+        // 3. Capacity: global loads, then owners rank the slots of over-full experts.
+        if (opt_.capacity) capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(T_all));
+        // 4. Kept rows to their experts' owners, grouped by (destination, expert, token).
+        const std::size_t R = static_cast<std::size_t>(size_);
+        std::vector<std::vector<std::size_t>> by_expert(E_);  // local slots per expert, token order
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (loc.indices[i] >= 0) by_expert[static_cast<std::size_t>(loc.indices[i])].push_back(i);
+        std::vector<std::vector<std::size_t>> experts_of(R);
+        for (std::size_t e = 0; e < E_; ++e) experts_of[static_cast<std::size_t>(owner_[e])].push_back(e);
+        // Per-(destination, expert) counts: each rank sends each owner one count per owned expert.
+        std::vector<int> cnt_send, cnt_sc(R), cnt_sd(R + 1, 0), cnt_rc(R), cnt_rd(R + 1, 0);
+        for (std::size_t q = 0; q < R; ++q) {
+            cnt_sc[q] = static_cast<int>(experts_of[q].size());
+            for (std::size_t e : experts_of[q]) cnt_send.push_back(static_cast<int>(by_expert[e].size()));
+            cnt_sd[q + 1] = cnt_sd[q] + cnt_sc[q];
+        }
+        const int mine = static_cast<int>(local_experts_.size());
+        for (std::size_t p = 0; p < R; ++p) {
+            cnt_rc[p] = mine;
+            cnt_rd[p + 1] = cnt_rd[p] + mine;
+        }
+        std::vector<int> cnt_recv(static_cast<std::size_t>(cnt_rd[R]));
+        MPI_Alltoallv(cnt_send.data(), cnt_sc.data(), cnt_sd.data(), MPI_INT, cnt_recv.data(), cnt_rc.data(), cnt_rd.data(), MPI_INT, comm_);
+        stats_.metadata_bytes += static_cast<std::size_t>(cnt_sd[R] - cnt_sc[static_cast<std::size_t>(rank_)]) * sizeof(int);
+        std::vector<int> send_counts(R, 0), recv_counts(R, 0), sdispl(R + 1, 0), rdispl(R + 1, 0);
+        for (std::size_t q = 0; q < R; ++q) {
+            for (std::size_t e : experts_of[q]) send_counts[q] += static_cast<int>(by_expert[e].size());
+            for (int i = 0; i < mine; ++i) recv_counts[q] += cnt_recv[static_cast<std::size_t>(cnt_rd[q] + i)];
+            sdispl[q + 1] = sdispl[q] + send_counts[q];
+            rdispl[q + 1] = rdispl[q] + recv_counts[q];
+        }
+        const std::size_t n_send = static_cast<std::size_t>(sdispl[R]), n_recv = static_cast<std::size_t>(rdispl[R]);
+        send_.resize(n_send * H_);
+        recv_.resize(n_recv * H_);
+        std::vector<std::int32_t> send_slot(n_send);
+        for (std::size_t q = 0, pos = 0; q < R; ++q)
+            for (std::size_t e : experts_of[q])
+                for (std::size_t i : by_expert[e]) {
+                    std::copy(x.row(i / k), x.row(i / k) + H_, send_.begin() + static_cast<std::ptrdiff_t>(pos * H_));
+                    send_slot[pos++] = static_cast<std::int32_t>(i);
+                }
+        alltoallv_rows(send_.data(), send_counts, sdispl, recv_.data(), recv_counts, rdispl);
+        // 5. The local experts, rows in (expert, source rank, token) order: the global order.
+        dispatch_plan lp;
+        const std::size_t L = local_experts_.size();
+        lp.num_experts = L;
+        lp.top_k = 1;
+        lp.offsets.assign(L + 1, 0);
+        lp.counts.assign(L, 0);
+        for (std::size_t i = 0; i < L; ++i) {
+            for (std::size_t p = 0; p < R; ++p) {
+                int off = rdispl[p];
+                for (std::size_t j = 0; j < i; ++j) off += cnt_recv[static_cast<std::size_t>(cnt_rd[p]) + j];
+                for (int r = 0; r < cnt_recv[static_cast<std::size_t>(cnt_rd[p]) + i]; ++r) {
+                    lp.row_token.push_back(off + r);
+                    lp.row_slot.push_back(0);
+                }
+            }
+            lp.counts[i] = static_cast<std::int32_t>(lp.row_token.size()) - lp.offsets[i];
+            lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
+        }
+        lp.num_tokens = n_recv;
+        out_.resize(n_recv * H_);
+        if (L > 0 && n_recv > 0) {
+            ws_.reserve(kernels::workspace_size(lp, experts_).total());
+            std::vector<float> ordered(n_recv * H_);
+            kernels::expert_ffn(matrix_view<float>(ordered.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_), lp,
+                                experts_, ws_.data(), ws_.size(), exec);
+            for (std::size_t r = 0; r < n_recv; ++r)
+                std::copy(ordered.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
+                          out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
+        }
+        // 6. Outputs back, then the weighted sum in slot order, as the single-process layer.
+        back_.resize(n_send * H_);
+        alltoallv_rows(out_.data(), recv_counts, rdispl, back_.data(), send_counts, sdispl);
+        dispatch_plan cp;
+        cp.num_tokens = T;
+        cp.num_experts = 1;
+        cp.top_k = k;
+        cp.offsets = {0, static_cast<std::int32_t>(n_send)};
+        cp.slot_row.assign(T * k, -1);
+        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot[i])] = static_cast<std::int32_t>(i);
+        combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
+        // Stats: rows per rank (O(ranks)), wire bytes.
+        for (std::size_t r = 0; r < R; ++r)
+            if (static_cast<int>(r) != rank_) {
+                stats_.rows_sent += static_cast<std::size_t>(send_counts[r]);
+                stats_.rows_received += static_cast<std::size_t>(recv_counts[r]);
+                stats_.bytes_on_wire += (static_cast<std::size_t>(send_counts[r]) + static_cast<std::size_t>(recv_counts[r])) * H_ * sizeof(float);
+            }
+        unsigned long long computed = n_recv;
+        std::vector<unsigned long long> all(R);
+        MPI_Allgather(&computed, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
+        stats_.rank_rows.assign(all.begin(), all.end());
+        double mean = 0, mx = 0;
+        for (std::size_t v : stats_.rank_rows) {
+            mean += static_cast<double>(v);
+            mx = std::max(mx, static_cast<double>(v));
+        }
+        mean /= static_cast<double>(size_);
+        stats_.max_over_mean = mean > 0 ? mx / mean : 0.0;
+        local_ = std::move(loc);
+        last_ = routing<float>{};
+        first_ = static_cast<std::size_t>(first);
+    }
+
+    /// apply_capacity's decisions for this rank's slots, from global loads and the owners'
+    /// rankings; `loc` loses its dropped slots (and is renormalised after, if configured).
+    void capacity_by_owners(routing<float>& loc, std::size_t first, std::size_t T_all) {
+        const std::size_t T = loc.num_tokens, k = loc.top_k, R = static_cast<std::size_t>(size_);
+        const drop_config& cfg = opt_.drop;
+        std::vector<long long> load(E_ + 2, 0);  // per expert, then routed slots and routed tokens
+        for (std::size_t t = 0; t < T; ++t) {
+            std::size_t n = 0;
+            for (std::size_t s = 0; s < k; ++s)
+                if (loc.index(t, s) >= 0) {
+                    ++load[static_cast<std::size_t>(loc.index(t, s))];
+                    ++n;
+                }
+            load[E_] += static_cast<long long>(n);
+            load[E_ + 1] += n > 0;
+        }
+        MPI_Allreduce(MPI_IN_PLACE, load.data(), static_cast<int>(E_ + 2), MPI_LONG_LONG, MPI_SUM, comm_);
+        stats_.metadata_bytes += (E_ + 2) * sizeof(long long);
+        std::size_t max_load = 0;
+        for (std::size_t e = 0; e < E_; ++e) max_load = std::max(max_load, static_cast<std::size_t>(load[e]));
+        const std::size_t routed = static_cast<std::size_t>(load[E_]), routed_tokens = static_cast<std::size_t>(load[E_ + 1]);
+        const double spt = routed_tokens && routed != routed_tokens * k ? static_cast<double>(routed) / static_cast<double>(routed_tokens) : 0.0;
+        std::size_t capacity = expert_capacity(cfg.capacity, T_all, E_, k, max_load, spt);
+        if (cfg.renorm_after == renormalize::clamp && !(cfg.renorm_eps > 0.0f))
+            MOE_THROW("moe.capacity.renorm_eps", "renormalize::clamp after the drop needs renorm_eps > 0");
+        std::vector<std::size_t> cap(E_, capacity);
+        if (!cfg.per_expert.empty()) {
+            if (cfg.per_expert.size() != E_)
+                MOE_THROW("moe.capacity.per_expert", "per_expert has ", cfg.per_expert.size(), " capacities, expected num_experts=", E_);
+            cap = cfg.per_expert;
+            capacity = *std::max_element(cap.begin(), cap.end());
+        }
+        if (capacity == 0 && max_load > 0)
+            MOE_THROW("moe.capacity.zero", "capacity is 0 for every expert (", to_string(cfg.capacity.formula), ", factor ",
+                      cfg.capacity.factor, ", ", T_all, " tokens, ", E_, " experts, k=", k, "): every slot would be dropped");
+        // Ranking records of the slots of over-full experts, to the experts' owners.
+        std::vector<std::vector<rank_record>> out(R);
+        for (std::size_t t = 0; t < T; ++t) {
+            float best = -std::numeric_limits<float>::infinity();
+            if (cfg.policy == drop_policy::batch_prioritized)
+                for (std::size_t e = 0; e < E_; ++e) best = std::max(best, loc.score(t, e));
+            for (std::size_t s = 0; s < k; ++s) {
+                const std::int32_t e = loc.index(t, s);
+                if (e < 0 || static_cast<std::size_t>(load[static_cast<std::size_t>(e)]) <= cap[static_cast<std::size_t>(e)]) continue;
+                const std::size_t g = (first + t) * k + s;  // the global slot index
+                rank_record rec{0.0, 0.0, static_cast<long long>(g), e, static_cast<std::int32_t>(t * k + s)};
+                switch (cfg.policy) {
+                    case drop_policy::weight: rec.a = static_cast<double>(loc.weight(t, s)); break;
+                    case drop_policy::score: rec.a = static_cast<double>(loc.score(t, static_cast<std::size_t>(e))); break;
+                    case drop_policy::random: rec.a = splitmix64(cfg.seed ^ (0x9E3779B97F4A7C15ull * (g + 1))).uniform(); break;
+                    case drop_policy::position: break;
+                    case drop_policy::slot_major:
+                        rec.a = -static_cast<double>(s);
+                        rec.c = static_cast<long long>(first + t);
+                        break;
+                    case drop_policy::batch_prioritized:
+                        rec.a = -static_cast<double>(s);
+                        rec.b = static_cast<double>(best);
+                        rec.c = static_cast<long long>(first + t);
+                        break;
+                }
+                out[static_cast<std::size_t>(owner_[static_cast<std::size_t>(e)])].push_back(rec);
+            }
+        }
+        std::vector<int> sc(R), sd(R + 1, 0), rc(R), rd(R + 1, 0);
+        for (std::size_t q = 0; q < R; ++q) sc[q] = static_cast<int>(out[q].size());
+        MPI_Alltoall(sc.data(), 1, MPI_INT, rc.data(), 1, MPI_INT, comm_);
+        for (std::size_t q = 0; q < R; ++q) {
+            sd[q + 1] = sd[q] + sc[q];
+            rd[q + 1] = rd[q] + rc[q];
+        }
+        std::vector<rank_record> sendbuf, recvbuf(static_cast<std::size_t>(rd[R]));
+        for (auto& v : out) sendbuf.insert(sendbuf.end(), v.begin(), v.end());
+        std::vector<int> scb(R), sdb(R), rcb(R), rdb(R);
+        const int rb = static_cast<int>(sizeof(rank_record));
+        for (std::size_t q = 0; q < R; ++q) {
+            scb[q] = sc[q] * rb;
+            sdb[q] = sd[q] * rb;
+            rcb[q] = rc[q] * rb;
+            rdb[q] = rd[q] * rb;
+        }
+        MPI_Alltoallv(sendbuf.data(), scb.data(), sdb.data(), MPI_BYTE, recvbuf.data(), rcb.data(), rdb.data(), MPI_BYTE, comm_);
+        stats_.metadata_bytes += R * sizeof(int) + (sendbuf.size() - out[static_cast<std::size_t>(rank_)].size()) * sizeof(rank_record);
+        // The owner keeps each over-full expert's best cap[e] records, as apply_capacity would.
+        std::vector<char> keep(recvbuf.size(), 1);
+        std::vector<std::vector<std::size_t>> bucket(E_);
+        for (std::size_t i = 0; i < recvbuf.size(); ++i) bucket[static_cast<std::size_t>(recvbuf[i].e)].push_back(i);
+        const auto better = [&](std::size_t x, std::size_t z) {
+            const rank_record &u = recvbuf[x], &v = recvbuf[z];
+            if (u.a != v.a) return u.a > v.a;
+            if (u.b != v.b) return u.b > v.b;
+            return u.c < v.c;
+        };
+        for (std::size_t e = 0; e < E_; ++e) {
+            auto& b = bucket[e];
+            if (b.size() <= cap[e]) continue;  // cannot happen: the records are all of e's slots
+            std::nth_element(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(cap[e]), b.end(), better);
+            for (std::size_t j = cap[e]; j < b.size(); ++j) keep[b[j]] = 0;
+        }
+        // Flags back in the records' order; the token's rank drops what its owner did not keep.
+        std::vector<char> flags(sendbuf.size());
+        MPI_Alltoallv(keep.data(), rc.data(), rd.data(), MPI_CHAR, flags.data(), sc.data(), sd.data(), MPI_CHAR, comm_);
+        stats_.metadata_bytes += recvbuf.size();
+        unsigned long long dropped = 0;
+        for (std::size_t i = 0; i < sendbuf.size(); ++i)
+            if (!flags[i]) {
+                const auto slot = static_cast<std::size_t>(sendbuf[i].slot);
+                loc.indices[slot] = -1;
+                loc.weights[slot] = 0.0f;
+                ++dropped;
+            }
+        for (std::size_t t = 0; t < T && cfg.renorm_after != renormalize::none; ++t)
+            moe::detail::renormalize_weights(cfg.renorm_after, cfg.renorm_eps, loc.weights.data() + t * k, k);
+        MPI_Allreduce(MPI_IN_PLACE, &dropped, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm_);
+        stats_.dropped = static_cast<std::size_t>(dropped);
+    }
+
     /// Router, options and this rank's experts (physical experts in order, each packed with its
     /// logical expert's weights).
     void init(matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2) {
@@ -422,7 +712,8 @@ private:
     std::vector<float> logits_, send_, recv_, out_, back_;
     std::vector<int> tokens_of_;
     ep_stats stats_;
-    routing<float> last_;
+    ep_protocol protocol_ = ep_protocol::automatic;
+    routing<float> last_, local_;
     std::size_t first_ = 0;
 };
 
