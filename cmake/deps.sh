@@ -9,7 +9,7 @@ case "$purpose" in
   demo) pkgs="$core python3-matplotlib" ;;  # the policy plot
   test) pkgs="$core clang libclang-rt-14-dev catch2 libbenchmark-dev libopenmpi-dev openmpi-bin libglpk-dev" ;;  # rt: sanitizer and fuzzer runtimes (only a Recommends of clang)
   # python: the extension (pybind11), `pip install --no-build-isolation .` in a venv, pytest, torch
-  python) pkgs="$core python3-dev pybind11-dev python3-pybind11 python3-numpy python3-pytest python3-setuptools python3-pip python3-venv python3-torch" ;;
+  python) pkgs="$core python3-dev pybind11-dev python3-pybind11 python3-numpy python3-pytest python3-setuptools python3-pip python3-venv python3-torch python3-matplotlib" ;;
   *) echo "usage: $0 core|demo|test|python" >&2; exit 2 ;;
 esac
 missing=""

@@ -204,7 +204,7 @@ TEST_CASE("trace: loads, transitions and logits traces", "[trace]") {
     CHECK(lt.layer(1).indices == moe::route(l1, moe::presets::mixtral()).indices);
 }
 
-TEST_CASE("trace: .npy traces of logits (float16 too) and of indices; bad ones get IDs", "[trace]") {
+TEST_CASE("trace: .npy traces of logits (float16 too) and of indices, bad ones get IDs", "[trace]") {
     const std::string dir = MOE_TEST_TMP_DIR;
     const auto l0 = moe_test::random_logits(6, 8, 3), l1 = moe_test::random_logits(6, 8, 4);
     std::vector<double> stacked(l0.values.begin(), l0.values.end());

@@ -49,7 +49,7 @@ double brute_force(const std::vector<moe::matrix<double>>& c, std::size_t L, std
 
 }  // namespace
 
-TEST_CASE("placement: the ILP finds the brute-force optimum; the heuristic stays between", "[placement][ilp]") {
+TEST_CASE("placement: the ILP finds the brute-force optimum, the heuristic stays between", "[placement][ilp]") {
     for (std::uint64_t seed = 1; seed <= 6; ++seed) {
         const std::size_t L = 3, E = seed % 2 ? 4 : 6, D = 2;
         const auto tr = moe::synthetic_trace(L, 60, E, 2, 1.5, {}, seed);
