@@ -404,16 +404,6 @@ std::vector<std::int32_t> read_placement(const std::string& path) {
     return out;
 }
 
-const char* renorm_name(moe::renormalize r) {
-    switch (r) {
-        case moe::renormalize::none: return "none";
-        case moe::renormalize::sum: return "sum";
-        case moe::renormalize::sum_eps: return "sum_eps";
-        case moe::renormalize::clamp: return "clamp";
-    }
-    return "?";
-}
-
 /// The router losses of a routing taken before any drop (clean logits for P).
 struct loss_summary {
     double aux_megatron = 0, aux_hf = 0, aux_deepspeed = 0, z = 0, importance_load = 0;
@@ -637,7 +627,7 @@ int run(const options& o) {
     const bool softmax = o.cfg.score == moe::score_function::softmax;
     std::printf("routed %zu tokens to %zu experts, k=%zu (%s%s, renorm=%s, scale=%g", T, E, o.cfg.top_k,
                 moe::to_string(o.cfg.score), softmax ? (o.cfg.pre_softmax ? ", pre-softmax" : ", post-softmax") : "",
-                renorm_name(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
+                moe::to_string(o.cfg.renorm), static_cast<double>(o.cfg.scaling_factor));
     if (o.cfg.grouped()) std::printf(", groups %zu/%zu", o.cfg.group_top_k, o.cfg.num_groups);
     std::printf(") in %.3f ms (%.1f ns/token)\n", seconds * 1e3, T ? seconds * 1e9 / static_cast<double>(T) : 0.0);
     if (o.policy != "topk" || o.null_experts)

@@ -32,6 +32,23 @@ enum class renormalize {
     clamp     ///< w / max(sum(w), eps), eps = 6.103515625e-5 (2^-14) in llama.cpp
 };
 
+[[nodiscard]] inline const char* to_string(renormalize r) noexcept {
+    switch (r) {
+        case renormalize::none: return "none";
+        case renormalize::sum: return "sum";
+        case renormalize::sum_eps: return "sum_eps";
+        case renormalize::clamp: return "clamp";
+    }
+    return "?";
+}
+
+/// Parses "none", "sum", "sum_eps" or "clamp"; throws [moe.config.renormalize].
+[[nodiscard]] inline renormalize parse_renormalize(const std::string& s) {
+    for (auto r : {renormalize::none, renormalize::sum, renormalize::sum_eps, renormalize::clamp})
+        if (s == to_string(r)) return r;
+    MOE_THROW("moe.config.renormalize", "unknown renormalisation '", s, "' (expected none, sum, sum_eps or clamp)");
+}
+
 /// What the experts of groups that were not chosen get before the final top-k.
 enum class group_mask {
     neg_inf,  ///< -inf: never chosen (Megatron, vLLM, llama.cpp)

@@ -184,9 +184,7 @@ struct dict_reader {
     }
 };
 
-moe::renormalize parse_renorm(const std::string& s);
 moe::group_mask parse_mask(const std::string& s);
-const char* renorm_name(moe::renormalize r);
 /// router_config from {"preset": name, field: value, ...}; fields override the preset.
 moe::router_config router_config_of(const py::dict& d);
 py::dict dict_of(const moe::router_config& c);

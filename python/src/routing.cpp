@@ -7,24 +7,6 @@
 
 namespace moe_py {
 
-moe::renormalize parse_renorm(const std::string& s) {
-    if (s == "none") return moe::renormalize::none;
-    if (s == "sum") return moe::renormalize::sum;
-    if (s == "sum_eps") return moe::renormalize::sum_eps;
-    if (s == "clamp") return moe::renormalize::clamp;
-    MOE_THROW("moe.config.renormalize", "unknown renormalisation '", s, "' (expected none, sum, sum_eps or clamp)");
-}
-
-const char* renorm_name(moe::renormalize r) {
-    switch (r) {
-        case moe::renormalize::none: return "none";
-        case moe::renormalize::sum: return "sum";
-        case moe::renormalize::sum_eps: return "sum_eps";
-        case moe::renormalize::clamp: return "clamp";
-    }
-    return "?";
-}
-
 moe::group_mask parse_mask(const std::string& s) {
     if (s == "neg_inf") return moe::group_mask::neg_inf;
     if (s == "zero") return moe::group_mask::zero;
@@ -41,7 +23,7 @@ moe::router_config router_config_of(const py::dict& d) {
     rd.get_size("top_k", c.top_k);
     rd.get("pre_softmax", c.pre_softmax);
     rd.get("select_on_logits", c.select_on_logits);
-    rd.get_enum("renorm", c.renorm, parse_renorm);
+    rd.get_enum("renorm", c.renorm, moe::parse_renormalize);
     rd.get("renorm_eps", c.renorm_eps);
     rd.get("scaling_factor", c.scaling_factor);
     rd.get_size("num_groups", c.num_groups);
@@ -60,7 +42,7 @@ py::dict dict_of(const moe::router_config& c) {
     d["top_k"] = c.top_k;
     d["pre_softmax"] = c.pre_softmax;
     d["select_on_logits"] = c.select_on_logits;
-    d["renorm"] = renorm_name(c.renorm);
+    d["renorm"] = moe::to_string(c.renorm);
     d["renorm_eps"] = c.renorm_eps;
     d["scaling_factor"] = c.scaling_factor;
     d["num_groups"] = c.num_groups;
@@ -93,7 +75,7 @@ moe::drop_config drop_config_of(const py::dict& d) {
     }
     c.capacity = capacity_config_of(cap);
     rd.get_enum("policy", c.policy, moe::parse_drop_policy);
-    rd.get_enum("renorm_after", c.renorm_after, parse_renorm);
+    rd.get_enum("renorm_after", c.renorm_after, moe::parse_renormalize);
     rd.get("renorm_eps", c.renorm_eps);
     rd.get("seed", c.seed);
     rd.get("reroute", c.reroute);

@@ -12,7 +12,7 @@ moe::top_p_config top_p_of(const py::dict& d) {
     rd.get_size("min_k", c.min_k);
     rd.get_size("max_k", c.max_k);
     rd.get_enum("score", c.score, moe::parse_score_function);
-    rd.get_enum("renorm", c.renorm, parse_renorm);
+    rd.get_enum("renorm", c.renorm, moe::parse_renormalize);
     rd.get("renorm_eps", c.renorm_eps);
     rd.get("scaling_factor", c.scaling_factor);
     rd.get("keep_scores", c.keep_scores);

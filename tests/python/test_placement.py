@@ -38,16 +38,20 @@ def test_eplb_matches_the_torch_statement(seed):
         np.testing.assert_array_equal(got["logcnt"], logcnt.numpy())
 
 
-def _srp_numpy(trace, E, layer, L):
-    """SRP's definition in NumPy: counts per sliding segment, every threshold, sums over segments."""
-    x = trace[layer]
+def _segment_counts(x, E, L):
+    """[segments, E]: activations of each expert in every sliding segment of L tokens."""
     T = x.shape[0]
     onehot = np.zeros((T, E), np.int64)
     for t in range(T):
         for e in x[t]:
             if e >= 0:
                 onehot[t, e] += 1
-    segs = np.stack([onehot[i:i + L].sum(0) for i in range(T - L + 1)])  # [segments, E]
+    return np.stack([onehot[i:i + L].sum(0) for i in range(T - L + 1)])
+
+
+def _srp_numpy(trace, E, layer, L):
+    """SRP's definition in NumPy: counts per sliding segment, every threshold, sums over segments."""
+    segs = _segment_counts(trace[layer], E, L)
     acts = segs.sum()
     best = 0.0
     for th in range(L + 1):
@@ -59,14 +63,7 @@ def _srp_numpy(trace, E, layer, L):
 
 
 def _sch_numpy(trace, E, layer, L, m):
-    x = trace[layer]
-    T = x.shape[0]
-    onehot = np.zeros((T, E), np.int64)
-    for t in range(T):
-        for e in x[t]:
-            if e >= 0:
-                onehot[t, e] += 1
-    segs = np.stack([onehot[i:i + L].sum(0) for i in range(T - L + 1)])
+    segs = _segment_counts(trace[layer], E, L)
     top = -np.sort(-segs, axis=1)[:, :m]
     return top.sum() / segs.sum()
 

@@ -317,17 +317,7 @@ public:
             lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
         }
         lp.num_tokens = n_recv;
-        out_.resize(n_recv * H_);
-        if (L > 0 && n_recv > 0) {
-            ws_.reserve(kernels::workspace_size(lp, experts_).total());
-            // Expert outputs in local plan order, then back into receive order.
-            std::vector<float> ordered(n_recv * H_);
-            kernels::expert_ffn(matrix_view<float>(ordered.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_),
-                                lp, experts_, ws_.data(), ws_.size(), exec);
-            for (std::size_t r = 0; r < n_recv; ++r)
-                std::copy(ordered.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
-                          out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
-        }
+        run_local_experts(lp, exec);
         // 6. Outputs go back the way the rows came (same counts, reversed).
         back_.resize(n_send * H_);
         alltoallv_rows(out_.data(), recv_counts, rdispl, back_.data(), send_counts, sdispl);
@@ -350,13 +340,7 @@ public:
         cp.slot_row.assign(T * kk, -1);
         for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot[i])] = static_cast<std::int32_t>(i);
         combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, mine, exec);
-        double mean = 0, mx = 0;
-        for (std::size_t v : stats_.rank_rows) {
-            mean += static_cast<double>(v);
-            mx = std::max(mx, static_cast<double>(v));
-        }
-        mean /= static_cast<double>(size_);
-        stats_.max_over_mean = mean > 0 ? mx / mean : 0.0;
+        stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = mine;
         last_ = std::move(g);
         first_ = first;
@@ -384,6 +368,33 @@ public:
     [[nodiscard]] const std::vector<std::size_t>& local_experts() const noexcept { return local_experts_; }
 
 private:
+    /// The local experts on the received rows (recv_, lp's order: expert, then rows), outputs
+    /// scattered back into receive order in out_.
+    template <class Executor>
+    void run_local_experts(const dispatch_plan& lp, Executor&& exec) {
+        const std::size_t n_recv = lp.num_tokens;
+        out_.resize(n_recv * H_);
+        if (local_experts_.empty() || n_recv == 0) return;
+        ws_.reserve(kernels::workspace_size(lp, experts_).total());
+        ordered_.resize(n_recv * H_);
+        kernels::expert_ffn(matrix_view<float>(ordered_.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_), lp,
+                            experts_, ws_.data(), ws_.size(), exec);
+        for (std::size_t r = 0; r < n_recv; ++r)
+            std::copy(ordered_.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered_.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
+                      out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
+    }
+
+    /// max / mean of the rows each rank computed (the straggler across ranks).
+    [[nodiscard]] double rank_balance(const std::vector<std::size_t>& rows) const {
+        double mean = 0, mx = 0;
+        for (std::size_t v : rows) {
+            mean += static_cast<double>(v);
+            mx = std::max(mx, static_cast<double>(v));
+        }
+        mean /= static_cast<double>(size_);
+        return mean > 0 ? mx / mean : 0.0;
+    }
+
     [[nodiscard]] bool counts_supported() const noexcept {
         return !replicated_ && !placement_aware_ && !(opt_.capacity && (opt_.drop.reroute || opt_.fill_in));
     }
@@ -476,16 +487,7 @@ private:
             lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
         }
         lp.num_tokens = n_recv;
-        out_.resize(n_recv * H_);
-        if (L > 0 && n_recv > 0) {
-            ws_.reserve(kernels::workspace_size(lp, experts_).total());
-            std::vector<float> ordered(n_recv * H_);
-            kernels::expert_ffn(matrix_view<float>(ordered.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_), lp,
-                                experts_, ws_.data(), ws_.size(), exec);
-            for (std::size_t r = 0; r < n_recv; ++r)
-                std::copy(ordered.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
-                          out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
-        }
+        run_local_experts(lp, exec);
         // 6. Outputs back, then the weighted sum in slot order, as the single-process layer.
         back_.resize(n_send * H_);
         alltoallv_rows(out_.data(), recv_counts, rdispl, back_.data(), send_counts, sdispl);
@@ -508,13 +510,7 @@ private:
         std::vector<unsigned long long> all(R);
         MPI_Allgather(&computed, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
         stats_.rank_rows.assign(all.begin(), all.end());
-        double mean = 0, mx = 0;
-        for (std::size_t v : stats_.rank_rows) {
-            mean += static_cast<double>(v);
-            mx = std::max(mx, static_cast<double>(v));
-        }
-        mean /= static_cast<double>(size_);
-        stats_.max_over_mean = mean > 0 ? mx / mean : 0.0;
+        stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = std::move(loc);
         last_ = routing<float>{};
         first_ = static_cast<std::size_t>(first);
@@ -709,7 +705,7 @@ private:
     kernels::packed_experts<Arch, W> experts_;
     kernels::ffn_workspace ws_;
     router_workspace<float> router_ws_;
-    std::vector<float> logits_, send_, recv_, out_, back_;
+    std::vector<float> logits_, send_, recv_, out_, back_, ordered_;
     std::vector<int> tokens_of_;
     ep_stats stats_;
     ep_protocol protocol_ = ep_protocol::automatic;
