@@ -58,14 +58,61 @@ void timed(benchmark::State& st, F&& f) {
     }
 }
 
+/// The bare MPI_Alltoallv pair (rows out, outputs back) with the counts of the last forward: the
+/// floor that dispatch + return cannot beat. Seconds per pair, slowest rank, mean of `reps`.
+double bare_exchange(const moe::mpi::ep_stats& st, int reps) {
+    const auto R = static_cast<std::size_t>(g_size);
+    std::vector<int> sc(R), sd(R), rc(R), rd(R);
+    int so = 0, ro = 0;
+    for (std::size_t r = 0; r < R; ++r) {
+        sc[r] = st.send_rows[r] * static_cast<int>(H);
+        rc[r] = st.recv_rows[r] * static_cast<int>(H);
+        sd[r] = so;
+        rd[r] = ro;
+        so += sc[r];
+        ro += rc[r];
+    }
+    std::vector<float> send(static_cast<std::size_t>(so), 1.0f), recv(static_cast<std::size_t>(ro));
+    double total = 0;
+    for (int i = 0; i < reps; ++i) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        const double t0 = MPI_Wtime();
+        MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_FLOAT, recv.data(), rc.data(), rd.data(), MPI_FLOAT, MPI_COMM_WORLD);
+        MPI_Alltoallv(recv.data(), rc.data(), rd.data(), MPI_FLOAT, send.data(), sc.data(), sd.data(), MPI_FLOAT, MPI_COMM_WORLD);
+        double dt = MPI_Wtime() - t0;
+        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        total += dt;
+    }
+    return total / reps;
+}
+
 void forward_with(benchmark::State& st, moe::mpi::ep_protocol p) {
     setup& s = shared();
     s.ep->set_protocol(p);
-    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
+    double phase[5] = {0, 0, 0, 0, 0};
+    int n = 0;
+    timed(st, [&] {
+        s.ep->forward(s.y.view(), s.x);
+        const auto& ps = s.ep->last_stats();
+        const double v[5] = {ps.route_s, ps.dispatch_s, ps.experts_s, ps.return_s, ps.combine_s};
+        for (int i = 0; i < 5; ++i) phase[i] += v[i];
+        ++n;
+    });
     const auto& stats = s.ep->last_stats();
     st.counters["bytes_on_wire_rank0"] = static_cast<double>(stats.bytes_on_wire);
     st.counters["metadata_bytes_rank0"] = static_cast<double>(stats.metadata_bytes);
     st.counters["ranks"] = g_size;
+    if (stats.counts_protocol) {
+        // Each phase: mean over iterations, slowest rank.
+        for (double& v : phase) v /= n;
+        MPI_Allreduce(MPI_IN_PLACE, phase, 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        const char* names[5] = {"route_ms", "dispatch_ms", "experts_ms", "return_ms", "combine_ms"};
+        for (int i = 0; i < 5; ++i) st.counters[names[i]] = phase[i] * 1e3;
+        const double bare = bare_exchange(stats, 20);
+        st.counters["bare_alltoallv_ms"] = bare * 1e3;
+        st.counters["exchange_over_bare"] = (phase[1] + phase[3]) / bare;
+        st.counters["dispatch_combine_over_bare"] = (phase[1] + phase[3] + phase[4]) / bare;
+    }
     s.ep->set_protocol(moe::mpi::ep_protocol::automatic);
 }
 

@@ -67,9 +67,14 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
     moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
                                                                  w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
     const bool counts_ok = !placement_aware && !(o.capacity && (o.drop.reroute || o.fill_in));
-    for (auto protocol : {moe::mpi::ep_protocol::allgather, moe::mpi::ep_protocol::counts}) {
+    // allgather; counts in one piece; counts pipelined in 3 chunks and in more chunks than
+    // some ranks have tokens (empty chunks)
+    const std::pair<moe::mpi::ep_protocol, std::size_t> runs[] = {
+        {moe::mpi::ep_protocol::allgather, 1}, {moe::mpi::ep_protocol::counts, 1}, {moe::mpi::ep_protocol::counts, 3}, {moe::mpi::ep_protocol::counts, 40}};
+    for (const auto& [protocol, chunks] : runs) {
         const bool counts_run = protocol == moe::mpi::ep_protocol::counts;
-        const std::string tag = name + (counts_run ? " [counts]" : " [allgather]");
+        const std::string tag = name + (counts_run ? " [counts, " + std::to_string(chunks) + " chunks]" : " [allgather]");
+        if (counts_run && !counts_ok && chunks > 1) continue;
         if (counts_run && !counts_ok) {
             std::string err;
             try {
@@ -81,6 +86,7 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
             continue;
         }
         ep.set_protocol(protocol);
+        ep.set_chunks(chunks);
         moe::matrix<float> x(T, H), y(T, H, -1.0f);
         if (T) std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
         ep.forward(y.view(), x, moe::serial_executor{});
@@ -98,8 +104,9 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
         std::size_t routed = 0;
         for (auto i : ref.indices) routed += i >= 0;
         check(rows == routed, tag + ": rank rows do not add up to the routed slots");
+        if (name.rfind("idle", 0) == 0) check(st.rank_rows[0] == 0, tag + ": rank 0's expert should receive nothing");
         if (counts_run)  // O(local tokens x k + E + ranks), whatever the other ranks hold
-            check(st.metadata_bytes <= T * 2 * 40 + (E + 2) * 8 + 2 * E * 4 + static_cast<std::size_t>(size) * 8 + 64,
+            check(st.metadata_bytes <= T * 2 * 40 + (E + 2) * 8 + 2 * E * 4 * chunks + static_cast<std::size_t>(size) * 8 + 64,
                   tag + ": metadata grows past O(local tokens x k + E): " + std::to_string(st.metadata_bytes));
         if (rank == 0)
             std::printf("%-40s max/mean rank load %.3f, rank 0 sent %zu rows, %zu bytes on the wire, %zu metadata bytes, dropped %zu, "
@@ -162,6 +169,19 @@ int main(int argc, char** argv) {
         reroute.drop.reroute = true;
         run_case("reroute (cf 1.0)", w, x_all, contiguous, reroute, false);
         run_case("placement-aware reroute", w, x_all, contiguous, reroute, true);
+        {  // Expert 7 never wins (its logit is -100 on every token) and is alone on rank 0:
+           // a rank that has tokens and whose expert receives nothing.
+            weights w7 = w;
+            std::fill(w7.router.begin() + 7 * H, w7.router.end(), 0.0f);
+            w7.router[7 * H] = -100.0f;
+            moe::matrix<float> x7 = x_all;
+            for (std::size_t t = 0; t < x7.rows; ++t) x7(t, 0) = 1.0f;
+            moe::mpi::placement idle;
+            for (std::size_t e = 0; e < E; ++e)
+                idle.owner.push_back(e == 7 || size == 1 ? 0 : static_cast<std::int32_t>(1 + e % static_cast<std::size_t>(size - 1)));
+            run_case("idle experts on rank 0", w7, x7, idle, {}, false);
+            run_case("idle experts on rank 0, drop", w7, x7, idle, drop, false);
+        }
         moe::mpi::placement uneven;  // experts 0..5 on rank 0, the rest one each on the others
         for (std::size_t e = 0; e < E; ++e)
             uneven.owner.push_back(e < 6 || size == 1 ? 0 : static_cast<std::int32_t>(1 + (e - 6) % static_cast<std::size_t>(size - 1)));

@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -77,6 +78,14 @@ struct ep_stats {
     /// O(local tokens x k + E) under the counts protocol, O(global tokens x k) under allgather.
     std::size_t metadata_bytes = 0;
     bool counts_protocol = false;  ///< which protocol ran
+    /// Where this rank's forward spent its time (MPI_Wtime, seconds): gate + route; dispatch
+    /// (capacity metadata, row packing, the all-to-all to the experts' owners); the local
+    /// experts; return (the outputs' all-to-all back); combine (the weighted sum). A wait for a
+    /// slower rank shows in the collective that waits. Counts protocol only.
+    double route_s = 0, dispatch_s = 0, experts_s = 0, return_s = 0, combine_s = 0;
+    /// Rows this rank sent to / received from each rank in the dispatch (its own included):
+    /// the counts of the bare MPI_Alltoallv that moves the same bytes.
+    std::vector<int> send_rows, recv_rows;
 };
 
 /// How ranks agree on the capacity plan (see the file comment).
@@ -119,6 +128,157 @@ void allgather_tokens(MPI_Comm comm, const T* local, std::size_t local_tokens, s
     MPI_Allgatherv(local, static_cast<int>(local_tokens * per), mpi_type<T>(), out.data(), counts.data(), displs.data(),
                    mpi_type<T>(), comm);
 }
+
+/// The row exchange of the counts protocol, in chunks. For each (chunk, peer): the rows sent and
+/// received and where they sit. Rows go out as MPI datatypes over the caller's rows (no packing
+/// copy by hand; MPI moves each row once) and come back the same way from the experts' outputs.
+/// Chunk c uses MPI_Ialltoallw so that chunk c + 1's rows travel while chunk c computes.
+class chunked_exchange {
+public:
+    struct block {
+        std::size_t row;  ///< first row in the experts' output buffer
+        int rows;
+    };
+    std::vector<int> send_rows, recv_rows;        ///< [chunk * ranks + peer]
+    std::vector<std::size_t> send_off, recv_off;  ///< first row: in send (= return) order / in the receive buffer
+
+    chunked_exchange() = default;
+    chunked_exchange(const chunked_exchange&) = delete;
+    chunked_exchange& operator=(const chunked_exchange&) = delete;
+    ~chunked_exchange() { free_types(); }
+
+    void reset(std::size_t chunks, std::size_t ranks) {
+        free_types();
+        C_ = chunks;
+        R_ = ranks;
+        send_rows.assign(C_ * R_, 0);
+        recv_rows.assign(C_ * R_, 0);
+        send_off.assign(C_ * R_, 0);
+        recv_off.assign(C_ * R_, 0);
+    }
+
+    /// Datatypes of every (chunk, peer): out, x's rows of the slots send_slot[send_off, +send_rows)
+    /// (slot i = token i / k) into recv; back, `blocks` of `ordered` into back at send_off.
+    void build(matrix_view<const float> x, const std::vector<std::int32_t>& send_slot, std::size_t k, std::size_t H, float* recv,
+               float* ordered, float* back, const std::vector<std::vector<block>>& blocks, std::size_t self) {
+        x_ = x;
+        xbase_ = x.data;
+        slots_ = &send_slot;
+        blocks_ = &blocks;
+        k_ = k;
+        H_ = H;
+        self_ = self;
+        recv_ = recv;
+        ordered_ = ordered;
+        back_ = back;
+        MPI_Type_contiguous(static_cast<int>(H), MPI_FLOAT, &row_);
+        MPI_Type_commit(&row_);
+        const std::size_t n = C_ * R_;
+        for (auto* v : {&dsend_, &drecv_, &rsend_, &rrecv_}) v->assign(n, row_);
+        for (auto* v : {&dsc_, &drc_}) v->assign(n, 0);
+        zeros_.assign(R_, 0);
+        const auto row_bytes = static_cast<MPI_Aint>(H * sizeof(float));
+        std::vector<MPI_Aint> displ;
+        std::vector<int> lens;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (i % R_ == self_) continue;  // this rank's own rows are copied, not sent
+            if (send_rows[i] > 0) {
+                displ.resize(static_cast<std::size_t>(send_rows[i]));
+                for (std::size_t j = 0; j < displ.size(); ++j) {
+                    const auto t = static_cast<std::size_t>(send_slot[send_off[i] + j]) / k;
+                    displ[j] = static_cast<MPI_Aint>(t * x.stride * sizeof(float));
+                }
+                make(dsend_[i], MPI_Type_create_hindexed_block(send_rows[i], 1, displ.data(), row_, &dsend_[i]));
+                const MPI_Aint at = static_cast<MPI_Aint>(send_off[i]) * row_bytes;
+                make(rrecv_[i], MPI_Type_create_hindexed_block(1, send_rows[i], &at, row_, &rrecv_[i]));
+                dsc_[i] = 1;
+            }
+            if (recv_rows[i] > 0) {
+                const MPI_Aint at = static_cast<MPI_Aint>(recv_off[i]) * row_bytes;
+                make(drecv_[i], MPI_Type_create_hindexed_block(1, recv_rows[i], &at, row_, &drecv_[i]));
+                displ.clear();
+                lens.clear();
+                for (const block& b : blocks[i]) {
+                    displ.push_back(static_cast<MPI_Aint>(b.row) * row_bytes);
+                    lens.push_back(b.rows);
+                }
+                make(rsend_[i], MPI_Type_create_hindexed(static_cast<int>(displ.size()), lens.data(), displ.data(), row_, &rsend_[i]));
+                drc_[i] = 1;
+            }
+        }
+        dreq_.assign(C_, MPI_REQUEST_NULL);
+        rreq_.assign(C_, MPI_REQUEST_NULL);
+    }
+
+    void post_dispatch(std::size_t c, MPI_Comm comm) {
+        const std::size_t o = c * R_;
+        {  // this rank's own rows: x -> recv
+            const std::size_t i = o + self_, n = static_cast<std::size_t>(send_rows[i]);
+            for (std::size_t j = 0; j < n; ++j)
+                std::memcpy(recv_ + (recv_off[i] + j) * H_, x_.row(static_cast<std::size_t>((*slots_)[send_off[i] + j]) / k_), H_ * sizeof(float));
+        }
+        if (C_ == 1)
+            MPI_Alltoallw(xbase_, dsc_.data() + o, zeros_.data(), dsend_.data() + o, recv_, drc_.data() + o, zeros_.data(), drecv_.data() + o,
+                          comm);
+        else
+            MPI_Ialltoallw(xbase_, dsc_.data() + o, zeros_.data(), dsend_.data() + o, recv_, drc_.data() + o, zeros_.data(),
+                           drecv_.data() + o, comm, &dreq_[c]);
+    }
+    void wait_dispatch(std::size_t c) { MPI_Wait(&dreq_[c], MPI_STATUS_IGNORE); }
+    void post_return(std::size_t c, MPI_Comm comm) {
+        const std::size_t o = c * R_;
+        {  // this rank's own outputs: ordered -> back
+            std::size_t at = send_off[o + self_];
+            for (const block& b : (*blocks_)[o + self_]) {
+                std::memcpy(back_ + at * H_, ordered_ + b.row * H_, static_cast<std::size_t>(b.rows) * H_ * sizeof(float));
+                at += static_cast<std::size_t>(b.rows);
+            }
+        }
+        if (C_ == 1)
+            MPI_Alltoallw(ordered_, drc_.data() + o, zeros_.data(), rsend_.data() + o, back_, dsc_.data() + o, zeros_.data(), rrecv_.data() + o,
+                          comm);
+        else
+            MPI_Ialltoallw(ordered_, drc_.data() + o, zeros_.data(), rsend_.data() + o, back_, dsc_.data() + o, zeros_.data(),
+                           rrecv_.data() + o, comm, &rreq_[c]);
+    }
+    /// Lets requests in flight advance (MPI progresses non-blocking collectives inside MPI calls).
+    void progress() {
+        int done = 0;
+        MPI_Testall(static_cast<int>(dreq_.size()), dreq_.data(), &done, MPI_STATUSES_IGNORE);
+        MPI_Testall(static_cast<int>(rreq_.size()), rreq_.data(), &done, MPI_STATUSES_IGNORE);
+    }
+    void wait_all_returns() {
+        MPI_Waitall(static_cast<int>(rreq_.size()), rreq_.data(), MPI_STATUSES_IGNORE);
+        free_types();
+    }
+
+private:
+    void make(MPI_Datatype& t, int) {
+        MPI_Type_commit(&t);
+        owned_.push_back(t);
+    }
+    void free_types() {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) {
+            for (MPI_Datatype& t : owned_) MPI_Type_free(&t);
+            if (row_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_);
+        }
+        owned_.clear();
+        row_ = MPI_DATATYPE_NULL;
+    }
+
+    std::size_t C_ = 0, R_ = 0, k_ = 1, H_ = 0, self_ = 0;
+    matrix_view<const float> x_;
+    const std::vector<std::int32_t>* slots_ = nullptr;
+    const std::vector<std::vector<block>>* blocks_ = nullptr;
+    const float* xbase_ = nullptr;
+    float *recv_ = nullptr, *ordered_ = nullptr, *back_ = nullptr;
+    MPI_Datatype row_ = MPI_DATATYPE_NULL;
+    std::vector<MPI_Datatype> dsend_, drecv_, rsend_, rrecv_, owned_;
+    std::vector<int> dsc_, drc_, zeros_;
+    std::vector<MPI_Request> dreq_, rreq_;
+};
 
 }  // namespace detail
 
@@ -355,6 +515,19 @@ public:
         protocol_ = p;
     }
     [[nodiscard]] ep_protocol protocol() const noexcept { return protocol_; }
+    /// Splits each forward of the counts protocol into `n` chunks of local tokens whose row
+    /// exchange is pipelined with the experts: chunk c + 1's rows travel (MPI_Ialltoallw) while
+    /// chunk c computes, and chunk c's outputs travel back while chunk c + 1 computes. The
+    /// results do not depend on `n`. Collective: every rank passes the same n (else every rank
+    /// throws [moe.mpi.chunks]). The allgather protocol ignores it.
+    void set_chunks(std::size_t n) {
+        long long v[2] = {static_cast<long long>(n), -static_cast<long long>(n)};
+        MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_LONG_LONG, MPI_MAX, comm_);
+        if (n == 0 || v[0] != -v[1])
+            MOE_THROW("moe.mpi.chunks", "chunks must be >= 1 and the same on every rank (this rank: ", n, ", largest: ", v[0], ")");
+        chunks_ = n;
+    }
+    [[nodiscard]] std::size_t chunks() const noexcept { return chunks_; }
     /// This rank's routing of the last forward, after the capacity stage (both protocols).
     [[nodiscard]] const routing<float>& last_local_routing() const noexcept { return local_; }
 
@@ -412,6 +585,7 @@ private:
         const std::size_t T = x.rows, k = opt_.router.top_k;
         stats_ = ep_stats{};
         stats_.counts_protocol = true;
+        const double t_start = MPI_Wtime();
         // 1. Gate and route the local tokens.
         logits_.resize(T * E_);
         routing<float> loc(T, E_, k, opt_.router.keep_scores);
@@ -419,6 +593,7 @@ private:
             gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
             route_into<Arch>(loc, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
         }
+        const double t_routed = MPI_Wtime();
         // 2. This rank's first global token, and the global token count.
         long long t_local = static_cast<long long>(T), first = 0, T_all = 0;
         MPI_Exscan(&t_local, &first, 1, MPI_LONG_LONG, MPI_SUM, comm_);
@@ -427,84 +602,154 @@ private:
         stats_.metadata_bytes += 2 * sizeof(long long);
         // 3. Capacity: global loads, then owners rank the slots of over-full experts.
         if (opt_.capacity) capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(T_all));
-        // 4. Kept rows to their experts' owners, grouped by (destination, expert, token).
-        const std::size_t R = static_cast<std::size_t>(size_);
-        std::vector<std::vector<std::size_t>> by_expert(E_);  // local slots per expert, token order
-        for (std::size_t i = 0; i < T * k; ++i)
-            if (loc.indices[i] >= 0) by_expert[static_cast<std::size_t>(loc.indices[i])].push_back(i);
-        std::vector<std::vector<std::size_t>> experts_of(R);
-        for (std::size_t e = 0; e < E_; ++e) experts_of[static_cast<std::size_t>(owner_[e])].push_back(e);
-        // Per-(destination, expert) counts: each rank sends each owner one count per owned expert.
-        std::vector<int> cnt_send, cnt_sc(R), cnt_sd(R + 1, 0), cnt_rc(R), cnt_rd(R + 1, 0);
+        // 4. Kept slots in (chunk, owner, expert, token) order: a counting sort by the bucket
+        //    chunk * E + epos_[e] (experts ordered by owner, then index). This order is the
+        //    send order and, on the way back, the order the outputs arrive in.
+        const std::size_t R = static_cast<std::size_t>(size_), L = local_experts_.size(), C = chunks_, NB = C * E_;
+        const auto chunk_begin = [&](std::size_t c) { return c * T / C; };
+        bucket_.assign(NB + 1, 0);
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
+                if (loc.indices[i] >= 0) ++bucket_[c * E_ + epos_[static_cast<std::size_t>(loc.indices[i])] + 1];
+        for (std::size_t b = 0; b < NB; ++b) bucket_[b + 1] += bucket_[b];
+        const std::size_t n_send = bucket_[NB];
+        send_slot_.resize(n_send);
+        cursor_.assign(bucket_.begin(), bucket_.end() - 1);
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
+                if (loc.indices[i] >= 0) send_slot_[cursor_[c * E_ + epos_[static_cast<std::size_t>(loc.indices[i])]]++] = static_cast<std::int32_t>(i);
+        // Per-(chunk, expert) counts to each owner: C x (its experts) ints, (chunk, expert) order.
+        cnt_send_.clear();
+        std::vector<int> cnt_sc(R), cnt_sd(R + 1, 0), cnt_rc(R), cnt_rd(R + 1, 0);
         for (std::size_t q = 0; q < R; ++q) {
-            cnt_sc[q] = static_cast<int>(experts_of[q].size());
-            for (std::size_t e : experts_of[q]) cnt_send.push_back(static_cast<int>(by_expert[e].size()));
+            for (std::size_t c = 0; c < C; ++c)
+                for (std::size_t j = ebeg_[q]; j < ebeg_[q + 1]; ++j)
+                    cnt_send_.push_back(static_cast<int>(bucket_[c * E_ + j + 1] - bucket_[c * E_ + j]));
+            cnt_sc[q] = static_cast<int>(C * (ebeg_[q + 1] - ebeg_[q]));
             cnt_sd[q + 1] = cnt_sd[q] + cnt_sc[q];
+            cnt_rc[q] = static_cast<int>(C * L);
+            cnt_rd[q + 1] = cnt_rd[q] + cnt_rc[q];
         }
-        const int mine = static_cast<int>(local_experts_.size());
-        for (std::size_t p = 0; p < R; ++p) {
-            cnt_rc[p] = mine;
-            cnt_rd[p + 1] = cnt_rd[p] + mine;
-        }
-        std::vector<int> cnt_recv(static_cast<std::size_t>(cnt_rd[R]));
-        MPI_Alltoallv(cnt_send.data(), cnt_sc.data(), cnt_sd.data(), MPI_INT, cnt_recv.data(), cnt_rc.data(), cnt_rd.data(), MPI_INT, comm_);
+        cnt_recv_.resize(static_cast<std::size_t>(cnt_rd[R]));
+        MPI_Alltoallv(cnt_send_.data(), cnt_sc.data(), cnt_sd.data(), MPI_INT, cnt_recv_.data(), cnt_rc.data(), cnt_rd.data(), MPI_INT, comm_);
         stats_.metadata_bytes += static_cast<std::size_t>(cnt_sd[R] - cnt_sc[static_cast<std::size_t>(rank_)]) * sizeof(int);
-        std::vector<int> send_counts(R, 0), recv_counts(R, 0), sdispl(R + 1, 0), rdispl(R + 1, 0);
-        for (std::size_t q = 0; q < R; ++q) {
-            for (std::size_t e : experts_of[q]) send_counts[q] += static_cast<int>(by_expert[e].size());
-            for (int i = 0; i < mine; ++i) recv_counts[q] += cnt_recv[static_cast<std::size_t>(cnt_rd[q] + i)];
-            sdispl[q + 1] = sdispl[q] + send_counts[q];
-            rdispl[q + 1] = rdispl[q] + recv_counts[q];
-        }
-        const std::size_t n_send = static_cast<std::size_t>(sdispl[R]), n_recv = static_cast<std::size_t>(rdispl[R]);
-        send_.resize(n_send * H_);
-        recv_.resize(n_recv * H_);
-        std::vector<std::int32_t> send_slot(n_send);
-        for (std::size_t q = 0, pos = 0; q < R; ++q)
-            for (std::size_t e : experts_of[q])
-                for (std::size_t i : by_expert[e]) {
-                    std::copy(x.row(i / k), x.row(i / k) + H_, send_.begin() + static_cast<std::ptrdiff_t>(pos * H_));
-                    send_slot[pos++] = static_cast<std::int32_t>(i);
-                }
-        alltoallv_rows(send_.data(), send_counts, sdispl, recv_.data(), recv_counts, rdispl);
-        // 5. The local experts, rows in (expert, source rank, token) order: the global order.
-        dispatch_plan lp;
-        const std::size_t L = local_experts_.size();
-        lp.num_experts = L;
-        lp.top_k = 1;
-        lp.offsets.assign(L + 1, 0);
-        lp.counts.assign(L, 0);
-        for (std::size_t i = 0; i < L; ++i) {
+        const auto cnt = [&](std::size_t p, std::size_t c, std::size_t i) { return cnt_recv_[(p * C + c) * L + i]; };
+        // Rows per (chunk, peer) each way. Receive layout: chunk, then source rank, then local
+        // expert, then the source's token order.
+        ex_.reset(C, R);
+        std::size_t n_recv = 0;
+        for (std::size_t c = 0; c < C; ++c)
             for (std::size_t p = 0; p < R; ++p) {
-                int off = rdispl[p];
-                for (std::size_t j = 0; j < i; ++j) off += cnt_recv[static_cast<std::size_t>(cnt_rd[p]) + j];
-                for (int r = 0; r < cnt_recv[static_cast<std::size_t>(cnt_rd[p]) + i]; ++r) {
-                    lp.row_token.push_back(off + r);
-                    lp.row_slot.push_back(0);
+                ex_.send_rows[c * R + p] = static_cast<int>(bucket_[c * E_ + ebeg_[p + 1]] - bucket_[c * E_ + ebeg_[p]]);
+                ex_.send_off[c * R + p] = bucket_[c * E_ + ebeg_[p]];
+                int rows = 0;
+                for (std::size_t i = 0; i < L; ++i) rows += cnt(p, c, i);
+                ex_.recv_rows[c * R + p] = rows;
+                ex_.recv_off[c * R + p] = n_recv;
+                n_recv += static_cast<std::size_t>(rows);
+            }
+        recv_.resize(n_recv * H_);
+        ordered_.resize(n_recv * H_);
+        back_.resize(n_send * H_);
+        // Each chunk's local plan: local expert, then source, then token; outputs land in
+        // ordered_ in that order (chunk c's range is its receive range), and go back as L blocks
+        // per source.
+        plans_.resize(C);
+        ret_blocks_.assign(C * R, {});
+        for (std::size_t c = 0; c < C; ++c) {
+            dispatch_plan& lp = plans_[c];
+            lp = dispatch_plan{};
+            lp.num_experts = L;
+            lp.top_k = 1;
+            lp.num_tokens = n_recv;
+            lp.offsets.assign(L + 1, 0);
+            lp.counts.assign(L, 0);
+            const std::size_t base = ex_.recv_off[c * R];
+            for (std::size_t i = 0; i < L; ++i) {
+                for (std::size_t p = 0; p < R; ++p) {
+                    std::size_t off = ex_.recv_off[c * R + p];
+                    for (std::size_t j = 0; j < i; ++j) off += static_cast<std::size_t>(cnt(p, c, j));
+                    const int n = cnt(p, c, i);
+                    if (n > 0) ret_blocks_[c * R + p].push_back({base + lp.row_token.size(), n});
+                    for (int r = 0; r < n; ++r) {
+                        lp.row_token.push_back(static_cast<std::int32_t>(off + static_cast<std::size_t>(r)));
+                        lp.row_slot.push_back(0);
+                    }
+                }
+                lp.counts[i] = static_cast<std::int32_t>(lp.row_token.size()) - lp.offsets[i];
+                lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
+            }
+        }
+        // 5. Per chunk: rows out (x's rows as they are, no packing copy), the local experts,
+        //    outputs back; chunk c + 1's rows travel while chunk c computes.
+        ex_.build(x, send_slot_, k, H_, recv_.data(), ordered_.data(), back_.data(), ret_blocks_, static_cast<std::size_t>(rank_));
+        ex_.post_dispatch(0, comm_);
+        double t_dispatched = 0, experts = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+            if (c + 1 < C) ex_.post_dispatch(c + 1, comm_);
+            ex_.wait_dispatch(c);
+            if (c == 0) t_dispatched = MPI_Wtime();
+            const double e0 = MPI_Wtime();
+            const dispatch_plan& lp = plans_[c];
+            float* o = ordered_.data() + ex_.recv_off[c * R] * H_;
+            const matrix_view<const float> rx(recv_.data(), n_recv, H_);
+            if (L > 0 && lp.num_rows() > 0 && C == 1) {
+                ws_.reserve(kernels::workspace_size(lp, experts_).total());
+                kernels::expert_ffn(matrix_view<float>(o, lp.num_rows(), H_), rx, lp, experts_, ws_.data(), ws_.size(), exec);
+            } else if (L > 0 && lp.num_rows() > 0) {
+                // One expert at a time, letting the transfers in flight advance in between
+                // (MPI moves non-blocking collectives inside MPI calls).
+                for (std::size_t i = 0; i < L; ++i) {
+                    const auto b = static_cast<std::size_t>(lp.offsets[i]), n = static_cast<std::size_t>(lp.counts[i]);
+                    if (n == 0) continue;
+                    sub_.num_experts = L;
+                    sub_.top_k = 1;
+                    sub_.num_tokens = n_recv;
+                    sub_.offsets.assign(L + 1, 0);
+                    std::fill(sub_.offsets.begin() + static_cast<std::ptrdiff_t>(i) + 1, sub_.offsets.end(), static_cast<std::int32_t>(n));
+                    sub_.counts.assign(L, 0);
+                    sub_.counts[i] = static_cast<std::int32_t>(n);
+                    sub_.row_token.assign(lp.row_token.begin() + static_cast<std::ptrdiff_t>(b), lp.row_token.begin() + static_cast<std::ptrdiff_t>(b + n));
+                    sub_.row_slot.assign(n, 0);
+                    ws_.reserve(kernels::workspace_size(sub_, experts_).total());
+                    kernels::expert_ffn(matrix_view<float>(o + b * H_, n, H_), rx, sub_, experts_, ws_.data(), ws_.size(), exec);
+                    ex_.progress();
                 }
             }
-            lp.counts[i] = static_cast<std::int32_t>(lp.row_token.size()) - lp.offsets[i];
-            lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
+            experts += MPI_Wtime() - e0;
+            ex_.post_return(c, comm_);
+            ex_.progress();
         }
-        lp.num_tokens = n_recv;
-        run_local_experts(lp, exec);
-        // 6. Outputs back, then the weighted sum in slot order, as the single-process layer.
-        back_.resize(n_send * H_);
-        alltoallv_rows(out_.data(), recv_counts, rdispl, back_.data(), send_counts, sdispl);
+        ex_.wait_all_returns();
+        const double t_returned = MPI_Wtime();
+        // 6. The weighted sum in slot order, as the single-process layer.
         dispatch_plan cp;
         cp.num_tokens = T;
         cp.num_experts = 1;
         cp.top_k = k;
         cp.offsets = {0, static_cast<std::int32_t>(n_send)};
         cp.slot_row.assign(T * k, -1);
-        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot[i])] = static_cast<std::int32_t>(i);
+        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot_[i])] = static_cast<std::int32_t>(i);
         combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
+        const double t_end = MPI_Wtime();
+        stats_.route_s = t_routed - t_start;
+        stats_.dispatch_s = t_dispatched - t_routed;
+        stats_.experts_s = experts;
+        stats_.return_s = (t_returned - t_routed) - stats_.dispatch_s - experts;
+        stats_.combine_s = t_end - t_returned;
         // Stats: rows per rank (O(ranks)), wire bytes.
+        stats_.send_rows.assign(R, 0);
+        stats_.recv_rows.assign(R, 0);
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t r = 0; r < R; ++r) {
+                stats_.send_rows[r] += ex_.send_rows[c * R + r];
+                stats_.recv_rows[r] += ex_.recv_rows[c * R + r];
+            }
         for (std::size_t r = 0; r < R; ++r)
             if (static_cast<int>(r) != rank_) {
-                stats_.rows_sent += static_cast<std::size_t>(send_counts[r]);
-                stats_.rows_received += static_cast<std::size_t>(recv_counts[r]);
-                stats_.bytes_on_wire += (static_cast<std::size_t>(send_counts[r]) + static_cast<std::size_t>(recv_counts[r])) * H_ * sizeof(float);
+                stats_.rows_sent += static_cast<std::size_t>(stats_.send_rows[r]);
+                stats_.rows_received += static_cast<std::size_t>(stats_.recv_rows[r]);
+                stats_.bytes_on_wire += (static_cast<std::size_t>(stats_.send_rows[r]) + static_cast<std::size_t>(stats_.recv_rows[r])) * H_ * sizeof(float);
             }
         unsigned long long computed = n_recv;
         std::vector<unsigned long long> all(R);
@@ -648,6 +893,12 @@ private:
         gate_ = pack_gate<Arch>(router_w);
         for (std::size_t q = 0; q < P_; ++q)
             if (owner_[q] == rank_) local_experts_.push_back(q);
+        ebeg_.assign(static_cast<std::size_t>(size_) + 1, 0);
+        for (std::size_t q = 0; q < P_; ++q) ++ebeg_[static_cast<std::size_t>(owner_[q]) + 1];
+        for (std::size_t r = 0; r < static_cast<std::size_t>(size_); ++r) ebeg_[r + 1] += ebeg_[r];
+        epos_.resize(P_);
+        std::vector<std::size_t> next(ebeg_.begin(), ebeg_.end() - 1);
+        for (std::size_t q = 0; q < P_; ++q) epos_[q] = next[static_cast<std::size_t>(owner_[q])]++;
         const std::size_t L = local_experts_.size();
         if (L > 0) {
             std::vector<W> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
@@ -707,6 +958,15 @@ private:
     router_workspace<float> router_ws_;
     std::vector<float> logits_, send_, recv_, out_, back_, ordered_;
     std::vector<int> tokens_of_;
+    std::size_t chunks_ = 1;
+    std::vector<std::size_t> epos_, ebeg_;  ///< expert -> position in (owner, expert) order; owner -> first position
+    std::vector<std::size_t> bucket_, cursor_;
+    std::vector<std::int32_t> send_slot_;
+    std::vector<int> cnt_send_, cnt_recv_;
+    std::vector<dispatch_plan> plans_;
+    dispatch_plan sub_;
+    std::vector<std::vector<detail::chunked_exchange::block>> ret_blocks_;
+    detail::chunked_exchange ex_;
     ep_stats stats_;
     ep_protocol protocol_ = ep_protocol::automatic;
     routing<float> last_, local_;
