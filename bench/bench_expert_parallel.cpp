@@ -1,12 +1,17 @@
 // Expert parallelism over MPI on loopback (run: mpirun -np 2|4 bench_expert_parallel). Cases, each
 // timed as the slowest rank's time per iteration (fixed iteration counts, so that every rank runs
 // the same collectives):
-//   BM_EP/forward      the whole expert-parallel layer (route, counts exchange, all-to-all,
-//                      experts, all-to-all back, combine): the default counts protocol
+//   BM_EP/forward            the whole layer (route, counts exchange, all-to-all, experts, all-to-all
+//                            back, combine) under the default counts protocol, H = F = 1024: phase
+//                            times (slowest rank) as counters
 //   BM_EP/forward_allgather  the same with the routings allgathered (the older protocol)
-//   BM_EP/experts      the local expert kernels alone on the same rows
-//   BM_EP/alltoall     the two MPI_Alltoallv of the same row volume alone
-// forward - experts is the cost of dispatch + combine; compare it with the all-to-all alone.
+//   BM_EP/forward_chunked    the same in 4 chunks pipelined with the experts: the exposed exchange
+//                            against the unchunked forward's (hidden_fraction)
+//   BM_EP/exchange           a tiny FFN (F = 32) so that the exchange dominates: the exposed exchange
+//                            (forward minus route, experts and combine) over the bare MPI_Alltoallv
+//                            pair that moves the same rows, measured in the same run
+//   BM_EP/experts            the local expert kernels alone on the same rows
+//   BM_EP/alltoall           the two MPI_Alltoallv of the same row volume alone
 #include <algorithm>
 #include <vector>
 
@@ -18,14 +23,15 @@
 
 namespace {
 
-constexpr std::size_t H = 1024, F = 1024, E = 8, T = 512;
+constexpr std::size_t H = 1024, E = 8, T = 512;
 int g_rank = 0, g_size = 1;
 
 struct setup {
+    std::size_t F;
     std::vector<float> router, w1, w3, w2;
     moe::matrix<float> x, y;
     std::unique_ptr<moe::mpi::expert_parallel_block<moe::default_arch, float>> ep;
-    setup() : x(moe::synthetic_logits(T, H, moe::skew{}, 100 + static_cast<std::uint64_t>(g_rank))), y(T, H) {
+    explicit setup(std::size_t ffn) : F(ffn), x(moe::synthetic_logits(T, H, moe::skew{}, 100 + static_cast<std::uint64_t>(g_rank))), y(T, H) {
         moe::splitmix64 rng(1);
         router.resize(E * H);
         for (auto& v : router) v = static_cast<float>(rng.normal() / 32.0);
@@ -40,9 +46,9 @@ struct setup {
     }
 };
 
-setup& shared() {
-    static setup s;
-    return s;
+setup& shared(std::size_t F = 1024) {
+    static setup big(1024), tiny(32);
+    return F == 1024 ? big : tiny;
 }
 
 /// Runs f on every rank, times it as the slowest rank.
@@ -86,34 +92,77 @@ double bare_exchange(const moe::mpi::ep_stats& st, int reps) {
     return total / reps;
 }
 
+/// Runs `iters` forwards; returns the slowest rank's mean forward time and the exposed exchange:
+/// that minus the largest route + experts + combine of any rank (the critical path's compute).
+std::pair<double, double> forwards(setup& s, int iters, double* phase_max = nullptr) {
+    double total = 0, compute = 0, phase[5] = {0, 0, 0, 0, 0};
+    for (int i = 0; i < iters; ++i) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        const double t0 = MPI_Wtime();
+        s.ep->forward(s.y.view(), s.x);
+        double v[2] = {MPI_Wtime() - t0, 0};
+        const auto& ps = s.ep->last_stats();
+        v[1] = ps.route_s + ps.experts_s + ps.combine_s;
+        MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        total += v[0];
+        compute += v[1];
+        const double p[5] = {ps.route_s, ps.dispatch_s, ps.experts_s, ps.return_s, ps.combine_s};
+        for (int j = 0; j < 5; ++j) phase[j] += p[j];
+    }
+    if (phase_max) {
+        for (int j = 0; j < 5; ++j) phase_max[j] = phase[j] / iters;
+        MPI_Allreduce(MPI_IN_PLACE, phase_max, 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    }
+    return {total / iters, (total - compute) / iters};
+}
+
+void report_phases(benchmark::State& st, const double* phase) {
+    const char* names[5] = {"route_ms", "dispatch_ms", "experts_ms", "return_ms", "combine_ms"};
+    for (int i = 0; i < 5; ++i) st.counters[names[i]] = phase[i] * 1e3;
+}
+
 void forward_with(benchmark::State& st, moe::mpi::ep_protocol p) {
     setup& s = shared();
     s.ep->set_protocol(p);
-    double phase[5] = {0, 0, 0, 0, 0};
-    int n = 0;
-    timed(st, [&] {
-        s.ep->forward(s.y.view(), s.x);
-        const auto& ps = s.ep->last_stats();
-        const double v[5] = {ps.route_s, ps.dispatch_s, ps.experts_s, ps.return_s, ps.combine_s};
-        for (int i = 0; i < 5; ++i) phase[i] += v[i];
-        ++n;
-    });
+    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
     const auto& stats = s.ep->last_stats();
     st.counters["bytes_on_wire_rank0"] = static_cast<double>(stats.bytes_on_wire);
     st.counters["metadata_bytes_rank0"] = static_cast<double>(stats.metadata_bytes);
     st.counters["ranks"] = g_size;
     if (stats.counts_protocol) {
-        // Each phase: mean over iterations, slowest rank.
-        for (double& v : phase) v /= n;
-        MPI_Allreduce(MPI_IN_PLACE, phase, 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        const char* names[5] = {"route_ms", "dispatch_ms", "experts_ms", "return_ms", "combine_ms"};
-        for (int i = 0; i < 5; ++i) st.counters[names[i]] = phase[i] * 1e3;
-        const double bare = bare_exchange(stats, 20);
-        st.counters["bare_alltoallv_ms"] = bare * 1e3;
-        st.counters["exchange_over_bare"] = (phase[1] + phase[3]) / bare;
-        st.counters["dispatch_combine_over_bare"] = (phase[1] + phase[3] + phase[4]) / bare;
+        double phase[5];
+        forwards(s, 5, phase);
+        report_phases(st, phase);
     }
     s.ep->set_protocol(moe::mpi::ep_protocol::automatic);
+}
+
+void BM_ForwardChunked(benchmark::State& st) {
+    setup& s = shared();
+    const auto one = forwards(s, 5);
+    s.ep->set_chunks(4);
+    double phase[5];
+    const auto four = forwards(s, 5, phase);
+    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
+    s.ep->set_chunks(1);
+    report_phases(st, phase);
+    st.counters["exposed_exchange_1chunk_ms"] = one.second * 1e3;
+    st.counters["exposed_exchange_4chunks_ms"] = four.second * 1e3;
+    st.counters["hidden_fraction"] = 1.0 - four.second / one.second;
+    st.counters["forward_1chunk_ms"] = one.first * 1e3;
+}
+
+void BM_Exchange(benchmark::State& st) {
+    setup& s = shared(32);
+    double phase[5];
+    const auto f = forwards(s, 20, phase);
+    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
+    report_phases(st, phase);
+    const double bare = bare_exchange(s.ep->last_stats(), 20);
+    st.counters["exposed_exchange_ms"] = f.second * 1e3;
+    st.counters["bare_alltoallv_ms"] = bare * 1e3;
+    st.counters["exchange_over_bare"] = f.second / bare;
+    st.counters["metadata_bytes_rank0"] = static_cast<double>(s.ep->last_stats().metadata_bytes);
 }
 
 void BM_Forward(benchmark::State& st) { forward_with(st, moe::mpi::ep_protocol::counts); }
@@ -122,6 +171,7 @@ void BM_ForwardAllgather(benchmark::State& st) { forward_with(st, moe::mpi::ep_p
 void BM_Experts(benchmark::State& st) {
     // The local experts on as many rows as this rank computed in the forward.
     setup& s = shared();
+    const std::size_t F = s.F;
     const std::size_t rows = s.ep->last_stats().rank_rows[static_cast<std::size_t>(g_rank)];
     const std::size_t L = s.ep->local_experts().size();
     std::vector<float> a1(L * F * H), a3(L * F * H), a2(L * H * F);
@@ -166,6 +216,8 @@ public:
 
 BENCHMARK(BM_Forward)->Name("BM_EP/forward")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ForwardAllgather)->Name("BM_EP/forward_allgather")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ForwardChunked)->Name("BM_EP/forward_chunked")->Iterations(10)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Exchange)->Name("BM_EP/exchange")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Experts)->Name("BM_EP/experts")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Alltoall)->Name("BM_EP/alltoall")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 

@@ -2,18 +2,92 @@
 //
 //   mpirun -np 4 expert-parallel                      # 256 tokens per rank, H 1024, F 1024, 8 experts
 //   mpirun -np 4 expert-parallel --tokens 1024 --skew zipf:1.0
+//   mpirun -np 2 expert-parallel --model-cost         # the exchange's cost model, checked and extrapolated
+//   mpirun -np 2 expert-parallel --model-cost --latency-us 3 --bandwidth-gbs 40   # a network's figures
 //
 // For each policy (dropless, capacity drop, reroute, placement-aware reroute) it prints, per
 // rank, the tokens it holds, the expert rows it computes, the rows it sends and receives and the
 // bytes it puts on the wire, then the straggler across ranks and the forward time.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <moe/moe.hpp>
+#include <moe/mpi/cost_model.hpp>
 #include <moe/mpi/expert_parallel.hpp>
 #include <moe/synthetic.hpp>
+
+namespace {
+
+/// --model-cost: measures alpha and beta here, checks the model against forwards on this
+/// communicator, then predicts dispatch + combine for DeepSeek-V3 and Mixtral at 8..1024 ranks.
+void model_cost(int rank, int size, std::size_t H, std::size_t F, std::size_t E, std::size_t k, double latency_us, double bandwidth_gbs) {
+    const auto measured = moe::mpi::exchange_cost_model::measure(MPI_COMM_WORLD);
+    if (rank == 0)
+        std::printf("exchange cost model on %d ranks: alpha %.2f us per peer, beta %.2f GB/s per rank (measured)\n", size,
+                    measured.alpha * 1e6, measured.beta / 1e9);
+    // Check: the exposed exchange of real forwards (forward minus the largest route + experts +
+    // combine of any rank) against the model's prediction from the forward's own row counts.
+    moe::splitmix64 rng(7);
+    std::vector<float> router(E * H), w1(E * F * H), w3(E * F * H), w2(E * H * F);
+    for (auto& v : router) v = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(H)));
+    for (auto* v : {&w1, &w3, &w2})
+        for (auto& x : *v) x = static_cast<float>(rng.uniform() - 0.5) * 0.05f;
+    moe::layer_options o;
+    o.router = moe::presets::mixtral(k);
+    moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(router.data(), E, H), w1.data(), w3.data(),
+                                                                 w2.data(), F, moe::mpi::placement::contiguous(E, size), o);
+    if (rank == 0)
+        std::printf("\ncheck against this machine (H %zu, F %zu, %zu experts, top-%zu):\n  tokens/rank  remote rows (max)  measured ms  predicted ms  error\n",
+                    H, F, E, k);
+    for (std::size_t T : {64, 256, 1024}) {
+        const moe::matrix<float> x = moe::synthetic_logits(T, H, moe::skew{}, 300 + static_cast<std::uint64_t>(rank));
+        moe::matrix<float> y(T, H);
+        ep.forward(y.view(), x);  // warm-up
+        double total = 0, compute = 0;
+        const int reps = 10;
+        unsigned long long remote = 0;
+        for (int i = 0; i < reps; ++i) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            const double t0 = MPI_Wtime();
+            ep.forward(y.view(), x);
+            const auto& st = ep.last_stats();
+            double v[2] = {MPI_Wtime() - t0, st.route_s + st.experts_s + st.combine_s};
+            MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            total += v[0];
+            compute += v[1];
+            remote = std::max<unsigned long long>(st.rows_sent, st.rows_received);
+        }
+        MPI_Allreduce(MPI_IN_PLACE, &remote, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+        const double meas = (total - compute) / reps, pred = measured.predict_exchange(static_cast<std::size_t>(size), remote, H);
+        if (rank == 0)
+            std::printf("  %11zu  %17llu  %11.3f  %12.3f  %+5.0f%%\n", T, remote, meas * 1e3, pred * 1e3, (pred - meas) / meas * 100.0);
+    }
+    moe::mpi::exchange_cost_model m = measured;
+    if (latency_us > 0) m.alpha = latency_us * 1e-6;
+    if (bandwidth_gbs > 0) m.beta = bandwidth_gbs * 1e9;
+    if (rank != 0) return;
+    std::printf("\npredicted dispatch + combine per forward (alpha %.2f us, beta %.2f GB/s%s), uniform routing; metadata bytes per rank:\n",
+                m.alpha * 1e6, m.beta / 1e9, latency_us > 0 || bandwidth_gbs > 0 ? ", given" : ", measured here");
+    std::printf("  model        ranks  tokens/rank  H     k  f32 rows ms  bf16 rows ms  counts metadata  allgather metadata\n");
+    struct shape {
+        const char* name;
+        std::size_t H, k, E, T;
+    };
+    const shape shapes[] = {{"DeepSeek-V3", 7168, 8, 256, 4096}, {"DeepSeek-V3", 7168, 8, 256, 128}, {"Mixtral", 4096, 2, 8, 4096}};
+    for (const shape& sh : shapes)
+        for (std::size_t R = 8; R <= 1024; R *= 2) {
+            if (R > sh.E) break;  // expert parallelism puts at least one expert on each rank
+            std::printf("  %-11s  %5zu  %11zu  %4zu  %zu  %11.3f  %12.3f  %15.0f  %18.0f\n", sh.name, R, sh.T, sh.H, sh.k,
+                        m.dispatch_combine_seconds(R, sh.T, sh.k, sh.H, 4) * 1e3, m.dispatch_combine_seconds(R, sh.T, sh.k, sh.H, 2) * 1e3,
+                        moe::mpi::exchange_cost_model::counts_metadata_bytes(sh.E),
+                        moe::mpi::exchange_cost_model::allgather_metadata_bytes(R, sh.T, sh.k));
+        }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
@@ -22,8 +96,15 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     std::size_t T = 256, H = 1024, F = 1024, E = 8, k = 2;
     std::string skew = "zipf:0.8";
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string a = argv[i], v = argv[i + 1];
+    bool cost = false;
+    double latency_us = 0, bandwidth_gbs = 0;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--model-cost") {
+            cost = true;
+            continue;
+        }
+        const std::string v = i + 1 < argc ? argv[++i] : "";
         const std::size_t n = std::strtoull(v.c_str(), nullptr, 10);
         if (a == "--tokens") T = n;
         else if (a == "--hidden") H = n;
@@ -31,11 +112,23 @@ int main(int argc, char** argv) {
         else if (a == "--experts") E = n;
         else if (a == "--top-k") k = n;
         else if (a == "--skew") skew = v;
+        else if (a == "--latency-us") latency_us = std::strtod(v.c_str(), nullptr);
+        else if (a == "--bandwidth-gbs") bandwidth_gbs = std::strtod(v.c_str(), nullptr);
         else {
             if (rank == 0) std::fprintf(stderr, "expert-parallel: [moe.cli.arg] unknown option '%s'\n", a.c_str());
             MPI_Finalize();
             return 2;
         }
+    }
+    if (cost) {
+        try {
+            model_cost(rank, size, H, F, E, k, latency_us, bandwidth_gbs);
+        } catch (const moe::error& e) {
+            std::fprintf(stderr, "expert-parallel (rank %d): %s\n", rank, e.what());
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        MPI_Finalize();
+        return 0;
     }
     try {
         // Same weights on every rank (seeded); each rank packs only its experts.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <moe/moe.hpp>
+#include <moe/mpi/cost_model.hpp>
 #include <moe/mpi/expert_parallel.hpp>
 #include <moe/synthetic.hpp>
 
@@ -104,6 +105,9 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
         std::size_t routed = 0;
         for (auto i : ref.indices) routed += i >= 0;
         check(rows == routed, tag + ": rank rows do not add up to the routed slots");
+        if (counts_run && !o.capacity)  // the cost model's metadata figure bounds the real one
+            check(static_cast<double>(st.metadata_bytes) <= moe::mpi::exchange_cost_model::counts_metadata_bytes(E, chunks),
+                  tag + ": metadata above the cost model's figure");
         if (name.rfind("idle", 0) == 0) check(st.rank_rows[0] == 0, tag + ": rank 0's expert should receive nothing");
         if (counts_run)  // O(local tokens x k + E + ranks), whatever the other ranks hold
             check(st.metadata_bytes <= T * 2 * 40 + (E + 2) * 8 + 2 * E * 4 * chunks + static_cast<std::size_t>(size) * 8 + 64,
@@ -221,6 +225,23 @@ int main(int argc, char** argv) {
                                 " ranks",
                             0) == 0,
                   "replica placement for the wrong rank count: '" + err + "'");
+        }
+
+        // The exchange cost model: the formula as documented, and a measurement that is sane.
+        {
+            moe::mpi::exchange_cost_model m;
+            m.alpha = 1e-6;
+            m.beta = 1e9;
+            // 2 * (3 alpha + 100 * 2 * 3/4 rows * 1000 * 4 bytes / beta) + 3 alpha + 2 * 2 alpha
+            check(std::fabs(m.dispatch_combine_seconds(4, 100, 2, 1000) - 1.213e-3) < 1e-12, "cost model formula");
+            check(m.predict_exchange(4, 150, 1000) == m.dispatch_combine_seconds(4, 100, 2, 1000), "cost model: uniform rows");
+            check(m.dispatch_combine_seconds(8, 100, 2, 1000) > m.dispatch_combine_seconds(4, 100, 2, 1000) &&
+                      m.dispatch_combine_seconds(1, 100, 2, 1000) == 0.0,
+                  "cost model grows with ranks, zero on one rank");
+            check(moe::mpi::exchange_cost_model::allgather_metadata_bytes(256, 4096, 8) > 1000 * moe::mpi::exchange_cost_model::counts_metadata_bytes(256),
+                  "allgather metadata grows with the global batch");
+            const auto got = moe::mpi::exchange_cost_model::measure(MPI_COMM_WORLD, 1 << 16, 3);
+            check(got.alpha > 0 && got.beta > 0 && std::isfinite(got.alpha) && std::isfinite(got.beta), "measured alpha, beta");
         }
 
         // Global-batch load-balancing loss: each rank's terms, allreduced, against one process.
