@@ -35,6 +35,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../capacity.hpp"
@@ -145,6 +146,15 @@ public:
     chunked_exchange() = default;
     chunked_exchange(const chunked_exchange&) = delete;
     chunked_exchange& operator=(const chunked_exchange&) = delete;
+    chunked_exchange(chunked_exchange&& o) noexcept { *this = std::move(o); }
+    chunked_exchange& operator=(chunked_exchange&& o) noexcept {  // only between forwards: no requests in flight
+        if (this != &o) {
+            free_types();
+            std::swap(owned_, o.owned_);
+            std::swap(row_, o.row_);
+        }
+        return *this;
+    }
     ~chunked_exchange() { free_types(); }
 
     void reset(std::size_t chunks, std::size_t ranks) {
@@ -161,12 +171,7 @@ public:
     /// (slot i = token i / k) into recv; back, `blocks` of `ordered` into back at send_off.
     void build(matrix_view<const float> x, const std::vector<std::int32_t>& send_slot, std::size_t k, std::size_t H, float* recv,
                float* ordered, float* back, const std::vector<std::vector<block>>& blocks, std::size_t self) {
-        x_ = x;
         xbase_ = x.data;
-        slots_ = &send_slot;
-        blocks_ = &blocks;
-        k_ = k;
-        H_ = H;
         self_ = self;
         recv_ = recv;
         ordered_ = ordered;
@@ -181,7 +186,7 @@ public:
         std::vector<MPI_Aint> displ;
         std::vector<int> lens;
         for (std::size_t i = 0; i < n; ++i) {
-            if (i % R_ == self_) continue;  // this rank's own rows are copied, not sent
+            if (i % R_ == self_) continue;  // this rank's own rows do not move (its caller computes them in place)
             if (send_rows[i] > 0) {
                 displ.resize(static_cast<std::size_t>(send_rows[i]));
                 for (std::size_t j = 0; j < displ.size(); ++j) {
@@ -212,12 +217,7 @@ public:
 
     void post_dispatch(std::size_t c, MPI_Comm comm) {
         const std::size_t o = c * R_;
-        {  // this rank's own rows: x -> recv
-            const std::size_t i = o + self_, n = static_cast<std::size_t>(send_rows[i]);
-            for (std::size_t j = 0; j < n; ++j)
-                std::memcpy(recv_ + (recv_off[i] + j) * H_, x_.row(static_cast<std::size_t>((*slots_)[send_off[i] + j]) / k_), H_ * sizeof(float));
-        }
-        if (C_ == 1)
+        if (C_ == 1)  // nothing to overlap with: the blocking collective is the faster one
             MPI_Alltoallw(xbase_, dsc_.data() + o, zeros_.data(), dsend_.data() + o, recv_, drc_.data() + o, zeros_.data(), drecv_.data() + o,
                           comm);
         else
@@ -227,13 +227,6 @@ public:
     void wait_dispatch(std::size_t c) { MPI_Wait(&dreq_[c], MPI_STATUS_IGNORE); }
     void post_return(std::size_t c, MPI_Comm comm) {
         const std::size_t o = c * R_;
-        {  // this rank's own outputs: ordered -> back
-            std::size_t at = send_off[o + self_];
-            for (const block& b : (*blocks_)[o + self_]) {
-                std::memcpy(back_ + at * H_, ordered_ + b.row * H_, static_cast<std::size_t>(b.rows) * H_ * sizeof(float));
-                at += static_cast<std::size_t>(b.rows);
-            }
-        }
         if (C_ == 1)
             MPI_Alltoallw(ordered_, drc_.data() + o, zeros_.data(), rsend_.data() + o, back_, dsc_.data() + o, zeros_.data(), rrecv_.data() + o,
                           comm);
@@ -268,10 +261,7 @@ private:
         row_ = MPI_DATATYPE_NULL;
     }
 
-    std::size_t C_ = 0, R_ = 0, k_ = 1, H_ = 0, self_ = 0;
-    matrix_view<const float> x_;
-    const std::vector<std::int32_t>* slots_ = nullptr;
-    const std::vector<std::vector<block>>* blocks_ = nullptr;
+    std::size_t C_ = 0, R_ = 0, self_ = 0;
     const float* xbase_ = nullptr;
     float *recv_ = nullptr, *ordered_ = nullptr, *back_ = nullptr;
     MPI_Datatype row_ = MPI_DATATYPE_NULL;
@@ -637,25 +627,46 @@ private:
         // Rows per (chunk, peer) each way. Receive layout: chunk, then source rank, then local
         // expert, then the source's token order.
         ex_.reset(C, R);
+        const auto self = static_cast<std::size_t>(rank_);
         std::size_t n_recv = 0;
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t p = 0; p < R; ++p) {
                 ex_.send_rows[c * R + p] = static_cast<int>(bucket_[c * E_ + ebeg_[p + 1]] - bucket_[c * E_ + ebeg_[p]]);
                 ex_.send_off[c * R + p] = bucket_[c * E_ + ebeg_[p]];
                 int rows = 0;
-                for (std::size_t i = 0; i < L; ++i) rows += cnt(p, c, i);
-                ex_.recv_rows[c * R + p] = rows;
+                for (std::size_t i = 0; i < L && p != self; ++i) rows += cnt(p, c, i);
+                ex_.recv_rows[c * R + p] = rows;  // this rank's own rows are not received: see below
                 ex_.recv_off[c * R + p] = n_recv;
                 n_recv += static_cast<std::size_t>(rows);
             }
         recv_.resize(n_recv * H_);
         ordered_.resize(n_recv * H_);
         back_.resize(n_send * H_);
-        // Each chunk's local plan: local expert, then source, then token; outputs land in
-        // ordered_ in that order (chunk c's range is its receive range), and go back as L blocks
-        // per source.
+        // Each chunk's plan of received rows: local expert, then source, then token; outputs
+        // land in ordered_ in that order (chunk c's range is its receive range) and go back as
+        // L blocks per source. This rank's own rows never move: their plan reads x and writes
+        // straight into back_, where their outputs would have come back to.
         plans_.resize(C);
+        self_plans_.resize(C);
         ret_blocks_.assign(C * R, {});
+        for (std::size_t c = 0; c < C; ++c) {
+            dispatch_plan& sp = self_plans_[c];
+            sp = dispatch_plan{};
+            sp.num_experts = L;
+            sp.top_k = 1;
+            sp.num_tokens = T;
+            sp.offsets.assign(L + 1, 0);
+            sp.counts.assign(L, 0);
+            for (std::size_t i = 0; i < L; ++i) {
+                const std::size_t b = c * E_ + epos_[local_experts_[i]];
+                for (std::size_t j = bucket_[b]; j < bucket_[b + 1]; ++j) {
+                    sp.row_token.push_back(static_cast<std::int32_t>(static_cast<std::size_t>(send_slot_[j]) / k));
+                    sp.row_slot.push_back(0);
+                }
+                sp.counts[i] = static_cast<std::int32_t>(sp.row_token.size()) - sp.offsets[i];
+                sp.offsets[i + 1] = static_cast<std::int32_t>(sp.row_token.size());
+            }
+        }
         for (std::size_t c = 0; c < C; ++c) {
             dispatch_plan& lp = plans_[c];
             lp = dispatch_plan{};
@@ -667,6 +678,7 @@ private:
             const std::size_t base = ex_.recv_off[c * R];
             for (std::size_t i = 0; i < L; ++i) {
                 for (std::size_t p = 0; p < R; ++p) {
+                    if (p == self) continue;
                     std::size_t off = ex_.recv_off[c * R + p];
                     for (std::size_t j = 0; j < i; ++j) off += static_cast<std::size_t>(cnt(p, c, j));
                     const int n = cnt(p, c, i);
@@ -684,27 +696,23 @@ private:
         //    outputs back; chunk c + 1's rows travel while chunk c computes.
         ex_.build(x, send_slot_, k, H_, recv_.data(), ordered_.data(), back_.data(), ret_blocks_, static_cast<std::size_t>(rank_));
         ex_.post_dispatch(0, comm_);
-        double t_dispatched = 0, experts = 0;
-        for (std::size_t c = 0; c < C; ++c) {
-            if (c + 1 < C) ex_.post_dispatch(c + 1, comm_);
-            ex_.wait_dispatch(c);
-            if (c == 0) t_dispatched = MPI_Wtime();
+        double t_dispatched = 0, experts = 0, experts_before = 0;
+        // The local experts on a plan's rows of `src`, outputs to `dst` in plan order: in one call,
+        // or, while transfers are in flight (chunks > 1), one expert at a time with MPI progress
+        // in between (MPI moves non-blocking collectives inside MPI calls).
+        const auto run = [&](const dispatch_plan& lp, matrix_view<const float> src, float* dst, bool in_flight) {
+            if (L == 0 || lp.num_rows() == 0) return;
             const double e0 = MPI_Wtime();
-            const dispatch_plan& lp = plans_[c];
-            float* o = ordered_.data() + ex_.recv_off[c * R] * H_;
-            const matrix_view<const float> rx(recv_.data(), n_recv, H_);
-            if (L > 0 && lp.num_rows() > 0 && C == 1) {
+            if (!in_flight) {
                 ws_.reserve(kernels::workspace_size(lp, experts_).total());
-                kernels::expert_ffn(matrix_view<float>(o, lp.num_rows(), H_), rx, lp, experts_, ws_.data(), ws_.size(), exec);
-            } else if (L > 0 && lp.num_rows() > 0) {
-                // One expert at a time, letting the transfers in flight advance in between
-                // (MPI moves non-blocking collectives inside MPI calls).
+                kernels::expert_ffn(matrix_view<float>(dst, lp.num_rows(), H_), src, lp, experts_, ws_.data(), ws_.size(), exec);
+            } else {
                 for (std::size_t i = 0; i < L; ++i) {
                     const auto b = static_cast<std::size_t>(lp.offsets[i]), n = static_cast<std::size_t>(lp.counts[i]);
                     if (n == 0) continue;
                     sub_.num_experts = L;
                     sub_.top_k = 1;
-                    sub_.num_tokens = n_recv;
+                    sub_.num_tokens = lp.num_tokens;
                     sub_.offsets.assign(L + 1, 0);
                     std::fill(sub_.offsets.begin() + static_cast<std::ptrdiff_t>(i) + 1, sub_.offsets.end(), static_cast<std::int32_t>(n));
                     sub_.counts.assign(L, 0);
@@ -712,11 +720,21 @@ private:
                     sub_.row_token.assign(lp.row_token.begin() + static_cast<std::ptrdiff_t>(b), lp.row_token.begin() + static_cast<std::ptrdiff_t>(b + n));
                     sub_.row_slot.assign(n, 0);
                     ws_.reserve(kernels::workspace_size(sub_, experts_).total());
-                    kernels::expert_ffn(matrix_view<float>(o + b * H_, n, H_), rx, sub_, experts_, ws_.data(), ws_.size(), exec);
+                    kernels::expert_ffn(matrix_view<float>(dst + b * H_, n, H_), src, sub_, experts_, ws_.data(), ws_.size(), exec);
                     ex_.progress();
                 }
             }
             experts += MPI_Wtime() - e0;
+        };
+        for (std::size_t c = 0; c < C; ++c) {
+            if (c + 1 < C) ex_.post_dispatch(c + 1, comm_);
+            run(self_plans_[c], x, back_.data() + ex_.send_off[c * R + self] * H_, C > 1);  // while rows travel
+            ex_.wait_dispatch(c);
+            if (c == 0) {
+                t_dispatched = MPI_Wtime();
+                experts_before = experts;
+            }
+            run(plans_[c], matrix_view<const float>(recv_.data(), n_recv, H_), ordered_.data() + ex_.recv_off[c * R] * H_, c + 1 < C);
             ex_.post_return(c, comm_);
             ex_.progress();
         }
@@ -733,7 +751,7 @@ private:
         combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
         const double t_end = MPI_Wtime();
         stats_.route_s = t_routed - t_start;
-        stats_.dispatch_s = t_dispatched - t_routed;
+        stats_.dispatch_s = t_dispatched - t_routed - experts_before;  // less the own rows' experts, which ran meanwhile
         stats_.experts_s = experts;
         stats_.return_s = (t_returned - t_routed) - stats_.dispatch_s - experts;
         stats_.combine_s = t_end - t_returned;
@@ -743,7 +761,7 @@ private:
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t r = 0; r < R; ++r) {
                 stats_.send_rows[r] += ex_.send_rows[c * R + r];
-                stats_.recv_rows[r] += ex_.recv_rows[c * R + r];
+                stats_.recv_rows[r] += r == self ? ex_.send_rows[c * R + r] : ex_.recv_rows[c * R + r];
             }
         for (std::size_t r = 0; r < R; ++r)
             if (static_cast<int>(r) != rank_) {
@@ -751,7 +769,7 @@ private:
                 stats_.rows_received += static_cast<std::size_t>(stats_.recv_rows[r]);
                 stats_.bytes_on_wire += (static_cast<std::size_t>(stats_.send_rows[r]) + static_cast<std::size_t>(stats_.recv_rows[r])) * H_ * sizeof(float);
             }
-        unsigned long long computed = n_recv;
+        unsigned long long computed = n_recv + static_cast<unsigned long long>(stats_.send_rows[self]);
         std::vector<unsigned long long> all(R);
         MPI_Allgather(&computed, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
         stats_.rank_rows.assign(all.begin(), all.end());
@@ -963,7 +981,7 @@ private:
     std::vector<std::size_t> bucket_, cursor_;
     std::vector<std::int32_t> send_slot_;
     std::vector<int> cnt_send_, cnt_recv_;
-    std::vector<dispatch_plan> plans_;
+    std::vector<dispatch_plan> plans_, self_plans_;
     dispatch_plan sub_;
     std::vector<std::vector<detail::chunked_exchange::block>> ret_blocks_;
     detail::chunked_exchange ex_;
