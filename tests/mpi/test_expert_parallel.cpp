@@ -3,7 +3,9 @@
 // for bit, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
 // with a rank that has no tokens, and with replicas (EPLB placement, both replica policies),
 // each under both protocols (allgather, counts: every drop policy, renormalised after the drop)
-// where they apply, with the counts protocol's metadata bounded by the local tokens;
+// where they apply, with the counts protocol's metadata bounded by the local tokens, in one
+// piece and chunked, flat and two-level over fake nodes (1, 2, all ranks per node) and the
+// shared-memory node, and a rank whose expert receives nothing;
 // the global load-balancing loss over ranks must equal the
 // single-process accumulator; a malformed placement on one rank must fail on every rank.
 #include <algorithm>
@@ -69,13 +71,30 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
                                                                  w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
     const bool counts_ok = !placement_aware && !(o.capacity && (o.drop.reroute || o.fill_in));
     // allgather; counts in one piece; counts pipelined in 3 chunks and in more chunks than
-    // some ranks have tokens (empty chunks)
-    const std::pair<moe::mpi::ep_protocol, std::size_t> runs[] = {
-        {moe::mpi::ep_protocol::allgather, 1}, {moe::mpi::ep_protocol::counts, 1}, {moe::mpi::ep_protocol::counts, 3}, {moe::mpi::ep_protocol::counts, 40}};
-    for (const auto& [protocol, chunks] : runs) {
+    // some ranks have tokens (empty chunks); the two-level exchange over fake nodes of 1, 2 and
+    // all ranks and over the shared-memory node (0), each after the flat exchange on the same
+    // nodes (inter-node bytes compared).
+    struct run {
+        moe::mpi::ep_protocol protocol;
+        std::size_t chunks;
+        int ranks_per_node;  // -1: no topology
+        bool hierarchical;
+    };
+    std::vector<run> runs = {{moe::mpi::ep_protocol::allgather, 1, -1, false},
+                             {moe::mpi::ep_protocol::counts, 1, -1, false},
+                             {moe::mpi::ep_protocol::counts, 3, -1, false},
+                             {moe::mpi::ep_protocol::counts, 40, -1, false}};
+    for (int rpn : {1, 2, size, 0})
+        if (rpn == 0 || size % rpn == 0)
+            for (bool h : {false, true}) runs.push_back({moe::mpi::ep_protocol::counts, 1, rpn, h});
+    std::size_t flat_inter = 0;
+    for (const auto& [protocol, chunks, rpn, hier] : runs) {
         const bool counts_run = protocol == moe::mpi::ep_protocol::counts;
-        const std::string tag = name + (counts_run ? " [counts, " + std::to_string(chunks) + " chunks]" : " [allgather]");
-        if (counts_run && !counts_ok && chunks > 1) continue;
+        std::string tag = name + (counts_run ? " [counts, " + std::to_string(chunks) + " chunks" : " [allgather");
+        if (rpn >= 0) tag += std::string(hier ? ", two-level" : ", flat") + " over nodes of " + (rpn ? std::to_string(rpn) : std::string("shm"));
+        tag += "]";
+        if (counts_run && !counts_ok && (chunks > 1 || rpn >= 0)) continue;
+        if (rpn >= 0) ep.set_topology(rpn, hier);
         if (counts_run && !counts_ok) {
             std::string err;
             try {
@@ -105,11 +124,25 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
         std::size_t routed = 0;
         for (auto i : ref.indices) routed += i >= 0;
         check(rows == routed, tag + ": rank rows do not add up to the routed slots");
-        if (counts_run && !o.capacity)  // the cost model's metadata figure bounds the real one
+        // Over all ranks (relays send their node-mates' outputs): a row crosses nodes once per
+        // (token, node) instead of once per slot, outputs once per slot either way.
+        unsigned long long sums[3] = {st.inter_node_bytes, st.metadata_bytes, T};
+        MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+        if (rpn >= 0 && !hier) flat_inter = sums[0];
+        if (rpn >= 0 && hier) {
+            check(sums[0] <= flat_inter, tag + ": more inter-node bytes than the flat exchange: " + std::to_string(sums[0]) + " > " +
+                                             std::to_string(flat_inter));
+            // records {token, k experts} to relays and {source, token, k experts} to owners, and
+            // the capacity stage's ranking records: O(tokens x k)
+            check(sums[1] <= sums[2] * 2 * (((2 + 1) + (2 + 2)) * 4 + 40) + static_cast<unsigned long long>(size) * (64 + (E + 2) * 8 + 16 * size),
+                  tag + ": metadata over all ranks grows past O(tokens x k): " + std::to_string(sums[1]));
+        }
+        if (rpn == size || rpn == 0) check(st.inter_node_bytes == 0, tag + ": one node, yet bytes crossed nodes");
+        if (counts_run && !o.capacity && rpn < 0)  // the cost model's metadata figure bounds the real one
             check(static_cast<double>(st.metadata_bytes) <= moe::mpi::exchange_cost_model::counts_metadata_bytes(E, chunks),
                   tag + ": metadata above the cost model's figure");
         if (name.rfind("idle", 0) == 0) check(st.rank_rows[0] == 0, tag + ": rank 0's expert should receive nothing");
-        if (counts_run)  // O(local tokens x k + E + ranks), whatever the other ranks hold
+        if (counts_run && !hier)  // O(local tokens x k + E + ranks), whatever the other ranks hold
             check(st.metadata_bytes <= T * 2 * 40 + (E + 2) * 8 + 2 * E * 4 * chunks + static_cast<std::size_t>(size) * 8 + 64,
                   tag + ": metadata grows past O(local tokens x k + E): " + std::to_string(st.metadata_bytes));
         if (rank == 0)
@@ -207,13 +240,13 @@ int main(int argc, char** argv) {
             const moe::matrix<float> lg = moe::gate(x_all.view(), moe::view(w.router.data(), E, H));
             const auto load = moe::route(lg, moe::presets::mixtral()).tokens_per_expert();
             std::vector<float> lf(load.begin(), load.end());
-            const auto rp = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), E + static_cast<std::size_t>(size), 1, 1,
+            const auto rp = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), (E / static_cast<std::size_t>(size) + 1) * static_cast<std::size_t>(size), 1, 1,
                                                    static_cast<std::size_t>(size));
             run_replica_case("replicas, round robin", w, x_all, rp, moe::replica_policy::round_robin, {});
             run_replica_case("replicas, least loaded, drop", w, x_all, rp, moe::replica_policy::least_loaded, drop);
             run_replica_case("replicas, reroute", w, x_all, rp, moe::replica_policy::round_robin, reroute);
             // A placement for another number of ranks fails on every rank.
-            const auto wrong = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), 2 * E, 1, 1, 2 * static_cast<std::size_t>(size));
+            const auto wrong = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), 2 * (E / static_cast<std::size_t>(size) + 1) * static_cast<std::size_t>(size), 1, 1, 2 * static_cast<std::size_t>(size));
             std::string err;
             try {
                 moe::mpi::expert_parallel_block<moe::default_arch, float> bad(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
@@ -274,6 +307,31 @@ int main(int argc, char** argv) {
     check(err == "[moe.mpi.placement] rank " + std::to_string(size - 1) + ": placement must map all 8 experts to ranks in [0, " +
                      std::to_string(size) + ")",
           "malformed placement error: '" + err + "'");
+
+    // Topology errors, on every rank: fake nodes that do not divide the ranks; chunks with the
+    // two-level exchange.
+    {
+        moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                                     w.w3.data(), w.w2.data(), F, contiguous);
+        std::string e1, e2;
+        try {
+            ep.set_topology(size + 1);
+        } catch (const moe::error& e) {
+            e1 = e.what();
+        }
+        check(e1 == "[moe.mpi.topology] rank 0: " + std::to_string(size + 1) + " ranks per node do not divide " + std::to_string(size) + " ranks",
+              "topology error: '" + e1 + "'");
+        ep.set_topology(1);
+        ep.set_chunks(2);
+        moe::matrix<float> x(3, H, 0.5f), y(3, H);
+        try {
+            ep.forward(y.view(), x);
+        } catch (const moe::error& e) {
+            e2 = e.what();
+        }
+        check(e2 == "[moe.mpi.topology] the two-level exchange runs in one chunk; set_chunks(1) or set_topology(n, false)",
+              "chunks with the two-level exchange: '" + e2 + "'");
+    }
 
     int total = failures;
     MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

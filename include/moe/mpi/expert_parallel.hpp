@@ -79,13 +79,16 @@ struct ep_stats {
     /// O(local tokens x k + E) under the counts protocol, O(global tokens x k) under allgather.
     std::size_t metadata_bytes = 0;
     bool counts_protocol = false;  ///< which protocol ran
+    /// With a topology (set_topology): bytes this rank sent to ranks on other nodes (rows and
+    /// outputs). The two-level exchange sends a token's row across once per node, not per slot.
+    std::size_t inter_node_bytes = 0;
     /// Where this rank's forward spent its time (MPI_Wtime, seconds): gate + route; dispatch
     /// (capacity metadata, row packing, the all-to-all to the experts' owners); the local
     /// experts; return (the outputs' all-to-all back); combine (the weighted sum). A wait for a
     /// slower rank shows in the collective that waits. Counts protocol only.
     double route_s = 0, dispatch_s = 0, experts_s = 0, return_s = 0, combine_s = 0;
     /// Rows this rank sent to / received from each rank in the dispatch (its own included):
-    /// the counts of the bare MPI_Alltoallv that moves the same bytes.
+    /// the counts of the bare MPI_Alltoallv that moves the same bytes (the flat exchange only).
     std::vector<int> send_rows, recv_rows;
 };
 
@@ -130,10 +133,121 @@ void allgather_tokens(MPI_Comm comm, const T* local, std::size_t local_tokens, s
                    mpi_type<T>(), comm);
 }
 
+/// The MPI datatypes of one forward's exchange, committed as they are made and freed together.
+/// Rows are H floats; a datatype lists rows of a buffer by byte offset, so MPI moves rows where
+/// they lie and nobody packs them by hand.
+class type_pool {
+public:
+    type_pool() = default;
+    type_pool(const type_pool&) = delete;
+    type_pool& operator=(const type_pool&) = delete;
+    type_pool(type_pool&& o) noexcept { *this = std::move(o); }
+    type_pool& operator=(type_pool&& o) noexcept {  // only between forwards: nothing in flight
+        if (this != &o) {
+            release();
+            std::swap(owned_, o.owned_);
+            std::swap(row_, o.row_);
+            std::swap(row_bytes_, o.row_bytes_);
+        }
+        return *this;
+    }
+    ~type_pool() { release(); }
+
+    /// Frees what the last forward made; rows of `H` floats from now on.
+    void reset(std::size_t H) {
+        release();
+        MPI_Type_contiguous(static_cast<int>(H), MPI_FLOAT, &row_);
+        MPI_Type_commit(&row_);
+        row_bytes_ = static_cast<MPI_Aint>(H * sizeof(float));
+    }
+    [[nodiscard]] MPI_Datatype row() const noexcept { return row_; }
+    /// Single rows at row indices rows[0, n) of a buffer whose rows are `stride` floats apart.
+    MPI_Datatype rows_at(const std::int32_t* rows, std::size_t n, std::size_t stride) {
+        at_.resize(n);
+        for (std::size_t j = 0; j < n; ++j) at_[j] = static_cast<MPI_Aint>(static_cast<std::size_t>(rows[j]) * stride * sizeof(float));
+        MPI_Datatype t;
+        MPI_Type_create_hindexed_block(static_cast<int>(n), 1, at_.data(), row_, &t);
+        return keep(t);
+    }
+    /// n consecutive rows from row `first`.
+    MPI_Datatype run(std::size_t first, std::size_t n) {
+        const MPI_Aint at = static_cast<MPI_Aint>(first) * row_bytes_;
+        MPI_Datatype t;
+        MPI_Type_create_hindexed_block(1, static_cast<int>(n), &at, row_, &t);
+        return keep(t);
+    }
+    /// Runs of lens[j] rows from row first[j].
+    MPI_Datatype runs(const std::vector<std::size_t>& first, const std::vector<int>& lens) {
+        at_.resize(first.size());
+        for (std::size_t j = 0; j < first.size(); ++j) at_[j] = static_cast<MPI_Aint>(first[j]) * row_bytes_;
+        MPI_Datatype t;
+        MPI_Type_create_hindexed(static_cast<int>(first.size()), lens.data(), at_.data(), row_, &t);
+        return keep(t);
+    }
+    void release() {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) {
+            for (MPI_Datatype& t : owned_) MPI_Type_free(&t);
+            if (row_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_);
+        }
+        owned_.clear();
+        row_ = MPI_DATATYPE_NULL;
+    }
+
+private:
+    MPI_Datatype keep(MPI_Datatype t) {
+        MPI_Type_commit(&t);
+        owned_.push_back(t);
+        return t;
+    }
+    MPI_Datatype row_ = MPI_DATATYPE_NULL;
+    MPI_Aint row_bytes_ = 0;
+    std::vector<MPI_Datatype> owned_;
+    std::vector<MPI_Aint> at_;
+};
+
+/// A communicator this library made, freed with it (unless MPI is finalized by then).
+struct comm_handle {
+    MPI_Comm comm = MPI_COMM_NULL;
+    comm_handle() = default;
+    comm_handle(const comm_handle&) = delete;
+    comm_handle& operator=(const comm_handle&) = delete;
+    comm_handle(comm_handle&& o) noexcept { std::swap(comm, o.comm); }
+    comm_handle& operator=(comm_handle&& o) noexcept {
+        std::swap(comm, o.comm);
+        return *this;
+    }
+    ~comm_handle() { reset(); }
+    void reset(MPI_Comm c = MPI_COMM_NULL) {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+        comm = c;
+    }
+};
+
+/// One all-to-all of rows between the ranks of `comm` described by datatypes: per peer, one
+/// datatype to send (or none) and one to receive (or none).
+struct typed_alltoall {
+    std::vector<MPI_Datatype> send, recv;
+    std::vector<int> sc, rc, zeros;
+    void reset(std::size_t peers, MPI_Datatype row) {
+        send.assign(peers, row);
+        recv.assign(peers, row);
+        sc.assign(peers, 0);
+        rc.assign(peers, 0);
+        zeros.assign(peers, 0);
+    }
+    void run(const void* sbuf, void* rbuf, MPI_Comm comm) {
+        MPI_Alltoallw(sbuf, sc.data(), zeros.data(), send.data(), rbuf, rc.data(), zeros.data(), recv.data(), comm);
+    }
+};
+
 /// The row exchange of the counts protocol, in chunks. For each (chunk, peer): the rows sent and
-/// received and where they sit. Rows go out as MPI datatypes over the caller's rows (no packing
-/// copy by hand; MPI moves each row once) and come back the same way from the experts' outputs.
-/// Chunk c uses MPI_Ialltoallw so that chunk c + 1's rows travel while chunk c computes.
+/// received and where they sit. Rows go out as datatypes over the caller's rows and come back
+/// the same way from the experts' outputs. Chunk c uses MPI_Ialltoallw so that chunk c + 1's
+/// rows travel while chunk c computes.
 class chunked_exchange {
 public:
     struct block {
@@ -143,22 +257,7 @@ public:
     std::vector<int> send_rows, recv_rows;        ///< [chunk * ranks + peer]
     std::vector<std::size_t> send_off, recv_off;  ///< first row: in send (= return) order / in the receive buffer
 
-    chunked_exchange() = default;
-    chunked_exchange(const chunked_exchange&) = delete;
-    chunked_exchange& operator=(const chunked_exchange&) = delete;
-    chunked_exchange(chunked_exchange&& o) noexcept { *this = std::move(o); }
-    chunked_exchange& operator=(chunked_exchange&& o) noexcept {  // only between forwards: no requests in flight
-        if (this != &o) {
-            free_types();
-            std::swap(owned_, o.owned_);
-            std::swap(row_, o.row_);
-        }
-        return *this;
-    }
-    ~chunked_exchange() { free_types(); }
-
     void reset(std::size_t chunks, std::size_t ranks) {
-        free_types();
         C_ = chunks;
         R_ = ranks;
         send_rows.assign(C_ * R_, 0);
@@ -167,54 +266,48 @@ public:
         recv_off.assign(C_ * R_, 0);
     }
 
-    /// Datatypes of every (chunk, peer): out, x's rows of the slots send_slot[send_off, +send_rows)
-    /// (slot i = token i / k) into recv; back, `blocks` of `ordered` into back at send_off.
+    /// Datatypes of every (chunk, peer) but `self`: out, x's rows of the slots
+    /// send_slot[send_off, +send_rows) (slot i = token i / k) into recv; back, `blocks` of
+    /// `ordered` into back at send_off.
     void build(matrix_view<const float> x, const std::vector<std::int32_t>& send_slot, std::size_t k, std::size_t H, float* recv,
                float* ordered, float* back, const std::vector<std::vector<block>>& blocks, std::size_t self) {
         xbase_ = x.data;
-        self_ = self;
         recv_ = recv;
         ordered_ = ordered;
         back_ = back;
-        MPI_Type_contiguous(static_cast<int>(H), MPI_FLOAT, &row_);
-        MPI_Type_commit(&row_);
+        pool_.reset(H);
         const std::size_t n = C_ * R_;
-        for (auto* v : {&dsend_, &drecv_, &rsend_, &rrecv_}) v->assign(n, row_);
+        for (auto* v : {&dsend_, &drecv_, &rsend_, &rrecv_}) v->assign(n, pool_.row());
         for (auto* v : {&dsc_, &drc_}) v->assign(n, 0);
         zeros_.assign(R_, 0);
-        const auto row_bytes = static_cast<MPI_Aint>(H * sizeof(float));
-        std::vector<MPI_Aint> displ;
+        std::vector<std::int32_t> tok;
+        std::vector<std::size_t> first;
         std::vector<int> lens;
         for (std::size_t i = 0; i < n; ++i) {
-            if (i % R_ == self_) continue;  // this rank's own rows do not move (its caller computes them in place)
+            if (i % R_ == self) continue;  // this rank's own rows do not move (the caller computes them in place)
             if (send_rows[i] > 0) {
-                displ.resize(static_cast<std::size_t>(send_rows[i]));
-                for (std::size_t j = 0; j < displ.size(); ++j) {
-                    const auto t = static_cast<std::size_t>(send_slot[send_off[i] + j]) / k;
-                    displ[j] = static_cast<MPI_Aint>(t * x.stride * sizeof(float));
-                }
-                make(dsend_[i], MPI_Type_create_hindexed_block(send_rows[i], 1, displ.data(), row_, &dsend_[i]));
-                const MPI_Aint at = static_cast<MPI_Aint>(send_off[i]) * row_bytes;
-                make(rrecv_[i], MPI_Type_create_hindexed_block(1, send_rows[i], &at, row_, &rrecv_[i]));
+                tok.resize(static_cast<std::size_t>(send_rows[i]));
+                for (std::size_t j = 0; j < tok.size(); ++j)
+                    tok[j] = static_cast<std::int32_t>(static_cast<std::size_t>(send_slot[send_off[i] + j]) / k);
+                dsend_[i] = pool_.rows_at(tok.data(), tok.size(), x.stride);
+                rrecv_[i] = pool_.run(send_off[i], static_cast<std::size_t>(send_rows[i]));
                 dsc_[i] = 1;
             }
             if (recv_rows[i] > 0) {
-                const MPI_Aint at = static_cast<MPI_Aint>(recv_off[i]) * row_bytes;
-                make(drecv_[i], MPI_Type_create_hindexed_block(1, recv_rows[i], &at, row_, &drecv_[i]));
-                displ.clear();
+                drecv_[i] = pool_.run(recv_off[i], static_cast<std::size_t>(recv_rows[i]));
+                first.clear();
                 lens.clear();
                 for (const block& b : blocks[i]) {
-                    displ.push_back(static_cast<MPI_Aint>(b.row) * row_bytes);
+                    first.push_back(b.row);
                     lens.push_back(b.rows);
                 }
-                make(rsend_[i], MPI_Type_create_hindexed(static_cast<int>(displ.size()), lens.data(), displ.data(), row_, &rsend_[i]));
+                rsend_[i] = pool_.runs(first, lens);
                 drc_[i] = 1;
             }
         }
         dreq_.assign(C_, MPI_REQUEST_NULL);
         rreq_.assign(C_, MPI_REQUEST_NULL);
     }
-
     void post_dispatch(std::size_t c, MPI_Comm comm) {
         const std::size_t o = c * R_;
         if (C_ == 1)  // nothing to overlap with: the blocking collective is the faster one
@@ -242,30 +335,15 @@ public:
     }
     void wait_all_returns() {
         MPI_Waitall(static_cast<int>(rreq_.size()), rreq_.data(), MPI_STATUSES_IGNORE);
-        free_types();
+        pool_.release();
     }
 
 private:
-    void make(MPI_Datatype& t, int) {
-        MPI_Type_commit(&t);
-        owned_.push_back(t);
-    }
-    void free_types() {
-        int finalized = 0;
-        MPI_Finalized(&finalized);
-        if (!finalized) {
-            for (MPI_Datatype& t : owned_) MPI_Type_free(&t);
-            if (row_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_);
-        }
-        owned_.clear();
-        row_ = MPI_DATATYPE_NULL;
-    }
-
-    std::size_t C_ = 0, R_ = 0, self_ = 0;
+    std::size_t C_ = 0, R_ = 0;
     const float* xbase_ = nullptr;
     float *recv_ = nullptr, *ordered_ = nullptr, *back_ = nullptr;
-    MPI_Datatype row_ = MPI_DATATYPE_NULL;
-    std::vector<MPI_Datatype> dsend_, drecv_, rsend_, rrecv_, owned_;
+    type_pool pool_;
+    std::vector<MPI_Datatype> dsend_, drecv_, rsend_, rrecv_;
     std::vector<int> dsc_, drc_, zeros_;
     std::vector<MPI_Request> dreq_, rreq_;
 };
@@ -518,6 +596,73 @@ public:
         chunks_ = n;
     }
     [[nodiscard]] std::size_t chunks() const noexcept { return chunks_; }
+
+    /// Groups the ranks into nodes. With `hierarchical`, the counts protocol exchanges in two
+    /// levels (the hierarchical dispatch of DeepEP and Tutel): a token's row crosses to another
+    /// node once, to the rank there with the sender's local index, which forwards it to the
+    /// ranks of its node that own the token's experts; outputs return the same way, one per
+    /// slot (summing them on the way would change the rounding of the single-process layer).
+    /// Without, the flat exchange runs and `ep_stats::inter_node_bytes` reports what crossed.
+    /// @param ranks_per_node  0: the ranks that share memory (MPI_Comm_split_type with
+    ///                        MPI_COMM_TYPE_SHARED); n > 0: n consecutive ranks per node, to
+    ///                        try topologies on one machine
+    /// Collective. Every node must have the same number of ranks, else every rank throws
+    /// [moe.mpi.topology]; the two-level exchange runs one chunk (set_chunks > 1 throws then).
+    void set_topology(int ranks_per_node, bool hierarchical = true) {
+        const std::size_t R = static_cast<std::size_t>(size_), me = static_cast<std::size_t>(rank_);
+        detail::agree(comm_, ranks_per_node >= 0 && (ranks_per_node == 0 || size_ % ranks_per_node == 0), "moe.mpi.topology",
+                      std::to_string(ranks_per_node) + " ranks per node do not divide " + std::to_string(size_) + " ranks");
+        MPI_Comm node = MPI_COMM_NULL;
+        if (ranks_per_node > 0) MPI_Comm_split(comm_, rank_ / ranks_per_node, rank_, &node);
+        else MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+        int g = 0, l = 0, leader = rank_;
+        MPI_Comm_size(node, &g);
+        MPI_Comm_rank(node, &l);
+        MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, node);
+        int sizes[2] = {g, -g};
+        MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, comm_);
+        if (sizes[0] != -sizes[1]) {
+            MPI_Comm_free(&node);
+            MOE_THROW("moe.mpi.topology", "nodes have between ", -sizes[1], " and ", sizes[0], " ranks; the two-level exchange needs equal nodes");
+        }
+        std::vector<int> info(2 * R);
+        const int mine[2] = {leader, l};
+        MPI_Allgather(mine, 2, MPI_INT, info.data(), 2, MPI_INT, comm_);
+        std::vector<int> leaders;
+        for (std::size_t r = 0; r < R; ++r) leaders.push_back(info[2 * r]);
+        std::sort(leaders.begin(), leaders.end());
+        leaders.erase(std::unique(leaders.begin(), leaders.end()), leaders.end());
+        nodes_ = leaders.size();
+        node_size_ = static_cast<std::size_t>(g);
+        node_of_.resize(R);
+        local_of_.resize(R);
+        rank_at_.assign(R, 0);
+        for (std::size_t r = 0; r < R; ++r) {
+            node_of_[r] = static_cast<std::size_t>(std::lower_bound(leaders.begin(), leaders.end(), info[2 * r]) - leaders.begin());
+            local_of_[r] = static_cast<std::size_t>(info[2 * r + 1]);
+            rank_at_[node_of_[r] * node_size_ + local_of_[r]] = static_cast<int>(r);
+        }
+        MPI_Comm cross = MPI_COMM_NULL;
+        MPI_Comm_split(comm_, l, static_cast<int>(node_of_[me]), &cross);
+        node_.reset(node);
+        cross_.reset(cross);
+        // Experts in (node, local rank, expert) order, and where each node's experts begin.
+        std::vector<std::size_t> order(P_);
+        for (std::size_t e = 0; e < P_; ++e) order[e] = e;
+        const auto key = [&](std::size_t e) {
+            const auto r = static_cast<std::size_t>(owner_[e]);
+            return node_of_[r] * node_size_ + local_of_[r];
+        };
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+        hpos_.resize(P_);
+        nbeg_.assign(nodes_ + 1, P_);
+        for (std::size_t i = P_; i-- > 0;) {
+            hpos_[order[i]] = i;
+            nbeg_[node_of_[static_cast<std::size_t>(owner_[order[i]])]] = i;
+        }
+        for (std::size_t n = nodes_; n-- > 0;) nbeg_[n] = std::min(nbeg_[n], nbeg_[n + 1]);
+        hierarchical_ = hierarchical;
+    }
     /// This rank's routing of the last forward, after the capacity stage (both protocols).
     [[nodiscard]] const routing<float>& last_local_routing() const noexcept { return local_; }
 
@@ -573,6 +718,8 @@ private:
     template <class Executor>
     void forward_counts(matrix_view<float> y, matrix_view<const float> x, Executor&& exec) {
         const std::size_t T = x.rows, k = opt_.router.top_k;
+        if (hierarchical_ && chunks_ > 1)
+            MOE_THROW("moe.mpi.topology", "the two-level exchange runs in one chunk; set_chunks(1) or set_topology(n, false)");
         stats_ = ep_stats{};
         stats_.counts_protocol = true;
         const double t_start = MPI_Wtime();
@@ -592,6 +739,10 @@ private:
         stats_.metadata_bytes += 2 * sizeof(long long);
         // 3. Capacity: global loads, then owners rank the slots of over-full experts.
         if (opt_.capacity) capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(T_all));
+        if (hierarchical_) {
+            forward_hierarchical(y, x, loc, t_start, t_routed, static_cast<std::size_t>(first), exec);
+            return;
+        }
         // 4. Kept slots in (chunk, owner, expert, token) order: a counting sort by the bucket
         //    chunk * E + epos_[e] (experts ordered by owner, then index). This order is the
         //    send order and, on the way back, the order the outputs arrive in.
@@ -740,21 +891,6 @@ private:
         }
         ex_.wait_all_returns();
         const double t_returned = MPI_Wtime();
-        // 6. The weighted sum in slot order, as the single-process layer.
-        dispatch_plan cp;
-        cp.num_tokens = T;
-        cp.num_experts = 1;
-        cp.top_k = k;
-        cp.offsets = {0, static_cast<std::int32_t>(n_send)};
-        cp.slot_row.assign(T * k, -1);
-        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot_[i])] = static_cast<std::int32_t>(i);
-        combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
-        const double t_end = MPI_Wtime();
-        stats_.route_s = t_routed - t_start;
-        stats_.dispatch_s = t_dispatched - t_routed - experts_before;  // less the own rows' experts, which ran meanwhile
-        stats_.experts_s = experts;
-        stats_.return_s = (t_returned - t_routed) - stats_.dispatch_s - experts;
-        stats_.combine_s = t_end - t_returned;
         // Stats: rows per rank (O(ranks)), wire bytes.
         stats_.send_rows.assign(R, 0);
         stats_.recv_rows.assign(R, 0);
@@ -764,19 +900,323 @@ private:
                 stats_.recv_rows[r] += r == self ? ex_.send_rows[c * R + r] : ex_.recv_rows[c * R + r];
             }
         for (std::size_t r = 0; r < R; ++r)
-            if (static_cast<int>(r) != rank_) {
+            if (r != self) {
+                const std::size_t moved = static_cast<std::size_t>(stats_.send_rows[r]) + static_cast<std::size_t>(stats_.recv_rows[r]);
                 stats_.rows_sent += static_cast<std::size_t>(stats_.send_rows[r]);
                 stats_.rows_received += static_cast<std::size_t>(stats_.recv_rows[r]);
-                stats_.bytes_on_wire += (static_cast<std::size_t>(stats_.send_rows[r]) + static_cast<std::size_t>(stats_.recv_rows[r])) * H_ * sizeof(float);
+                stats_.bytes_on_wire += moved * H_ * sizeof(float);
+                if (!node_of_.empty() && node_of_[r] != node_of_[self]) stats_.inter_node_bytes += moved * H_ * sizeof(float);
             }
-        unsigned long long computed = n_recv + static_cast<unsigned long long>(stats_.send_rows[self]);
+        // 6. The weighted sum in slot order, as the single-process layer.
+        finish_counts(y, loc, n_send, n_recv + static_cast<std::size_t>(stats_.send_rows[self]), static_cast<std::size_t>(first), exec);
+        stats_.route_s = t_routed - t_start;
+        stats_.dispatch_s = t_dispatched - t_routed - experts_before;  // less the own rows' experts, which ran meanwhile
+        stats_.experts_s = experts;
+        stats_.return_s = (t_returned - t_routed) - stats_.dispatch_s - experts;
+    }
+
+    /// The two-level exchange (set_topology): rows cross nodes once per (token, node), to the
+    /// rank of that node with the sender's local index, which forwards them to the ranks of its
+    /// node that own the token's experts; outputs come back the same way, one per slot, so that
+    /// the weighted sum runs in slot order as in the single-process layer.
+    template <class Executor>
+    void forward_hierarchical(matrix_view<float> y, matrix_view<const float> x, routing<float>& loc, double t_start, double t_routed,
+                              std::size_t first, Executor&& exec) {
+        const std::size_t T = x.rows, k = loc.top_k, R = static_cast<std::size_t>(size_), N = nodes_, G = node_size_;
+        const std::size_t me = static_cast<std::size_t>(rank_), my_node = node_of_[me], my_l = local_of_[me];
+        const std::size_t rec1 = k + 1, rec2 = k + 2;  // records: {t, experts} to relays, {source, t, experts} to owners
+        pool_.reset(H_);
+        const auto node_of_expert = [&](std::int32_t e) { return node_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(e)])]; };
+        // 1. This rank's slots in (node, local rank, expert, token) order: the order outputs come back in.
+        bucket_.assign(E_ + 1, 0);
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (loc.indices[i] >= 0) ++bucket_[hpos_[static_cast<std::size_t>(loc.indices[i])] + 1];
+        for (std::size_t b = 0; b < E_; ++b) bucket_[b + 1] += bucket_[b];
+        const std::size_t n_send = bucket_[E_];
+        send_slot_.resize(n_send);
+        cursor_.assign(bucket_.begin(), bucket_.end() - 1);
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (loc.indices[i] >= 0) send_slot_[cursor_[hpos_[static_cast<std::size_t>(loc.indices[i])]]++] = static_cast<std::int32_t>(i);
+        // 2. Across nodes: each token once per node that holds any of its experts, with a record
+        //    of which of its experts are there (-1 elsewhere).
+        std::vector<int> c1(N, 0), r1(N);
+        std::vector<std::size_t> o1(N + 1, 0);
+        const auto token_nodes = [&](std::size_t t, auto&& f) {  // each distinct node of t's slots once
+            for (std::size_t s = 0; s < k; ++s) {
+                const std::int32_t e = loc.index(t, s);
+                if (e < 0) continue;
+                bool seen = false;
+                for (std::size_t u = 0; u < s && !seen; ++u) seen = loc.index(t, u) >= 0 && node_of_expert(loc.index(t, u)) == node_of_expert(e);
+                if (!seen) f(node_of_expert(e));
+            }
+        };
+        for (std::size_t t = 0; t < T; ++t) token_nodes(t, [&](std::size_t n) { ++c1[n]; });
+        for (std::size_t n = 0; n < N; ++n) o1[n + 1] = o1[n] + static_cast<std::size_t>(c1[n]);
+        std::vector<std::int32_t> tok1(o1[N]), rec_s1(o1[N] * rec1, -1);
+        {
+            std::vector<std::size_t> cur(o1.begin(), o1.end() - 1);
+            for (std::size_t t = 0; t < T; ++t)
+                token_nodes(t, [&](std::size_t n) {
+                    const std::size_t j = cur[n]++;
+                    tok1[j] = static_cast<std::int32_t>(t);
+                    rec_s1[j * rec1] = static_cast<std::int32_t>(t);
+                    for (std::size_t s = 0; s < k; ++s)
+                        if (loc.index(t, s) >= 0 && node_of_expert(loc.index(t, s)) == n) rec_s1[j * rec1 + 1 + s] = loc.index(t, s);
+                });
+        }
+        MPI_Alltoall(c1.data(), 1, MPI_INT, r1.data(), 1, MPI_INT, cross_.comm);
+        std::vector<std::size_t> ro1(N + 1, 0);
+        for (std::size_t n = 0; n < N; ++n) ro1[n + 1] = ro1[n] + static_cast<std::size_t>(r1[n]);
+        const std::size_t n1 = ro1[N];
+        relay_.resize(n1 * H_);
+        std::vector<std::int32_t> rec_r1(n1 * rec1);
+        alltoallv_ints(rec_s1.data(), c1, o1, rec_r1.data(), r1, ro1, rec1, cross_.comm);
+        ta_.reset(N, pool_.row());
+        for (std::size_t n = 0; n < N; ++n) {
+            if (c1[n] > 0) {
+                ta_.send[n] = pool_.rows_at(tok1.data() + o1[n], static_cast<std::size_t>(c1[n]), x.stride);
+                ta_.sc[n] = 1;
+            }
+            if (r1[n] > 0) {
+                ta_.recv[n] = pool_.run(ro1[n], static_cast<std::size_t>(r1[n]));
+                ta_.rc[n] = 1;
+            }
+        }
+        ta_.run(x.data, relay_.data(), cross_.comm);
+        // 3. Inside the node: each relayed token to each rank of this node that owns one of its
+        //    experts, with {source rank, token, its experts on that rank}.
+        const auto rank_of = [&](std::size_t n, std::size_t l) { return static_cast<std::size_t>(rank_at_[n * G + l]); };
+        std::vector<int> c2(G, 0), r2(G), back_from(G * N, 0);  // back_from[g * N + n]: outputs g returns for node n's source
+        std::vector<std::size_t> o2(G + 1, 0);
+        const auto token_ranks = [&](std::size_t j, auto&& f) {  // each distinct local rank of relayed row j's experts once
+            const std::int32_t* r = rec_r1.data() + j * rec1 + 1;
+            for (std::size_t s = 0; s < k; ++s) {
+                if (r[s] < 0) continue;
+                const std::size_t g = local_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(r[s])])];
+                bool seen = false;
+                for (std::size_t u = 0; u < s && !seen; ++u)
+                    seen = r[u] >= 0 && local_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(r[u])])] == g;
+                if (!seen) f(g);
+            }
+        };
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t j = ro1[n]; j < ro1[n + 1]; ++j)
+                token_ranks(j, [&](std::size_t g) {
+                    ++c2[g];
+                    const std::int32_t* r = rec_r1.data() + j * rec1 + 1;
+                    for (std::size_t s = 0; s < k; ++s)
+                        back_from[g * N + n] += r[s] >= 0 && local_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(r[s])])] == g;
+                });
+        for (std::size_t g = 0; g < G; ++g) o2[g + 1] = o2[g] + static_cast<std::size_t>(c2[g]);
+        std::vector<std::int32_t> row2(o2[G]), rec_s2(o2[G] * rec2, -1);
+        {
+            std::vector<std::size_t> cur(o2.begin(), o2.end() - 1);
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t j = ro1[n]; j < ro1[n + 1]; ++j)
+                    token_ranks(j, [&](std::size_t g) {
+                        const std::size_t i = cur[g]++;
+                        const std::int32_t* r = rec_r1.data() + j * rec1;
+                        row2[i] = static_cast<std::int32_t>(j);
+                        rec_s2[i * rec2] = static_cast<std::int32_t>(rank_of(n, my_l));
+                        rec_s2[i * rec2 + 1] = r[0];
+                        for (std::size_t s = 0; s < k; ++s)
+                            if (r[1 + s] >= 0 && local_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(r[1 + s])])] == g)
+                                rec_s2[i * rec2 + 2 + s] = r[1 + s];
+                    });
+        }
+        MPI_Alltoall(c2.data(), 1, MPI_INT, r2.data(), 1, MPI_INT, node_.comm);
+        std::vector<std::size_t> ro2(G + 1, 0);
+        for (std::size_t g = 0; g < G; ++g) ro2[g + 1] = ro2[g] + static_cast<std::size_t>(r2[g]);
+        const std::size_t n2 = ro2[G];
+        recv_.resize(n2 * H_);
+        std::vector<std::int32_t> rec_r2(n2 * rec2);
+        alltoallv_ints(rec_s2.data(), c2, o2, rec_r2.data(), r2, ro2, rec2, node_.comm);
+        ta_.reset(G, pool_.row());
+        for (std::size_t g = 0; g < G; ++g) {
+            if (c2[g] > 0) {
+                ta_.send[g] = pool_.rows_at(row2.data() + o2[g], static_cast<std::size_t>(c2[g]), H_);
+                ta_.sc[g] = 1;
+            }
+            if (r2[g] > 0) {
+                ta_.recv[g] = pool_.run(ro2[g], static_cast<std::size_t>(r2[g]));
+                ta_.rc[g] = 1;
+            }
+        }
+        ta_.run(relay_.data(), recv_.data(), node_.comm);
+        stats_.metadata_bytes += (N + G) * sizeof(int) + (o1[N] - static_cast<std::size_t>(c1[my_node])) * rec1 * 4 +
+                                 (o2[G] - static_cast<std::size_t>(c2[my_l])) * rec2 * 4;
+        // 4. The local experts: rows by (local expert, source rank, token). Rows of one source
+        //    come through one relay, in its token order, so a stable sort by source suffices.
+        const std::size_t L = local_experts_.size();
+        std::vector<std::size_t> by_src(R + 1, 0), order(n2);
+        for (std::size_t i = 0; i < n2; ++i) ++by_src[static_cast<std::size_t>(rec_r2[i * rec2]) + 1];
+        for (std::size_t p = 0; p < R; ++p) by_src[p + 1] += by_src[p];
+        {
+            std::vector<std::size_t> cur(by_src.begin(), by_src.end() - 1);
+            for (std::size_t i = 0; i < n2; ++i) order[cur[static_cast<std::size_t>(rec_r2[i * rec2])]++] = i;
+        }
+        std::vector<std::size_t> run_first(L * R, 0);
+        std::vector<int> run_len(L * R, 0);
+        dispatch_plan lp;
+        lp.num_experts = L;
+        lp.top_k = 1;
+        lp.num_tokens = n2;
+        lp.offsets.assign(L + 1, 0);
+        lp.counts.assign(L, 0);
+        for (std::size_t i = 0; i < L; ++i) {
+            const auto e = static_cast<std::int32_t>(local_experts_[i]);
+            for (std::size_t p = 0; p < R; ++p) {
+                run_first[i * R + p] = lp.row_token.size();
+                for (std::size_t j = by_src[p]; j < by_src[p + 1]; ++j) {
+                    const std::int32_t* r = rec_r2.data() + order[j] * rec2 + 2;
+                    if (std::find(r, r + k, e) != r + k) {
+                        lp.row_token.push_back(static_cast<std::int32_t>(order[j]));
+                        lp.row_slot.push_back(0);
+                    }
+                }
+                run_len[i * R + p] = static_cast<int>(lp.row_token.size() - run_first[i * R + p]);
+            }
+            lp.counts[i] = static_cast<std::int32_t>(lp.row_token.size()) - lp.offsets[i];
+            lp.offsets[i + 1] = static_cast<std::int32_t>(lp.row_token.size());
+        }
+        const double t_dispatched = MPI_Wtime();
+        const std::size_t rows = lp.num_rows();
+        ordered_.resize(rows * H_);
+        if (L > 0 && rows > 0) {
+            ws_.reserve(kernels::workspace_size(lp, experts_).total());
+            kernels::expert_ffn(matrix_view<float>(ordered_.data(), rows, H_), matrix_view<const float>(recv_.data(), n2, H_), lp, experts_,
+                                ws_.data(), ws_.size(), exec);
+        }
+        const double t_computed = MPI_Wtime();
+        // 5. Outputs back inside the node, to the relay with the source's local index: by source
+        //    node, then local expert, then token.
+        std::vector<int> rb2(G, 0);
+        for (std::size_t g = 0; g < G; ++g)
+            for (std::size_t n = 0; n < N; ++n) rb2[g] += back_from[g * N + n];
+        std::vector<std::size_t> rbo2(G + 1, 0);
+        for (std::size_t g = 0; g < G; ++g) rbo2[g + 1] = rbo2[g] + static_cast<std::size_t>(rb2[g]);
+        relay_back_.resize(rbo2[G] * H_);
+        ta_.reset(G, pool_.row());
+        std::vector<std::size_t> firsts;
+        std::vector<int> lens;
+        for (std::size_t g = 0; g < G; ++g) {
+            firsts.clear();
+            lens.clear();
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t i = 0; i < L; ++i) {
+                    const std::size_t q = i * R + rank_of(n, g);
+                    if (run_len[q] > 0) {
+                        firsts.push_back(run_first[q]);
+                        lens.push_back(run_len[q]);
+                    }
+                }
+            if (!lens.empty()) {
+                ta_.send[g] = pool_.runs(firsts, lens);
+                ta_.sc[g] = 1;
+            }
+            if (rb2[g] > 0) {
+                ta_.recv[g] = pool_.run(rbo2[g], static_cast<std::size_t>(rb2[g]));
+                ta_.rc[g] = 1;
+            }
+        }
+        ta_.run(ordered_.data(), relay_back_.data(), node_.comm);
+        // 6. Across nodes to the sources: for each source node, the node's ranks in order, each
+        //    its (expert, token) run: exactly the sender's (node, local rank, expert, token) order.
+        back_.resize(n_send * H_);
+        ta_.reset(N, pool_.row());
+        for (std::size_t n = 0; n < N; ++n) {
+            firsts.clear();
+            lens.clear();
+            std::size_t at = 0;
+            for (std::size_t g = 0; g < G; ++g) {
+                std::size_t off = rbo2[g];
+                for (std::size_t m = 0; m < n; ++m) off += static_cast<std::size_t>(back_from[g * N + m]);
+                if (back_from[g * N + n] > 0) {
+                    firsts.push_back(off);
+                    lens.push_back(back_from[g * N + n]);
+                    at += static_cast<std::size_t>(back_from[g * N + n]);
+                }
+            }
+            if (at > 0) {
+                ta_.send[n] = pool_.runs(firsts, lens);
+                ta_.sc[n] = 1;
+            }
+            const std::size_t b0 = bucket_[nbeg_[n]], b1 = bucket_[nbeg_[n + 1]];
+            if (b1 > b0) {
+                ta_.recv[n] = pool_.run(b0, b1 - b0);
+                ta_.rc[n] = 1;
+            }
+        }
+        ta_.run(relay_back_.data(), back_.data(), cross_.comm);
+        const double t_returned = MPI_Wtime();
+        // Wire and inter-node bytes this rank sent (rows out, outputs back; not to itself).
+        const std::size_t row_b = H_ * sizeof(float);
+        std::size_t cross_rows = 0, node_rows = 0;
+        for (std::size_t n = 0; n < N; ++n)
+            if (n != my_node) {
+                cross_rows += static_cast<std::size_t>(c1[n]);
+                for (std::size_t g = 0; g < G; ++g) cross_rows += static_cast<std::size_t>(back_from[g * N + n]);
+            }
+        for (std::size_t g = 0; g < G; ++g)
+            if (g != my_l) node_rows += static_cast<std::size_t>(c2[g]) + static_cast<std::size_t>(rb2[g]);
+        stats_.inter_node_bytes = cross_rows * row_b;
+        for (std::size_t n = 0; n < N; ++n)
+            if (n != my_node) {
+                stats_.rows_sent += static_cast<std::size_t>(c1[n]);
+                stats_.rows_received += static_cast<std::size_t>(r1[n]);
+            }
+        for (std::size_t g = 0; g < G; ++g)
+            if (g != my_l) {
+                stats_.rows_sent += static_cast<std::size_t>(c2[g]);
+                stats_.rows_received += static_cast<std::size_t>(r2[g]);
+            }
+        stats_.bytes_on_wire = (cross_rows + node_rows) * row_b;
+        pool_.release();
+        finish_counts(y, loc, n_send, rows, first, exec);
+        stats_.route_s = t_routed - t_start;
+        stats_.dispatch_s = t_dispatched - t_routed;
+        stats_.experts_s = t_computed - t_dispatched;
+        stats_.return_s = t_returned - t_computed;
+    }
+
+    /// Both exchanges' end: the weighted sum in slot order (outputs in back_ in send_slot_
+    /// order), the rows each rank computed, the routing kept for last_local_routing().
+    template <class Executor>
+    void finish_counts(matrix_view<float> y, routing<float>& loc, std::size_t n_send, std::size_t computed_rows, std::size_t first,
+                       Executor&& exec) {
+        const std::size_t T = loc.num_tokens, k = loc.top_k, R = static_cast<std::size_t>(size_);
+        const double t0 = MPI_Wtime();
+        dispatch_plan cp;
+        cp.num_tokens = T;
+        cp.num_experts = 1;
+        cp.top_k = k;
+        cp.offsets = {0, static_cast<std::int32_t>(n_send)};
+        cp.slot_row.assign(T * k, -1);
+        for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot_[i])] = static_cast<std::int32_t>(i);
+        combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
+        stats_.combine_s = MPI_Wtime() - t0;
+        unsigned long long computed = computed_rows;
         std::vector<unsigned long long> all(R);
         MPI_Allgather(&computed, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
         stats_.rank_rows.assign(all.begin(), all.end());
         stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = std::move(loc);
         last_ = routing<float>{};
-        first_ = static_cast<std::size_t>(first);
+        first_ = first;
+    }
+
+    /// MPI_Alltoallv of `per` ints per item, counts and offsets in items.
+    static void alltoallv_ints(const std::int32_t* send, const std::vector<int>& sc, const std::vector<std::size_t>& so, std::int32_t* recv,
+                               const std::vector<int>& rc, const std::vector<std::size_t>& ro, std::size_t per, MPI_Comm comm) {
+        const std::size_t n = sc.size();
+        std::vector<int> a(n), b(n), c(n), d(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            a[i] = sc[i] * static_cast<int>(per);
+            b[i] = static_cast<int>(so[i] * per);
+            c[i] = rc[i] * static_cast<int>(per);
+            d[i] = static_cast<int>(ro[i] * per);
+        }
+        MPI_Alltoallv(send, a.data(), b.data(), MPI_INT32_T, recv, c.data(), d.data(), MPI_INT32_T, comm);
     }
 
     /// apply_capacity's decisions for this rank's slots, from global loads and the owners'
@@ -982,6 +1422,15 @@ private:
     std::vector<std::int32_t> send_slot_;
     std::vector<int> cnt_send_, cnt_recv_;
     std::vector<dispatch_plan> plans_, self_plans_;
+    // Topology (set_topology): nodes of equal size, the two-level exchange's buffers.
+    bool hierarchical_ = false;
+    std::size_t nodes_ = 0, node_size_ = 0;
+    std::vector<std::size_t> node_of_, local_of_, hpos_, nbeg_;  ///< rank -> node, local index; expert -> (node, local, expert) position; node -> first position
+    std::vector<int> rank_at_;                                    ///< node * node_size + local index -> rank
+    detail::comm_handle node_, cross_;
+    detail::type_pool pool_;
+    detail::typed_alltoall ta_;
+    std::vector<float> relay_, relay_back_;
     dispatch_plan sub_;
     std::vector<std::vector<detail::chunked_exchange::block>> ret_blocks_;
     detail::chunked_exchange ex_;
