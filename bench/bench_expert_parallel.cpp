@@ -7,6 +7,8 @@
 //   BM_EP/forward_allgather  the same with the routings allgathered (the older protocol)
 //   BM_EP/forward_chunked    the same in 4 chunks pipelined with the experts: the exposed exchange
 //                            against the unchunked forward's (hidden_fraction)
+//   BM_EP/forward_two_level  every rank its own (fake) node: the two-level exchange against the
+//                            flat one (inter-node bytes, exposed exchange)
 //   BM_EP/exchange           a tiny FFN (F = 32) so that the exchange dominates: the exposed exchange
 //                            (forward minus route, experts and combine) over the bare MPI_Alltoallv
 //                            pair that moves the same rows, measured in the same run
@@ -65,7 +67,7 @@ void timed(benchmark::State& st, F&& f) {
 }
 
 /// The bare MPI_Alltoallv pair (rows out, outputs back) with the counts of the last forward: the
-/// floor that dispatch + return cannot beat. Seconds per pair, slowest rank, mean of `reps`.
+/// floor of dispatch + return. Seconds per pair, slowest rank, median of `reps`.
 double bare_exchange(const moe::mpi::ep_stats& st, int reps) {
     const auto R = static_cast<std::size_t>(g_size);
     std::vector<int> sc(R), sd(R), rc(R), rd(R);
@@ -79,7 +81,7 @@ double bare_exchange(const moe::mpi::ep_stats& st, int reps) {
         ro += rc[r];
     }
     std::vector<float> send(static_cast<std::size_t>(so), 1.0f), recv(static_cast<std::size_t>(ro));
-    double total = 0;
+    std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
         MPI_Barrier(MPI_COMM_WORLD);
         const double t0 = MPI_Wtime();
@@ -87,15 +89,18 @@ double bare_exchange(const moe::mpi::ep_stats& st, int reps) {
         MPI_Alltoallv(recv.data(), rc.data(), rd.data(), MPI_FLOAT, send.data(), sc.data(), sd.data(), MPI_FLOAT, MPI_COMM_WORLD);
         double dt = MPI_Wtime() - t0;
         MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        total += dt;
+        t.push_back(dt);
     }
-    return total / reps;
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
 }
 
-/// Runs `iters` forwards; returns the slowest rank's mean forward time and the exposed exchange:
-/// that minus the largest route + experts + combine of any rank (the critical path's compute).
+/// Runs `iters` forwards; returns the slowest rank's median forward time and the median exposed
+/// exchange: the forward minus the largest route + experts + combine of any rank (the critical
+/// path's compute). Medians, because a shared machine's hiccups land in a few iterations.
 std::pair<double, double> forwards(setup& s, int iters, double* phase_max = nullptr) {
-    double total = 0, compute = 0, phase[5] = {0, 0, 0, 0, 0};
+    std::vector<double> total, exposed;
+    double phase[5] = {0, 0, 0, 0, 0};
     for (int i = 0; i < iters; ++i) {
         MPI_Barrier(MPI_COMM_WORLD);
         const double t0 = MPI_Wtime();
@@ -104,8 +109,8 @@ std::pair<double, double> forwards(setup& s, int iters, double* phase_max = null
         const auto& ps = s.ep->last_stats();
         v[1] = ps.route_s + ps.experts_s + ps.combine_s;
         MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        total += v[0];
-        compute += v[1];
+        total.push_back(v[0]);
+        exposed.push_back(v[0] - v[1]);
         const double p[5] = {ps.route_s, ps.dispatch_s, ps.experts_s, ps.return_s, ps.combine_s};
         for (int j = 0; j < 5; ++j) phase[j] += p[j];
     }
@@ -113,7 +118,11 @@ std::pair<double, double> forwards(setup& s, int iters, double* phase_max = null
         for (int j = 0; j < 5; ++j) phase_max[j] = phase[j] / iters;
         MPI_Allreduce(MPI_IN_PLACE, phase_max, 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
-    return {total / iters, (total - compute) / iters};
+    const auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    return {median(total), median(exposed)};
 }
 
 void report_phases(benchmark::State& st, const double* phase) {
@@ -150,6 +159,25 @@ void BM_ForwardChunked(benchmark::State& st) {
     st.counters["exposed_exchange_4chunks_ms"] = four.second * 1e3;
     st.counters["hidden_fraction"] = 1.0 - four.second / one.second;
     st.counters["forward_1chunk_ms"] = one.first * 1e3;
+}
+
+void BM_TwoLevel(benchmark::State& st) {
+    // Every rank its own (fake) node: the flat exchange's inter-node bytes against the two-level one's.
+    setup& s = shared();
+    s.ep->set_topology(1, false);
+    const auto flat = forwards(s, 5);
+    const double flat_bytes = static_cast<double>(s.ep->last_stats().inter_node_bytes);
+    s.ep->set_topology(1, true);
+    double phase[5];
+    const auto two = forwards(s, 5, phase);
+    timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
+    report_phases(st, phase);
+    st.counters["inter_node_bytes_flat_rank0"] = flat_bytes;
+    st.counters["inter_node_bytes_two_level_rank0"] = static_cast<double>(s.ep->last_stats().inter_node_bytes);
+    st.counters["exposed_exchange_flat_ms"] = flat.second * 1e3;
+    st.counters["exposed_exchange_two_level_ms"] = two.second * 1e3;
+    st.counters["metadata_bytes_rank0"] = static_cast<double>(s.ep->last_stats().metadata_bytes);
+    s.ep->set_topology(1, false);
 }
 
 void BM_Exchange(benchmark::State& st) {
@@ -217,6 +245,7 @@ public:
 BENCHMARK(BM_Forward)->Name("BM_EP/forward")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ForwardAllgather)->Name("BM_EP/forward_allgather")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ForwardChunked)->Name("BM_EP/forward_chunked")->Iterations(10)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TwoLevel)->Name("BM_EP/forward_two_level")->Iterations(10)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Exchange)->Name("BM_EP/exchange")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Experts)->Name("BM_EP/experts")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Alltoall)->Name("BM_EP/alltoall")->Iterations(20)->UseManualTime()->Unit(benchmark::kMillisecond);

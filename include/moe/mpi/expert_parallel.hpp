@@ -571,7 +571,6 @@ public:
         stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = mine;
         last_ = std::move(g);
-        first_ = first;
     }
 
     /// Chooses the protocol: `automatic` (counts where it applies), or either one explicitly.
@@ -731,16 +730,33 @@ private:
             route_into<Arch>(loc, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
         }
         const double t_routed = MPI_Wtime();
-        // 2. This rank's first global token, and the global token count.
-        long long t_local = static_cast<long long>(T), first = 0, T_all = 0;
-        MPI_Exscan(&t_local, &first, 1, MPI_LONG_LONG, MPI_SUM, comm_);
-        if (rank_ == 0) first = 0;
-        MPI_Allreduce(&t_local, &T_all, 1, MPI_LONG_LONG, MPI_SUM, comm_);
-        stats_.metadata_bytes += 2 * sizeof(long long);
-        // 3. Capacity: global loads, then owners rank the slots of over-full experts.
-        if (opt_.capacity) capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(T_all));
+        // 2. Global loads per expert, routed slots, routed tokens and tokens: one allreduce.
+        load_.assign(E_ + 3, 0);
+        for (std::size_t t = 0; t < T; ++t) {
+            long long n = 0;
+            for (std::size_t s = 0; s < k; ++s)
+                if (loc.index(t, s) >= 0) {
+                    ++load_[static_cast<std::size_t>(loc.index(t, s))];
+                    ++n;
+                }
+            load_[E_] += n;
+            load_[E_ + 1] += n > 0;
+        }
+        load_[E_ + 2] = static_cast<long long>(T);
+        MPI_Allreduce(MPI_IN_PLACE, load_.data(), static_cast<int>(E_ + 3), MPI_LONG_LONG, MPI_SUM, comm_);
+        stats_.metadata_bytes += (E_ + 3) * sizeof(long long);
+        kept_.assign(load_.begin(), load_.begin() + static_cast<std::ptrdiff_t>(E_));
+        // 3. Capacity: owners rank the slots of over-full experts (global token order: this
+        //    rank's first token from an exscan).
+        if (opt_.capacity) {
+            long long t_local = static_cast<long long>(T), first = 0;
+            MPI_Exscan(&t_local, &first, 1, MPI_LONG_LONG, MPI_SUM, comm_);
+            if (rank_ == 0) first = 0;
+            stats_.metadata_bytes += sizeof(long long);
+            capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(load_[E_ + 2]));
+        }
         if (hierarchical_) {
-            forward_hierarchical(y, x, loc, t_start, t_routed, static_cast<std::size_t>(first), exec);
+            forward_hierarchical(y, x, loc, t_start, t_routed, exec);
             return;
         }
         // 4. Kept slots in (chunk, owner, expert, token) order: a counting sort by the bucket
@@ -908,7 +924,7 @@ private:
                 if (!node_of_.empty() && node_of_[r] != node_of_[self]) stats_.inter_node_bytes += moved * H_ * sizeof(float);
             }
         // 6. The weighted sum in slot order, as the single-process layer.
-        finish_counts(y, loc, n_send, n_recv + static_cast<std::size_t>(stats_.send_rows[self]), static_cast<std::size_t>(first), exec);
+        finish_counts(y, loc, n_send, exec);
         stats_.route_s = t_routed - t_start;
         stats_.dispatch_s = t_dispatched - t_routed - experts_before;  // less the own rows' experts, which ran meanwhile
         stats_.experts_s = experts;
@@ -921,7 +937,7 @@ private:
     /// the weighted sum runs in slot order as in the single-process layer.
     template <class Executor>
     void forward_hierarchical(matrix_view<float> y, matrix_view<const float> x, routing<float>& loc, double t_start, double t_routed,
-                              std::size_t first, Executor&& exec) {
+                              Executor&& exec) {
         const std::size_t T = x.rows, k = loc.top_k, R = static_cast<std::size_t>(size_), N = nodes_, G = node_size_;
         const std::size_t me = static_cast<std::size_t>(rank_), my_node = node_of_[me], my_l = local_of_[me];
         const std::size_t rec1 = k + 1, rec2 = k + 2;  // records: {t, experts} to relays, {source, t, experts} to owners
@@ -1172,7 +1188,7 @@ private:
             }
         stats_.bytes_on_wire = (cross_rows + node_rows) * row_b;
         pool_.release();
-        finish_counts(y, loc, n_send, rows, first, exec);
+        finish_counts(y, loc, n_send, exec);
         stats_.route_s = t_routed - t_start;
         stats_.dispatch_s = t_dispatched - t_routed;
         stats_.experts_s = t_computed - t_dispatched;
@@ -1180,11 +1196,11 @@ private:
     }
 
     /// Both exchanges' end: the weighted sum in slot order (outputs in back_ in send_slot_
-    /// order), the rows each rank computed, the routing kept for last_local_routing().
+    /// order), the rows each rank computed (its experts' kept loads), the routing kept for
+    /// last_local_routing().
     template <class Executor>
-    void finish_counts(matrix_view<float> y, routing<float>& loc, std::size_t n_send, std::size_t computed_rows, std::size_t first,
-                       Executor&& exec) {
-        const std::size_t T = loc.num_tokens, k = loc.top_k, R = static_cast<std::size_t>(size_);
+    void finish_counts(matrix_view<float> y, routing<float>& loc, std::size_t n_send, Executor&& exec) {
+        const std::size_t T = loc.num_tokens, k = loc.top_k;
         const double t0 = MPI_Wtime();
         dispatch_plan cp;
         cp.num_tokens = T;
@@ -1195,14 +1211,11 @@ private:
         for (std::size_t i = 0; i < n_send; ++i) cp.slot_row[static_cast<std::size_t>(send_slot_[i])] = static_cast<std::int32_t>(i);
         combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
         stats_.combine_s = MPI_Wtime() - t0;
-        unsigned long long computed = computed_rows;
-        std::vector<unsigned long long> all(R);
-        MPI_Allgather(&computed, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
-        stats_.rank_rows.assign(all.begin(), all.end());
+        stats_.rank_rows.assign(static_cast<std::size_t>(size_), 0);
+        for (std::size_t e = 0; e < E_; ++e) stats_.rank_rows[static_cast<std::size_t>(owner_[e])] += static_cast<std::size_t>(kept_[e]);
         stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = std::move(loc);
         last_ = routing<float>{};
-        first_ = first;
     }
 
     /// MPI_Alltoallv of `per` ints per item, counts and offsets in items.
@@ -1224,19 +1237,7 @@ private:
     void capacity_by_owners(routing<float>& loc, std::size_t first, std::size_t T_all) {
         const std::size_t T = loc.num_tokens, k = loc.top_k, R = static_cast<std::size_t>(size_);
         const drop_config& cfg = opt_.drop;
-        std::vector<long long> load(E_ + 2, 0);  // per expert, then routed slots and routed tokens
-        for (std::size_t t = 0; t < T; ++t) {
-            std::size_t n = 0;
-            for (std::size_t s = 0; s < k; ++s)
-                if (loc.index(t, s) >= 0) {
-                    ++load[static_cast<std::size_t>(loc.index(t, s))];
-                    ++n;
-                }
-            load[E_] += static_cast<long long>(n);
-            load[E_ + 1] += n > 0;
-        }
-        MPI_Allreduce(MPI_IN_PLACE, load.data(), static_cast<int>(E_ + 2), MPI_LONG_LONG, MPI_SUM, comm_);
-        stats_.metadata_bytes += (E_ + 2) * sizeof(long long);
+        const std::vector<long long>& load = load_;  // global: per expert, routed slots, routed tokens
         std::size_t max_load = 0;
         for (std::size_t e = 0; e < E_; ++e) max_load = std::max(max_load, static_cast<std::size_t>(load[e]));
         const std::size_t routed = static_cast<std::size_t>(load[E_]), routed_tokens = static_cast<std::size_t>(load[E_ + 1]);
@@ -1254,6 +1255,7 @@ private:
         if (capacity == 0 && max_load > 0)
             MOE_THROW("moe.capacity.zero", "capacity is 0 for every expert (", to_string(cfg.capacity.formula), ", factor ",
                       cfg.capacity.factor, ", ", T_all, " tokens, ", E_, " experts, k=", k, "): every slot would be dropped");
+        for (std::size_t e = 0; e < E_; ++e) kept_[e] = std::min<long long>(load[e], static_cast<long long>(cap[e]));
         // Ranking records of the slots of over-full experts, to the experts' owners.
         std::vector<std::vector<rank_record>> out(R);
         for (std::size_t t = 0; t < T; ++t) {
@@ -1437,7 +1439,7 @@ private:
     ep_stats stats_;
     ep_protocol protocol_ = ep_protocol::automatic;
     routing<float> last_, local_;
-    std::size_t first_ = 0;
+    std::vector<long long> load_, kept_;  ///< counts protocol: global loads (+ slots, tokens, T); kept rows per expert
 };
 
 }  // namespace moe::mpi
