@@ -2,6 +2,7 @@
 //
 //   mpirun -np 4 expert-parallel                      # 256 tokens per rank, H 1024, F 1024, 8 experts
 //   mpirun -np 4 expert-parallel --tokens 1024 --skew zipf:1.0
+//   mpirun -np 4 expert-parallel --ranks-per-node 2   # fake nodes of 2 ranks: flat vs two-level exchange
 //   mpirun -np 2 expert-parallel --model-cost         # the exchange's cost model, checked and extrapolated
 //   mpirun -np 2 expert-parallel --model-cost --latency-us 3 --bandwidth-gbs 40   # a network's figures
 //
@@ -98,6 +99,7 @@ int main(int argc, char** argv) {
     std::string skew = "zipf:0.8";
     bool cost = false;
     double latency_us = 0, bandwidth_gbs = 0;
+    int ranks_per_node = -1;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--model-cost") {
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
         else if (a == "--experts") E = n;
         else if (a == "--top-k") k = n;
         else if (a == "--skew") skew = v;
+        else if (a == "--ranks-per-node") ranks_per_node = static_cast<int>(n);
         else if (a == "--latency-us") latency_us = std::strtod(v.c_str(), nullptr);
         else if (a == "--bandwidth-gbs") bandwidth_gbs = std::strtod(v.c_str(), nullptr);
         else {
@@ -185,6 +188,30 @@ int main(int argc, char** argv) {
                     std::printf("  %4d  %6llu  %11zu  %9llu  %13llu  %17llu\n", r, a[0], st.rank_rows[static_cast<std::size_t>(r)], a[1],
                                 a[2], a[3]);
                 }
+            }
+        }
+        if (ranks_per_node >= 0) {
+            // Nodes: the flat exchange against the two-level one (dropless, counts protocol).
+            moe::layer_options o;
+            o.router = moe::presets::mixtral(k);
+            moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(router.data(), E, H), w1.data(),
+                                                                         w3.data(), w2.data(), F, pl, o);
+            if (rank == 0)
+                std::printf("\n== nodes of %s ranks (dropless): bytes that crossed nodes, all ranks\n",
+                            ranks_per_node ? std::to_string(ranks_per_node).c_str() : "shared-memory");
+            for (bool two_level : {false, true}) {
+                ep.set_topology(ranks_per_node, two_level);
+                ep.forward(y.view(), x);  // warm-up
+                MPI_Barrier(MPI_COMM_WORLD);
+                const double t0 = MPI_Wtime();
+                ep.forward(y.view(), x);
+                double dt = MPI_Wtime() - t0;
+                MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+                unsigned long long v[2] = {ep.last_stats().inter_node_bytes, ep.last_stats().metadata_bytes};
+                MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+                if (rank == 0)
+                    std::printf("  %-9s  %12llu bytes across nodes, %8llu metadata bytes, forward %.2f ms\n", two_level ? "two-level" : "flat", v[0],
+                                v[1], dt * 1e3);
             }
         }
     } catch (const moe::error& e) {
