@@ -20,6 +20,11 @@
 /// not O(global tokens). Reroute, fill-in, placement-aware reroute and replicas need other
 /// experts' room or the global order, and use `allgather`.
 ///
+/// Under `counts`, rows move as MPI datatypes over x's rows and the experts' outputs (no packing
+/// copies; a rank's own rows do not move at all), optionally in chunks pipelined with the
+/// experts (`set_chunks`) and in two levels across nodes (`set_topology`). See
+/// docs/expert_parallel.md for the protocols, the measurements and mpi/cost_model.hpp.
+///
 /// Replicas: with a `replica_placement` (placement.hpp, e.g. EPLB's), a logical expert lives on
 /// several ranks; after the capacity stage (over logical experts, as one process decides it)
 /// each routed slot goes to one replica by the chosen `replica_policy`, computed identically on
@@ -32,7 +37,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
