@@ -165,23 +165,51 @@ void run_replica_case(const std::string& name, const weights& w, const moe::matr
     single.forward(y_ref.view(), x_all);
     moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
                                                                  w.w3.data(), w.w2.data(), F, rp, 0, policy, o);
-    moe::matrix<float> x(T, H), y(T, H, -1.0f);
+    // Round-robin replicas without reroute ride on the counts protocol (flat, chunked, two-level);
+    // least-loaded replicas and reroute need the global order and must refuse it.
+    const bool counts_ok = policy == moe::replica_policy::round_robin && !(o.capacity && o.drop.reroute);
+    std::string err;
+    try {
+        ep.set_protocol(moe::mpi::ep_protocol::counts);
+    } catch (const moe::error& e) {
+        err = e.id();
+    }
+    check(err == (counts_ok ? "" : "moe.mpi.protocol"), name + ": counts protocol " + (counts_ok ? "refused" : "accepted"));
+    struct run {
+        moe::mpi::ep_protocol protocol;
+        std::size_t chunks;
+        int ranks_per_node;
+    };
+    std::vector<run> runs = {{moe::mpi::ep_protocol::allgather, 1, -1}};
+    if (counts_ok) runs.insert(runs.end(), {{moe::mpi::ep_protocol::counts, 1, -1}, {moe::mpi::ep_protocol::counts, 3, -1}, {moe::mpi::ep_protocol::counts, 1, 1}});
+    moe::matrix<float> x(T, H);
     if (T) std::memcpy(x.values.data(), x_all.row(first), T * H * sizeof(float));
-    ep.forward(y.view(), x, moe::serial_executor{});
-    check(T == 0 || std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0,
-          name + ": output differs from the single-process layer");
-    check(ep.last_global_routing().indices == single.last_routing().indices, name + ": global routing differs");
-    // This rank holds the replicas the placement gives it, and the rows add up.
+    for (const auto& [protocol, chunks, rpn] : runs) {
+        const std::string tag = name + (protocol == moe::mpi::ep_protocol::counts ? " [counts, " + std::to_string(chunks) + " chunks" +
+                                                                                        (rpn >= 0 ? ", two-level]" : "]")
+                                                                                  : std::string(" [allgather]"));
+        ep.set_protocol(protocol);
+        ep.set_chunks(chunks);
+        if (rpn >= 0) ep.set_topology(rpn);
+        moe::matrix<float> y(T, H, -1.0f);
+        ep.forward(y.view(), x, moe::serial_executor{});
+        check(T == 0 || std::memcmp(y.values.data(), y_ref.row(first), T * H * sizeof(float)) == 0, tag + ": output differs from the single-process layer");
+        if (protocol == moe::mpi::ep_protocol::allgather)
+            check(ep.last_global_routing().indices == single.last_routing().indices, tag + ": global routing differs");
+        const auto& loc = ep.last_local_routing();
+        const auto& ref = single.last_routing();
+        check(std::equal(loc.indices.begin(), loc.indices.end(), ref.indices.begin() + static_cast<std::ptrdiff_t>(first * ref.top_k)),
+              tag + ": local routing differs from the single-process slice");
+        std::size_t rows = 0, routed = 0;
+        for (auto v : ep.last_stats().rank_rows) rows += v;
+        for (auto i : ref.indices) routed += i >= 0;
+        check(rows == routed, tag + ": rank rows do not add up to the routed slots");
+        if (rank == 0) std::printf("%-48s max/mean rank load %.3f, rank 0 sent %zu rows\n", tag.c_str(), ep.last_stats().max_over_mean, ep.last_stats().rows_sent);
+    }
+    // This rank holds the replicas the placement gives it.
     std::size_t mine = 0;
     for (std::size_t q = 0; q < rp.num_physical; ++q) mine += rp.device_of(q) == rank;
     check(ep.local_experts().size() == mine, name + ": local replicas");
-    std::size_t rows = 0, routed = 0;
-    for (auto v : ep.last_stats().rank_rows) rows += v;
-    for (auto i : single.last_routing().indices) routed += i >= 0;
-    check(rows == routed, name + ": rank rows do not add up to the routed slots");
-    if (rank == 0)
-        std::printf("%-28s max/mean rank load %.3f, rank 0 sent %zu rows\n", name.c_str(), ep.last_stats().max_over_mean,
-                    ep.last_stats().rows_sent);
 }
 
 }  // namespace
@@ -243,6 +271,7 @@ int main(int argc, char** argv) {
             const auto rp = moe::rebalance_experts(moe::matrix_view<const float>(lf.data(), 1, E), (E / static_cast<std::size_t>(size) + 1) * static_cast<std::size_t>(size), 1, 1,
                                                    static_cast<std::size_t>(size));
             run_replica_case("replicas, round robin", w, x_all, rp, moe::replica_policy::round_robin, {});
+            run_replica_case("replicas, round robin, drop", w, x_all, rp, moe::replica_policy::round_robin, drop);
             run_replica_case("replicas, least loaded, drop", w, x_all, rp, moe::replica_policy::least_loaded, drop);
             run_replica_case("replicas, reroute", w, x_all, rp, moe::replica_policy::round_robin, reroute);
             // A placement for another number of ranks fails on every rank.

@@ -17,8 +17,8 @@
 /// a small ranking record (policy key, global slot index) to the expert's owner, which keeps its
 /// C best exactly as one process would rank them and returns a keep flag per record; then the
 /// kept rows travel with per-(rank, expert) counts. Metadata per rank is O(local tokens x k + E),
-/// not O(global tokens). Reroute, fill-in, placement-aware reroute and replicas need other
-/// experts' room or the global order, and use `allgather`.
+/// not O(global tokens). Reroute, fill-in, placement-aware reroute and least-loaded replicas
+/// need other experts' room or the global order, and use `allgather`.
 ///
 /// Under `counts`, rows move as MPI datatypes over x's rows and the experts' outputs (no packing
 /// copies; a rank's own rows do not move at all), optionally in chunks pipelined with the
@@ -581,8 +581,8 @@ public:
     /// Throws [moe.mpi.protocol] for `counts` with options it cannot serve.
     void set_protocol(ep_protocol p) {
         if (p == ep_protocol::counts && !counts_supported())
-            MOE_THROW("moe.mpi.protocol", "the counts protocol serves dropless and drop-only capacity without replicas; reroute, fill-in, "
-                                          "placement-aware reroute and replica placements use allgather");
+            MOE_THROW("moe.mpi.protocol", "the counts protocol serves dropless and drop-only capacity, with round-robin replicas; reroute, "
+                                          "fill-in, placement-aware reroute and least-loaded replicas use allgather");
         protocol_ = p;
     }
     [[nodiscard]] ep_protocol protocol() const noexcept { return protocol_; }
@@ -707,7 +707,8 @@ private:
     }
 
     [[nodiscard]] bool counts_supported() const noexcept {
-        return !replicated_ && !placement_aware_ && !(opt_.capacity && (opt_.drop.reroute || opt_.fill_in));
+        return !(replicated_ && replica_policy_ != replica_policy::round_robin) && !placement_aware_ &&
+               !(opt_.capacity && (opt_.drop.reroute || opt_.fill_in));
     }
 
     /// One slot's ranking record for its expert's owner: a desc, then b desc, then c asc, as
@@ -752,12 +753,25 @@ private:
         kept_.assign(load_.begin(), load_.begin() + static_cast<std::ptrdiff_t>(E_));
         // 3. Capacity: owners rank the slots of over-full experts (global token order: this
         //    rank's first token from an exscan).
-        if (opt_.capacity) {
-            long long t_local = static_cast<long long>(T), first = 0;
+        long long first = 0;
+        if (opt_.capacity || replicated_) {
+            const long long t_local = static_cast<long long>(T);
             MPI_Exscan(&t_local, &first, 1, MPI_LONG_LONG, MPI_SUM, comm_);
             if (rank_ == 0) first = 0;
             stats_.metadata_bytes += sizeof(long long);
-            capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(load_[E_ + 2]));
+        }
+        if (opt_.capacity) capacity_by_owners(loc, static_cast<std::size_t>(first), static_cast<std::size_t>(load_[E_ + 2]));
+        // Each kept slot's plan expert: the logical expert, or with replicas its replica
+        // (global token index modulo the replicas, as to_physical's round robin).
+        phys_.resize(T * k);
+        for (std::size_t i = 0; i < T * k; ++i) {
+            const std::int32_t e = loc.indices[i];
+            if (e < 0 || !replicated_) {
+                phys_[i] = e;
+                continue;
+            }
+            const auto n = static_cast<std::size_t>(replicas_.replicas(replica_layer_, static_cast<std::size_t>(e)));
+            phys_[i] = replicas_.physical(replica_layer_, static_cast<std::size_t>(e), (static_cast<std::size_t>(first) + i / k) % n);
         }
         if (hierarchical_) {
             forward_hierarchical(y, x, loc, t_start, t_routed, exec);
@@ -766,26 +780,26 @@ private:
         // 4. Kept slots in (chunk, owner, expert, token) order: a counting sort by the bucket
         //    chunk * E + epos_[e] (experts ordered by owner, then index). This order is the
         //    send order and, on the way back, the order the outputs arrive in.
-        const std::size_t R = static_cast<std::size_t>(size_), L = local_experts_.size(), C = chunks_, NB = C * E_;
+        const std::size_t R = static_cast<std::size_t>(size_), L = local_experts_.size(), C = chunks_, NB = C * P_;
         const auto chunk_begin = [&](std::size_t c) { return c * T / C; };
         bucket_.assign(NB + 1, 0);
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
-                if (loc.indices[i] >= 0) ++bucket_[c * E_ + epos_[static_cast<std::size_t>(loc.indices[i])] + 1];
+                if (phys_[i] >= 0) ++bucket_[c * P_ + epos_[static_cast<std::size_t>(phys_[i])] + 1];
         for (std::size_t b = 0; b < NB; ++b) bucket_[b + 1] += bucket_[b];
         const std::size_t n_send = bucket_[NB];
         send_slot_.resize(n_send);
         cursor_.assign(bucket_.begin(), bucket_.end() - 1);
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
-                if (loc.indices[i] >= 0) send_slot_[cursor_[c * E_ + epos_[static_cast<std::size_t>(loc.indices[i])]]++] = static_cast<std::int32_t>(i);
+                if (phys_[i] >= 0) send_slot_[cursor_[c * P_ + epos_[static_cast<std::size_t>(phys_[i])]]++] = static_cast<std::int32_t>(i);
         // Per-(chunk, expert) counts to each owner: C x (its experts) ints, (chunk, expert) order.
         cnt_send_.clear();
         std::vector<int> cnt_sc(R), cnt_sd(R + 1, 0), cnt_rc(R), cnt_rd(R + 1, 0);
         for (std::size_t q = 0; q < R; ++q) {
             for (std::size_t c = 0; c < C; ++c)
                 for (std::size_t j = ebeg_[q]; j < ebeg_[q + 1]; ++j)
-                    cnt_send_.push_back(static_cast<int>(bucket_[c * E_ + j + 1] - bucket_[c * E_ + j]));
+                    cnt_send_.push_back(static_cast<int>(bucket_[c * P_ + j + 1] - bucket_[c * P_ + j]));
             cnt_sc[q] = static_cast<int>(C * (ebeg_[q + 1] - ebeg_[q]));
             cnt_sd[q + 1] = cnt_sd[q] + cnt_sc[q];
             cnt_rc[q] = static_cast<int>(C * L);
@@ -802,8 +816,8 @@ private:
         std::size_t n_recv = 0;
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t p = 0; p < R; ++p) {
-                ex_.send_rows[c * R + p] = static_cast<int>(bucket_[c * E_ + ebeg_[p + 1]] - bucket_[c * E_ + ebeg_[p]]);
-                ex_.send_off[c * R + p] = bucket_[c * E_ + ebeg_[p]];
+                ex_.send_rows[c * R + p] = static_cast<int>(bucket_[c * P_ + ebeg_[p + 1]] - bucket_[c * P_ + ebeg_[p]]);
+                ex_.send_off[c * R + p] = bucket_[c * P_ + ebeg_[p]];
                 int rows = 0;
                 for (std::size_t i = 0; i < L && p != self; ++i) rows += cnt(p, c, i);
                 ex_.recv_rows[c * R + p] = rows;  // this rank's own rows are not received: see below
@@ -829,7 +843,7 @@ private:
             sp.offsets.assign(L + 1, 0);
             sp.counts.assign(L, 0);
             for (std::size_t i = 0; i < L; ++i) {
-                const std::size_t b = c * E_ + epos_[local_experts_[i]];
+                const std::size_t b = c * P_ + epos_[local_experts_[i]];
                 for (std::size_t j = bucket_[b]; j < bucket_[b + 1]; ++j) {
                     sp.row_token.push_back(static_cast<std::int32_t>(static_cast<std::size_t>(send_slot_[j]) / k));
                     sp.row_slot.push_back(0);
@@ -928,7 +942,7 @@ private:
                 if (!node_of_.empty() && node_of_[r] != node_of_[self]) stats_.inter_node_bytes += moved * H_ * sizeof(float);
             }
         // 6. The weighted sum in slot order, as the single-process layer.
-        finish_counts(y, loc, n_send, exec);
+        finish_counts(y, loc, n_send, n_recv + static_cast<std::size_t>(stats_.send_rows[self]), exec);
         stats_.route_s = t_routed - t_start;
         stats_.dispatch_s = t_dispatched - t_routed - experts_before;  // less the own rows' experts, which ran meanwhile
         stats_.experts_s = experts;
@@ -946,27 +960,28 @@ private:
         const std::size_t me = static_cast<std::size_t>(rank_), my_node = node_of_[me], my_l = local_of_[me];
         const std::size_t rec1 = k + 1, rec2 = k + 2;  // records: {t, experts} to relays, {source, t, experts} to owners
         pool_.reset(H_);
+        const auto ph = [&](std::size_t t, std::size_t s) { return phys_[t * k + s]; };  // plan (physical) expert of a slot
         const auto node_of_expert = [&](std::int32_t e) { return node_of_[static_cast<std::size_t>(owner_[static_cast<std::size_t>(e)])]; };
         // 1. This rank's slots in (node, local rank, expert, token) order: the order outputs come back in.
-        bucket_.assign(E_ + 1, 0);
+        bucket_.assign(P_ + 1, 0);
         for (std::size_t i = 0; i < T * k; ++i)
-            if (loc.indices[i] >= 0) ++bucket_[hpos_[static_cast<std::size_t>(loc.indices[i])] + 1];
-        for (std::size_t b = 0; b < E_; ++b) bucket_[b + 1] += bucket_[b];
-        const std::size_t n_send = bucket_[E_];
+            if (phys_[i] >= 0) ++bucket_[hpos_[static_cast<std::size_t>(phys_[i])] + 1];
+        for (std::size_t b = 0; b < P_; ++b) bucket_[b + 1] += bucket_[b];
+        const std::size_t n_send = bucket_[P_];
         send_slot_.resize(n_send);
         cursor_.assign(bucket_.begin(), bucket_.end() - 1);
         for (std::size_t i = 0; i < T * k; ++i)
-            if (loc.indices[i] >= 0) send_slot_[cursor_[hpos_[static_cast<std::size_t>(loc.indices[i])]]++] = static_cast<std::int32_t>(i);
+            if (phys_[i] >= 0) send_slot_[cursor_[hpos_[static_cast<std::size_t>(phys_[i])]]++] = static_cast<std::int32_t>(i);
         // 2. Across nodes: each token once per node that holds any of its experts, with a record
         //    of which of its experts are there (-1 elsewhere).
         std::vector<int> c1(N, 0), r1(N);
         std::vector<std::size_t> o1(N + 1, 0);
         const auto token_nodes = [&](std::size_t t, auto&& f) {  // each distinct node of t's slots once
             for (std::size_t s = 0; s < k; ++s) {
-                const std::int32_t e = loc.index(t, s);
+                const std::int32_t e = ph(t, s);
                 if (e < 0) continue;
                 bool seen = false;
-                for (std::size_t u = 0; u < s && !seen; ++u) seen = loc.index(t, u) >= 0 && node_of_expert(loc.index(t, u)) == node_of_expert(e);
+                for (std::size_t u = 0; u < s && !seen; ++u) seen = ph(t, u) >= 0 && node_of_expert(ph(t, u)) == node_of_expert(e);
                 if (!seen) f(node_of_expert(e));
             }
         };
@@ -981,7 +996,7 @@ private:
                     tok1[j] = static_cast<std::int32_t>(t);
                     rec_s1[j * rec1] = static_cast<std::int32_t>(t);
                     for (std::size_t s = 0; s < k; ++s)
-                        if (loc.index(t, s) >= 0 && node_of_expert(loc.index(t, s)) == n) rec_s1[j * rec1 + 1 + s] = loc.index(t, s);
+                        if (ph(t, s) >= 0 && node_of_expert(ph(t, s)) == n) rec_s1[j * rec1 + 1 + s] = ph(t, s);
                 });
         }
         MPI_Alltoall(c1.data(), 1, MPI_INT, r1.data(), 1, MPI_INT, cross_.comm);
@@ -1192,7 +1207,7 @@ private:
             }
         stats_.bytes_on_wire = (cross_rows + node_rows) * row_b;
         pool_.release();
-        finish_counts(y, loc, n_send, exec);
+        finish_counts(y, loc, n_send, rows, exec);
         stats_.route_s = t_routed - t_start;
         stats_.dispatch_s = t_dispatched - t_routed;
         stats_.experts_s = t_computed - t_dispatched;
@@ -1203,7 +1218,7 @@ private:
     /// order), the rows each rank computed (its experts' kept loads), the routing kept for
     /// last_local_routing().
     template <class Executor>
-    void finish_counts(matrix_view<float> y, routing<float>& loc, std::size_t n_send, Executor&& exec) {
+    void finish_counts(matrix_view<float> y, routing<float>& loc, std::size_t n_send, std::size_t computed_rows, Executor&& exec) {
         const std::size_t T = loc.num_tokens, k = loc.top_k;
         const double t0 = MPI_Wtime();
         dispatch_plan cp;
@@ -1216,7 +1231,14 @@ private:
         combine<Arch>(y, matrix_view<const float>(back_.data(), n_send, H_), cp, loc, exec);
         stats_.combine_s = MPI_Wtime() - t0;
         stats_.rank_rows.assign(static_cast<std::size_t>(size_), 0);
-        for (std::size_t e = 0; e < E_; ++e) stats_.rank_rows[static_cast<std::size_t>(owner_[e])] += static_cast<std::size_t>(kept_[e]);
+        if (replicated_) {  // a replica's rows depend on other ranks' tokens: gather them
+            unsigned long long mine = computed_rows;
+            std::vector<unsigned long long> all(static_cast<std::size_t>(size_));
+            MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_);
+            stats_.rank_rows.assign(all.begin(), all.end());
+        } else {
+            for (std::size_t e = 0; e < E_; ++e) stats_.rank_rows[static_cast<std::size_t>(owner_[e])] += static_cast<std::size_t>(kept_[e]);
+        }
         stats_.max_over_mean = rank_balance(stats_.rank_rows);
         local_ = std::move(loc);
         last_ = routing<float>{};
@@ -1286,7 +1308,7 @@ private:
                         rec.c = static_cast<long long>(first + t);
                         break;
                 }
-                out[static_cast<std::size_t>(owner_[static_cast<std::size_t>(e)])].push_back(rec);
+                out[static_cast<std::size_t>(ranker_[static_cast<std::size_t>(e)])].push_back(rec);
             }
         }
         std::vector<int> sc(R), sd(R + 1, 0), rc(R), rd(R + 1, 0);
@@ -1357,6 +1379,9 @@ private:
         gate_ = pack_gate<Arch>(router_w);
         for (std::size_t q = 0; q < P_; ++q)
             if (owner_[q] == rank_) local_experts_.push_back(q);
+        ranker_.resize(E_);
+        for (std::size_t e = 0; e < E_; ++e)
+            ranker_[e] = replicated_ ? owner_[static_cast<std::size_t>(replicas_.physical(replica_layer_, e, 0))] : owner_[e];
         ebeg_.assign(static_cast<std::size_t>(size_) + 1, 0);
         for (std::size_t q = 0; q < P_; ++q) ++ebeg_[static_cast<std::size_t>(owner_[q]) + 1];
         for (std::size_t r = 0; r < static_cast<std::size_t>(size_); ++r) ebeg_[r + 1] += ebeg_[r];
@@ -1443,6 +1468,8 @@ private:
     ep_stats stats_;
     ep_protocol protocol_ = ep_protocol::automatic;
     routing<float> last_, local_;
+    std::vector<std::int32_t> phys_;    ///< counts protocol: each slot's plan expert (-1: none)
+    std::vector<std::int32_t> ranker_;  ///< logical expert -> the rank that ranks its slots under capacity (its first replica's)
     std::vector<long long> load_, kept_;  ///< counts protocol: global loads (+ slots, tokens, T); kept rows per expert
 };
 
