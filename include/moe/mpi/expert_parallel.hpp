@@ -586,10 +586,12 @@ public:
         protocol_ = p;
     }
     [[nodiscard]] ep_protocol protocol() const noexcept { return protocol_; }
-    /// Splits each forward of the counts protocol into `n` chunks of local tokens whose row
-    /// exchange is pipelined with the experts: chunk c + 1's rows travel (MPI_Ialltoallw) while
-    /// chunk c computes, and chunk c's outputs travel back while chunk c + 1 computes. The
-    /// results do not depend on `n`. Collective: every rank passes the same n (else every rank
+    /// Splits the row exchange of each forward of the counts protocol into `n` chunks pipelined
+    /// with the experts: chunk c + 1's rows travel (MPI_Ialltoallw) while chunk c computes, and
+    /// chunk c's outputs travel back while chunk c + 1 computes. A chunk is an equal part of
+    /// each owner's (local expert, token) sequence: with at least n experts per rank, whole
+    /// experts; with fewer, token ranges of them; an expert's weights are read about once
+    /// either way. The results do not depend on `n`. Collective: every rank passes the same n (else every rank
     /// throws [moe.mpi.chunks]). The allgather protocol ignores it.
     void set_chunks(std::size_t n) {
         long long v[2] = {static_cast<long long>(n), -static_cast<long long>(n)};
@@ -778,21 +780,28 @@ private:
             return;
         }
         // 4. Kept slots in (chunk, owner, expert, token) order: a counting sort by the bucket
-        //    chunk * E + epos_[e] (experts ordered by owner, then index). This order is the
-        //    send order and, on the way back, the order the outputs arrive in.
+        //    chunk * P + epos_[e] (experts ordered by owner, then index). This order is the
+        //    send order and, on the way back, the order the outputs arrive in. Chunks cut each
+        //    owner's (expert, token) sequence into equal parts, so that an expert's rows are
+        //    split at most at a chunk boundary: its weights are read about once per forward,
+        //    whatever the number of chunks (token chunks would read them once per chunk).
         const std::size_t R = static_cast<std::size_t>(size_), L = local_experts_.size(), C = chunks_, NB = C * P_;
-        const auto chunk_begin = [&](std::size_t c) { return c * T / C; };
+        const auto bucket_of = [&](std::size_t i) {
+            const auto e = static_cast<std::size_t>(phys_[i]);
+            const auto q = static_cast<std::size_t>(owner_[e]);
+            const std::size_t li = epos_[e] - ebeg_[q], nq = ebeg_[q + 1] - ebeg_[q];
+            const std::size_t c = static_cast<std::size_t>((static_cast<unsigned long long>(li) * T + i / k) * C / (static_cast<unsigned long long>(nq) * T));
+            return c * P_ + epos_[e];
+        };
         bucket_.assign(NB + 1, 0);
-        for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
-                if (phys_[i] >= 0) ++bucket_[c * P_ + epos_[static_cast<std::size_t>(phys_[i])] + 1];
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (phys_[i] >= 0) ++bucket_[bucket_of(i) + 1];
         for (std::size_t b = 0; b < NB; ++b) bucket_[b + 1] += bucket_[b];
         const std::size_t n_send = bucket_[NB];
         send_slot_.resize(n_send);
         cursor_.assign(bucket_.begin(), bucket_.end() - 1);
-        for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t i = chunk_begin(c) * k; i < chunk_begin(c + 1) * k; ++i)
-                if (phys_[i] >= 0) send_slot_[cursor_[c * P_ + epos_[static_cast<std::size_t>(phys_[i])]]++] = static_cast<std::int32_t>(i);
+        for (std::size_t i = 0; i < T * k; ++i)
+            if (phys_[i] >= 0) send_slot_[cursor_[bucket_of(i)]++] = static_cast<std::int32_t>(i);
         // Per-(chunk, expert) counts to each owner: C x (its experts) ints, (chunk, expert) order.
         cnt_send_.clear();
         std::vector<int> cnt_sc(R), cnt_sd(R + 1, 0), cnt_rc(R), cnt_rd(R + 1, 0);
