@@ -148,10 +148,10 @@ void forward_with(benchmark::State& st, moe::mpi::ep_protocol p) {
 
 void BM_ForwardChunked(benchmark::State& st) {
     setup& s = shared();
-    const auto one = forwards(s, 5);
+    const auto one = forwards(s, 15);
     s.ep->set_chunks(4);
     double phase[5];
-    const auto four = forwards(s, 5, phase);
+    const auto four = forwards(s, 15, phase);
     timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
     s.ep->set_chunks(1);
     report_phases(st, phase);
@@ -165,11 +165,11 @@ void BM_TwoLevel(benchmark::State& st) {
     // Every rank its own (fake) node: the flat exchange's inter-node bytes against the two-level one's.
     setup& s = shared();
     s.ep->set_topology(1, false);
-    const auto flat = forwards(s, 5);
+    const auto flat = forwards(s, 15);
     const double flat_bytes = static_cast<double>(s.ep->last_stats().inter_node_bytes);
     s.ep->set_topology(1, true);
     double phase[5];
-    const auto two = forwards(s, 5, phase);
+    const auto two = forwards(s, 15, phase);
     timed(st, [&] { s.ep->forward(s.y.view(), s.x); });
     report_phases(st, phase);
     st.counters["inter_node_bytes_flat_rank0"] = flat_bytes;
