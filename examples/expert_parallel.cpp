@@ -22,6 +22,17 @@
 
 namespace {
 
+/// One warm-up forward, then one timed: the slowest rank's seconds.
+double timed_forward(moe::mpi::expert_parallel_block<moe::default_arch, float>& ep, moe::matrix<float>& y, const moe::matrix<float>& x) {
+    ep.forward(y.view(), x);  // warm-up
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double t0 = MPI_Wtime();
+    ep.forward(y.view(), x);
+    double dt = MPI_Wtime() - t0;
+    MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return dt;
+}
+
 /// --model-cost: measures alpha and beta here, checks the model against forwards on this
 /// communicator, then predicts dispatch + combine for DeepSeek-V3 and Mixtral at 8..1024 ranks.
 void model_cost(int rank, int size, std::size_t H, std::size_t F, std::size_t E, std::size_t k, double latency_us, double bandwidth_gbs) {
@@ -168,12 +179,7 @@ int main(int argc, char** argv) {
             o.drop.reroute = p.reroute;
             moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(router.data(), E, H), w1.data(),
                                                                          w3.data(), w2.data(), F, pl, o, p.aware);
-            ep.forward(y.view(), x);  // warm-up
-            MPI_Barrier(MPI_COMM_WORLD);
-            const double t0 = MPI_Wtime();
-            ep.forward(y.view(), x);
-            double dt = MPI_Wtime() - t0;
-            MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            const double dt = timed_forward(ep, y, x);
             const auto& st = ep.last_stats();
             unsigned long long mine[4] = {T, st.rows_sent, st.rows_received, st.bytes_on_wire};
             std::vector<unsigned long long> all(4 * static_cast<std::size_t>(size));
@@ -201,12 +207,7 @@ int main(int argc, char** argv) {
                             ranks_per_node ? std::to_string(ranks_per_node).c_str() : "shared-memory");
             for (bool two_level : {false, true}) {
                 ep.set_topology(ranks_per_node, two_level);
-                ep.forward(y.view(), x);  // warm-up
-                MPI_Barrier(MPI_COMM_WORLD);
-                const double t0 = MPI_Wtime();
-                ep.forward(y.view(), x);
-                double dt = MPI_Wtime() - t0;
-                MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+                const double dt = timed_forward(ep, y, x);
                 unsigned long long v[2] = {ep.last_stats().inter_node_bytes, ep.last_stats().metadata_bytes};
                 MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
                 if (rank == 0)

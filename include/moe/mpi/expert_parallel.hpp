@@ -246,6 +246,10 @@ struct typed_alltoall {
     void run(const void* sbuf, void* rbuf, MPI_Comm comm) {
         MPI_Alltoallw(sbuf, sc.data(), zeros.data(), send.data(), rbuf, rc.data(), zeros.data(), recv.data(), comm);
     }
+    /// Non-blocking: the arrays must stay as they are until the request completes.
+    void start(const void* sbuf, void* rbuf, MPI_Comm comm, MPI_Request* req) {
+        MPI_Ialltoallw(sbuf, sc.data(), zeros.data(), send.data(), rbuf, rc.data(), zeros.data(), recv.data(), comm, req);
+    }
 };
 
 /// The row exchange of the counts protocol, in chunks. For each (chunk, peer): the rows sent and
@@ -280,56 +284,53 @@ public:
         ordered_ = ordered;
         back_ = back;
         pool_.reset(H);
-        const std::size_t n = C_ * R_;
-        for (auto* v : {&dsend_, &drecv_, &rsend_, &rrecv_}) v->assign(n, pool_.row());
-        for (auto* v : {&dsc_, &drc_}) v->assign(n, 0);
-        zeros_.assign(R_, 0);
+        out_.resize(C_);
+        ret_.resize(C_);
+        for (std::size_t c = 0; c < C_; ++c) {
+            out_[c].reset(R_, pool_.row());
+            ret_[c].reset(R_, pool_.row());
+        }
         std::vector<std::int32_t> tok;
         std::vector<std::size_t> first;
         std::vector<int> lens;
-        for (std::size_t i = 0; i < n; ++i) {
-            if (i % R_ == self) continue;  // this rank's own rows do not move (the caller computes them in place)
+        for (std::size_t i = 0; i < C_ * R_; ++i) {
+            const std::size_t c = i / R_, p = i % R_;
+            if (p == self) continue;  // this rank's own rows do not move (the caller computes them in place)
             if (send_rows[i] > 0) {
                 tok.resize(static_cast<std::size_t>(send_rows[i]));
                 for (std::size_t j = 0; j < tok.size(); ++j)
                     tok[j] = static_cast<std::int32_t>(static_cast<std::size_t>(send_slot[send_off[i] + j]) / k);
-                dsend_[i] = pool_.rows_at(tok.data(), tok.size(), x.stride);
-                rrecv_[i] = pool_.run(send_off[i], static_cast<std::size_t>(send_rows[i]));
-                dsc_[i] = 1;
+                out_[c].send[p] = pool_.rows_at(tok.data(), tok.size(), x.stride);
+                out_[c].sc[p] = 1;
+                ret_[c].recv[p] = pool_.run(send_off[i], static_cast<std::size_t>(send_rows[i]));
+                ret_[c].rc[p] = 1;
             }
             if (recv_rows[i] > 0) {
-                drecv_[i] = pool_.run(recv_off[i], static_cast<std::size_t>(recv_rows[i]));
+                out_[c].recv[p] = pool_.run(recv_off[i], static_cast<std::size_t>(recv_rows[i]));
+                out_[c].rc[p] = 1;
                 first.clear();
                 lens.clear();
                 for (const block& b : blocks[i]) {
                     first.push_back(b.row);
                     lens.push_back(b.rows);
                 }
-                rsend_[i] = pool_.runs(first, lens);
-                drc_[i] = 1;
+                ret_[c].send[p] = pool_.runs(first, lens);
+                ret_[c].sc[p] = 1;
             }
         }
         dreq_.assign(C_, MPI_REQUEST_NULL);
         rreq_.assign(C_, MPI_REQUEST_NULL);
     }
+    /// Chunk c's rows out / outputs back: blocking with one chunk (nothing to overlap with, and
+    /// the blocking collective is the faster one), else started and waited for later.
     void post_dispatch(std::size_t c, MPI_Comm comm) {
-        const std::size_t o = c * R_;
-        if (C_ == 1)  // nothing to overlap with: the blocking collective is the faster one
-            MPI_Alltoallw(xbase_, dsc_.data() + o, zeros_.data(), dsend_.data() + o, recv_, drc_.data() + o, zeros_.data(), drecv_.data() + o,
-                          comm);
-        else
-            MPI_Ialltoallw(xbase_, dsc_.data() + o, zeros_.data(), dsend_.data() + o, recv_, drc_.data() + o, zeros_.data(),
-                           drecv_.data() + o, comm, &dreq_[c]);
+        if (C_ == 1) out_[c].run(xbase_, recv_, comm);
+        else out_[c].start(xbase_, recv_, comm, &dreq_[c]);
     }
     void wait_dispatch(std::size_t c) { MPI_Wait(&dreq_[c], MPI_STATUS_IGNORE); }
     void post_return(std::size_t c, MPI_Comm comm) {
-        const std::size_t o = c * R_;
-        if (C_ == 1)
-            MPI_Alltoallw(ordered_, drc_.data() + o, zeros_.data(), rsend_.data() + o, back_, dsc_.data() + o, zeros_.data(), rrecv_.data() + o,
-                          comm);
-        else
-            MPI_Ialltoallw(ordered_, drc_.data() + o, zeros_.data(), rsend_.data() + o, back_, dsc_.data() + o, zeros_.data(),
-                           rrecv_.data() + o, comm, &rreq_[c]);
+        if (C_ == 1) ret_[c].run(ordered_, back_, comm);
+        else ret_[c].start(ordered_, back_, comm, &rreq_[c]);
     }
     /// Lets requests in flight advance (MPI progresses non-blocking collectives inside MPI calls).
     void progress() {
@@ -347,8 +348,7 @@ private:
     const float* xbase_ = nullptr;
     float *recv_ = nullptr, *ordered_ = nullptr, *back_ = nullptr;
     type_pool pool_;
-    std::vector<MPI_Datatype> dsend_, drecv_, rsend_, rrecv_;
-    std::vector<int> dsc_, drc_, zeros_;
+    std::vector<typed_alltoall> out_, ret_;  ///< per chunk: rows out, outputs back
     std::vector<MPI_Request> dreq_, rreq_;
 };
 
@@ -842,6 +842,7 @@ private:
         // straight into back_, where their outputs would have come back to.
         plans_.resize(C);
         self_plans_.resize(C);
+        std::vector<std::size_t> at;  // per source: the next row of its receive range
         ret_blocks_.assign(C * R, {});
         for (std::size_t c = 0; c < C; ++c) {
             dispatch_plan& sp = self_plans_[c];
@@ -870,15 +871,14 @@ private:
             lp.offsets.assign(L + 1, 0);
             lp.counts.assign(L, 0);
             const std::size_t base = ex_.recv_off[c * R];
+            at.assign(ex_.recv_off.begin() + static_cast<std::ptrdiff_t>(c * R), ex_.recv_off.begin() + static_cast<std::ptrdiff_t>((c + 1) * R));
             for (std::size_t i = 0; i < L; ++i) {
                 for (std::size_t p = 0; p < R; ++p) {
                     if (p == self) continue;
-                    std::size_t off = ex_.recv_off[c * R + p];
-                    for (std::size_t j = 0; j < i; ++j) off += static_cast<std::size_t>(cnt(p, c, j));
-                    const int n = cnt(p, c, i);
+                    const int n = cnt(p, c, i);  // source p's rows of expert i: next in its receive range
                     if (n > 0) ret_blocks_[c * R + p].push_back({base + lp.row_token.size(), n});
                     for (int r = 0; r < n; ++r) {
-                        lp.row_token.push_back(static_cast<std::int32_t>(off + static_cast<std::size_t>(r)));
+                        lp.row_token.push_back(static_cast<std::int32_t>(at[p]++));
                         lp.row_slot.push_back(0);
                     }
                 }
@@ -983,7 +983,7 @@ private:
             if (phys_[i] >= 0) send_slot_[cursor_[hpos_[static_cast<std::size_t>(phys_[i])]]++] = static_cast<std::int32_t>(i);
         // 2. Across nodes: each token once per node that holds any of its experts, with a record
         //    of which of its experts are there (-1 elsewhere).
-        std::vector<int> c1(N, 0), r1(N);
+        std::vector<int> c1(N, 0);
         std::vector<std::size_t> o1(N + 1, 0);
         const auto token_nodes = [&](std::size_t t, auto&& f) {  // each distinct node of t's slots once
             for (std::size_t s = 0; s < k; ++s) {
@@ -1008,29 +1008,14 @@ private:
                         if (ph(t, s) >= 0 && node_of_expert(ph(t, s)) == n) rec_s1[j * rec1 + 1 + s] = ph(t, s);
                 });
         }
-        MPI_Alltoall(c1.data(), 1, MPI_INT, r1.data(), 1, MPI_INT, cross_.comm);
-        std::vector<std::size_t> ro1(N + 1, 0);
-        for (std::size_t n = 0; n < N; ++n) ro1[n + 1] = ro1[n] + static_cast<std::size_t>(r1[n]);
-        const std::size_t n1 = ro1[N];
-        relay_.resize(n1 * H_);
-        std::vector<std::int32_t> rec_r1(n1 * rec1);
-        alltoallv_ints(rec_s1.data(), c1, o1, rec_r1.data(), r1, ro1, rec1, cross_.comm);
-        ta_.reset(N, pool_.row());
-        for (std::size_t n = 0; n < N; ++n) {
-            if (c1[n] > 0) {
-                ta_.send[n] = pool_.rows_at(tok1.data() + o1[n], static_cast<std::size_t>(c1[n]), x.stride);
-                ta_.sc[n] = 1;
-            }
-            if (r1[n] > 0) {
-                ta_.recv[n] = pool_.run(ro1[n], static_cast<std::size_t>(r1[n]));
-                ta_.rc[n] = 1;
-            }
-        }
-        ta_.run(x.data, relay_.data(), cross_.comm);
+        const relay_hop h1 = hop(cross_.comm, c1, o1, tok1, rec_s1, rec1, x.data, x.stride, relay_);
+        const std::vector<int>& r1 = h1.counts;
+        const std::vector<std::size_t>& ro1 = h1.offsets;
+        const std::vector<std::int32_t>& rec_r1 = h1.records;
         // 3. Inside the node: each relayed token to each rank of this node that owns one of its
         //    experts, with {source rank, token, its experts on that rank}.
         const auto rank_of = [&](std::size_t n, std::size_t l) { return static_cast<std::size_t>(rank_at_[n * G + l]); };
-        std::vector<int> c2(G, 0), r2(G), back_from(G * N, 0);  // back_from[g * N + n]: outputs g returns for node n's source
+        std::vector<int> c2(G, 0), back_from(G * N, 0);  // back_from[g * N + n]: outputs g returns for node n's source
         std::vector<std::size_t> o2(G + 1, 0);
         const auto token_ranks = [&](std::size_t j, auto&& f) {  // each distinct local rank of relayed row j's experts once
             const std::int32_t* r = rec_r1.data() + j * rec1 + 1;
@@ -1068,25 +1053,11 @@ private:
                                 rec_s2[i * rec2 + 2 + s] = r[1 + s];
                     });
         }
-        MPI_Alltoall(c2.data(), 1, MPI_INT, r2.data(), 1, MPI_INT, node_.comm);
-        std::vector<std::size_t> ro2(G + 1, 0);
-        for (std::size_t g = 0; g < G; ++g) ro2[g + 1] = ro2[g] + static_cast<std::size_t>(r2[g]);
+        const relay_hop h2 = hop(node_.comm, c2, o2, row2, rec_s2, rec2, relay_.data(), H_, recv_);
+        const std::vector<int>& r2 = h2.counts;
+        const std::vector<std::size_t>& ro2 = h2.offsets;
+        const std::vector<std::int32_t>& rec_r2 = h2.records;
         const std::size_t n2 = ro2[G];
-        recv_.resize(n2 * H_);
-        std::vector<std::int32_t> rec_r2(n2 * rec2);
-        alltoallv_ints(rec_s2.data(), c2, o2, rec_r2.data(), r2, ro2, rec2, node_.comm);
-        ta_.reset(G, pool_.row());
-        for (std::size_t g = 0; g < G; ++g) {
-            if (c2[g] > 0) {
-                ta_.send[g] = pool_.rows_at(row2.data() + o2[g], static_cast<std::size_t>(c2[g]), H_);
-                ta_.sc[g] = 1;
-            }
-            if (r2[g] > 0) {
-                ta_.recv[g] = pool_.run(ro2[g], static_cast<std::size_t>(r2[g]));
-                ta_.rc[g] = 1;
-            }
-        }
-        ta_.run(relay_.data(), recv_.data(), node_.comm);
         stats_.metadata_bytes += (N + G) * sizeof(int) + (o1[N] - static_cast<std::size_t>(c1[my_node])) * rec1 * 4 +
                                  (o2[G] - static_cast<std::size_t>(c2[my_l])) * rec2 * 4;
         // 4. The local experts: rows by (local expert, source rank, token). Rows of one source
@@ -1221,6 +1192,40 @@ private:
         stats_.dispatch_s = t_dispatched - t_routed;
         stats_.experts_s = t_computed - t_dispatched;
         stats_.return_s = t_returned - t_computed;
+    }
+
+    /// What one hop of the two-level exchange delivered: rows per peer, their offsets, records.
+    struct relay_hop {
+        std::vector<int> counts;
+        std::vector<std::size_t> offsets;
+        std::vector<std::int32_t> records;
+    };
+    /// One hop over `comm`: to each peer p, the c[p] rows of `src` listed in rows[o[p], o[p + 1])
+    /// (`stride` floats apart), each with `per` ints of `rec`; the rows arrive in `dst`, in peer order.
+    relay_hop hop(MPI_Comm comm, const std::vector<int>& c, const std::vector<std::size_t>& o, const std::vector<std::int32_t>& rows,
+                  const std::vector<std::int32_t>& rec, std::size_t per, const float* src, std::size_t stride, std::vector<float>& dst) {
+        const std::size_t n = c.size();
+        relay_hop h;
+        h.counts.resize(n);
+        MPI_Alltoall(c.data(), 1, MPI_INT, h.counts.data(), 1, MPI_INT, comm);
+        h.offsets.assign(n + 1, 0);
+        for (std::size_t p = 0; p < n; ++p) h.offsets[p + 1] = h.offsets[p] + static_cast<std::size_t>(h.counts[p]);
+        dst.resize(h.offsets[n] * H_);
+        h.records.resize(h.offsets[n] * per);
+        alltoallv_ints(rec.data(), c, o, h.records.data(), h.counts, h.offsets, per, comm);
+        ta_.reset(n, pool_.row());
+        for (std::size_t p = 0; p < n; ++p) {
+            if (c[p] > 0) {
+                ta_.send[p] = pool_.rows_at(rows.data() + o[p], static_cast<std::size_t>(c[p]), stride);
+                ta_.sc[p] = 1;
+            }
+            if (h.counts[p] > 0) {
+                ta_.recv[p] = pool_.run(h.offsets[p], static_cast<std::size_t>(h.counts[p]));
+                ta_.rc[p] = 1;
+            }
+        }
+        ta_.run(src, dst.data(), comm);
+        return h;
     }
 
     /// Both exchanges' end: the weighted sum in slot order (outputs in back_ in send_slot_
