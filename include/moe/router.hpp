@@ -344,7 +344,9 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
             top_k_desc<Arch>(key + g * S, S, m, midx, mval);
             C s = mval[0];
             for (std::size_t j = 1; j < m; ++j) s = s + mval[j];
-            gscore[g] = s;
+            // +inf and -inf keys sum to NaN: such a group ranks first, as torch.topk ranks NaN
+            // (taken as +inf, so it ties with a +inf group and the lower index wins).
+            gscore[g] = s != s ? std::numeric_limits<C>::infinity() : s;
         }
         top_k_desc<Arch>(gscore, G, cfg.group_top_k, gidx, gval);
         const C fill = cfg.mask == group_mask::zero ? C(0) : -std::numeric_limits<C>::infinity();
@@ -650,7 +652,10 @@ template <class Arch>
 
     if (cfg.grouped()) {
         const std::size_t G = cfg.num_groups, S = E / G, m = cfg.group_score_top_m, gk = cfg.group_top_k;
-        float* gscore = topi + E * W - G * W;  // top / topi are free until the final selection
+        // Group scores live in maskT: it is written only after the kept groups are chosen. (They
+        // once sat at the end of topi, which the per-group and group selections write: with one
+        // expert per group the two overlapped and expert 0's group scored its neighbour's index.)
+        float* gscore = maskT;
         for (std::size_t g = 0; g < G; ++g) {
             if (m == 0) {  // Megatron with k < group_topk: the sum of no scores
                 O::store(gscore + g * W, O::splat(0.0f));
@@ -659,7 +664,7 @@ template <class Arch>
             topk_lanes<Arch>(key + g * S * W, S, 1, m, top, topi);
             V sum = O::load(top);
             for (std::size_t j = 1; j < m; ++j) sum = sum + O::load(top + j * W);
-            O::store(gscore + g * W, sum);
+            O::store(gscore + g * W, xsimd::select(!(sum == sum), O::splat(std::numeric_limits<float>::infinity()), sum));
         }
         topk_lanes<Arch>(gscore, G, 1, gk, top, topi);
         const V fill = O::splat(cfg.mask == group_mask::zero ? 0.0f : -std::numeric_limits<float>::infinity());
