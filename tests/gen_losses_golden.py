@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden cases for moe's losses and selection policies, from torch statements of each peer:
   * load balancing: Megatron-Core switch_load_balancing_loss_func (+ compute_routing_scores_for_aux_loss:
-    softmax, or sigmoid / (sum + 1e-20)), sequence-level (per sequence, averaged), global batch
+    softmax, or sigmoid / (sum + 1e-20), or sqrt(softplus) / (sum + 1e-20)), sequence-level (per sequence, averaged), global batch
     (counts and P summed over micro-batches), HF Mixtral load_balancing_loss_func (with attention mask),
     DeepSpeed top2gating (first-choice counts), AdaMoE null experts (null counts replaced by their mean)
   * ST-MoE / Megatron z-loss, Tutel load_importance_loss
@@ -38,7 +38,7 @@ def topk_idx(x, k):
 def probs_for_loss(l, score):
     if score == "softmax":
         return torch.softmax(l, dim=-1)
-    s = torch.sigmoid(l)
+    s = torch.sigmoid(l) if score == "sigmoid" else torch.nn.functional.softplus(l).sqrt()
     return s / (s.sum(dim=-1, keepdim=True) + 1e-20)
 
 
@@ -241,6 +241,8 @@ def main():
     case_top_p("top_p_0.9_capped", 64, 16, 0.9, 2, 4)
     case_expert_choice("expert_choice_cf2", 32, 8, 2.0)
     case_expert_choice("expert_choice_cf1", 30, 4, 1.0)
+    # Appended last so that the cases above keep their random draws.
+    case_lbl("lbl_megatron_sqrtsoftplus", 48, 16, 4, "sqrtsoftplus", "megatron")
     with open(os.path.join(OUT, "cases.txt"), "w") as f:
         f.write("# name kind key=value... (written by tests/gen_losses_golden.py)\n")
         f.write("\n".join(lines) + "\n")

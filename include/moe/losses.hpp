@@ -44,7 +44,8 @@ enum class aux_loss_variant {
 /// Settings of the load-balancing losses.
 struct aux_loss_config {
     aux_loss_variant variant = aux_loss_variant::megatron;
-    /// softmax (P = full softmax) or sigmoid (P = sigmoid / (sum + 1e-20), Megatron).
+    /// softmax (P = full softmax), sigmoid (P = sigmoid / (sum + 1e-20)) or sqrtsoftplus
+    /// (P = sqrt(softplus) / (sum + 1e-20)), as Megatron's compute_routing_scores_for_aux_loss.
     score_function score = score_function::softmax;
     /// k of the Megatron normalisation; 0 = the mean routed slots of the tokens routed at all
     /// (the routing's top_k when every slot is used; the mean k under dynamic k).
@@ -56,8 +57,6 @@ struct aux_loss_config {
     std::size_t num_null_experts = 0;
 
     void validate(std::size_t num_experts) const {
-        if (score == score_function::sqrtsoftplus)
-            MOE_THROW("moe.losses.score_function", "the load-balancing loss takes softmax or sigmoid scores, not sqrtsoftplus");
         if (num_null_experts >= num_experts)
             MOE_THROW("moe.losses.null_experts", "num_null_experts=", num_null_experts,
                       " leaves no real expert among num_experts=", num_experts);
@@ -119,14 +118,12 @@ void check_loss_inputs(matrix_view<const T> logits, vector_view<std::uint8_t> va
     }
 }
 
-/// P(t, .) of the load-balancing loss: softmax, or sigmoid / (sum + 1e-20).
+/// P(t, .) of the load-balancing loss: softmax, or s / (sum + 1e-20) with s the sigmoid or
+/// sqrt(softplus) of the logits (Megatron).
 template <class Arch, class C>
 void loss_probs(score_function f, const C* x, C* p, std::size_t E) noexcept {
-    if (f == score_function::softmax) {
-        score_row<Arch>(score_function::softmax, x, p, E);
-        return;
-    }
-    score_row<Arch>(score_function::sigmoid, x, p, E);
+    score_row<Arch>(f, x, p, E);
+    if (f == score_function::softmax) return;
     C sum = C(0);
     for (std::size_t e = 0; e < E; ++e) sum += p[e];
     const C den = sum + C(1e-20);
@@ -143,11 +140,24 @@ void loss_probs_backward(score_function f, const C* x, const C* p, const C* g, C
         for (std::size_t e = 0; e < E; ++e) out[e] = p[e] * (g[e] - dot);
         return;
     }
-    // q = s / (S + eps): dL/dx_j = s_j (1 - s_j) / (S + eps) * (g_j - sum_e g_e q_e).
+    // q = s / (S + eps): dL/dx_j = s'(x_j) / (S + eps) * (g_j - sum_e g_e q_e), with
+    // s' = s (1 - s) for the sigmoid and sigmoid(x) / (2 s) for s = sqrt(softplus(x)) (0 where
+    // softplus underflows to 0: the limit e^(x/2) / 2 is below float's range there).
     C S = C(0);
-    for (std::size_t e = 0; e < E; ++e) S += (out[e] = C(1) / (C(1) + std::exp(-x[e])));  // p is no longer needed
+    if (f == score_function::sigmoid) {
+        for (std::size_t e = 0; e < E; ++e) S += (out[e] = C(1) / (C(1) + std::exp(-x[e])));  // p is no longer needed
+        const C den = S + C(1e-20);
+        for (std::size_t e = 0; e < E; ++e) out[e] = out[e] * (C(1) - out[e]) / den * (g[e] - dot);
+        return;
+    }
+    score_row<Arch>(score_function::sqrtsoftplus, x, out, E);  // s, then s' in place
+    for (std::size_t e = 0; e < E; ++e) S += out[e];
     const C den = S + C(1e-20);
-    for (std::size_t e = 0; e < E; ++e) out[e] = out[e] * (C(1) - out[e]) / den * (g[e] - dot);
+    for (std::size_t e = 0; e < E; ++e) {
+        const C s = out[e];
+        const C ds = s > C(0) ? C(1) / (C(1) + std::exp(-x[e])) / (C(2) * s) : C(0);
+        out[e] = ds / den * (g[e] - dot);
+    }
 }
 
 /// Counts of the variant from a routing (slot 0 only for deepspeed; -1 slots ignored) into
@@ -240,15 +250,13 @@ template <class Arch = default_arch, class L, class W>
 }
 
 /// The routing whose counts Megatron's aux loss uses (`compute_routing_scores_for_aux_loss`):
-/// the plain top-k of the loss scores (softmax, or sigmoid / (sum + 1e-20)), ungrouped and
+/// the plain top-k of the loss scores (softmax, or sigmoid / sqrt-softplus over their sum), ungrouped and
 /// without the selection bias, whatever the router's groups and bias do to the real routing.
 /// Pass it as `r` to the load-balancing losses for Megatron's definition; pass the router's
 /// own routing (before any drop) for the "counts of the actual routing" definition.
 template <class Arch = default_arch, class T>
 [[nodiscard]] routing<compute_t<T>> aux_loss_routing(matrix_view<const T> logits, std::size_t top_k,
                                                      score_function score = score_function::softmax) {
-    if (score == score_function::sqrtsoftplus)
-        MOE_THROW("moe.losses.score_function", "the load-balancing loss takes softmax or sigmoid scores, not sqrtsoftplus");
     router_config c;
     c.score = score;
     c.top_k = top_k;
