@@ -4,7 +4,8 @@
 # Release (warnings as errors; the per-arch SIMD programs are left to the other two, which keeps
 # the whole command near 40 minutes on 2 cores), and clang++ / C++17 Debug under AddressSanitizer
 # + UndefinedBehaviorSanitizer, which also runs the libFuzzer harnesses for 60 s each from the
-# committed seed corpus; then the Python package: installed with pip into a fresh venv (every
+# committed seed corpus, and the differential fuzzers (scalar against each SIMD arch) for 45 s
+# each; then the Python package: installed with pip into a fresh venv (every
 # instruction-set variant), its pytest suite run with torch required.
 # Arguments pick steps (default: all): bash cmake/test.sh [gcc] [clang] [asan] [python]
 set -euo pipefail

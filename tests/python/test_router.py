@@ -198,3 +198,16 @@ def test_errors_carry_the_cpp_id_and_message():
 def test_help_shows_docstrings():
     assert "top-k" in moe.route.__doc__ and "preset" in moe.route.__doc__
     assert moe.route.__annotations__
+
+
+def test_groups_of_one_expert_select_expert_0_on_every_variant():
+    """Issue 29: with one expert per group and full SIMD tiles, the native and avx2 variants never
+    picked expert 0. Megatron-Core gives [0, 1] and [4, 0] here."""
+    x = np.tile(np.array([3, 2, 1, 0], np.float32), (16, 1))
+    r = moe.route(x, score="softmax", pre_softmax=True, top_k=2, num_groups=4, group_top_k=2,
+                  group_score_top_m=1, mask="neg_inf")
+    np.testing.assert_array_equal(r.indices, np.tile([0, 1], (16, 1)))
+    x = np.tile(np.array([3, 2, 1, 0, 5, -1, 0.5, 2.5], np.float32), (16, 1))
+    for groups in (8, 4):
+        r = moe.route(x, score="sigmoid", top_k=2, num_groups=groups, group_top_k=4, group_score_top_m=1)
+        np.testing.assert_array_equal(r.indices, np.tile([4, 0], (16, 1)))

@@ -60,6 +60,9 @@ SCRIPT = textwrap.dedent("""
     for p in ("mixtral", "deepseek_v3", "qwen3_moe", "gpt_oss", "llama4"):
         r = moe.route(logits, p)
         out[p + ".i"], out[p + ".w"] = r.indices, r.weights
+    for groups, m in ((64, 1), (16, 2), (8, 0)):  # groups of one expert (issue 29), of four, of eight
+        r = moe.route(logits, score="sigmoid", top_k=4, num_groups=groups, group_top_k=4, group_score_top_m=m)
+        out[f"groups{groups}.i"], out[f"groups{groups}.w"] = r.indices, r.weights
     r = moe.route(logits, "mixtral")
     out["lbl"] = moe.load_balancing_loss(logits, r, grad=True)[1]
     out["z"] = moe.z_loss(logits, grad=True)[1]
@@ -116,3 +119,4 @@ def test_the_loaded_variant_runs_here():
     flags = _loader.cpu_flags()
     assert flags is None or req <= flags
     assert set(moe._core.required_features.split()) == req  # the marker is what the module was built with
+
