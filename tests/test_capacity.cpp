@@ -433,3 +433,32 @@ TEST_CASE("capacity: deepspeed_topk is DeepSpeed topkgating's float32 arithmetic
     CAPTURE(differ);
     CHECK(differ > 0);
 }
+
+TEST_CASE("capacity: the choices docs/parity.md states where peers misbehave", "[capacity][parity]") {
+    // A routed slot of weight exactly 0 is a candidate like any other: with room at its expert it
+    // stays (Megatron's dense "probs" topk can give its place to an unrouted token's zero).
+    moe::routing<float> r(4, 2, 1, false);
+    r.indices = {0, 0, 1, 1};
+    r.weights = {0.0f, 0.5f, 0.25f, 0.0f};
+    moe::drop_config d;
+    d.policy = moe::drop_policy::weight;
+    d.capacity.formula = moe::capacity_formula::megatron;
+    d.capacity.factor = 1.0;  // ceil(4 * 1 / 2) = 2 per expert: nothing to drop
+    auto kept = r;
+    const auto rep = moe::apply_capacity(kept, d);
+    CHECK(rep.dropped.empty());
+    CHECK(kept.indices == r.indices);
+    // Capacity 1: the larger weight stays; of equal weights the lower token would.
+    d.capacity.factor = 0.5;
+    kept = r;
+    const auto rep1 = moe::apply_capacity(kept, d);
+    CHECK(rep1.dropped == std::vector<std::int32_t>{0, 3});
+    // T below min_capacity (DeepSpeed asserts): the capacity just does not bind.
+    d.capacity.formula = moe::capacity_formula::deepspeed;
+    d.capacity.factor = 1.0;
+    d.capacity.min_capacity = 16;
+    kept = r;
+    const auto rep2 = moe::apply_capacity(kept, d);
+    CHECK(rep2.capacity == 16);
+    CHECK(rep2.dropped.empty());
+}
