@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "config.hpp"
+#include "rng.hpp"
 #include "router.hpp"
-#include "synthetic.hpp"
 
 namespace moe {
 

@@ -1,22 +1,44 @@
 /// @file moe.hpp
-/// Umbrella header: everything moe offers.
+/// Umbrella header: every public header that needs no optional dependency. Two stay separate
+/// because they need a library of their own: `moe/mpi/expert_parallel.hpp` (MPI; CMake target
+/// moe::mpi) and `moe/placement_ilp.hpp` (GLPK; moe::glpk).
 #pragma once
 
+// The flow, bottom up (docs/architecture.md): values, routing, selection, layers, files, analysis.
 #include "arch.hpp"
-#include "capacity.hpp"
 #include "config.hpp"
-#include "dispatch.hpp"
 #include "executor.hpp"
+#include "rng.hpp"
+#include "tensor.hpp"
+#include "routing.hpp"
+#include "scoring.hpp"
 #include "gate.hpp"
-#include "io/npy.hpp"
+#include "router.hpp"
+#include "presets.hpp"
+#include "noise.hpp"
+#include "selection.hpp"
+#include "capacity.hpp"
+#include "dispatch.hpp"
 #include "losses.hpp"
 #include "metrics.hpp"
-#include "noise.hpp"
+
+#include "kernels/expert_ffn.hpp"
+#include "kernels/formats.hpp"
+#include "kernels/pack.hpp"
+#include "kernels/quant_ffn.hpp"
+#include "layer.hpp"
+
+#include "io/gguf.hpp"
+#include "io/mapped_file.hpp"
+#include "io/npy.hpp"
+#include "io/safetensors.hpp"
+#include "models/checkpoint.hpp"
+#include "models/gguf.hpp"
+#include "models/hf.hpp"
+#include "models/moe_block.hpp"
+
 #include "offload.hpp"
 #include "placement.hpp"
-#include "presets.hpp"
-#include "router.hpp"
-#include "scoring.hpp"
-#include "selection.hpp"
-#include "tensor.hpp"
+#include "simulator.hpp"
+#include "synthetic.hpp"
 #include "trace.hpp"

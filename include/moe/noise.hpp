@@ -18,37 +18,12 @@
 
 #include "config.hpp"
 #include "executor.hpp"
+#include "rng.hpp"
 #include "router.hpp"
 #include "scoring.hpp"
 #include "tensor.hpp"
 
 namespace moe {
-
-/// Counter-based generator: 64 random bits for (seed, counter, stream) from two rounds of the
-/// SplitMix64 finaliser. Stateless, so draws can be taken in any order on any thread.
-struct counter_rng {
-    std::uint64_t seed = 0;
-
-    [[nodiscard]] static constexpr std::uint64_t mix(std::uint64_t z) noexcept {
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    [[nodiscard]] constexpr std::uint64_t bits(std::uint64_t counter, std::uint64_t stream = 0) const noexcept {
-        return mix(mix(seed + 0x9E3779B97F4A7C15ull * (counter + 1)) ^ (0xD1B54A32D192ED03ull * (stream + 1)));
-    }
-    /// Uniform in the open interval (0, 1), 53 bits.
-    [[nodiscard]] constexpr double uniform(std::uint64_t counter, std::uint64_t stream = 0) const noexcept {
-        return (static_cast<double>(bits(counter, stream) >> 11) + 0.5) * 0x1.0p-53;
-    }
-    /// Standard normal (Box-Muller on streams 0 and 1 of the counter).
-    [[nodiscard]] double normal(std::uint64_t counter) const noexcept {
-        const double u = uniform(counter, 0), v = uniform(counter, 1);
-        return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
-    }
-    /// Gumbel(0, 1): -log(-log(U)).
-    [[nodiscard]] double gumbel(std::uint64_t counter) const noexcept { return -std::log(-std::log(uniform(counter))); }
-};
 
 namespace detail {
 

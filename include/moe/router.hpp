@@ -18,7 +18,9 @@
 
 #include "arch.hpp"
 #include "config.hpp"
+#include "detail/topk.hpp"
 #include "executor.hpp"
+#include "routing.hpp"
 #include "scoring.hpp"
 #include "tensor.hpp"
 
@@ -137,97 +139,7 @@ struct router_config {
     friend bool operator!=(const router_config& a, const router_config& b) noexcept { return !(a == b); }
 };
 
-/// The type weights and scores are computed in: float64 for double logits, float32 for float,
-/// Eigen::bfloat16 and Eigen::half.
-template <class T>
-using compute_t = std::conditional_t<std::is_same<T, double>::value, double, float>;
-
-/// The router's output: for each token, k slots of (expert index, weight), ordered by the
-/// selection key (descending; ties: lower expert index first). Index -1 marks an empty slot
-/// (weight 0); later stages (capacity, dynamic k) use it, the fixed top-k router never does.
-/// @tparam W weight type (float, or double for double logits)
-template <class W = float>
-struct routing {
-    std::size_t num_tokens = 0;
-    std::size_t num_experts = 0;
-    std::size_t top_k = 0;
-    std::vector<std::int32_t> indices;  ///< num_tokens x top_k
-    std::vector<W> weights;             ///< num_tokens x top_k
-    std::vector<W> scores;              ///< num_tokens x num_experts, or empty (keep_scores = false)
-
-    routing() = default;
-    routing(std::size_t t, std::size_t e, std::size_t k, bool with_scores)
-        : num_tokens(t), num_experts(e), top_k(k), indices(t * k, -1), weights(t * k, W(0)),
-          scores(with_scores ? t * e : 0, W(0)) {}
-
-    [[nodiscard]] std::int32_t index(std::size_t t, std::size_t s) const noexcept { return indices[t * top_k + s]; }
-    [[nodiscard]] W weight(std::size_t t, std::size_t s) const noexcept { return weights[t * top_k + s]; }
-    [[nodiscard]] W score(std::size_t t, std::size_t e) const noexcept { return scores[t * num_experts + e]; }
-
-    /// Number of slots routed to each expert.
-    [[nodiscard]] std::vector<std::size_t> tokens_per_expert() const {
-        std::vector<std::size_t> n(num_experts, 0);
-        for (std::int32_t i : indices)
-            if (i >= 0) ++n[static_cast<std::size_t>(i)];
-        return n;
-    }
-};
-
-/// Un-routes the tokens whose `valid` entry is 0 (padding tokens of a batch): all their slots
-/// become -1 with weight 0, so capacity, dispatch and metrics never see them. Throws
-/// [moe.router.mask] when the mask's length is not the number of tokens.
-template <class W, class Mask>
-void mask_tokens(routing<W>& r, const Mask& valid) {
-    if (static_cast<std::size_t>(valid.size()) != r.num_tokens)
-        MOE_THROW("moe.router.mask", "mask has ", valid.size(), " entries, expected num_tokens=", r.num_tokens);
-    for (std::size_t t = 0; t < r.num_tokens; ++t)
-        if (!valid[t])
-            for (std::size_t s = 0; s < r.top_k; ++s) {
-                r.indices[t * r.top_k + s] = -1;
-                r.weights[t * r.top_k + s] = W(0);
-            }
-}
-
 namespace detail {
-
-/// The k largest keys of key[0..n), descending, ties to the lower index. Exact comparisons
-/// only, so the result is the same on every arch; SIMD just skips chunks that cannot enter.
-template <class Arch, class C>
-void top_k_desc(const C* key, std::size_t n, std::size_t k, std::int32_t* idx, C* val) noexcept {
-    auto insert = [&](std::size_t filled, C v, std::size_t i) {
-        std::size_t pos = filled;
-        while (pos > 0 && val[pos - 1] < v) {
-            if (pos < k) {
-                val[pos] = val[pos - 1];
-                idx[pos] = idx[pos - 1];
-            }
-            --pos;
-        }
-        val[pos] = v;
-        idx[pos] = static_cast<std::int32_t>(i);
-    };
-    for (std::size_t i = 0; i < k; ++i) insert(i, key[i], i);
-    C thr = val[k - 1];
-    std::size_t i = k;
-    if constexpr (std::is_same<C, float>::value && has_simd_path_v<Arch>) {
-        using O = lane_ops<Arch>;
-        for (; i + O::width <= n; i += O::width) {
-            if (!xsimd::any(O::load(key + i) > O::splat(thr))) continue;
-            for (std::size_t j = i; j < i + O::width; ++j) {
-                if (key[j] > thr) {
-                    insert(k, key[j], j);
-                    thr = val[k - 1];
-                }
-            }
-        }
-    }
-    for (; i < n; ++i) {
-        if (key[i] > thr) {
-            insert(k, key[i], i);
-            thr = val[k - 1];
-        }
-    }
-}
 
 /// Per-tile scratch sizes (values of type C, and int32 indices).
 inline std::size_t router_scratch_values(std::size_t num_experts, std::size_t num_groups) noexcept {
@@ -460,100 +372,6 @@ void transpose_in(const float* x0, std::size_t stride, std::size_t E, float* xT)
 /// Scratch floats a tile needs (W = SIMD width).
 /// The last E * W are a widened copy of bf16 / f16 rows (unused by route_tile itself).
 inline std::size_t tile_scratch_values(std::size_t E, std::size_t W) noexcept { return (7 * E + 8) * W; }
-
-/// Vector min / max with the NaN behaviour the insertion network relies on: the second
-/// operand is returned when the comparison is false (x86 minps / maxps semantics).
-template <class Arch>
-MOE_ALWAYS_INLINE typename lane_ops<Arch>::V min_second(typename lane_ops<Arch>::V a, typename lane_ops<Arch>::V b) noexcept {
-    return xsimd::select(a < b, a, b);
-}
-template <class Arch>
-MOE_ALWAYS_INLINE typename lane_ops<Arch>::V max_second(typename lane_ops<Arch>::V a, typename lane_ops<Arch>::V b) noexcept {
-    return xsimd::select(a > b, a, b);
-}
-
-/// One insertion of key v (index vi) into the sorted slots t / ti (descending; unfilled slots
-/// are NaN and come last). As the slots are sorted, "v beats slot j" (m_j) is monotone in j,
-/// so every slot is updated from the old state at once, without a chain through the slots:
-///   t_j  <- m_j ? (m_{j-1} ? t_{j-1} : v) : t_j   = max(t_j, min(v, t_{j-1}))
-///   ti_j <- the same choice, by masks.
-/// A key enters only when strictly larger (or the slot is unfilled): ties keep the lower index.
-template <class Arch, class Slots>
-MOE_ALWAYS_INLINE void insert_lanes(Slots& t, Slots& ti, std::size_t k, typename lane_ops<Arch>::V v,
-                                    typename lane_ops<Arch>::V vi) noexcept {
-    using V = typename lane_ops<Arch>::V;
-    auto beats = [&](std::size_t j) { return !(v <= V(t[j])); };  // true for an unfilled (NaN) slot
-    for (std::size_t j = k; j-- > 1;) {
-        const auto mj = beats(j), mp = beats(j - 1);
-        const V tj = t[j], tp = t[j - 1], tij = ti[j], tip = ti[j - 1];
-        t[j] = max_second<Arch>(tj, min_second<Arch>(v, tp));
-        ti[j] = xsimd::select(mj, xsimd::select(mp, tip, vi), tij);
-    }
-    const auto m0 = beats(0);
-    t[0] = xsimd::select(m0, v, V(t[0]));
-    ti[0] = xsimd::select(m0, vi, V(ti[0]));
-}
-
-/// Insertion network: the k largest of n key vectors per lane, descending, ties to the lower
-/// index. `top` / `topi` receive k vectors of keys and of indices (as floats: exact below
-/// 2^24). Slots start as NaN so that any key, -inf included, fills them.
-template <class Arch, std::size_t K>
-void topk_network(const float* keyT, std::size_t n, std::size_t stride, float* top, float* topi) noexcept {
-    using O = lane_ops<Arch>;
-    using V = typename O::V;
-    constexpr std::size_t W = O::width;
-    V t[K], ti[K];
-    for (std::size_t j = 0; j < K; ++j) {
-        t[j] = O::splat(std::numeric_limits<float>::quiet_NaN());
-        ti[j] = O::splat(-1.0f);
-    }
-    for (std::size_t e = 0; e < n; ++e)
-        insert_lanes<Arch>(t, ti, K, O::load(keyT + e * stride * W), O::splat(static_cast<float>(e)));
-    for (std::size_t j = 0; j < K; ++j) {
-        O::store(top + j * W, t[j]);
-        O::store(topi + j * W, ti[j]);
-    }
-}
-
-/// The same network for any k, with the slots in memory.
-template <class Arch>
-void topk_network_any(const float* keyT, std::size_t n, std::size_t stride, std::size_t k, float* top,
-                      float* topi) noexcept {
-    using O = lane_ops<Arch>;
-    using V = typename O::V;
-    constexpr std::size_t W = O::width;
-    struct slots {  // k vectors in memory, read and written as V
-        float* p;
-        struct ref {
-            float* q;
-            operator V() const noexcept { return O::load(q); }
-            ref& operator=(V x) noexcept {
-                O::store(q, x);
-                return *this;
-            }
-        };
-        ref operator[](std::size_t j) const noexcept { return {p + j * W}; }
-    };
-    slots t{top}, ti{topi};
-    for (std::size_t j = 0; j < k; ++j) {
-        O::store(top + j * W, O::splat(std::numeric_limits<float>::quiet_NaN()));
-        O::store(topi + j * W, O::splat(-1.0f));
-    }
-    for (std::size_t e = 0; e < n; ++e)
-        insert_lanes<Arch>(t, ti, k, O::load(keyT + e * stride * W), O::splat(static_cast<float>(e)));
-}
-
-template <class Arch>
-void topk_lanes(const float* keyT, std::size_t n, std::size_t stride, std::size_t k, float* top, float* topi) noexcept {
-    switch (k) {
-        case 1: topk_network<Arch, 1>(keyT, n, stride, top, topi); break;
-        case 2: topk_network<Arch, 2>(keyT, n, stride, top, topi); break;
-        case 4: topk_network<Arch, 4>(keyT, n, stride, top, topi); break;
-        case 6: topk_network<Arch, 6>(keyT, n, stride, top, topi); break;
-        case 8: topk_network<Arch, 8>(keyT, n, stride, top, topi); break;
-        default: topk_network_any<Arch>(keyT, n, stride, k, top, topi); break;
-    }
-}
 
 /// Slot-major (k x W) selections to token-major outputs: idx_out[l * k + j], w_out[l * k + j].
 template <class Arch>

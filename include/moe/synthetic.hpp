@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "rng.hpp"
 #include "tensor.hpp"
 
 namespace moe {
@@ -47,40 +48,6 @@ struct skew {
             return k;
         }
         MOE_THROW("moe.synthetic.skew", "unknown skew '", s, "' (expected uniform, zipf:S with S >= 0 or dirichlet:A with A > 0)");
-    }
-};
-
-/// splitmix64: a small, fast, well-mixed generator; the same seed gives the same stream on
-/// every platform.
-struct splitmix64 {
-    std::uint64_t state;
-    explicit splitmix64(std::uint64_t seed) noexcept : state(seed) {}
-    std::uint64_t next() noexcept {
-        std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    /// Uniform in (0, 1).
-    double uniform() noexcept { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
-    double normal() noexcept {
-        const double u = uniform(), v = uniform();
-        return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
-    }
-    /// Gamma(a, 1) (Marsaglia and Tsang; boosted for a < 1).
-    double gamma(double a) noexcept {
-        if (a < 1.0) return gamma(a + 1.0) * std::pow(uniform(), 1.0 / a);
-        const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
-        for (;;) {
-            double x, v;
-            do {
-                x = normal();
-                v = 1.0 + c * x;
-            } while (v <= 0.0);
-            v = v * v * v;
-            const double u = uniform();
-            if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
-        }
     }
 };
 

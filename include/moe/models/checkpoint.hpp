@@ -41,7 +41,9 @@ public:
         return detail::cfg_get<std::size_t>(c, "num_hidden_layers", 0);
     }
 
-    /// The MoE layers: those `load` accepts (dense layers throw [moe.models.layer]).
+#if MOE_HAS_EXCEPTIONS
+    /// The MoE layers: those `load` accepts (dense layers throw [moe.models.layer]). Needs
+    /// exceptions: without them, `load` of a dense layer aborts.
     [[nodiscard]] std::vector<std::size_t> moe_layers() const {
         std::vector<std::size_t> r;
         for (std::size_t L = 0; L < num_layers(); ++L) {
@@ -54,6 +56,7 @@ public:
         }
         return r;
     }
+#endif
 
     [[nodiscard]] const io::safetensors_checkpoint* hf() const noexcept { return hf_.get(); }
     [[nodiscard]] const io::gguf_file* gguf() const noexcept { return gguf_.get(); }

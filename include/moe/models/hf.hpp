@@ -44,11 +44,15 @@ inline const nlohmann::json& text_config(const nlohmann::json& c) {
 template <class T>
 T cfg_get(const nlohmann::json& c, const char* key, T fallback) {
     if (!c.contains(key) || c[key].is_null()) return fallback;
+#if MOE_HAS_EXCEPTIONS
     try {
         return c[key].get<T>();
     } catch (const nlohmann::json::exception&) {
         MOE_THROW("moe.models.config", "config.json: '", key, "' is ", c[key].dump(), ", not the kind expected");
     }
+#else
+    return c[key].get<T>();  // without exceptions nlohmann::json aborts on a value of the wrong kind
+#endif
 }
 
 template <class T>
