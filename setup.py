@@ -14,6 +14,14 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _version():
+    """MOE_VERSION_MAJOR.MINOR.PATCH from include/moe/config.hpp, the one place it is written."""
+    import re
+    with open(os.path.join(ROOT, "include", "moe", "config.hpp")) as f:
+        parts = dict(re.findall(r"^#define MOE_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+)$", f.read(), re.M))
+    return f"{parts['MAJOR']}.{parts['MINOR']}.{parts['PATCH']}"
+
+
 class CMakeBuild(build_ext):
     def run(self):
         out = os.path.join(os.path.abspath(self.build_lib), "moe")
@@ -46,4 +54,4 @@ def _has(prog):
 
 
 # One placeholder extension marks the wheel as platform-specific; CMake builds the real modules.
-setup(ext_modules=[Extension("moe._moe_baseline", sources=[])], cmdclass={"build_ext": CMakeBuild})
+setup(version=_version(), ext_modules=[Extension("moe._moe_baseline", sources=[])], cmdclass={"build_ext": CMakeBuild})

@@ -27,7 +27,8 @@ from . import _loader
 variant, _core = _loader.load()
 #: The C++ arch (xsimd) the loaded variant runs, e.g. "avx512bw", "avx2", "sse2".
 arch: str = _core.arch
-__version__ = "0.1.0"
+#: moe's version, from moe/config.hpp (the one place it is written).
+__version__: str = _core.version
 
 #: Router recipes by name (`route(preset=...)`).
 preset_names: List[str] = list(_core.preset_names)
@@ -407,8 +408,9 @@ def load_balancing_loss(logits, routing: Optional[Routing] = None, *, top_k: Opt
     ``normalization``: "megatron" (E / (k T^2) sum_e P_e n_e), "hf_mixtral" (k times that,
     HF's load_balancing_loss_func) or "deepspeed" (first-choice counts). Counts come from
     ``routing`` (the top-k before any drop), or, without it, from the plain top-``top_k`` of
-    the loss scores (Megatron). ``valid`` masks padding tokens. With ``grad=True`` returns
-    (value, d value / d logits)."""
+    the loss scores (Megatron). ``score``: "softmax" (P = softmax), "sigmoid" or
+    "sqrtsoftplus" (P = s / (sum + 1e-20), Megatron's compute_routing_scores_for_aux_loss).
+    ``valid`` masks padding tokens. With ``grad=True`` returns (value, d value / d logits)."""
     r = _loss_routing(logits, routing, top_k, score)
     return _loss(lambda a, g: _core.load_balancing_loss(a, r, _loss_cfg(normalization, score, top_k, coeff, num_null_experts),
                                                         _plain(valid, "valid"), g), logits, grad)

@@ -7,6 +7,7 @@ import numpy as np
 
 required_features: str
 arch: str
+version: str
 openmp: bool
 preset_names: List[str]
 simulator_policies: List[str]

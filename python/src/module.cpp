@@ -2,6 +2,7 @@
 // moe/__init__.py picks the best variant the CPU runs, reading the requirement marker below
 // from the shared object's bytes before importing it (importing a module built for
 // instructions the CPU lacks could fault in its static initialisers).
+#include <string>
 #include <exception>
 
 #include "common.hpp"
@@ -173,6 +174,8 @@ PYBIND11_MODULE(MOE_PY_MODULE, m) {
     req.pop_back();
     m.attr("required_features") = req;
     m.attr("arch") = moe::default_arch::name();
+    m.attr("version") = std::to_string(MOE_VERSION_MAJOR) + "." + std::to_string(MOE_VERSION_MINOR) + "." +
+                        std::to_string(MOE_VERSION_PATCH);  // the one version: moe/config.hpp
 #if defined(_OPENMP)
     m.attr("openmp") = true;
 #else

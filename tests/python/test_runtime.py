@@ -120,3 +120,10 @@ def test_the_loaded_variant_runs_here():
     assert flags is None or req <= flags
     assert set(moe._core.required_features.split()) == req  # the marker is what the module was built with
 
+
+def test_version_is_the_one_written_in_config_hpp():
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "include", "moe", "config.hpp")) as f:
+        parts = dict(re.findall(r"^#define MOE_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+)$", f.read(), re.M))
+    assert moe.__version__ == f"{parts['MAJOR']}.{parts['MINOR']}.{parts['PATCH']}"
