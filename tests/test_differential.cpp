@@ -14,7 +14,7 @@ namespace {
 
 /// Cases per arch: 3000 in optimised builds (about 3 s), 300 in debug / sanitizer builds (the
 /// libFuzzer targets run there); MOE_DIFFERENTIAL_CASES overrides, e.g. for a long local run.
-std::size_t case_count() {
+[[maybe_unused]] std::size_t case_count() {
     if (const char* s = std::getenv("MOE_DIFFERENTIAL_CASES")) return static_cast<std::size_t>(std::strtoull(s, nullptr, 10));
 #ifdef NDEBUG
     return 3000;
