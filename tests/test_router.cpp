@@ -308,32 +308,6 @@ TEST_CASE("router: bf16, f16 and double logits", "[router]") {
     for (std::size_t i = 0; i < rd.weights.size(); ++i) CHECK(rd.weights[i] == Approx(rf.weights[i]).epsilon(1e-5));
 }
 
-TEST_CASE("presets: each names the semantics its documentation states", "[presets]") {
-    const auto m = moe::presets::mixtral();
-    CHECK((m.score == moe::score_function::softmax && m.top_k == 2 && m.pre_softmax && m.renorm == moe::renormalize::sum));
-    const auto d = moe::presets::deepseek_v3();
-    CHECK((d.score == moe::score_function::sigmoid && d.top_k == 8 && d.num_groups == 8 && d.group_top_k == 4 &&
-           d.group_score_top_m == 2 && d.mask == moe::group_mask::zero && d.renorm == moe::renormalize::sum_eps &&
-           d.renorm_eps == 1e-20f && d.scaling_factor == 2.5f));
-    CHECK(moe::presets::megatron(1, moe::score_function::sigmoid).renorm == moe::renormalize::none);
-    CHECK(moe::presets::megatron(8, moe::score_function::sigmoid, false, 8, 4).group_score_top_m == 2);
-    CHECK(moe::presets::switch_transformer().top_k == 1);
-    for (const char* name : moe::presets::preset_names) CHECK_NOTHROW(moe::presets::by_name(name).validate(256));
-}
-
-TEST_CASE("synthetic: skew parsing and determinism", "[synthetic]") {
-    CHECK(moe::skew::parse("zipf:1.5").param == 1.5);
-    CHECK(moe::skew::parse("dirichlet:0.3").type == moe::skew::kind::dirichlet);
-    CHECK(error_of([] { (void)moe::skew::parse("zipf:x"); }) == "[moe.synthetic.skew] cannot read the parameter of 'zipf:x'");
-    CHECK(error_of([] { (void)moe::skew::parse("pareto:1"); }) ==
-          "[moe.synthetic.skew] unknown skew 'pareto:1' (expected uniform, zipf:S with S >= 0 or dirichlet:A with A > 0)");
-    const auto a = moe::synthetic_logits(64, 8, moe::skew::parse("zipf:2"), 3);
-    const auto b = moe::synthetic_logits(64, 8, moe::skew::parse("zipf:2"), 3);
-    CHECK(a.values == b.values);
-    const auto load = moe::route(a, moe::presets::switch_transformer()).tokens_per_expert();
-    CHECK(load[0] > load[7]);  // zipf makes low-index experts popular
-}
-
 TEST_CASE("router: post-softmax with the 0.0 group mask choosing -inf experts gives zero weights", "[router][regression]") {
     // Found by the fuzzer (tests/fuzz/corpus/regression-post-softmax-zero-mask): the kept group
     // has negative logits, the masked group -inf; with the 0.0 mask the masked experts win,
@@ -352,59 +326,4 @@ TEST_CASE("router: post-softmax with the 0.0 group mask choosing -inf experts gi
     CHECK(r.indices == std::vector<std::int32_t>{2, 3});
     CHECK(r.weights == std::vector<float>{0.0f, 0.0f});
     CHECK(moe::detail::exp_nonpos<moe::scalar>(NAN) == 0.0f);
-}
-
-TEST_CASE("hash routing: experts from the token-id table, weights from the router's scores", "[router][hash]") {
-    // DeepSeek-V4-style hash layer: sqrtsoftplus scores, renormalised, x 1.5.
-    const std::size_t T = 5, E = 6;
-    moe::matrix<float> logits(T, E);
-    for (std::size_t i = 0; i < logits.values.size(); ++i) logits.values[i] = std::sin(0.7f * static_cast<float>(i)) * 3.0f;
-    moe::matrix<std::int32_t> table(4, 2);
-    table.values = {0, 1, 5, 2, 3, 4, 2, 0};
-    const std::vector<std::int64_t> ids = {2, 0, 3, 3, 1};
-    moe::router_config cfg;
-    cfg.score = moe::score_function::sqrtsoftplus;
-    cfg.renorm = moe::renormalize::sum;
-    cfg.scaling_factor = 1.5f;
-    cfg.num_groups = 4;  // ignored: the table decides
-    cfg.group_top_k = 1;
-    const auto r = moe::route_hash(logits.view(), ids, table.view(), cfg);
-    for (std::size_t t = 0; t < T; ++t) {
-        double s[2], sum = 0;
-        for (std::size_t j = 0; j < 2; ++j) {
-            const std::int32_t e = table(static_cast<std::size_t>(ids[t]), j);
-            CHECK(r.index(t, j) == e);
-            const double l = logits(t, static_cast<std::size_t>(e));
-            s[j] = std::sqrt(std::log1p(std::exp(l)));
-            sum += s[j];
-        }
-        for (std::size_t j = 0; j < 2; ++j) CHECK(r.weight(t, j) == Approx(1.5 * s[j] / sum).epsilon(1e-6));
-    }
-    CHECK(error_of([&] { (void)moe::route_hash(logits.view(), {2, 0, 9, 3, 1}, table.view(), cfg); }) ==
-          "[moe.router.hash] token 2 has id 9; the table has 4 rows");
-    CHECK(error_of([&] { (void)moe::route_hash(logits.view(), {2, 0}, table.view(), cfg); }) == "[moe.router.hash] 2 token ids for 5 tokens");
-    table(1, 1) = 6;
-    CHECK(error_of([&] { (void)moe::route_hash(logits.view(), ids, table.view(), cfg); }) ==
-          "[moe.router.hash] table row 1 holds expert 6, outside [0, 6)");
-    table(1, 1) = 5;
-    CHECK(error_of([&] { (void)moe::route_hash(logits.view(), ids, table.view(), cfg); }) == "[moe.router.hash] table row 1 names expert 5 twice");
-}
-
-TEST_CASE("zero-computation experts: zero and identity slots leave the dispatch", "[router][zero_experts]") {
-    // 4 real experts + 2 zero-computation ones (indices 4, 5).
-    moe::routing<float> r(3, 6, 2, false);
-    r.indices = {0, 4, 5, 1, 2, 3};
-    r.weights = {0.6f, 0.4f, 0.7f, 0.3f, 0.5f, 0.5f};
-    moe::matrix<float> x(3, 2), yz(3, 2);
-    x.values = {1, 2, 3, 4, 5, 6};
-    moe::routing<float> z = r;
-    CHECK(moe::split_zero_experts(z, 4, moe::zero_expert_type::identity, x.view(), yz.view()) == 2);
-    CHECK(z.indices == std::vector<std::int32_t>{0, -1, -1, 1, 2, 3});
-    CHECK(yz.values == std::vector<float>{0.4f * 1, 0.4f * 2, 0.7f * 3, 0.7f * 4, 0, 0});
-    moe::routing<float> z0 = r;
-    CHECK(moe::split_zero_experts(z0, 4, moe::zero_expert_type::zero, {}, {}) == 2);
-    CHECK(z0.indices == z.indices);
-    CHECK(moe::make_plan(z0).num_rows() == 4);  // only the real experts' slots are computed
-    CHECK(error_of([&] { (void)moe::split_zero_experts(z0, 7, moe::zero_expert_type::zero, {}, {}); }) ==
-          "[moe.router.zero_experts] num_real=7 exceeds num_experts=6");
 }
