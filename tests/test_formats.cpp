@@ -466,6 +466,26 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     mx.scales[5] = 255;
     CHECK(error_of([&] { fm::mxfp4::validate(fm::view_of(mx)); }) ==
           "[moe.kernels.format] mxfp4: scale of row 2, block 1 is the E8M0 NaN (255)");
+    // ggml's block_mxfp4 (one decoder, shared with the GGUF loader): the same values as the
+    // GPT-OSS layout after moving the nibbles, and the same NaN-scale check.
+    {
+        const auto mq = fm::mxfp4::quantize(w.data(), 4, 64);
+        std::vector<std::uint8_t> ggml(4 * 2 * fm::mxfp4::ggml_block_bytes);
+        for (std::size_t b = 0; b < 8; ++b) {
+            ggml[17 * b] = mq.scales[b];
+            for (std::size_t j = 0; j < 16; ++j) {
+                auto code = [&](std::size_t i) { const std::uint8_t x = mq.data[(32 * b + i) / 2]; return static_cast<std::uint8_t>(i & 1 ? x >> 4 : x & 15); };
+                ggml[17 * b + 1 + j] = static_cast<std::uint8_t>(code(j) | (code(j + 16) << 4));
+            }
+        }
+        std::vector<float> a(4 * 64), g(4 * 64);
+        fm::mxfp4::dequantize(fm::view_of(mq), a.data());
+        fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'");
+        CHECK(a == g);
+        ggml[17 * 3] = 255;
+        CHECK(error_of([&] { fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'"); }) ==
+              "[moe.kernels.format] mxfp4: tensor 'w': scale of block 3 is the E8M0 NaN (255)");
+    }
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_k"); }) ==
           "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
           "int4:G[:zp], fp8 or mxfp4)");

@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../config.hpp"
-#include "../kernels/formats/common.hpp"
+#include "../detail/numeric.hpp"
 #include "mapped_file.hpp"
 #include "npy.hpp"  // shape_string
 
@@ -96,7 +96,7 @@ struct tensor_view {
 /// rounds to nearest; integers convert as static_cast<float>). Throws [moe.io.tensor] when
 /// `n` is not the tensor's element count.
 inline void to_float(const tensor_view& t, float* out, std::size_t n) {
-    namespace fd = kernels::formats::detail;
+    namespace fd = ::moe::detail;
     if (n != t.numel()) MOE_THROW("moe.io.tensor", "tensor '", t.name, "' has ", t.numel(), " elements, asked for ", n);
     const std::uint8_t* p = t.data;
     for (std::size_t i = 0; i < n; ++i) {

@@ -19,6 +19,7 @@
 
 #include "../config.hpp"
 #include "../io/gguf.hpp"
+#include "../kernels/formats/mxfp4.hpp"
 #include "../kernels/formats/q4_0.hpp"
 #include "../kernels/formats/q4_k.hpp"
 #include "../kernels/formats/q6_k.hpp"
@@ -55,19 +56,7 @@ inline void gguf_rows(const io::gguf_tensor& t, std::size_t row0, std::size_t ro
         case io::ggml_type::q4_0: fm::q4_0::validate(v); fm::q4_0::dequantize(v, out); return;
         case io::ggml_type::q4_k: fm::q4_k::validate(v); fm::q4_k::dequantize(v, out); return;
         case io::ggml_type::q6_k: fm::q6_k::validate(v); fm::q6_k::dequantize(v, out); return;
-        case io::ggml_type::mxfp4: {
-            // ggml block_mxfp4 {e8m0 e; u8 qs[16]}: value j in the low nibble of qs[j], j + 16 in the high.
-            for (std::size_t b = 0; b < rows * cols / 32; ++b) {
-                const std::uint8_t* blk = p + 17 * b;
-                if (blk[0] == 255) MOE_THROW("moe.models.load", "tensor '", t.name, "': MXFP4 scale is the E8M0 NaN (255)");
-                const float s = fm::detail::e8m0_to_float(blk[0]);
-                for (std::size_t j = 0; j < 16; ++j) {
-                    out[32 * b + j] = fm::detail::e2m1_to_float(static_cast<std::uint8_t>(blk[1 + j] & 15)) * s;
-                    out[32 * b + 16 + j] = fm::detail::e2m1_to_float(static_cast<std::uint8_t>(blk[1 + j] >> 4)) * s;
-                }
-            }
-            return;
-        }
+        case io::ggml_type::mxfp4: fm::mxfp4::dequantize_ggml(p, rows, cols, out, "tensor '" + t.name + "'"); return;
         default:
             MOE_THROW("moe.models.load", "tensor '", t.name, "' is ", t.type_name(),
                       "; moe reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K and MXFP4");

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "common.hpp"
 
@@ -61,6 +62,22 @@ struct mxfp4 {
                 out[r * v.cols + j] = detail::e2m1_to_float(static_cast<std::uint8_t>((j & 1) ? b >> 4 : b & 15)) *
                                       detail::e8m0_to_float(v.scales[r * (v.cols / block) + j / block]);
             }
+    }
+    /// ggml's `block_mxfp4` layout (GGUF type MXFP4): per 32 values one E8M0 byte then 16
+    /// bytes, value j in the low nibble of byte j and value j + 16 in the high nibble. `what`
+    /// names the tensor in the error of a NaN scale.
+    static constexpr std::size_t ggml_block_bytes = 17;
+    static void dequantize_ggml(const std::uint8_t* p, std::size_t rows, std::size_t cols, float* out, const std::string& what) {
+        detail::check_k(name, cols, block);
+        for (std::size_t b = 0; b < rows * cols / block; ++b) {
+            const std::uint8_t* blk = p + ggml_block_bytes * b;
+            if (blk[0] == 255) MOE_THROW("moe.kernels.format", name, ": ", what, ": scale of block ", b, " is the E8M0 NaN (255)");
+            const float s = detail::e8m0_to_float(blk[0]);
+            for (std::size_t j = 0; j < 16; ++j) {
+                out[block * b + j] = detail::e2m1_to_float(static_cast<std::uint8_t>(blk[1 + j] & 15)) * s;
+                out[block * b + 16 + j] = detail::e2m1_to_float(static_cast<std::uint8_t>(blk[1 + j] >> 4)) * s;
+            }
+        }
     }
     static std::size_t panel_bytes(std::size_t k, const format_params&) noexcept { return k / 2 * panel_cols + k / block * panel_cols; }
     /// Panel: codes [K/2][16] (byte n of pair p: k = 2p low nibble, 2p + 1 high), then scales
