@@ -14,7 +14,7 @@
 #include "config.hpp"
 #include "detail/lane_math.hpp"
 #include "executor.hpp"
-#include "router.hpp"
+#include "routing.hpp"
 #include "tensor.hpp"
 
 namespace moe {

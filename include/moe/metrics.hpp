@@ -11,7 +11,7 @@
 
 #include "capacity.hpp"
 #include "dispatch.hpp"
-#include "router.hpp"
+#include "routing.hpp"
 
 namespace moe {
 

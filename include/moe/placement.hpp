@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "config.hpp"
-#include "router.hpp"
+#include "routing.hpp"
 #include "tensor.hpp"
 #include "trace.hpp"
 
