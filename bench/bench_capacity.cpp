@@ -7,7 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 namespace {
 

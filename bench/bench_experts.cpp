@@ -24,7 +24,7 @@
 #include <moe/kernels/formats.hpp>
 #include <moe/kernels/quant_ffn.hpp>
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #include "machine.hpp"
 

@@ -15,7 +15,7 @@
 
 #include <moe/layer.hpp>
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 namespace {
 

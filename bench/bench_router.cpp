@@ -15,7 +15,7 @@
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #include "machine.hpp"
 

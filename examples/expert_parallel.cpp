@@ -18,7 +18,7 @@
 #include <moe/moe.hpp>
 #include <moe/mpi/cost_model.hpp>
 #include <moe/mpi/expert_parallel.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include <moe/layer.hpp>
 #include <moe/metrics.hpp>
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #if defined(_OPENMP)
 #include <omp.h>

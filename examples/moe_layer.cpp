@@ -17,7 +17,7 @@
 #include <moe/metrics.hpp>
 #include <moe/models/checkpoint.hpp>
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #if defined(_OPENMP)
 #include <omp.h>

@@ -21,8 +21,8 @@
 
 #include <moe/kernels/expert_ffn.hpp>
 #include <moe/moe.hpp>
-#include <moe/simulator.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/policy_compare.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #include "route_trace.hpp"
 

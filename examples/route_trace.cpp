@@ -18,10 +18,10 @@
 
 #include <moe/io/npy.hpp>
 #include <moe/metrics.hpp>
-#include <moe/offload.hpp>
+#include <moe/analysis/offload.hpp>
 #include <moe/placement.hpp>
 #include <moe/presets.hpp>
-#include <moe/trace.hpp>
+#include <moe/analysis/trace.hpp>
 
 #define MOE_CLI_TOOL "moe-route"
 #include "cli_args.hpp"

@@ -1,7 +1,7 @@
 // The README's usage example (its lines, with the inputs it assumes made up here), so that the
 // README keeps compiling.
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 #include <cstdio>
 // The README's example, made compilable: run_experts is an identity "expert".
 static void run_experts(const moe::matrix<float>& rows, const std::vector<std::int32_t>&, moe::matrix<float>& out) { out = rows; }

@@ -1,10 +1,10 @@
 // Losses and the aux-loss-free bias: gradients against central finite differences in double,
 // balanced values on uniform logits, accumulator identities, the bias update balancing a skewed
 // stream, dynamic-k properties, and every error verbatim. (Noise: test_noise.cpp; the
-// selection policies: test_selection.cpp.)
+// selection policies: test_route_policies.cpp.)
 #include <moe/losses.hpp>
 #include <moe/noise.hpp>
-#include <moe/selection.hpp>
+#include <moe/route_policies.hpp>
 
 #include "test_support.hpp"
 

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include <moe/losses.hpp>
-#include <moe/selection.hpp>
+#include <moe/route_policies.hpp>
 
 #include "test_support.hpp"
 

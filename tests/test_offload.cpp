@@ -5,8 +5,8 @@
 #include <map>
 
 #include <moe/io/npy.hpp>
-#include <moe/offload.hpp>
-#include <moe/trace.hpp>
+#include <moe/analysis/offload.hpp>
+#include <moe/analysis/trace.hpp>
 
 #include "test_support.hpp"
 

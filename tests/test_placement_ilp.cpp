@@ -3,7 +3,7 @@
 #include <functional>
 
 #include <moe/placement_ilp.hpp>
-#include <moe/trace.hpp>
+#include <moe/analysis/trace.hpp>
 
 #include "test_support.hpp"
 

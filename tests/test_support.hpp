@@ -9,7 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 namespace moe_test {
 

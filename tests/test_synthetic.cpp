@@ -1,4 +1,4 @@
-// moe/synthetic.hpp: skew parsing and determinism.
+// moe/analysis/synthetic.hpp: skew parsing and determinism.
 #include "test_support.hpp"
 
 using moe_test::error_of;

@@ -24,7 +24,7 @@
 #include "config.hpp"
 #include "routing.hpp"
 #include "tensor.hpp"
-#include "trace.hpp"
+#include "analysis/trace.hpp"
 
 namespace moe {
 

@@ -1,7 +1,7 @@
 // Placement and offloading: EPLB, multi-layer traces, transition counts, affinity placement,
 // local routing consistency (SRP, SCH) and the expert cache simulator. Traces are [L, T, k]
 // integer arrays of expert indices (-1 = empty) with their number of experts.
-#include <moe/offload.hpp>
+#include <moe/analysis/offload.hpp>
 #include <moe/placement.hpp>
 
 #include "common.hpp"

@@ -1,7 +1,7 @@
 // Router, capacity, dispatch, metrics, noise, gate, synthetic logits and the policy simulator.
 #include <moe/gate.hpp>
-#include <moe/simulator.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/policy_compare.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 #include "common.hpp"
 

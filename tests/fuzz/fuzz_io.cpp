@@ -15,7 +15,7 @@
 #include <moe/io/gguf.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/io/safetensors.hpp>
-#include <moe/trace.hpp>
+#include <moe/analysis/trace.hpp>
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include <moe/moe.hpp>
-#include <moe/synthetic.hpp>
+#include <moe/analysis/synthetic.hpp>
 
 int main(int argc, char** argv) {
     auto logits = moe::synthetic_logits(64, 8, moe::skew::parse("zipf:1"), 1);

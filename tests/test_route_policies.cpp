@@ -1,10 +1,10 @@
-// moe/selection.hpp: top-p (dynamic k), null experts, expert choice, Sinkhorn, hash routing and
+// moe/route_policies.hpp: top-p (dynamic k), null experts, expert choice, Sinkhorn, hash routing and
 // zero-computation experts.
 #include <cmath>
 #include <numeric>
 #include <set>
 
-#include <moe/selection.hpp>
+#include <moe/route_policies.hpp>
 
 #include "test_support.hpp"
 
