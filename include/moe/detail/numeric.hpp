@@ -52,6 +52,14 @@ inline float round_even(float x) noexcept {
     constexpr float big = 12582912.0f;  // 1.5 * 2^23; IEEE semantics forbid folding the two adds
     return (x + big) - big;
 }
+/// 1 / d, or 0 where d is 0 or so small (|d| < 2^-128) that 1 / d overflows: ggml's
+/// reference quantizers multiply by 1 / d and then convert to an integer, which for an
+/// infinite product is undefined behaviour in C (x86 gives 0). Such a block's scale is 0 in
+/// fp16, so its codes are 0 either way.
+inline float finite_inverse(float d) noexcept {
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    return std::isfinite(id) ? id : 0.0f;
+}
 /// C roundf: half away from zero (ggml's q8_0 reference quantizer).
 inline float round_away(float x) noexcept { return std::round(x); }
 

@@ -70,6 +70,7 @@ using ::moe::detail::store_f32;
 using ::moe::detail::barrier;
 using ::moe::detail::round_even;
 using ::moe::detail::round_away;
+using ::moe::detail::finite_inverse;
 using ::moe::detail::e4m3_to_float;
 using ::moe::detail::float_to_e4m3;
 using ::moe::detail::e2m1_values;

@@ -51,7 +51,7 @@ struct q4_0 {
                         amax = std::fabs(x[j]);
                         max = x[j];
                     }
-                const float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+                const float d = max / -8.0f, id = detail::finite_inverse(d);
                 detail::store_u16(out, detail::float_to_fp16(d));
                 for (std::size_t j = 0; j < block / 2; ++j) {
                     const int q0 = std::min(15, static_cast<int>(static_cast<std::int8_t>(detail::barrier(x[j] * id) + 8.5f)));

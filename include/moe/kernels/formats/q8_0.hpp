@@ -45,7 +45,7 @@ struct q8_0 {
                 std::uint8_t* out = m.data.data() + (r * (k / block) + b) * block_bytes;
                 float amax = 0.0f;
                 for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
-                const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+                const float d = amax / 127.0f, id = detail::finite_inverse(d);
                 detail::store_u16(out, detail::float_to_fp16(d));
                 for (std::size_t j = 0; j < block; ++j)
                     out[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(detail::round_away(x[j] * id)));
