@@ -13,7 +13,7 @@
 #include <Eigen/Dense>
 #include <benchmark/benchmark.h>
 
-#include <moe/layer.hpp>
+#include <moe/block.hpp>
 #include <moe/moe.hpp>
 #include <moe/analysis/synthetic.hpp>
 
@@ -52,9 +52,9 @@ void BM_Layer(benchmark::State& st) {
     const weights& w = shared_weights();
     const std::vector<W> w1(w.w1.begin(), w.w1.end()), w3(w.w3.begin(), w.w3.end()), w2(w.w2.begin(), w.w2.end());
     const std::size_t copies = copies_for(T, 3 * E * H * F * sizeof(W));
-    std::vector<std::unique_ptr<moe::sparse_moe_block<moe::default_arch, W>>> blocks;
+    std::vector<std::unique_ptr<moe::block<moe::default_arch, W>>> blocks;
     for (std::size_t c = 0; c < copies; ++c)
-        blocks.push_back(std::make_unique<moe::sparse_moe_block<moe::default_arch, W>>(moe::view(w.router.data(), E, H), w1.data(),
+        blocks.push_back(std::make_unique<moe::block<moe::default_arch, W>>(moe::view(w.router.data(), E, H), w1.data(),
                                                                                         w3.data(), w2.data(), F));
     std::vector<moe::matrix<float>> xs;
     for (std::size_t i = 0; i < 8; ++i) xs.push_back(moe::synthetic_logits(T, H, moe::skew{}, 10 + i));

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <vector>
 
-#include <moe/layer.hpp>
+#include <moe/block.hpp>
 #include <moe/metrics.hpp>
 #include <moe/moe.hpp>
 #include <moe/analysis/synthetic.hpp>
@@ -202,7 +202,7 @@ int run(options& o) {
     o.layer.router = moe::presets::mixtral(o.k);
     o.layer.format = o.format.params;
     // The block, and the weights it uses as float32 (for --dump).
-    using block_t = moe::sparse_moe_block<moe::default_arch, W>;
+    using block_t = moe::block<moe::default_arch, W>;
     std::unique_ptr<block_t> bp;
     std::vector<float> w1d, w3d, w2d;
     if constexpr (moe::kernels::is_weight_type_v<W>) {

@@ -164,9 +164,9 @@ void run(const options& o, Executor&& ex) {
     const std::size_t T = x.rows;
     std::printf("%s layer %zu: %s, %zu experts (top-%zu, %s), hidden %zu, ffn %zu", o.model.c_str(), L, s.family.c_str(), s.num_experts,
                 s.router.top_k, moe::to_string(s.router.score), H, s.ffn);
-    if (s.shared_ffn) std::printf(", shared ffn %zu%s", s.shared_ffn, s.shared == moe::models::shared_gate::sigmoid ? " (sigmoid gate)" : "");
+    if (s.shared_ffn) std::printf(", shared ffn %zu%s", s.shared_ffn, s.shared == moe::shared_gate::sigmoid ? " (sigmoid gate)" : "");
     std::printf("\n");
-    moe::models::moe_block<> block(s, b.weights, o.layer_opt);
+    moe::block<> block(s, b.weights, o.layer_opt);
     moe::matrix<float> y(T, H);
     const auto t0 = std::chrono::steady_clock::now();
     block.forward(y.view(), x.view(), ex);
@@ -180,7 +180,7 @@ void run(const options& o, Executor&& ex) {
                     block.last_fill_in().filled);
     }
     if (o.compare) {
-        moe::models::moe_block<> dropless(s, b.weights);
+        moe::block<> dropless(s, b.weights);
         moe::matrix<float> y0(T, H);
         dropless.forward(y0.view(), x.view(), ex);
         double num = 0, den = 0;

@@ -1,5 +1,5 @@
 // Model families: tiny HF checkpoints written by tests/gen_models_golden.py, loaded through
-// moe's safetensors reader and run as moe_block, against torch statements of each family's
+// moe's safetensors reader and run as moe::block, against torch statements of each family's
 // HF block (routing exact, outputs within float tolerance); loader errors verbatim.
 #include <cmath>
 #include <filesystem>
@@ -29,7 +29,7 @@ void check_family(const std::string& name, const std::string& family, double rel
     const auto y_ref = moe::io::read_npy_matrix<float>(models_dir + name + "/y.npy");
     const auto logits_ref = moe::io::read_npy_matrix<float>(models_dir + name + "/logits.npy");
     const auto idx_ref = moe::io::read_npy_matrix<std::int32_t>(models_dir + name + "/indices.npy");
-    moe::models::moe_block<moe::default_arch, W> block(b.spec, b.weights);
+    moe::block<moe::default_arch, W> block(b.spec, b.weights);
     moe::matrix<float> y(x.rows, x.cols);
     block.forward(y.view(), x.view());
     const auto logits = block.last_logits();
@@ -85,7 +85,7 @@ TEST_CASE("models: quantized experts from a checkpoint's float weights", "[model
     const auto b = moe::models::load_block(ck, 1);
     const auto x = moe::io::read_npy_matrix<float>(models_dir + "qwen3_moe/x.npy");
     const auto y_ref = moe::io::read_npy_matrix<float>(models_dir + "qwen3_moe/y.npy");
-    moe::models::moe_block<moe::default_arch, moe::kernels::formats::int8> block(b.spec, b.weights);
+    moe::block<moe::default_arch, moe::kernels::formats::int8> block(b.spec, b.weights);
     moe::matrix<float> y(x.rows, x.cols);
     block.forward(y.view(), x.view());
     double num = 0, den = 0;
@@ -98,7 +98,7 @@ TEST_CASE("models: quantized experts from a checkpoint's float weights", "[model
     // GPT-OSS's biased, clamped experts need float weights.
     const moe::io::safetensors_checkpoint g(models_dir + "gpt_oss");
     const auto gb = moe::models::load_block(g, 1);
-    CHECK(error_of([&] { moe::models::moe_block<moe::default_arch, moe::kernels::formats::q8_0> q(gb.spec, gb.weights); }) ==
+    CHECK(error_of([&] { moe::block<moe::default_arch, moe::kernels::formats::q8_0> q(gb.spec, gb.weights); }) ==
           "[moe.models.format] gpt_oss: quantized experts (q8_0) run plain SwiGLU only; use float, bf16 or f16 weights for biased or "
           "clamped experts");
 }
@@ -149,7 +149,7 @@ TEST_CASE("models: the same bits on every arch (biased, clamped, input-weighted,
         const auto x = moe::io::read_npy_matrix<float>(models_dir + name + "/x.npy");
         auto run = [&](auto arch) {
             using A = decltype(arch);
-            moe::models::moe_block<A, float> block(b.spec, b.weights);
+            moe::block<A, float> block(b.spec, b.weights);
             moe::matrix<float> y(x.rows, x.cols);
             block.forward(y.view(), x.view());
             return y.values;
@@ -168,7 +168,7 @@ TEST_CASE("models: the same bits on every arch (biased, clamped, input-weighted,
 namespace {
 
 moe::matrix<float> run_block(const moe::models::loaded_block& b, const moe::matrix<float>& x, moe::routing<float>* r = nullptr) {
-    moe::models::moe_block<> block(b.spec, b.weights);
+    moe::block<> block(b.spec, b.weights);
     moe::matrix<float> y(x.rows, x.cols);
     block.forward(y.view(), x.view());
     if (r) *r = block.last_routing();
@@ -236,7 +236,7 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
     CHECK(max_abs_diff(run_block(b, x).values, y_ref.values) <= 2e-5 * ymax);
     // Packed straight from the file: int8 activations, so ~1% of the float result.
     auto packed = moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(f, 0);
-    moe::models::moe_block<moe::default_arch, moe::kernels::formats::q8_0> block(b.spec, b.weights, std::move(packed));
+    moe::block<moe::default_arch, moe::kernels::formats::q8_0> block(b.spec, b.weights, std::move(packed));
     moe::matrix<float> y(x.rows, x.cols);
     block.forward(y.view(), x.view());
     const double err = max_abs_diff(y.values, y_ref.values);
@@ -255,8 +255,8 @@ TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the floa
     CHECK(lean.weights.s1 == full.weights.s1);
     auto packed = moe::models::pack_hf_experts<moe::kernels::formats::fp8>(ck, 1);
     // The weight-only fp8 kernel equals the float kernel on the dequantized weights, bit for bit.
-    moe::models::moe_block<moe::default_arch, moe::kernels::formats::fp8> q(lean.spec, lean.weights, std::move(packed));
-    moe::models::moe_block<> f(full.spec, full.weights);
+    moe::block<moe::default_arch, moe::kernels::formats::fp8> q(lean.spec, lean.weights, std::move(packed));
+    moe::block<> f(full.spec, full.weights);
     const auto x = moe::io::read_npy_matrix<float>(d + "/x.npy");
     moe::matrix<float> yq(x.rows, x.cols), yf(x.rows, x.cols);
     q.forward(yq.view(), x.view());

@@ -26,7 +26,7 @@
 #include "kernels/formats.hpp"
 #include "kernels/pack.hpp"
 #include "kernels/quant_ffn.hpp"
-#include "layer.hpp"
+#include "block.hpp"
 
 #include "io/gguf.hpp"
 #include "io/mapped_file.hpp"
@@ -35,7 +35,6 @@
 #include "models/checkpoint.hpp"
 #include "models/gguf.hpp"
 #include "models/hf.hpp"
-#include "models/moe_block.hpp"
 
 #include "placement.hpp"
 #include "analysis/offload.hpp"

@@ -1,7 +1,7 @@
 // MoE blocks: a model family's block (spec + float weights) packed in any weight format moe
 // runs, its forward pass, and the checkpoint loader (HF folders and GGUF files).
 #include <moe/models/checkpoint.hpp>
-#include <moe/models/moe_block.hpp>
+#include <moe/block.hpp>
 
 #include "common.hpp"
 
@@ -17,7 +17,7 @@ public:
     [[nodiscard]] virtual const moe::routing<float>& last_routing() const = 0;
     [[nodiscard]] virtual moe::matrix_view<const float> last_logits() const = 0;
     [[nodiscard]] virtual const moe::capacity_report& last_capacity() const = 0;
-    [[nodiscard]] virtual const moe::models::block_spec& spec() const = 0;
+    [[nodiscard]] virtual const moe::block_spec& spec() const = 0;
     [[nodiscard]] virtual std::size_t expert_bytes() const = 0;
     [[nodiscard]] virtual std::size_t packed_bytes() const = 0;
 };
@@ -25,22 +25,22 @@ public:
 template <class W>
 class block_impl final : public block_base {
 public:
-    block_impl(const moe::models::block_spec& s, const moe::models::block_weights& w, const moe::layer_options& o) : b_(s, w, o) {}
+    block_impl(const moe::block_spec& s, const moe::block_weights& w, const moe::layer_options& o) : b_(s, w, o) {}
     void forward(moe::matrix_view<float> y, moe::matrix_view<const float> x, const py_executor& ex) override { b_.forward(y, x, ex); }
     const moe::routing<float>& last_routing() const override { return b_.last_routing(); }
     moe::matrix_view<const float> last_logits() const override { return b_.last_logits(); }
     const moe::capacity_report& last_capacity() const override { return b_.last_capacity(); }
-    const moe::models::block_spec& spec() const override { return b_.spec(); }
+    const moe::block_spec& spec() const override { return b_.spec(); }
     std::size_t expert_bytes() const override { return b_.packed_experts().expert_bytes(); }
     std::size_t packed_bytes() const override { return b_.packed_experts().bytes(); }
 
 private:
-    moe::models::moe_block<moe::default_arch, W> b_;
+    moe::block<moe::default_arch, W> b_;
 };
 
-moe::models::block_spec spec_of(const py::dict& d) {
+moe::block_spec spec_of(const py::dict& d) {
     dict_reader rd{d, "block spec", {}};
-    moe::models::block_spec s;
+    moe::block_spec s;
     rd.get("family", s.family);
     if (rd.has("router")) s.router = router_config_of(d["router"].cast<py::dict>());
     rd.get_size("num_experts", s.num_experts);
@@ -59,15 +59,15 @@ moe::models::block_spec spec_of(const py::dict& d) {
     rd.get("expert_bias", s.expert_bias);
     rd.get("weight_on_input", s.weight_on_input);
     rd.get_enum("shared", s.shared, [](const std::string& g) {
-        if (g == "none") return moe::models::shared_gate::none;
-        if (g == "sigmoid") return moe::models::shared_gate::sigmoid;
+        if (g == "none") return moe::shared_gate::none;
+        if (g == "sigmoid") return moe::shared_gate::sigmoid;
         MOE_THROW("moe.models.spec", "unknown shared gate '", g, "' (expected none or sigmoid)");
     });
     rd.finish();
     return s;
 }
 
-py::dict dict_of(const moe::models::block_spec& s) {
+py::dict dict_of(const moe::block_spec& s) {
     py::dict d;
     d["family"] = s.family;
     d["router"] = moe_py::dict_of(s.router);
@@ -82,7 +82,7 @@ py::dict dict_of(const moe::models::block_spec& s) {
     d["selection_bias"] = s.selection_bias;
     d["expert_bias"] = s.expert_bias;
     d["weight_on_input"] = s.weight_on_input;
-    d["shared"] = s.shared == moe::models::shared_gate::sigmoid ? "sigmoid" : "none";
+    d["shared"] = s.shared == moe::shared_gate::sigmoid ? "sigmoid" : "none";
     return d;
 }
 
@@ -105,9 +105,9 @@ void for_each_weight(Wts& w, F&& f) {
 }
 
 /// float32 arrays of any shape, flattened in C order (block_weights' HF layouts).
-moe::models::block_weights weights_of(const py::dict& d) {
+moe::block_weights weights_of(const py::dict& d) {
     dict_reader rd{d, "block weights", {}};
-    moe::models::block_weights w;
+    moe::block_weights w;
     for_each_weight(w, [&](const char* name, std::vector<float>& v) {
         if (!rd.has(name)) return;
         py::array a = py::array::ensure(d[name]);
@@ -120,7 +120,7 @@ moe::models::block_weights weights_of(const py::dict& d) {
     return w;
 }
 
-py::dict weights_dict(moe::models::block_weights&& w, const moe::models::block_spec& s) {
+py::dict weights_dict(moe::block_weights&& w, const moe::block_spec& s) {
     const auto E = static_cast<py::ssize_t>(s.num_experts), H = static_cast<py::ssize_t>(s.hidden),
                F = static_cast<py::ssize_t>(s.ffn), Fs = static_cast<py::ssize_t>(s.shared_ffn);
     auto shape_of = [&](const std::string& n) -> std::vector<py::ssize_t> {

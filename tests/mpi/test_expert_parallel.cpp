@@ -1,6 +1,6 @@
 // Expert parallelism over MPI, run by ctest under `mpirun -np 2` and `-np 4`: the expert-parallel
-// layer must equal the single-process layer (`sparse_moe_block` on the concatenated tokens) bit
-// for bit, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
+// layer must equal the single-process layer (`moe::block` on the concatenated tokens) bit
+// for bit, for float and quantized (int8, fp8) experts, for dropless, capacity drop, reroute, placement-aware reroute and an uneven placement,
 // with a rank that has no tokens, and with replicas (EPLB placement, both replica policies),
 // each under both protocols (allgather, counts: every drop policy, renormalised after the drop)
 // where they apply, with the counts protocol's metadata bounded by the local tokens, in one
@@ -53,6 +53,7 @@ std::vector<std::size_t> token_counts() {
     return n;
 }
 
+template <class W = float>
 void run_case(const std::string& name, const weights& w, const moe::matrix<float>& x_all, const moe::mpi::placement& pl,
               moe::layer_options o, bool placement_aware) {
     const auto counts = token_counts();
@@ -62,13 +63,12 @@ void run_case(const std::string& name, const weights& w, const moe::matrix<float
     // Single process: the same options; placement-aware reroute is reroute within the placement.
     moe::layer_options so = o;
     if (placement_aware) so.drop.placement = pl.owner;
-    moe::sparse_moe_block<moe::default_arch, float> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(),
-                                                           w.w2.data(), F, so);
+    moe::block<moe::default_arch, W> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(), w.w2.data(), F, so);
     moe::matrix<float> y_ref(x_all.rows, H);
     single.forward(y_ref.view(), x_all);
     const auto& ref = single.last_routing();
-    moe::mpi::expert_parallel_block<moe::default_arch, float> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
-                                                                 w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
+    moe::mpi::expert_parallel_block<moe::default_arch, W> ep(MPI_COMM_WORLD, moe::view(w.router.data(), E, H), w.w1.data(),
+                                                             w.w3.data(), w.w2.data(), F, pl, o, placement_aware);
     const bool counts_ok = !placement_aware && !(o.capacity && (o.drop.reroute || o.fill_in));
     // allgather; counts in one piece; counts pipelined in 3 chunks and in more chunks than
     // some ranks have tokens (empty chunks); the two-level exchange over fake nodes of 1, 2 and
@@ -159,7 +159,7 @@ void run_replica_case(const std::string& name, const weights& w, const moe::matr
     std::size_t first = 0;
     for (int r = 0; r < rank; ++r) first += counts[static_cast<std::size_t>(r)];
     const std::size_t T = counts[static_cast<std::size_t>(rank)];
-    moe::sparse_moe_block<moe::default_arch, float> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(),
+    moe::block<moe::default_arch, float> single(moe::view(w.router.data(), E, H), w.w1.data(), w.w3.data(),
                                                            w.w2.data(), F, o);
     moe::matrix<float> y_ref(x_all.rows, H);
     single.forward(y_ref.view(), x_all);
@@ -251,6 +251,10 @@ int main(int argc, char** argv) {
         for (std::size_t e = 0; e < E; ++e)
             uneven.owner.push_back(e < 6 || size == 1 ? 0 : static_cast<std::int32_t>(1 + (e - 6) % static_cast<std::size_t>(size - 1)));
         run_case("uneven placement, drop", w, x_all, uneven, drop, false);
+        // Quantized experts: each rank quantizes its own experts as the single-process block does.
+        run_case<moe::kernels::formats::int8>("int8 experts, drop", w, x_all, contiguous, drop, false);
+        run_case<moe::kernels::formats::int8>("int8 experts, reroute", w, x_all, contiguous, reroute, false);
+        run_case<moe::kernels::formats::fp8>("fp8 experts, uneven placement", w, x_all, uneven, {}, false);
         for (auto policy : {moe::drop_policy::position, moe::drop_policy::slot_major, moe::drop_policy::score,
                             moe::drop_policy::batch_prioritized, moe::drop_policy::random}) {
             moe::layer_options p = drop;

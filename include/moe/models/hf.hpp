@@ -25,7 +25,7 @@
 #include "../kernels/formats/mxfp4.hpp"
 #include "../kernels/quant_ffn.hpp"
 #include "../presets.hpp"
-#include "moe_block.hpp"
+#include "../block.hpp"
 
 namespace moe::models {
 
@@ -365,7 +365,7 @@ inline constexpr const char* hf_families[] = {"mixtral",  "minimax_m2",  "qwen2_
 }
 
 /// Layer L's routed experts packed in format Fmt straight from the checkpoint's bytes, for
-/// `moe_block<Arch, Fmt>(spec, weights, packed)` with `weights = load_block(ck, L,
+/// `moe::block<Arch, Fmt>(spec, weights, packed)` with `weights = load_block(ck, L,
 /// /*experts=*/false).weights` (router and shared expert, no float copy of the routed
 /// experts). Today: `kernels::formats::fp8` from FP8 E4M3 experts with their
 /// `weight_scale_inv` (DeepSeek-V3 / R1, Kimi-K2 and GLM FP8 checkpoints), the bytes validated

@@ -9,7 +9,7 @@
 /// from global counts, drops, reroute and fill-in decided exactly as one process would decide
 /// them. Rows then move once to their experts' ranks and once back; every row is computed by the
 /// same kernels and summed in slot order, so the output equals the single-process layer
-/// (`sparse_moe_block` on the concatenated tokens) bit for bit.
+/// (`moe::block` on the concatenated tokens) bit for bit.
 ///
 /// Two protocols give the same bits. `allgather` (above) gives every rank the global routing.
 /// `counts` (the default where it applies) keeps metadata to what a rank's own tokens need:
@@ -47,7 +47,7 @@
 #include "../executor.hpp"
 #include "../gate.hpp"
 #include "../kernels/expert_ffn.hpp"
-#include "../layer.hpp"
+#include "../block.hpp"
 #include "../losses.hpp"
 #include "../metrics.hpp"
 #include "../placement.hpp"
@@ -370,16 +370,24 @@ inline aux_loss_terms allreduce_terms(MPI_Comm comm, const aux_loss_terms& local
     return g;
 }
 
-/// The sparse MoE block with its experts spread over the ranks of `comm`.
+/// The MoE block (`moe::block`, plain SwiGLU experts in any weight format W) with its experts
+/// spread over the ranks of `comm`.
 template <class Arch = default_arch, class W = float>
 class expert_parallel_block {
+    using experts_t = stages::experts<Arch, W>;
+
 public:
+    /// The element type of the expert weights the constructors take: W for float types, float
+    /// for quantized formats (each rank quantizes its own experts with the format's reference
+    /// quantizer, as `moe::block` does, so the outputs match it bit for bit).
+    using source_type = typename experts_t::source;
+
     /// Every rank passes the same router weights, expert weights (E experts, HF layout; only
     /// this rank's experts are packed), placement and options. A malformed placement on any
     /// rank makes every rank throw [moe.mpi.placement].
     /// @param placement_aware  reroute overflow only to experts on the rank that would have
     ///                         received it (Rectify-Router intra-GPU rectification)
-    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2,
+    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const source_type* w1, const source_type* w3, const source_type* w2,
                           std::size_t ffn, const placement& pl, const layer_options& o = {}, bool placement_aware = false)
         : comm_(comm), opt_(o), E_(router_w.rows), H_(router_w.cols), F_(ffn), placement_aware_(placement_aware) {
         MPI_Comm_rank(comm_, &rank_);
@@ -401,7 +409,7 @@ public:
     /// logical expert rp.phy2log[q]; `policy` picks each slot's replica. Placement-aware
     /// reroute is not available here. Throws [moe.mpi.placement] on every rank for a placement
     /// that does not fit the layer or the communicator.
-    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2,
+    expert_parallel_block(MPI_Comm comm, matrix_view<const float> router_w, const source_type* w1, const source_type* w3, const source_type* w2,
                           std::size_t ffn, const replica_placement& rp, std::size_t layer = 0,
                           replica_policy policy = replica_policy::round_robin, const layer_options& o = {})
         : comm_(comm), opt_(o), E_(router_w.rows), H_(router_w.cols), F_(ffn), placement_aware_(false) {
@@ -438,10 +446,7 @@ public:
         // 1. Gate and route the local tokens.
         logits_.resize(T * E_);
         routing<float> local(T, E_, k, opt_.router.keep_scores);
-        if (T > 0) {
-            gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
-            route_into<Arch>(local, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
-        }
+        if (T > 0) stages::gate_route<Arch>(local, logits_, x, gate_, {}, opt_.router, {}, router_ws_, exec);
         // 2. Allgather the routings (token order = rank order = the concatenated batch).
         int t_local = static_cast<int>(T);
         tokens_of_.assign(static_cast<std::size_t>(size_), 0);
@@ -688,10 +693,9 @@ private:
         const std::size_t n_recv = lp.num_tokens;
         out_.resize(n_recv * H_);
         if (local_experts_.empty() || n_recv == 0) return;
-        ws_.reserve(kernels::workspace_size(lp, experts_).total());
         ordered_.resize(n_recv * H_);
-        kernels::expert_ffn(matrix_view<float>(ordered_.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_), lp,
-                            experts_, ws_.data(), ws_.size(), exec);
+        experts_t::run(matrix_view<float>(ordered_.data(), n_recv, H_), matrix_view<const float>(recv_.data(), n_recv, H_), lp, experts_,
+                       ws_, exec);
         for (std::size_t r = 0; r < n_recv; ++r)
             std::copy(ordered_.begin() + static_cast<std::ptrdiff_t>(r * H_), ordered_.begin() + static_cast<std::ptrdiff_t>((r + 1) * H_),
                       out_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(lp.row_token[r]) * H_));
@@ -732,10 +736,7 @@ private:
         // 1. Gate and route the local tokens.
         logits_.resize(T * E_);
         routing<float> loc(T, E_, k, opt_.router.keep_scores);
-        if (T > 0) {
-            gate_into<Arch>(matrix_view<float>(logits_.data(), T, E_), x, gate_, {}, exec);
-            route_into<Arch>(loc, matrix_view<const float>(logits_.data(), T, E_), opt_.router, {}, router_ws_, exec);
-        }
+        if (T > 0) stages::gate_route<Arch>(loc, logits_, x, gate_, {}, opt_.router, {}, router_ws_, exec);
         const double t_routed = MPI_Wtime();
         // 2. Global loads per expert, routed slots, routed tokens and tokens: one allreduce.
         load_.assign(E_ + 3, 0);
@@ -898,8 +899,7 @@ private:
             if (L == 0 || lp.num_rows() == 0) return;
             const double e0 = MPI_Wtime();
             if (!in_flight) {
-                ws_.reserve(kernels::workspace_size(lp, experts_).total());
-                kernels::expert_ffn(matrix_view<float>(dst, lp.num_rows(), H_), src, lp, experts_, ws_.data(), ws_.size(), exec);
+                experts_t::run(matrix_view<float>(dst, lp.num_rows(), H_), src, lp, experts_, ws_, exec);
             } else {
                 for (std::size_t i = 0; i < L; ++i) {
                     const auto b = static_cast<std::size_t>(lp.offsets[i]), n = static_cast<std::size_t>(lp.counts[i]);
@@ -913,8 +913,7 @@ private:
                     sub_.counts[i] = static_cast<std::int32_t>(n);
                     sub_.row_token.assign(lp.row_token.begin() + static_cast<std::ptrdiff_t>(b), lp.row_token.begin() + static_cast<std::ptrdiff_t>(b + n));
                     sub_.row_slot.assign(n, 0);
-                    ws_.reserve(kernels::workspace_size(sub_, experts_).total());
-                    kernels::expert_ffn(matrix_view<float>(dst + b * H_, n, H_), src, sub_, experts_, ws_.data(), ws_.size(), exec);
+                    experts_t::run(matrix_view<float>(dst + b * H_, n, H_), src, sub_, experts_, ws_, exec);
                     ex_.progress();
                 }
             }
@@ -1098,9 +1097,8 @@ private:
         const std::size_t rows = lp.num_rows();
         ordered_.resize(rows * H_);
         if (L > 0 && rows > 0) {
-            ws_.reserve(kernels::workspace_size(lp, experts_).total());
-            kernels::expert_ffn(matrix_view<float>(ordered_.data(), rows, H_), matrix_view<const float>(recv_.data(), n2, H_), lp, experts_,
-                                ws_.data(), ws_.size(), exec);
+            experts_t::run(matrix_view<float>(ordered_.data(), rows, H_), matrix_view<const float>(recv_.data(), n2, H_), lp, experts_,
+                           ws_, exec);
         }
         const double t_computed = MPI_Wtime();
         // 5. Outputs back inside the node, to the relay with the source's local index: by source
@@ -1380,11 +1378,8 @@ private:
 
     /// Router, options and this rank's experts (physical experts in order, each packed with its
     /// logical expert's weights).
-    void init(matrix_view<const float> router_w, const W* w1, const W* w3, const W* w2) {
-        opt_.router.validate(E_);
-        if (opt_.capacity && (opt_.drop.reroute || opt_.fill_in || opt_.drop.policy == drop_policy::score ||
-                              opt_.drop.policy == drop_policy::batch_prioritized))
-            opt_.router.keep_scores = true;
+    void init(matrix_view<const float> router_w, const source_type* w1, const source_type* w3, const source_type* w2) {
+        stages::fix_options(opt_, E_);
         if (placement_aware_) {
             if (!(opt_.capacity && opt_.drop.reroute))
                 MOE_THROW("moe.mpi.options", "placement-aware reroute needs capacity with reroute");
@@ -1404,14 +1399,14 @@ private:
         for (std::size_t q = 0; q < P_; ++q) epos_[q] = next[static_cast<std::size_t>(owner_[q])]++;
         const std::size_t L = local_experts_.size();
         if (L > 0) {
-            std::vector<W> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
+            std::vector<source_type> a1(L * F_ * H_), a3(L * F_ * H_), a2(L * H_ * F_);
             for (std::size_t i = 0; i < L; ++i) {
                 const auto e = static_cast<std::size_t>(phy2log_[local_experts_[i]]);
                 std::copy(w1 + e * F_ * H_, w1 + (e + 1) * F_ * H_, a1.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
                 std::copy(w3 + e * F_ * H_, w3 + (e + 1) * F_ * H_, a3.begin() + static_cast<std::ptrdiff_t>(i * F_ * H_));
                 std::copy(w2 + e * H_ * F_, w2 + (e + 1) * H_ * F_, a2.begin() + static_cast<std::ptrdiff_t>(i * H_ * F_));
             }
-            experts_ = kernels::pack_experts<Arch>(a1.data(), a3.data(), a2.data(), L, H_, F_, opt_.packing);
+            experts_ = experts_t::pack(a1.data(), a3.data(), a2.data(), L, H_, F_, opt_);
         }
     }
 
@@ -1456,7 +1451,7 @@ private:
     replica_policy replica_policy_ = replica_policy::round_robin;
     std::vector<std::size_t> local_experts_;
     packed_gate gate_;
-    kernels::packed_experts<Arch, W> experts_;
+    typename experts_t::packed experts_;
     kernels::ffn_workspace ws_;
     router_workspace<float> router_ws_;
     std::vector<float> logits_, send_, recv_, out_, back_, ordered_;

@@ -3,9 +3,11 @@
 // float64 from the same float32 weights; ours accumulates float32 FMA chains over K <= 48, whose
 // rounding is ~K * 2^-24 of the partial sums, and the routing (float32 softmax, top-2) is the
 // same decision on this data. A wrong expert, weight or row would be O(1).
-#include <moe/layer.hpp>
+#include <moe/block.hpp>
 
 #include "test_support.hpp"
+
+#include <type_traits>
 
 namespace {
 
@@ -28,7 +30,7 @@ moe::matrix<float> run_block(const moe::layer_options& o) {
     const auto router = moe::io::read_npy_matrix<float>(dir + "router.npy");
     const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
     const auto w1 = as<W>(floats("w1")), w3 = as<W>(floats("w3")), w2 = as<W>(floats("w2"));
-    moe::sparse_moe_block<moe::default_arch, W> block(router.view(), w1.data(), w3.data(), w2.data(), 40, o);
+    moe::block<moe::default_arch, W> block(router.view(), w1.data(), w3.data(), w2.data(), 40, o);
     moe::matrix<float> y(x.rows, x.cols);
     block.forward(y.view(), x, moe_test::reversed_threads_executor{2});
     return y;
@@ -42,7 +44,7 @@ double max_abs(const std::vector<float>& v) {
 
 }  // namespace
 
-TEST_CASE("layer: the sparse MoE block matches HF MixtralSparseMoeBlock", "[layer][golden]") {
+TEST_CASE("block: the sparse MoE block matches HF MixtralSparseMoeBlock", "[layer][golden]") {
     const auto want = moe::io::read_npy_matrix<float>(dir + "y.npy");
     const auto y = run_block<float>({});
     const double scale = max_abs(want.values);
@@ -57,7 +59,7 @@ TEST_CASE("layer: the sparse MoE block matches HF MixtralSparseMoeBlock", "[laye
     for (std::size_t i = 0; i < want.values.size(); ++i) REQUIRE(std::fabs(yb.values[i] - want.values[i]) <= 2e-2 * scale);
 }
 
-TEST_CASE("layer: capacity switches off or never binding give the dropless output", "[layer]") {
+TEST_CASE("block: capacity switches off or never binding give the dropless output", "[layer]") {
     const auto dropless = run_block<float>({});
     moe::layer_options o;
     o.capacity = true;
@@ -72,7 +74,7 @@ TEST_CASE("layer: capacity switches off or never binding give the dropless outpu
           "[moe.layer.options] fill_in needs capacity: set layer_options::capacity");
 }
 
-TEST_CASE("layer: quantized experts (weight-only fp8) equal the f32 layer on the dequantized weights", "[layer][formats]") {
+TEST_CASE("block: quantized experts (weight-only fp8) equal the f32 layer on the dequantized weights", "[layer][formats]") {
     // fp8 dequantizes each weight once and multiplies with fp32 FMAs in k order: the block with
     // fp8 experts is bit for bit the f32 block given the dequantized weights.
     namespace fm = moe::kernels::formats;
@@ -80,23 +82,61 @@ TEST_CASE("layer: quantized experts (weight-only fp8) equal the f32 layer on the
     const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
     const auto w1 = floats("w1"), w3 = floats("w3"), w2 = floats("w2");
     const auto q = moe::kernels::quantize_experts<fm::fp8>(w1.data(), w3.data(), w2.data(), 4, 48, 40);
-    moe::sparse_moe_block<moe::default_arch, fm::fp8> block(router.view(), q, 40);
+    moe::block<moe::default_arch, fm::fp8> block(router.view(), q, 40);
     std::vector<float> d1(w1.size()), d3(w3.size()), d2(w2.size());
     for (std::size_t e = 0; e < 4; ++e) {
         fm::fp8::dequantize(fm::view_of(q.w1[e]), d1.data() + e * 40 * 48);
         fm::fp8::dequantize(fm::view_of(q.w3[e]), d3.data() + e * 40 * 48);
         fm::fp8::dequantize(fm::view_of(q.w2[e]), d2.data() + e * 48 * 40);
     }
-    moe::sparse_moe_block<moe::default_arch, float> ref(router.view(), d1.data(), d3.data(), d2.data(), 40);
+    moe::block<moe::default_arch, float> ref(router.view(), d1.data(), d3.data(), d2.data(), 40);
     moe::matrix<float> y(x.rows, x.cols), yr(x.rows, x.cols);
     block.forward(y.view(), x, moe_test::reversed_threads_executor{2});
     ref.forward(yr.view(), x);
     CHECK(y.values == yr.values);
     CHECK(y.values != floats("y"));  // the quantization is visible
     // The float-weight constructor quantizes with the same reference quantizer.
-    moe::sparse_moe_block<moe::default_arch, fm::fp8> from_float(router.view(), w1.data(), w3.data(), w2.data(), 40);
+    moe::block<moe::default_arch, fm::fp8> from_float(router.view(), w1.data(), w3.data(), w2.data(), 40);
     moe::matrix<float> yf(x.rows, x.cols);
     from_float.forward(yf.view(), x);
     CHECK(yf.values == y.values);
     CHECK(block.expert_bytes() < 40 * 48 * 3 + 3 * 64 * 16);
+}
+
+TEST_CASE("block: the router-and-experts constructor is the spec constructor of a plain block", "[layer]") {
+    // One class: a Mixtral-structured block built from (router, w1, w3, w2) and the same block
+    // described by a block_spec give the same bits; the old names are aliases of it.
+    static_assert(std::is_same<moe::sparse_moe_block<moe::default_arch, float>, moe::block<moe::default_arch, float>>::value, "");
+    static_assert(std::is_same<moe::models::moe_block<moe::scalar, moe::kernels::formats::q8_0>,
+                               moe::block<moe::scalar, moe::kernels::formats::q8_0>>::value,
+                  "");
+    const auto router = moe::io::read_npy_matrix<float>(dir + "router.npy");
+    const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
+    moe::block_weights w;
+    w.router_w = router.values;
+    w.w1 = floats("w1");
+    w.w3 = floats("w3");
+    w.w2 = floats("w2");
+    moe::block_spec s;
+    s.family = "mixtral";
+    s.router = moe::presets::mixtral();
+    s.num_experts = 4;
+    s.hidden = 48;
+    s.ffn = 40;
+    moe::layer_options o;
+    o.capacity = true;
+    o.drop.capacity.factor = 0.5;
+    o.drop.reroute = true;
+    moe::block<moe::default_arch, moe::kernels::formats::int8> a(router.view(), w.w1.data(), w.w3.data(), w.w2.data(), 40, o);
+    moe::block<moe::default_arch, moe::kernels::formats::int8> b(s, w, o);
+    moe::matrix<float> ya(x.rows, x.cols), yb(x.rows, x.cols);
+    a.forward(ya.view(), x);
+    b.forward(yb.view(), x, moe_test::reversed_threads_executor{2});
+    CHECK(ya.values == yb.values);
+    CHECK(a.last_routing().indices == b.last_routing().indices);
+    CHECK(a.last_capacity().dropped.size() == b.last_capacity().dropped.size());
+    CHECK(a.options().router.keep_scores);  // reroute ranks by scores: the fix-up kept them
+    auto four = moe::stages::experts<moe::default_arch, float>::pack(w.w1.data(), w.w3.data(), w.w2.data(), 4, 48, 40, o);
+    CHECK(moe_test::error_of([&] { moe::block<> c(moe::matrix_view<const float>(router.values.data(), 3, 48), std::move(four), o); }) ==
+          "[moe.layer.shape] router is 3 x 48, experts 4 x hidden 48");
 }
