@@ -4,16 +4,20 @@
 // the float kernel on their dequantized weights, integer formats within a derived bound of a
 // float reference; and every bad input's error, verbatim.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <moe/kernels/expert_ffn.hpp>
 #include <moe/kernels/formats.hpp>
 #include <moe/kernels/quant_ffn.hpp>
+#include <moe/io/gguf.hpp>
 
 #include "test_support.hpp"
 
@@ -506,4 +510,42 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     std::vector<fm::quant_view> v1{fm::view_of(ok.w1[0])}, v3{fm::view_of(ok.w3[0])}, v2{fm::view_of(ok.w2[0])};
     CHECK(error_of([&] { (void)moe::kernels::pack_quant_experts<fm::q8_0>(v1.data(), v3.data(), v2.data(), 1, 32, 64); }) ==
           "[moe.kernels.shape] w1 of expert 0 is 32 x 32, expected 64 x 32");
+}
+
+TEST_CASE("formats: the registry names, parses and visits every format, and ties GGUF ids to ggml's types", "[formats]") {
+    namespace k = moe::kernels;
+    std::vector<std::string> names;
+    std::size_t gguf = 0;
+    k::for_each_format([&](auto tag) {
+        using W = decltype(tag);
+        using tr = k::format_traits<W>;
+        const std::string n = tr::name;
+        names.push_back(n);
+        // parse -> to_string -> parse is the identity; visit_format reaches this very type.
+        const std::string spelled = tr::has_params ? n + ":64" : n;
+        const k::weight_format f = k::parse_weight_format(spelled);
+        CHECK(f.name == n);
+        CHECK(f.to_string() == spelled);
+        CHECK(k::visit_format(f, [](auto t) { return std::is_same<decltype(t), W>::value; }));
+        CHECK(std::string(k::weight_format_names).find(tr::syntax) != std::string::npos);
+        if constexpr (tr::gguf_type >= 0) {
+            // The ggml type a format reads has the format's block size (and, read in place, its name).
+            moe::io::ggml_type_traits g{};
+            REQUIRE(moe::io::ggml_traits(static_cast<std::uint32_t>(tr::gguf_type), g));
+            std::string lower = g.name;
+            for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            CHECK(lower == n);
+            if constexpr (!k::is_weight_type_v<W>) CHECK(g.block == W::block);
+            ++gguf;
+        }
+    });
+    CHECK(names.size() == k::weight_formats::size);
+    CHECK(std::set<std::string>(names.begin(), names.end()).size() == names.size());
+    CHECK(gguf == 8);  // F32 F16 BF16 Q8_0 Q4_0 Q4_K Q6_K MXFP4
+    CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
+          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
+          "int4:G[:zp], fp8 or mxfp4)");
+    CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_k", {}}, [](auto) { return 0; }); }) ==
+          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
+          "int4:G[:zp], fp8 or mxfp4)");
 }

@@ -22,11 +22,16 @@ struct serial_executor {
 #if defined(_OPENMP)
 /// Runs the tiles on OpenMP threads (`threads` = 0: OpenMP's default team size), handed out
 /// dynamically one at a time: tiles of uneven cost (experts with uneven loads) keep every
-/// thread busy. Which thread runs a tile never changes its result.
+/// thread busy. Which thread runs a tile never changes its result. `threads` = 1, or a single
+/// tile, runs on the calling thread without opening a parallel region.
 struct openmp_executor {
     int threads = 0;
     template <class F>
     void operator()(std::size_t n, F&& f) const {
+        if (threads == 1 || n <= 1) {
+            for (std::size_t i = 0; i < n; ++i) f(i);
+            return;
+        }
         const long long count = static_cast<long long>(n);
         if (threads > 0) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)

@@ -18,33 +18,26 @@
 
 #include <moe/moe.hpp>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace py = pybind11;
 
 namespace moe_py {
 
 /// The threads= argument: 1 runs on the calling thread; n > 1 on n OpenMP threads; 0 (the
-/// default) on OpenMP's default team (all cores, or OMP_NUM_THREADS). One executor type, so
-/// each stage is instantiated once; results never depend on the choice (moe's tiles are fixed).
-struct py_executor {
+/// default) on OpenMP's default team (all cores, or OMP_NUM_THREADS): the library's own
+/// executor. One executor type, so each stage is instantiated once; results never depend on the
+/// choice (moe's tiles are fixed).
+#if defined(_OPENMP)
+using py_executor = moe::openmp_executor;
+#else
+struct py_executor {  // a build without OpenMP: every threads= value runs serially
     int threads = 0;
     template <class F>
     void operator()(std::size_t n, F&& f) const {
-#if defined(_OPENMP)
-        if (threads != 1 && n > 1) {
-            const long long count = static_cast<long long>(n);
-            const int team = threads > 0 ? threads : omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
-            for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
-            return;
-        }
-#endif
-        for (std::size_t i = 0; i < n; ++i) f(i);
+        moe::serial_executor{}(n, f);
     }
 };
+#endif
 
 inline py_executor executor(int threads) {
     if (threads < 0) MOE_THROW("moe.python.threads", "threads=", threads, " must be >= 0 (0 = all cores)");

@@ -2,8 +2,8 @@
 /// Load the MoE block of layer L from a llama.cpp GGUF file (io/gguf.hpp): the recipe from the
 /// `{arch}.expert_*` metadata, the tensors by llama.cpp's names (`blk.{L}.ffn_gate_inp.weight`,
 /// stacked `ffn_{gate,up,down}_exps.weight`, `exp_probs_b.bias`, `ffn_*_shexp.weight`,
-/// `ffn_gate_inp_shexp.weight`, GPT-OSS's `*.bias`), dequantized to float32 (F32, F16, BF16,
-/// Q8_0, Q4_0, Q4_K, Q6_K through moe's GGUF formats, MXFP4 in ggml's block layout), or, with
+/// `ffn_gate_inp_shexp.weight`, GPT-OSS's `*.bias`), dequantized to float32 (F32, F16, BF16 and
+/// every ggml type a format of the registry reads: kernels/formats.hpp, `gguf_type`), or, with
 /// `pack_gguf_experts<Fmt>`, packed straight from the file's blocks when all three expert
 /// tensors are in format Fmt.
 ///
@@ -19,19 +19,29 @@
 
 #include "../config.hpp"
 #include "../io/gguf.hpp"
-#include "../kernels/formats/mxfp4.hpp"
-#include "../kernels/formats/q4_0.hpp"
-#include "../kernels/formats/q4_k.hpp"
-#include "../kernels/formats/q6_k.hpp"
-#include "../kernels/formats/q8_0.hpp"
+#include "../kernels/formats.hpp"
 #include "../kernels/quant_ffn.hpp"
 #include "../presets.hpp"
+#include "../block.hpp"
 #include "hf.hpp"
-#include "moe_block.hpp"
 
 namespace moe::models {
 
 namespace detail {
+
+/// "F32, F16, BF16, Q8_0, ... and MXFP4": the ggml types the registry's formats read.
+inline std::string gguf_readable() {
+    std::vector<std::string> names;
+    kernels::for_each_format([&](auto tag) {
+        io::ggml_type_traits tr{};
+        if (kernels::format_traits<decltype(tag)>::gguf_type >= 0 &&
+            io::ggml_traits(static_cast<std::uint32_t>(kernels::format_traits<decltype(tag)>::gguf_type), tr))
+            names.emplace_back(tr.name);
+    });
+    std::string all;
+    for (std::size_t i = 0; i < names.size(); ++i) all += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+    return all;
+}
 
 /// `rows` x `cols` values of a GGUF tensor starting at row `row0` (cols = ne[0]) as float.
 inline void gguf_rows(const io::gguf_tensor& t, std::size_t row0, std::size_t rows, std::size_t cols, float* out) {
@@ -52,15 +62,24 @@ inline void gguf_rows(const io::gguf_tensor& t, std::size_t row0, std::size_t ro
             io::to_float(tv, out, rows * cols);
             return;
         }
-        case io::ggml_type::q8_0: fm::q8_0::validate(v); fm::q8_0::dequantize(v, out); return;
-        case io::ggml_type::q4_0: fm::q4_0::validate(v); fm::q4_0::dequantize(v, out); return;
-        case io::ggml_type::q4_k: fm::q4_k::validate(v); fm::q4_k::dequantize(v, out); return;
-        case io::ggml_type::q6_k: fm::q6_k::validate(v); fm::q6_k::dequantize(v, out); return;
-        case io::ggml_type::mxfp4: fm::mxfp4::dequantize_ggml(p, rows, cols, out, "tensor '" + t.name + "'"); return;
-        default:
-            MOE_THROW("moe.models.load", "tensor '", t.name, "' is ", t.type_name(),
-                      "; moe reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K and MXFP4");
+        default: break;
     }
+    bool done = false;
+    kernels::for_each_format([&](auto tag) {  // the formats that read a ggml type (the registry)
+        using W = decltype(tag);
+        using ft = kernels::format_traits<W>;
+        if constexpr (!kernels::is_weight_type_v<W> && ft::gguf_type >= 0) {
+            if (done || static_cast<int>(t.type) != ft::gguf_type) return;
+            if constexpr (ft::gguf_in_place) {
+                W::validate(v);
+                W::dequantize(v, out);
+            } else {
+                W::dequantize_ggml(p, rows, cols, out, "tensor '" + t.name + "'");
+            }
+            done = true;
+        }
+    });
+    if (!done) MOE_THROW("moe.models.load", "tensor '", t.name, "' is ", t.type_name(), "; moe reads ", gguf_readable());
 }
 
 struct gguf_reader {
@@ -197,19 +216,18 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
 }
 
 /// Layer L's routed experts packed in format Fmt straight from the file's blocks (no float
-/// copy), for a `moe_block<Arch, Fmt>(spec, weights, packed)`. Throws [moe.models.format] when
+/// copy), for a `moe::block<Arch, Fmt>(spec, weights, packed)`. Throws [moe.models.format] when
 /// a tensor is not in Fmt (a Q4_K_M file mixes Q4_K and Q6_K: load those as float, or pick
 /// the layer's own format with `gguf_expert_types`).
 template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_gguf_experts(const io::gguf_file& f, std::size_t L, const kernels::pack_options& o = {}) {
+    static_assert(kernels::format_traits<Fmt>::gguf_in_place, "Fmt's bytes are not a ggml type's blocks: load its tensors as float");
     const std::string p = "blk." + std::to_string(L) + ".";
     const io::gguf_tensor* t[3] = {&f.tensor(p + "ffn_gate_exps.weight"), &f.tensor(p + "ffn_up_exps.weight"),
                                    &f.tensor(p + "ffn_down_exps.weight")};
     for (const io::gguf_tensor* x : t) {
         if (x->ne.size() != 3) MOE_THROW("moe.models.load", f.path(), ": tensor '", x->name, "' is not a stack of experts");
-        std::string n = x->type_name();
-        for (char& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        if (n != Fmt::name) MOE_THROW("moe.models.format", f.path(), ": tensor '", x->name, "' is ", x->type_name(), ", not ", Fmt::name);
+        if (static_cast<int>(x->type) != kernels::format_traits<Fmt>::gguf_type) MOE_THROW("moe.models.format", f.path(), ": tensor '", x->name, "' is ", x->type_name(), ", not ", Fmt::name);
     }
     const std::size_t E = static_cast<std::size_t>(t[0]->ne[2]), H = static_cast<std::size_t>(t[0]->ne[0]),
                       F = static_cast<std::size_t>(t[0]->ne[1]);

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "common.hpp"
 #include "panel.hpp"
@@ -20,6 +21,29 @@ namespace moe::kernels::formats {
 
 struct int4 {
     static constexpr const char* name = "int4";
+    static constexpr const char* syntax = "int4:G[:zp]";  ///< its run-time name carries the group
+
+    /// The parameters of "int4:<rest>": the group G (a positive multiple of 8) and ":zp" for zero
+    /// points. Throws [moe.kernels.format].
+    static format_params parse_params(std::string rest) {
+        format_params p;
+        if (rest.size() > 3 && rest.compare(rest.size() - 3, 3, ":zp") == 0) {
+            p.zero_points = true;
+            rest.resize(rest.size() - 3);
+        }
+        bool ok = !rest.empty() && rest.size() <= 6;
+        for (char c : rest) ok = ok && c >= '0' && c <= '9';
+        std::size_t g = 0;
+        if (ok) g = static_cast<std::size_t>(std::stoul(rest));
+        if (!ok || g < 8 || g % 8 != 0)
+            MOE_THROW("moe.kernels.format", "int4 group '", rest, "' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
+        p.group = g;
+        return p;
+    }
+    /// ":G" or ":G:zp", the inverse of parse_params.
+    static std::string params_string(const format_params& p) {
+        return ":" + std::to_string(p.group) + (p.zero_points ? ":zp" : "");
+    }
     static constexpr bool integer = true;
     static constexpr unsigned bits = 4;
 

@@ -18,6 +18,8 @@ namespace moe::kernels::formats {
 
 struct mxfp4 {
     static constexpr const char* name = "mxfp4";
+    /// The ggml type id of GGUF's MXFP4 (its own block layout: read through `dequantize_ggml`).
+    static constexpr int gguf_type = 39;
     static constexpr bool integer = false;
     static constexpr std::size_t block = 32;
 

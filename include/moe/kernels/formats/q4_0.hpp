@@ -16,6 +16,8 @@ namespace moe::kernels::formats {
 
 struct q4_0 {
     static constexpr const char* name = "q4_0";
+    /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
+    static constexpr int gguf_type = 2;
     static constexpr bool integer = true;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 32, block_bytes = 18;

@@ -18,6 +18,8 @@ namespace moe::kernels::formats {
 
 struct q4_k {
     static constexpr const char* name = "q4_k";
+    /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
+    static constexpr int gguf_type = 12;
     static constexpr bool integer = true;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 256, block_bytes = 144;

@@ -17,6 +17,8 @@ namespace moe::kernels::formats {
 
 struct q6_k {
     static constexpr const char* name = "q6_k";
+    /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
+    static constexpr int gguf_type = 14;
     static constexpr bool integer = true;
     static constexpr unsigned bits = 6;
     static constexpr std::size_t block = 256, block_bytes = 210;

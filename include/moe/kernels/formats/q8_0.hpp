@@ -15,6 +15,8 @@ namespace moe::kernels::formats {
 
 struct q8_0 {
     static constexpr const char* name = "q8_0";
+    /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
+    static constexpr int gguf_type = 8;
     static constexpr bool integer = true;
     static constexpr unsigned bits = 8;
     static constexpr std::size_t block = 32, block_bytes = 34;
