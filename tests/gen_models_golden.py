@@ -192,6 +192,11 @@ def deepseek_like(name, model_type, k, n_group, topk_group, scale, norm, n_share
            "intermediate_size": 3 * F_, "num_experts_per_tok": k, "num_hidden_layers": 2, "first_k_dense_replace": 1,
            "moe_layer_freq": 1, "n_group": n_group, "topk_group": topk_group, "routed_scaling_factor": scale,
            "norm_topk_prob": norm, "n_shared_experts": n_shared, "scoring_func": scoring}
+    if model_type == "dots1":
+        # Dots1Config: no moe_layer_freq; its scoring_func (default "softmax") is not read by
+        # Dots1TopkRouter, which always scores with sigmoid, as DeepSeek-V3's router does.
+        del cfg["moe_layer_freq"]
+        cfg["scoring_func"] = "softmax"
     if scoring == "softmax":
         cfg["topk_method"] = "group_limited_greedy" if n_group > 1 else "greedy"
     ck = Ckpt(name, cfg)
@@ -486,8 +491,32 @@ def gguf_q8_0():
     np.save(os.path.join(d, "indices.npy"), idx.numpy().astype(np.int32))
 
 
+def dots1_files():
+    """dots.llm1 (HF Dots1MoE): DeepSeek-V3's router and tensor layout, 2 shared experts; and
+    the same block as llama.cpp's `dots1` GGUF."""
+    deepseek_like("dots1", "dots1", 4, 4, 2, 2.5, True, 2, "sigmoid")
+    m = "model.layers.1."
+    Fs = 2 * F_
+    stack = lambda pre, proj: (lambda st: np.stack([st[f"{pre}.{e}.{proj}.weight"] for e in range(E)]))
+    gguf_from_hf("dots1", "dots1", {
+        "dots1.embedding_length": ("u32", H), "dots1.expert_count": ("u32", E), "dots1.expert_used_count": ("u32", 4),
+        "dots1.expert_shared_count": ("u32", 2), "dots1.expert_weights_scale": ("f32", 2.5),
+        "dots1.expert_weights_norm": ("bool", True), "dots1.expert_gating_func": ("u32", 2),
+        "dots1.expert_group_count": ("u32", 4), "dots1.expert_group_used_count": ("u32", 2),
+        "dots1.leading_dense_block_count": ("u32", 1)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "mlp.gate.weight", [H, E]),
+        "blk.1.exp_probs_b.bias": (m + "mlp.gate.e_score_correction_bias", [E]),
+        "blk.1.ffn_gate_exps.weight": (stack(m + "mlp.experts", "gate_proj"), [H, F_, E]),
+        "blk.1.ffn_up_exps.weight": (stack(m + "mlp.experts", "up_proj"), [H, F_, E]),
+        "blk.1.ffn_down_exps.weight": (stack(m + "mlp.experts", "down_proj"), [F_, H, E]),
+        "blk.1.ffn_gate_shexp.weight": (m + "mlp.shared_experts.gate_proj.weight", [H, Fs]),
+        "blk.1.ffn_up_shexp.weight": (m + "mlp.shared_experts.up_proj.weight", [H, Fs]),
+        "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_experts.down_proj.weight", [Fs, H])})
+
+
 if __name__ == "__main__":
     main()
     gguf_files()
     with torch.no_grad():
         gguf_q8_0()
+        dots1_files()  # last: the families above keep their random draws

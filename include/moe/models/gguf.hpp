@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cctype>
+#include <functional>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -23,104 +24,34 @@
 #include "../kernels/quant_ffn.hpp"
 #include "../presets.hpp"
 #include "../block.hpp"
+#include "families.hpp"
+#include "family.hpp"
 #include "hf.hpp"
 
 namespace moe::models {
-
-namespace detail {
-
-/// "F32, F16, BF16, Q8_0, ... and MXFP4": the ggml types the registry's formats read.
-inline std::string gguf_readable() {
-    std::vector<std::string> names;
-    kernels::for_each_format([&](auto tag) {
-        io::ggml_type_traits tr{};
-        if (kernels::format_traits<decltype(tag)>::gguf_type >= 0 &&
-            io::ggml_traits(static_cast<std::uint32_t>(kernels::format_traits<decltype(tag)>::gguf_type), tr))
-            names.emplace_back(tr.name);
-    });
-    std::string all;
-    for (std::size_t i = 0; i < names.size(); ++i) all += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
-    return all;
-}
-
-/// `rows` x `cols` values of a GGUF tensor starting at row `row0` (cols = ne[0]) as float.
-inline void gguf_rows(const io::gguf_tensor& t, std::size_t row0, std::size_t rows, std::size_t cols, float* out) {
-    namespace fm = kernels::formats;
-    io::ggml_type_traits tr{};
-    (void)io::ggml_traits(static_cast<std::uint32_t>(t.type), tr);  // the reader accepted the type
-    const std::size_t row_bytes = cols / tr.block * tr.bytes;
-    const std::uint8_t* p = t.data + row0 * row_bytes;
-    const fm::quant_view v{rows, cols, {}, p, rows * row_bytes, nullptr, 0};
-    switch (t.type) {
-        case io::ggml_type::f32:
-        case io::ggml_type::f16:
-        case io::ggml_type::bf16: {
-            io::tensor_view tv = t.view();
-            tv.data = p;
-            tv.bytes = rows * row_bytes;
-            tv.shape = {rows, cols};
-            io::to_float(tv, out, rows * cols);
-            return;
-        }
-        default: break;
-    }
-    bool done = false;
-    kernels::for_each_format([&](auto tag) {  // the formats that read a ggml type (the registry)
-        using W = decltype(tag);
-        using ft = kernels::format_traits<W>;
-        if constexpr (!kernels::is_weight_type_v<W> && ft::gguf_type >= 0) {
-            if (done || static_cast<int>(t.type) != ft::gguf_type) return;
-            if constexpr (ft::gguf_in_place) {
-                W::validate(v);
-                W::dequantize(v, out);
-            } else {
-                W::dequantize_ggml(p, rows, cols, out, "tensor '" + t.name + "'");
-            }
-            done = true;
-        }
-    });
-    if (!done) MOE_THROW("moe.models.load", "tensor '", t.name, "' is ", t.type_name(), "; moe reads ", gguf_readable());
-}
-
-struct gguf_reader {
-    const io::gguf_file& f;
-    [[nodiscard]] bool has(const std::string& n) const { return f.contains(n); }
-    const io::gguf_tensor& tensor(const std::string& n, const std::vector<std::uint64_t>& ne) const {
-        const io::gguf_tensor& t = f.tensor(n);
-        if (t.ne != ne) {
-            std::vector<std::size_t> a(t.ne.begin(), t.ne.end()), b(ne.begin(), ne.end());
-            MOE_THROW("moe.models.load", f.path(), ": tensor '", n, "' has ne ", io::shape_string(a), ", expected ", io::shape_string(b));
-        }
-        return t;
-    }
-    /// The whole tensor as float, row-major with ne[0] contiguous.
-    std::vector<float> read(const std::string& n, const std::vector<std::uint64_t>& ne) const {
-        const io::gguf_tensor& t = tensor(n, ne);
-        std::size_t numel = 1;
-        for (auto d : ne) numel *= static_cast<std::size_t>(d);
-        std::vector<float> v(numel);
-        gguf_rows(t, 0, numel / ne[0], static_cast<std::size_t>(ne[0]), v.data());
-        return v;
-    }
-};
-
-}  // namespace detail
-
-/// The architectures `load_block(gguf_file, L)` understands (general.architecture).
-inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "deepseek2", "gpt-oss", "llama4"};
 
 /// Layer L's MoE block of a GGUF file, weights dequantized to float32. Throws
 /// [moe.models.config] (unknown architecture, missing metadata), [moe.models.layer],
 /// [moe.models.load] and the reader's [moe.io.gguf]. `experts` false reads the router only.
 [[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts = true) {
     const std::string arch = f.get_or<std::string>("general.architecture", "");
-    bool known = false;
-    for (const char* a : gguf_archs) known = known || arch == a;
-    if (!known) {
-        std::string all;
-        for (const char* a : gguf_archs) all += (all.empty() ? "" : ", ") + std::string(a);
-        MOE_THROW("moe.models.config", f.path(), ": architecture '", arch, "' is not one moe loads (", all, ")");
-    }
+    // The family's defaults for keys older files lack, and its hooks.
+    bool norm_default = false;
+    unsigned gating_default = 1;
+    std::function<void(const gguf_source&, std::size_t, block_spec&)> route_hook;
+    std::function<void(const gguf_source&, loaded_block&)> extras_hook;
+    const bool known = visit_family(
+        arch, [](auto* fam) { return std::remove_pointer_t<decltype(fam)>::gguf_archs; },
+        [&](auto* fam) {
+            using F = std::remove_pointer_t<decltype(fam)>;
+            norm_default = F::gguf_norm_default(arch);
+            gating_default = F::gguf_gating_default(arch);
+            if constexpr (detail::has_gguf_router<F>::value)
+                route_hook = &F::gguf_router;
+            if constexpr (detail::has_gguf_extras<F>::value) extras_hook = &F::gguf_extras;
+        },
+        registry{});
+    if (!known) MOE_THROW("moe.models.config", f.path(), ": architecture '", arch, "' is not one moe loads (", gguf_arch_names(), ")");
     auto key = [&](const char* k) { return arch + "." + k; };
     auto need = [&](const char* k) {
         if (!f.has(key(k))) MOE_THROW("moe.models.config", f.path(), ": no key '", key(k), "'");
@@ -144,14 +75,12 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
     s.ffn = gate_exps.ne.size() == 3 ? static_cast<std::size_t>(gate_exps.ne[1]) : 0;
     const std::size_t F = s.ffn;
 
-    const bool norm = f.get_or<bool>(key("expert_weights_norm"), arch == "llama" || arch == "qwen3moe");
+    const gguf_source src{f, arch, L, p, rd};
+    const bool norm = f.get_or<bool>(key("expert_weights_norm"), norm_default);
     const float scale = f.get_or<float>(key("expert_weights_scale"), 1.0f);
-    const std::uint32_t gating = f.get_or<std::uint32_t>(key("expert_gating_func"), arch == "llama4" ? 2u : 1u);  // 1 softmax, 2 sigmoid
-    if (arch == "gpt-oss") {
-        s.router = presets::gpt_oss(k);
-    } else if (arch == "llama4") {
-        s.router = presets::llama4(k);
-        s.weight_on_input = true;
+    const std::uint32_t gating = f.get_or<std::uint32_t>(key("expert_gating_func"), gating_default);  // 1 softmax, 2 sigmoid
+    if (route_hook) {
+        route_hook(src, k, s);
     } else {
         if (gating == 2) {
             s.router.score = score_function::sigmoid;
@@ -170,8 +99,8 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
             s.router.group_score_top_m = gating == 2 ? 2 : 1;
             s.router.mask = group_mask::neg_inf;  // llama.cpp masks dropped groups with -inf
         }
+        if (norm) s.router = presets::llama_cpp_norm(s.router);
     }
-    if (norm && arch != "gpt-oss" && arch != "llama4") s.router = presets::llama_cpp_norm(s.router);
     s.router.scaling_factor = scale == 0.0f ? 1.0f : scale;
 
     w.router_w = rd.read(p + "ffn_gate_inp.weight", {H, E});
@@ -190,14 +119,7 @@ inline constexpr const char* gguf_archs[] = {"llama", "qwen2moe", "qwen3moe", "o
     w.w1 = rd.read(p + "ffn_gate_exps.weight", {H, F, E});
     w.w3 = rd.read(p + "ffn_up_exps.weight", {H, F, E});
     w.w2 = rd.read(p + "ffn_down_exps.weight", {F, H, E});
-    if (arch == "gpt-oss") {
-        s.expert_bias = true;
-        s.activation = kernels::ffn_activation::swiglu_oai;
-        s.swiglu_limit = f.get_or<float>(key("swiglu_clamp"), 7.0f);
-        w.b1 = rd.read(p + "ffn_gate_exps.bias", {F, E});
-        w.b3 = rd.read(p + "ffn_up_exps.bias", {F, E});
-        w.b2 = rd.read(p + "ffn_down_exps.bias", {H, E});
-    }
+    if (extras_hook) extras_hook(src, b);
     if (rd.has(p + "ffn_gate_shexp.weight")) {
         const io::gguf_tensor& sg = f.tensor(p + "ffn_gate_shexp.weight");
         s.shared_ffn = sg.ne.size() == 2 ? static_cast<std::size_t>(sg.ne[1]) : 0;

@@ -1,0 +1,50 @@
+/// @file models/families.hpp
+/// The registry of model families: one recipe header each (models/families/), one line each in
+/// `registry`. The HF and GGUF loaders, `moe-layer`, `moe-route --list` and Python iterate it;
+/// a family's names (model_type, GGUF architecture) appear in its own header only.
+#pragma once
+
+#include "families/deepseek.hpp"
+#include "families/dots1.hpp"
+#include "families/gpt_oss.hpp"
+#include "families/granite.hpp"
+#include "families/llama4.hpp"
+#include "families/minimax_m2.hpp"
+#include "families/mixtral.hpp"
+#include "families/qwen_moe.hpp"
+#include "family.hpp"
+
+namespace moe::models {
+
+/// Every family, in the order names are listed.
+using registry = family_list<families::mixtral, families::minimax_m2, families::qwen_moe, families::deepseek, families::dots1,
+                             families::gpt_oss, families::llama4, families::granite>;
+
+/// "mixtral, minimax_m2, qwen2_moe, ...": the config.json model_type values moe loads.
+[[nodiscard]] inline std::string hf_family_names() {
+    return detail::family_names([](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; }, registry{});
+}
+/// "llama, qwen2moe, ...": the GGUF architectures moe loads.
+[[nodiscard]] inline std::string gguf_arch_names() {
+    return detail::family_names([](auto* f) { return std::remove_pointer_t<decltype(f)>::gguf_archs; }, registry{});
+}
+
+/// Calls `f(family*)` (a null pointer of the family's type) for the first family whose
+/// `names(family*)` contains `name`; false when none does.
+template <class Names, class Fn, class... F>
+bool visit_family(const std::string& name, Names names, Fn&& f, family_list<F...>) {
+    bool found = false;
+    auto one = [&](auto* tag) {
+        if (found) return;
+        for (const char* n : names(tag))
+            if (name == n) {
+                found = true;
+                f(tag);
+                return;
+            }
+    };
+    (one(static_cast<F*>(nullptr)), ...);
+    return found;
+}
+
+}  // namespace moe::models
