@@ -16,7 +16,7 @@ struct deepseek {
 
     /// The tensors of a DeepSeek-layout MoE layer (`mlp.gate`, its optional correction bias,
     /// `mlp.experts`, `mlp.shared_experts` of `n_shared_experts` x the expert ffn); the caller
-    /// has set the router and sizes. Shared by the families built on this layout (dots1).
+    /// has set the router and sizes. Shared by the families built on this layout.
     static void load_tensors(const hf_source& src, loaded_block& b) {
         block_spec& s = b.spec;
         block_weights& w = b.weights;
