@@ -187,6 +187,11 @@ def qwen_like(name, model_type, k, norm, shared_ffn=0):
     ck.save(x, y, logits, idx)
 
 
+def dense_layer0(ck):
+    for proj, shape in (("gate_proj", (3 * F_, H)), ("up_proj", (3 * F_, H)), ("down_proj", (H, 3 * F_))):
+        ck.add(f"model.layers.0.mlp.{proj}.weight", rnd(*shape))
+
+
 def deepseek_like(name, model_type, k, n_group, topk_group, scale, norm, n_shared, scoring, fp8=False):
     cfg = {"model_type": model_type, "hidden_size": H, "n_routed_experts": E, "moe_intermediate_size": F_,
            "intermediate_size": 3 * F_, "num_experts_per_tok": k, "num_hidden_layers": 2, "first_k_dense_replace": 1,
@@ -200,9 +205,7 @@ def deepseek_like(name, model_type, k, n_group, topk_group, scale, norm, n_share
     if scoring == "softmax":
         cfg["topk_method"] = "group_limited_greedy" if n_group > 1 else "greedy"
     ck = Ckpt(name, cfg)
-    # Layer 0: dense (first_k_dense_replace = 1).
-    for proj, shape in (("gate_proj", (3 * F_, H)), ("up_proj", (3 * F_, H)), ("down_proj", (H, 3 * F_))):
-        ck.add(f"model.layers.0.mlp.{proj}.weight", rnd(*shape))
+    dense_layer0(ck)  # first_k_dense_replace = 1
     p = "model.layers.1.mlp."
     wg = rnd(E, H, s=0.5)
     ck.add(p + "gate.weight", wg)
@@ -514,9 +517,100 @@ def dots1_files():
         "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_experts.down_proj.weight", [Fs, H])})
 
 
+def ernie4_5_moe(name, k, n_shared, norm_min=1e-12):
+    """HF Ernie4_5_MoeSparseMoeBlock: selection on softmax + moe_statics bias, weights the
+    unbiased probabilities / max(sum, moe_norm_min); shared experts added."""
+    cfg = {"model_type": "ernie4_5_moe", "hidden_size": H, "moe_num_experts": E, "moe_k": k, "moe_intermediate_size": F_,
+           "intermediate_size": 3 * F_, "num_hidden_layers": 2, "moe_num_shared_experts": n_shared,
+           "moe_layer_start_index": 1, "moe_layer_end_index": -1, "moe_layer_interval": 1, "moe_norm_min": norm_min}
+    ck = Ckpt(name, cfg)
+    dense_layer0(ck)
+    p = "model.layers.1.mlp."
+    wg = rnd(E, H, s=0.5)
+    ck.add(p + "gate.weight", wg)
+    bias = rnd(1, E, s=0.05)
+    ck.add(p + "moe_statics.e_score_correction_bias", bias)
+    ws = experts_per_module(ck, p + "experts", ("gate_proj", "up_proj", "down_proj"))
+    fs = F_ * n_shared
+    s1, s3, s2 = rnd(fs, H), rnd(fs, H), rnd(H, fs)
+    ck.add(p + "shared_experts.gate_proj.weight", s1)
+    ck.add(p + "shared_experts.up_proj.weight", s3)
+    ck.add(p + "shared_experts.down_proj.weight", s2)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    prob = torch.softmax(logits, dim=1, dtype=torch.float)
+    _, idx = topk(prob + bias, k)
+    w = prob.gather(1, idx)
+    w = w / torch.clamp(w.sum(dim=-1, keepdim=True), min=norm_min)
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e])) + swiglu_mlp(x, s1, s3, s2)
+    ck.save(x, y, logits, idx)
+
+
+def hunyuan_v1_moe(name, k, shared_ffn):
+    """HF HunYuanMoEV1Moe: softmax, top-k, / sum; the shared MLP always added. moe_topk and
+    num_experts given per layer, as the released configs do."""
+    cfg = {"model_type": "hunyuan_v1_moe", "hidden_size": H, "num_experts": [E, E], "moe_topk": [k, k],
+           "intermediate_size": F_, "moe_intermediate_size": [F_, F_], "num_hidden_layers": 2, "num_shared_expert": 1}
+    ck = Ckpt(name, cfg)
+    p = "model.layers.1.mlp."
+    wg = rnd(E, H, s=0.5)
+    ck.add(p + "gate.wg.weight", wg)
+    ws = experts_per_module(ck, p + "experts", ("gate_proj", "up_proj", "down_proj"))
+    s1, s3, s2 = rnd(shared_ffn, H), rnd(shared_ffn, H), rnd(H, shared_ffn)
+    ck.add(p + "shared_mlp.gate_proj.weight", s1)
+    ck.add(p + "shared_mlp.up_proj.weight", s3)
+    ck.add(p + "shared_mlp.down_proj.weight", s2)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    w = w / w.sum(dim=-1, keepdim=True)
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e])) + swiglu_mlp(x, s1, s3, s2)
+    ck.save(x, y, logits, idx)
+
+
+def more_families():
+    ernie4_5_moe("ernie4_5_moe", 3, 2)
+    # Qwen3NextSparseMoeBlock is Qwen2MoeSparseMoeBlock; norm_topk_prob left to its default (true).
+    qwen_like("qwen3_next", "qwen3_next", 4, True, shared_ffn=24)
+    cfg_path = os.path.join(OUT, "qwen3_next", "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    del cfg["norm_topk_prob"]
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    hunyuan_v1_moe("hunyuan_v1_moe", 3, 24)
+    # The same blocks as llama.cpp's GGUF architectures (its generic MoE keys and names).
+    m = "model.layers.1."
+    stack = lambda pre, proj: (lambda st: np.stack([st[f"{pre}.{e}.{proj}.weight"] for e in range(E)]))
+
+    def gguf(name, arch, k, router, bias, experts, shared, fs, shared_gate=None):
+        meta = {f"{arch}.embedding_length": ("u32", H), f"{arch}.expert_count": ("u32", E),
+                f"{arch}.expert_used_count": ("u32", k)}
+        names = {"blk.1.ffn_gate_inp.weight": (m + router, [H, E]),
+                 "blk.1.ffn_gate_exps.weight": (stack(m + experts, "gate_proj"), [H, F_, E]),
+                 "blk.1.ffn_up_exps.weight": (stack(m + experts, "up_proj"), [H, F_, E]),
+                 "blk.1.ffn_down_exps.weight": (stack(m + experts, "down_proj"), [F_, H, E]),
+                 "blk.1.ffn_gate_shexp.weight": (m + shared + ".gate_proj.weight", [H, fs]),
+                 "blk.1.ffn_up_shexp.weight": (m + shared + ".up_proj.weight", [H, fs]),
+                 "blk.1.ffn_down_shexp.weight": (m + shared + ".down_proj.weight", [fs, H])}
+        if bias:
+            names["blk.1.exp_probs_b.bias"] = (m + bias, [E])
+        if shared_gate:
+            names["blk.1.ffn_gate_inp_shexp.weight"] = (m + shared_gate, [H])
+        gguf_from_hf(name, arch, meta, names)
+
+    gguf("ernie4_5_moe", "ernie4_5-moe", 3, "mlp.gate.weight", "mlp.moe_statics.e_score_correction_bias", "mlp.experts",
+         "mlp.shared_experts", 2 * F_)
+    gguf("qwen3_next", "qwen3next", 4, "mlp.gate.weight", None, "mlp.experts", "mlp.shared_expert", 24,
+         "mlp.shared_expert_gate.weight")
+    gguf("hunyuan_v1_moe", "hunyuan-moe", 3, "mlp.gate.wg.weight", None, "mlp.experts", "mlp.shared_mlp", 24)
+
+
 if __name__ == "__main__":
     main()
     gguf_files()
     with torch.no_grad():
         gguf_q8_0()
         dots1_files()  # last: the families above keep their random draws
+        more_families()

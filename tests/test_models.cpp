@@ -67,6 +67,9 @@ TEST_CASE("models: each family's block from its HF checkpoint matches torch", "[
     check_family("deepseek_v3_fp8", "deepseek_v3");
     check_family("glm4_moe", "glm4_moe");
     check_family("dots1", "dots1");
+    check_family("ernie4_5_moe", "ernie4_5_moe");
+    check_family("qwen3_next", "qwen3_next");
+    check_family("hunyuan_v1_moe", "hunyuan_v1_moe");
     check_family("gpt_oss", "gpt_oss");
     check_family("gpt_oss_mxfp4", "gpt_oss");
     check_family("llama4", "llama4");
@@ -127,7 +130,7 @@ TEST_CASE("models: loader errors name the checkpoint and the fault", "[models]")
     CHECK(with_config(R"({"model_type": "bert", "hidden_size": 32})") ==
           "[moe.models.config] " + dir +
               ": model_type 'bert' is not a family moe loads (mixtral, minimax_m2, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-              "deepseek_v3, kimi_k2, glm4_moe, dots1, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared)");
+              "deepseek_v3, kimi_k2, glm4_moe, dots1, ernie4_5_moe, qwen3_next, hunyuan_v1_moe, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared)");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": 32, "intermediate_size": 16, "num_experts_per_tok": 2})") ==
           "[moe.models.config] config.json has no 'num_local_experts'");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": "32"})") ==
@@ -185,7 +188,7 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 TEST_CASE("models: GGUF blocks (llama.cpp names and expert metadata) match the HF goldens", "[models][gguf]") {
-    for (const char* name : {"mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "dots1"}) {
+    for (const char* name : {"mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "dots1", "ernie4_5_moe", "qwen3_next", "hunyuan_v1_moe"}) {
         INFO("checkpoint " << name);
         const moe::io::gguf_file f(models_dir + name + "/model.gguf");
         auto b = moe::models::load_block(f, 1);
@@ -220,7 +223,7 @@ TEST_CASE("models: GGUF blocks (llama.cpp names and expert metadata) match the H
     const moe::io::gguf_file tiny(std::string(MOE_TEST_DATA_DIR) + "/io/tiny.gguf");
     CHECK(error_of([&] { (void)moe::models::load_block(tiny, 0); }) ==
           "[moe.models.config] " + std::string(MOE_TEST_DATA_DIR) +
-              "/io/tiny.gguf: architecture 'mixtral' is not one moe loads (llama, qwen2moe, qwen3moe, olmoe, deepseek2, dots1, gpt-oss, llama4)");
+              "/io/tiny.gguf: architecture 'mixtral' is not one moe loads (llama, qwen2moe, qwen3moe, olmoe, deepseek2, dots1, ernie4_5-moe, qwen3next, hunyuan-moe, gpt-oss, llama4)");
 }
 
 TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's blocks", "[models][gguf]") {
