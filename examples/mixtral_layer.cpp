@@ -38,8 +38,8 @@ shape and run
   --experts E         number of experts                            (default 8)
   --top-k K           experts per token                            (default 2)
   --tokens T          tokens in the batch                          (default 512)
-  --dtype FORMAT      expert weight format: f32 f16 bf16 bf16:dot q8_0 q4_0 q4_k
-                      q6_k int8 int4:G[:zp] fp8 mxfp4 (quantized from the f32 weights
+  --dtype FORMAT      expert weight format: f32 f16 bf16 bf16:dot q8_0 q4_0 q5_0
+                      q4_k q6_k int8 int4:G[:zp] fp8 mxfp4 (quantized from the f32 weights
                       with the format's reference quantizer; bf16:dot rounds the
                       activations to bf16 for the native vdpbf16ps dot)  (default f32)
   --threads N         threads (default: all)

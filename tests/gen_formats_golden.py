@@ -128,6 +128,27 @@ def q4_0(w):
     return blocks.tobytes(), b"", deq.reshape(N, K)
 
 
+def q5_0(w):
+    """ggml's quantize_row_q5_0_ref and block_q5_0 {fp16 d; uint8 qh[4]; uint8 qs[16]}."""
+    b = w.reshape(N, K // 32, 32)
+    idx = np.argmax(np.abs(b), axis=2)
+    mx = np.take_along_axis(b, idx[..., None], axis=2)[..., 0]
+    d = (mx / f32(-16)).astype(f32)
+    idv = np.where(d != 0, f32(1) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
+    x0 = (b * idv[..., None]).astype(f32)
+    q = np.minimum(31, np.trunc(x0 + f32(16.5)).astype(np.int32)).astype(np.uint32)
+    blocks = np.zeros((N, K // 32, 22), dtype=np.uint8)
+    blocks[..., :2] = fp16_bits(d)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    qh = np.zeros((N, K // 32), dtype=np.uint32)
+    for j in range(32):
+        qh |= ((q[..., j] >> 4) & 1) << j
+    blocks[..., 2:6] = qh[..., None].astype("<u4").view(np.uint8).reshape(N, K // 32, 4)
+    blocks[..., 6:] = ((q[..., :16] & 15) | ((q[..., 16:] & 15) << 4)).astype(np.uint8)
+    dd = fp16_val(fp16_bits(d))[..., None]
+    deq = ((q.astype(np.int32) - 16).astype(f32) * dd).astype(f32)
+    return blocks.tobytes(), b"", deq.reshape(N, K)
+
+
 def q4_k(w):
     nb = K // 256
     out = np.zeros((N, nb, 144), dtype=np.uint8)
@@ -301,7 +322,7 @@ def bf16(w):
 
 
 FORMATS = {
-    "q8_0": q8_0, "q4_0": q4_0, "q4_k": q4_k, "q6_k": q6_k, "int8": int8,
+    "q8_0": q8_0, "q4_0": q4_0, "q5_0": q5_0, "q4_k": q4_k, "q6_k": q6_k, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
     "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,
 }

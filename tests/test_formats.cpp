@@ -282,6 +282,7 @@ void check_kernel(std::size_t H, std::size_t F, fm::format_params p, std::size_t
 TEST_CASE("formats: reference quantizers and dequantizers match the numpy statement byte for byte", "[formats]") {
     check_golden<fm::q8_0>("q8_0", {});
     check_golden<fm::q4_0>("q4_0", {});
+    check_golden<fm::q5_0>("q5_0", {});
     check_golden<fm::q4_k>("q4_k", {});
     check_golden<fm::q6_k>("q6_k", {});
     check_golden<fm::int8>("int8", {});
@@ -398,6 +399,7 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     if (!moe_test::arch_runs_here<TestType>()) return;
     check_kernel<TestType, fm::q8_0>(96, 160, {});
     check_kernel<TestType, fm::q4_0>(64, 96, {});
+    check_kernel<TestType, fm::q5_0>(96, 64, {});
     check_kernel<TestType, fm::q4_k>(256, 512, {}, 9);
     check_kernel<TestType, fm::q6_k>(256, 256, {}, 9);
     check_kernel<TestType, fm::int8>(36, 52, {});
@@ -424,6 +426,7 @@ TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[
     };
     CHECK(ratio(fm::q8_0{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q4_0{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q5_0{}, {}) == Approx(208.0 / 176.0).margin(0.001));  // 6-bit panel codes for 5-bit values
     CHECK(ratio(fm::q6_k{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q4_k{}, {}) <= 1.03);  // sub-scales unpacked to bytes
     CHECK(ratio(fm::int8{}, {}) == Approx(1.0).margin(0.001));
@@ -491,7 +494,7 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
               "[moe.kernels.format] mxfp4: tensor 'w': scale of block 3 is the E8M0 NaN (255)");
     }
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_k"); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
+          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
           "int4:G[:zp], fp8 or mxfp4)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
@@ -541,11 +544,11 @@ TEST_CASE("formats: the registry names, parses and visits every format, and ties
     });
     CHECK(names.size() == k::weight_formats::size);
     CHECK(std::set<std::string>(names.begin(), names.end()).size() == names.size());
-    CHECK(gguf == 8);  // F32 F16 BF16 Q8_0 Q4_0 Q4_K Q6_K MXFP4
+    CHECK(gguf == 9);  // F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q6_K MXFP4
     CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
-          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
+          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
           "int4:G[:zp], fp8 or mxfp4)");
     CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_k", {}}, [](auto) { return 0; }); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_k, q6_k, int8, "
+          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
           "int4:G[:zp], fp8 or mxfp4)");
 }

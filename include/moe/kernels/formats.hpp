@@ -29,6 +29,7 @@
 #include "formats/mxfp4.hpp"
 #include "formats/q4_0.hpp"
 #include "formats/q4_k.hpp"
+#include "formats/q5_0.hpp"
 #include "formats/q6_k.hpp"
 #include "formats/q8_0.hpp"
 
@@ -41,7 +42,7 @@ struct format_list {
 };
 
 /// Every weight format, in the order names and --help list them.
-using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q4_k,
+using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q5_0, formats::q4_k,
                                    formats::q6_k, formats::int8, formats::int4, formats::fp8, formats::mxfp4>;
 
 }  // namespace moe::kernels
@@ -155,7 +156,7 @@ inline constexpr const char* weight_format_names = moe::detail::format_names<wei
 
 /// A weight format chosen at run time.
 struct weight_format {
-    std::string name;                 ///< a format_traits name: f32 f16 bf16 bf16:dot q8_0 q4_0 q4_k q6_k int8 int4 fp8 mxfp4
+    std::string name;                 ///< a format_traits name (weight_format_names lists them)
     formats::format_params params;    ///< int4: group (and zero points)
     /// The name `parse_weight_format` reads back ("int4:128:zp").
     [[nodiscard]] std::string to_string() const {
