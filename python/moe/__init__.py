@@ -36,9 +36,11 @@ preset_names: List[str] = list(_core.preset_names)
 simulator_policies: List[str] = list(_core.simulator_policies)
 #: Weight formats `MoeBlock` packs experts in.
 weight_formats: str = _core.weight_format_names
+RouterConfig = _core.RouterConfig
+router_config_fields: List[str] = list(_core.router_config_fields)
 
 __all__ = [
-    "Error", "Routing", "Plan", "MoeBlock", "GlobalLoadBalancer", "route", "router_config", "routing_from_arrays",
+    "Error", "Routing", "RouterConfig", "router_config_fields", "Plan", "MoeBlock", "GlobalLoadBalancer", "route", "router_config", "routing_from_arrays",
     "mask_tokens", "expert_capacity", "apply_capacity", "fill_in", "make_plan", "padded_rows_per_expert",
     "to_vllm_layout", "gather", "combine", "measure", "device_loads", "apply_jitter", "add_gumbel_noise",
     "add_normal_noise", "rescore", "route_top_p", "route_expert_choice", "sinkhorn", "route_sinkhorn",
@@ -158,7 +160,9 @@ def _r(routing) -> Any:
 
 
 def router_config(preset: Optional[str] = None, **fields) -> Dict[str, Any]:
-    """The full router config of ``preset`` with ``fields`` overriding it, as a dict."""
+    """The full router config of ``preset`` with ``fields`` overriding it, as a dict
+    (``moe.RouterConfig(preset=..., **fields)`` is the same as an object, with each field's
+    documentation in ``help(moe.RouterConfig)``)."""
     return _core.router_config(_fields(preset=preset, **fields))
 
 

@@ -12,6 +12,26 @@ openmp: bool
 preset_names: List[str]
 simulator_policies: List[str]
 weight_format_names: str
+router_config_fields: List[str]
+
+class RouterConfig:
+    """A router recipe (moe::router_config); RouterConfig(preset=None, **fields)."""
+    score: str
+    top_k: int
+    pre_softmax: bool
+    select_on_logits: bool
+    renorm: str
+    renorm_eps: float
+    scaling_factor: float
+    num_groups: int
+    group_top_k: int
+    group_score_top_m: int
+    mask: str
+    weights_from_masked: bool
+    keep_scores: bool
+    def __init__(self, **fields: Any) -> None: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def validate(self, num_experts: int) -> None: ...
 
 class _Routing:
     num_tokens: int

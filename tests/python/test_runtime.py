@@ -127,3 +127,41 @@ def test_version_is_the_one_written_in_config_hpp():
     with open(os.path.join(root, "include", "moe", "config.hpp")) as f:
         parts = dict(re.findall(r"^#define MOE_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+)$", f.read(), re.M))
     assert moe.__version__ == f"{parts['MAJOR']}.{parts['MINOR']}.{parts['PATCH']}"
+
+
+def test_router_config_fields_are_written_once():
+    """The C++ field table drives RouterConfig, the dicts, route()'s keywords and the stub."""
+    import inspect
+    import re
+    fields = moe.router_config_fields
+    assert fields[:2] == ["score", "top_k"] and len(fields) == len(set(fields))
+    params = [p for p in inspect.signature(moe.route).parameters if p not in ("logits", "preset", "bias", "threads")]
+    assert params == fields
+    assert list(moe.router_config("mixtral")) == fields
+    stub = open(os.path.join(os.path.dirname(moe.__file__), "_native.pyi")).read()
+    block = stub[stub.index("class RouterConfig:"):]
+    block = block[:block.index("\nclass ")] if "\nclass " in block else block
+    assert re.findall(r"^    (\w+): ", block, re.M) == fields
+    for f in fields:  # each property carries its docstring from C++
+        assert getattr(moe.RouterConfig, f).__doc__
+
+
+def test_router_config_object_matches_the_dict_form():
+    c = moe.RouterConfig(preset="deepseek_v3", top_k=4)
+    assert c.to_dict() == moe.router_config("deepseek_v3", top_k=4)
+    assert c.score == "sigmoid" and c.top_k == 4 and c.num_groups == 8
+    c.renorm = "clamp"
+    c.renorm_eps = 0.5
+    assert c.to_dict()["renorm"] == "clamp"
+    logits = moe.synthetic_logits(50, 64, seed=3)
+    a = moe.route(logits, **c.to_dict())
+    b = moe.route(logits, "deepseek_v3", top_k=4, renorm="clamp", renorm_eps=0.5)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    with pytest.raises(moe.Error, match=r"^\[moe.config.score_function\] unknown score function .relu."):
+        c.score = "relu"
+    with pytest.raises(moe.Error, match=r"^\[moe.python.argument\] router: unknown option 'topk'"):
+        moe.RouterConfig(topk=3)
+    with pytest.raises(moe.Error, match=r"^\[moe.router.top_k\] k=9 exceeds num_experts=8"):
+        moe.RouterConfig(preset="mixtral", top_k=9).validate(8)
+    assert "RouterConfig(" in repr(c)
