@@ -569,6 +569,30 @@ def hunyuan_v1_moe(name, k, shared_ffn):
     ck.save(x, y, logits, idx)
 
 
+def longcat_flash(name, k, zero, scale):
+    """HF LongcatFlashMoE: one softmax over E real + `zero` identity experts, selection on
+    scores + e_score_correction_bias, weights the unbiased scores x routed_scaling_factor; a slot
+    on an identity expert adds w * x."""
+    cfg = {"model_type": "longcat_flash", "hidden_size": H, "n_routed_experts": E, "zero_expert_num": zero,
+           "moe_topk": k, "expert_ffn_hidden_size": F_, "ffn_hidden_size": 3 * F_, "routed_scaling_factor": scale,
+           "num_layers": 2}
+    ck = Ckpt(name, cfg)
+    p = "model.layers.1.mlp."
+    R = E + zero
+    wg = rnd(R, H, s=0.5)
+    ck.add(p + "router.classifier.weight", wg)
+    bias = rnd(R, s=0.05)
+    ck.add(p + "router.e_score_correction_bias", bias)
+    ws = experts_per_module(ck, p + "experts", ("gate_proj", "up_proj", "down_proj"))
+    x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    scores = torch.softmax(logits, dim=-1)
+    _, idx = topk(scores + bias, k)
+    w = scores.gather(1, idx) * scale
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, *ws[e]) if e < E else v)
+    ck.save(x, y, logits, idx)
+
+
 def more_families():
     ernie4_5_moe("ernie4_5_moe", 3, 2)
     # Qwen3NextSparseMoeBlock is Qwen2MoeSparseMoeBlock; norm_topk_prob left to its default (true).
@@ -580,6 +604,7 @@ def more_families():
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=1)
     hunyuan_v1_moe("hunyuan_v1_moe", 3, 24)
+    longcat_flash("longcat_flash", 4, 4, 2.0)
     # The same blocks as llama.cpp's GGUF architectures (its generic MoE keys and names).
     m = "model.layers.1."
     stack = lambda pre, proj: (lambda st: np.stack([st[f"{pre}.{e}.{proj}.weight"] for e in range(E)]))

@@ -70,6 +70,11 @@ TEST_CASE("models: each family's block from its HF checkpoint matches torch", "[
     check_family("ernie4_5_moe", "ernie4_5_moe");
     check_family("qwen3_next", "qwen3_next");
     check_family("hunyuan_v1_moe", "hunyuan_v1_moe");
+    check_family("longcat_flash", "longcat_flash");
+    {  // the golden routes slots to LongCat's identity experts (ids 8..11), so they are exercised
+        const auto idx = moe::io::read_npy_matrix<std::int32_t>(models_dir + "longcat_flash/indices.npy");
+        CHECK(std::count_if(idx.values.begin(), idx.values.end(), [](std::int32_t e) { return e >= 8; }) >= 4);
+    }
     check_family("gpt_oss", "gpt_oss");
     check_family("gpt_oss_mxfp4", "gpt_oss");
     check_family("llama4", "llama4");
@@ -130,7 +135,7 @@ TEST_CASE("models: loader errors name the checkpoint and the fault", "[models]")
     CHECK(with_config(R"({"model_type": "bert", "hidden_size": 32})") ==
           "[moe.models.config] " + dir +
               ": model_type 'bert' is not a family moe loads (mixtral, minimax_m2, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-              "deepseek_v3, kimi_k2, glm4_moe, dots1, ernie4_5_moe, qwen3_next, hunyuan_v1_moe, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared)");
+              "deepseek_v3, kimi_k2, glm4_moe, dots1, ernie4_5_moe, qwen3_next, hunyuan_v1_moe, longcat_flash, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared)");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": 32, "intermediate_size": 16, "num_experts_per_tok": 2})") ==
           "[moe.models.config] config.json has no 'num_local_experts'");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": "32"})") ==

@@ -10,6 +10,7 @@
 ///              or sum_s FFN_e(w(t,s) * x[t])            input weighting (Llama-4)
 ///     FFN_e(x) = act(x W1^T + b1, x W3^T + b3) W2^T + b2    SwiGLU or GPT-OSS's clamped variant
 ///     y[t] = routed[t] + g_t * SharedFFN(x[t])          g_t = 1, or sigmoid(x[t] . w_g) (Qwen2-MoE)
+///     (+ sum of w(t,s) * x[t] over slots on identity experts, LongCat-Flash's zero-computation experts)
 ///
 /// The stages are the small functions of `moe::stages`, which the expert-parallel block
 /// (mpi/expert_parallel.hpp) calls around its exchange, so both run the same code and the same
@@ -37,6 +38,7 @@
 #include "kernels/formats.hpp"
 #include "kernels/quant_ffn.hpp"
 #include "presets.hpp"
+#include "route_policies.hpp"
 #include "router.hpp"
 #include "tensor.hpp"
 
@@ -70,6 +72,13 @@ struct block_spec {
     bool expert_bias = false;      ///< b1, b3 [E x F] and b2 [E x H] (GPT-OSS)
     bool weight_on_input = false;  ///< the routing weight scales the expert's input (Llama-4)
     shared_gate shared = shared_gate::none;
+    /// Zero-computation (identity) experts after the E real ones (LongCat-Flash): the router
+    /// scores E + zero_experts experts; a slot on one of them adds weight * x to the output and
+    /// computes nothing.
+    std::size_t zero_experts = 0;
+
+    /// Experts the router scores: the real ones and the identity ones.
+    [[nodiscard]] std::size_t routed_experts() const noexcept { return num_experts + zero_experts; }
 
     /// Throws [moe.models.spec] for inconsistent settings and the router's own errors.
     void validate() const {
@@ -78,14 +87,16 @@ struct block_spec {
                       ffn, ")");
         if (shared == shared_gate::sigmoid && shared_ffn == 0)
             MOE_THROW("moe.models.spec", family, ": a shared-expert gate without a shared expert");
-        router.validate(num_experts);
+        if (zero_experts > 0 && weight_on_input)
+            MOE_THROW("moe.models.spec", family, ": identity experts with input weighting");
+        router.validate(routed_experts());
     }
 };
 
-/// Float32 weights of one block in the HF layouts (row-major): router_w [E x H]; w1 (gate), w3
-/// (up) [E x F x H]; w2 (down) [E x H x F]; the optional ones empty when the spec has none:
-/// router_b [E], selection_bias [E], b1 / b3 [E x F], b2 [E x H], shared s1 / s3 [Fs x H],
-/// s2 [H x Fs], s_gate [H].
+/// Float32 weights of one block in the HF layouts (row-major): router_w [R x H] (R = E plus the
+/// identity experts); w1 (gate), w3 (up) [E x F x H]; w2 (down) [E x H x F]; the optional ones
+/// empty when the spec has none: router_b [R], selection_bias [R], b1 / b3 [E x F], b2 [E x H],
+/// shared s1 / s3 [Fs x H], s2 [H x Fs], s_gate [H].
 struct block_weights {
     std::vector<float> router_w, router_b, selection_bias;
     std::vector<float> w1, w3, w2, b1, b3, b2;
@@ -95,13 +106,13 @@ struct block_weights {
     /// size mismatch; `experts` false skips the routed expert matrices (packed elsewhere),
     /// `rest` false everything but the router (a routing-only load).
     void check(const block_spec& s, bool experts = true, bool rest = true) const {
-        const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn, Fs = s.shared_ffn;
+        const std::size_t E = s.num_experts, R = s.routed_experts(), H = s.hidden, F = s.ffn, Fs = s.shared_ffn;
         auto need = [&](const std::vector<float>& v, const char* name, std::size_t n) {
             if (v.size() != n) MOE_THROW("moe.models.weights", s.family, ": ", name, " has ", v.size(), " values, the block needs ", n);
         };
-        need(router_w, "router_w", E * H);
-        need(router_b, "router_b", s.router_bias ? E : 0);
-        need(selection_bias, "selection_bias", s.selection_bias ? E : 0);
+        need(router_w, "router_w", R * H);
+        need(router_b, "router_b", s.router_bias ? R : 0);
+        need(selection_bias, "selection_bias", s.selection_bias ? R : 0);
         if (experts) {
             need(w1, "w1", E * F * H);
             need(w3, "w3", E * F * H);
@@ -260,7 +271,9 @@ public:
         stages::gate_route<Arch>(r_, logits_, x, gate_, vector_view<float>(router_b_), opt_.router, vector_view<float>(sel_bias_),
                                  router_ws_, exec);
         stages::capacity(r_, opt_, report_, fill_);
-        if (!spec_.weight_on_input) {
+        if (spec_.zero_experts > 0) {
+            identity_experts(y, x, exec);
+        } else if (!spec_.weight_on_input) {
             make_plan_into(plan_, r_);
             run_routed(x, exec);
             combine<Arch>(y, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, r_, exec);
@@ -277,7 +290,7 @@ public:
     [[nodiscard]] std::size_t ffn() const noexcept { return spec_.ffn; }
     /// What the last forward did: router logits (T x E, with the router bias), the final routing,
     /// the capacity stage's report, fill-in, and the dispatch plan.
-    [[nodiscard]] matrix_view<const float> last_logits() const noexcept { return {logits_.data(), r_.num_tokens, spec_.num_experts}; }
+    [[nodiscard]] matrix_view<const float> last_logits() const noexcept { return {logits_.data(), r_.num_tokens, spec_.routed_experts()}; }
     [[nodiscard]] const routing<float>& last_routing() const noexcept { return r_; }
     [[nodiscard]] const capacity_report& last_capacity() const noexcept { return report_; }
     [[nodiscard]] const fill_in_report& last_fill_in() const noexcept { return fill_; }
@@ -288,7 +301,7 @@ public:
         std::size_t routed = 0;
         for (auto c : plan_.counts) routed += static_cast<std::size_t>(c);
         return 6.0 * static_cast<double>(routed) * static_cast<double>(spec_.hidden * spec_.ffn) +
-               2.0 * static_cast<double>(r_.num_tokens * spec_.hidden * spec_.num_experts);
+               2.0 * static_cast<double>(r_.num_tokens * spec_.hidden * spec_.routed_experts());
     }
     /// The packed routed expert weights.
     [[nodiscard]] const packed_type& packed_experts() const noexcept { return experts_; }
@@ -322,15 +335,15 @@ private:
     }
 
     void init(const block_weights& w) {
-        const std::size_t E = spec_.num_experts, H = spec_.hidden, Fs = spec_.shared_ffn;
+        const std::size_t H = spec_.hidden, Fs = spec_.shared_ffn;
         if constexpr (!experts_t::takes_extras) {
             if (spec_.expert_bias || spec_.activation != kernels::ffn_activation::swiglu)
                 MOE_THROW("moe.models.format", spec_.family, ": quantized experts (", W::name,
                           ") run plain SwiGLU only; use float, bf16 or f16 weights for biased or clamped experts");
         }
         opt_.router = spec_.router;
-        stages::fix_options(opt_, E);
-        gate_ = pack_gate<Arch>(matrix_view<const float>(w.router_w.data(), E, H));
+        stages::fix_options(opt_, spec_.routed_experts());
+        gate_ = pack_gate<Arch>(matrix_view<const float>(w.router_w.data(), spec_.routed_experts(), H));
         router_b_ = w.router_b;
         sel_bias_ = w.selection_bias;
         b1_ = w.b1;
@@ -354,6 +367,31 @@ private:
         extras.b3 = b3_.empty() ? nullptr : b3_.data();
         extras.b2 = b2_.empty() ? nullptr : b2_.data();
         experts_t::run(matrix_view<float>(rows_.data(), plan_.num_rows(), H), xin, plan_, experts_, ws_, exec, extras);
+    }
+
+    /// Identity experts: the slots on experts >= E leave a copy of the routing (adding w * x to
+    /// y_zero); the rest run as usual; y = combine + y_zero.
+    template <class Executor>
+    void identity_experts(matrix_view<float> y, matrix_view<const float> x, Executor&& exec) {
+        const std::size_t T = x.rows, H = spec_.hidden;
+        real_.num_tokens = T;
+        real_.num_experts = spec_.routed_experts();
+        real_.top_k = r_.top_k;
+        real_.indices.assign(r_.indices.begin(), r_.indices.end());
+        real_.weights.assign(r_.weights.begin(), r_.weights.end());
+        real_.scores.clear();
+        grow(yzero_, T * H);
+        const matrix_view<float> yz(yzero_.data(), T, H);
+        split_zero_experts(real_, spec_.num_experts, zero_expert_type::identity, x, yz);
+        real_.num_experts = spec_.num_experts;
+        make_plan_into(plan_, real_);
+        run_routed(x, exec);
+        combine<Arch>(y, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, real_, exec);
+        for (std::size_t t = 0; t < T; ++t) {
+            float* yt = y.row(t);
+            const float* zt = yz.row(t);
+            for (std::size_t h = 0; h < H; ++h) yt[h] += zt[h];
+        }
     }
 
     /// Input weighting: each slot (t, s) is a virtual token w(t, s) * x[t] routed with weight 1;
@@ -432,8 +470,8 @@ private:
     kernels::packed_experts<Arch, float> shared_;
     std::vector<float> router_b_, sel_bias_, b1_, b3_, b2_;
     router_workspace<float> router_ws_;
-    std::vector<float> logits_, rows_, xin_, yslots_, shared_rows_, shared_g_;
-    routing<float> r_, ones_, shared_r_;
+    std::vector<float> logits_, rows_, xin_, yslots_, shared_rows_, shared_g_, yzero_;
+    routing<float> r_, ones_, shared_r_, real_;
     capacity_report report_;
     fill_in_report fill_;
     dispatch_plan plan_, shared_plan_;

@@ -47,6 +47,7 @@ moe::block_spec spec_of(const py::dict& d) {
     rd.get_size("hidden", s.hidden);
     rd.get_size("ffn", s.ffn);
     rd.get_size("shared_ffn", s.shared_ffn);
+    rd.get_size("zero_experts", s.zero_experts);
     rd.get_enum("activation", s.activation, [](const std::string& a) {
         if (a == "swiglu") return moe::kernels::ffn_activation::swiglu;
         if (a == "swiglu_oai") return moe::kernels::ffn_activation::swiglu_oai;
@@ -75,6 +76,7 @@ py::dict dict_of(const moe::block_spec& s) {
     d["hidden"] = s.hidden;
     d["ffn"] = s.ffn;
     d["shared_ffn"] = s.shared_ffn;
+    d["zero_experts"] = s.zero_experts;
     d["activation"] = s.activation == moe::kernels::ffn_activation::swiglu_oai ? "swiglu_oai" : "swiglu";
     d["swiglu_alpha"] = s.swiglu_alpha;
     d["swiglu_limit"] = s.swiglu_limit;

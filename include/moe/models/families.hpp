@@ -11,6 +11,7 @@
 #include "families/granite.hpp"
 #include "families/hunyuan_v1_moe.hpp"
 #include "families/llama4.hpp"
+#include "families/longcat_flash.hpp"
 #include "families/minimax_m2.hpp"
 #include "families/mixtral.hpp"
 #include "families/qwen3_next.hpp"
@@ -21,7 +22,7 @@ namespace moe::models {
 
 /// Every family, in the order names are listed.
 using registry = family_list<families::mixtral, families::minimax_m2, families::qwen_moe, families::deepseek, families::dots1,
-                             families::ernie4_5_moe, families::qwen3_next, families::hunyuan_v1_moe, families::gpt_oss, families::llama4, families::granite>;
+                             families::ernie4_5_moe, families::qwen3_next, families::hunyuan_v1_moe, families::longcat_flash, families::gpt_oss, families::llama4, families::granite>;
 
 /// "mixtral, minimax_m2, qwen2_moe, ...": the config.json model_type values moe loads.
 [[nodiscard]] inline std::string hf_family_names() {
