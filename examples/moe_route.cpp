@@ -38,7 +38,7 @@ input
 router (start from a preset, then override)
   --preset NAME            mixtral | qwen2_moe | qwen3_moe | olmoe | dbrx | granite_moe | gpt_oss |
                            llama4 | deepseek_v2 | deepseek_v3 | kimi_k2 | glm4_moe | minimax_m2 |
-                           megatron | switch                                        (default mixtral)
+                           deepseek_v4 | megatron | switch                          (default mixtral)
   --score F                softmax | sigmoid | sqrtsoftplus
   --top-k K                experts per token
   --pre-softmax            softmax: top-k of the full softmax

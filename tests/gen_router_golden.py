@@ -177,6 +177,15 @@ def hf_minimax_m2(logits, bias, k):
     return idx, tw / tw.sum(dim=-1, keepdim=True)
 
 
+def deepseek_v4_gate(logits, bias, k, route_scale):
+    """DeepSeek-V4 inference/model.py Gate.forward (score_func sqrtsoftplus, no hash table)."""
+    scores = torch.nn.functional.softplus(logits.float()).sqrt()
+    choice = scores + bias if bias is not None else scores
+    idx = topk(choice, k)[1]
+    w = scores.gather(1, idx)
+    return idx, w / w.sum(dim=-1, keepdim=True) * route_scale
+
+
 def llama_cpp_norm(idx_w):
     idx, w = idx_w
     return idx, w / torch.clamp(w.sum(dim=-1, keepdim=True), min=6.103515625e-5)
@@ -307,6 +316,10 @@ case("deepseek_v3_deep", 64, 8, ["deep"], "deepseek_v3,8,8,4,2.5,1",
 
 case("deepseek_v2_k_past_groups", 16, 6, ["rand"], "deepseek_v2,6,4,2,16,0",
      cfg(groups=4, gtk=2, topm=1, mask="zero", scale=16.0, wfm=1), lambda l, b: hf_deepseek_v2(l, 6, 4, 2, 16.0, False))
+
+# Last, so the cases above keep their random draws.
+case("deepseek_v4", 64, 6, ["rand", "ties", "large", "neginf", "bf16"], "deepseek_v4,6,1.5",
+     cfg(score="sqrtsoftplus", renorm="sum", scale=1.5), lambda l, b: deepseek_v4_gate(l, b, 6, 1.5), bias_scale=0.3)
 
 
 def save(path, arr):

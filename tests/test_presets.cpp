@@ -13,5 +13,8 @@ TEST_CASE("presets: each names the semantics its documentation states", "[preset
     CHECK(moe::presets::megatron(1, moe::score_function::sigmoid).renorm == moe::renormalize::none);
     CHECK(moe::presets::megatron(8, moe::score_function::sigmoid, false, 8, 4).group_score_top_m == 2);
     CHECK(moe::presets::switch_transformer().top_k == 1);
+    const auto v4 = moe::presets::deepseek_v4(6, 1.5f);
+    CHECK((v4.score == moe::score_function::sqrtsoftplus && v4.top_k == 6 && v4.num_groups == 0 && v4.renorm == moe::renormalize::sum &&
+           v4.scaling_factor == 1.5f));
     for (const char* name : moe::presets::preset_names) CHECK_NOTHROW(moe::presets::by_name(name).validate(256));
 }

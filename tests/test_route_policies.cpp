@@ -140,6 +140,10 @@ TEST_CASE("hash routing: experts from the token-id table, weights from the route
         }
         for (std::size_t j = 0; j < 2; ++j) CHECK(r.weight(t, j) == Approx(1.5 * s[j] / sum).epsilon(1e-6));
     }
+    // The DeepSeek-V4 preset weighs the hash layers' experts the same way.
+    const auto v4 = moe::route_hash(logits.view(), ids, table.view(), moe::presets::deepseek_v4(6, 1.5f));
+    CHECK(v4.indices == r.indices);
+    CHECK(v4.weights == r.weights);
     CHECK(error_of([&] { (void)moe::route_hash(logits.view(), {2, 0, 9, 3, 1}, table.view(), cfg); }) ==
           "[moe.router.hash] token 2 has id 9; the table has 4 rows");
     CHECK(error_of([&] { (void)moe::route_hash(logits.view(), {2, 0}, table.view(), cfg); }) == "[moe.router.hash] 2 token ids for 5 tokens");

@@ -37,6 +37,7 @@ moe::router_config preset_from_spec(const std::vector<std::string>& p) {
     if (n == "kimi_k2") return moe::presets::kimi_k2(sz(p[1]), std::stof(p[2]));
     if (n == "glm4_moe") return moe::presets::glm4_moe(sz(p[1]), std::stof(p[2]));
     if (n == "minimax_m2") return moe::presets::minimax_m2(sz(p[1]));
+    if (n == "deepseek_v4") return moe::presets::deepseek_v4(sz(p[1]), std::stof(p[2]));
     if (n == "deepseek_v3") return moe::presets::deepseek_v3(sz(p[1]), sz(p[2]), sz(p[3]), std::stof(p[4]), p[5] == "1");
     if (n == "megatron")
         return moe::presets::megatron(sz(p[1]), moe::parse_score_function(p[2]), p[3] == "1", sz(p[4]), sz(p[5]),
@@ -156,7 +157,8 @@ TEST_CASE("golden: moe routes exactly as the torch transcriptions of each peer",
         ++checked;
     }
     CHECK(checked == cases.size());
-    // The bound docs/parity.md states (measured: 4 ulps on x86-64, every arch).
-    CHECK(max_ulps <= 4);
+    // The bound docs/parity.md states (measured on x86-64, every arch: 5 ulps, reached by
+    // DeepSeek-V4's sqrt-softplus weights divided by their sum; 4 for every other recipe).
+    CHECK(max_ulps <= 5);
     if (std::getenv("MOE_REPORT_ULPS")) std::printf("golden router weights: at most %u float ulps from torch\n", max_ulps);
 }

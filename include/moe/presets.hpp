@@ -141,6 +141,21 @@ namespace moe::presets {
     return c;
 }
 
+/// DeepSeek-V4's `Gate` (its inference model.py): sqrt(softplus(logit)) scores; selection on
+/// scores + the gate bias (no groups); weights are the unbiased scores divided by their sum (no
+/// eps), times `route_scale`. Take top_k (`n_activated_experts`) and route_scale from the
+/// checkpoint's config. V4's first hash layers pick their experts from the `tid2eid` table
+/// instead: `route_hash(logits, token_ids, tid2eid, deepseek_v4(k, route_scale))` weighs them
+/// the same way.
+[[nodiscard]] inline router_config deepseek_v4(std::size_t top_k = 6, float route_scale = 1.0f) {
+    router_config c;
+    c.score = score_function::sqrtsoftplus;
+    c.top_k = top_k;
+    c.renorm = renormalize::sum;
+    c.scaling_factor = route_scale;
+    return c;
+}
+
 /// Megatron-Core `topk_routing_with_score_function` (moe_utils.py). softmax: pre-softmax
 /// (`moe_router_pre_softmax`) takes the top-k of the full softmax, unrenormalised; otherwise
 /// softmax over the k chosen logits. sigmoid / sqrtsoftplus: top-k of scores (+ expert_bias
@@ -219,7 +234,8 @@ namespace moe::presets {
 /// The preset names `by_name` understands.
 inline constexpr const char* preset_names[] = {"mixtral",     "qwen2_moe", "qwen3_moe",   "olmoe",    "dbrx",
                                                "granite_moe", "gpt_oss",   "llama4",      "deepseek_v2", "deepseek_v3",
-                                               "kimi_k2",     "glm4_moe",  "minimax_m2",  "megatron",    "switch"};
+                                               "kimi_k2",     "glm4_moe",  "minimax_m2",  "deepseek_v4", "megatron",
+                                               "switch"};
 
 /// A preset by name (`preset_names`) with its defaults ("megatron" = top-2 post-softmax);
 /// throws [moe.config.preset] for other names.
@@ -237,6 +253,7 @@ inline constexpr const char* preset_names[] = {"mixtral",     "qwen2_moe", "qwen
     if (name == "kimi_k2") return kimi_k2();
     if (name == "glm4_moe") return glm4_moe();
     if (name == "minimax_m2") return minimax_m2();
+    if (name == "deepseek_v4") return deepseek_v4();
     if (name == "megatron") return megatron(2);
     if (name == "switch") return switch_transformer();
     std::string all;
