@@ -140,3 +140,85 @@ TEST_CASE("block: the router-and-experts constructor is the spec constructor of 
     CHECK(moe_test::error_of([&] { moe::block<> c(moe::matrix_view<const float>(router.values.data(), 3, 48), std::move(four), o); }) ==
           "[moe.layer.shape] router is 3 x 48, experts 4 x hidden 48");
 }
+
+TEST_CASE("block: DeepSeek-V4's recipe (sqrt-softplus router, clamped SwiGLU on routed and shared experts)", "[layer][arch]") {
+    // The activation silu(min(h1, L)) * clamp(h3, -L, L) against a float64 statement of it over
+    // the block's own routing (checked by the router goldens), with L small enough to bind; and
+    // the same bits on every arch.
+    const std::size_t E = 4, H = 48, F = 40, Fs = 16;
+    const auto router = moe::io::read_npy_matrix<float>(dir + "router.npy");
+    const auto x = moe::io::read_npy_matrix<float>(dir + "x.npy");
+    moe::block_weights w;
+    w.router_w = router.values;
+    w.selection_bias = {0.05f, -0.02f, 0.0f, 0.01f};
+    w.w1 = floats("w1");
+    w.w3 = floats("w3");
+    w.w2 = floats("w2");
+    moe::splitmix64 rng(7);
+    for (auto* v : {&w.s1, &w.s3, &w.s2}) {
+        v->resize(Fs * H);
+        for (auto& e : *v) e = static_cast<float>(rng.uniform() - 0.5) * 0.3f;
+    }
+    moe::block_spec s;
+    s.family = "deepseek_v4";
+    s.router = moe::presets::deepseek_v4(2, 1.5f);
+    s.num_experts = E;
+    s.hidden = H;
+    s.ffn = F;
+    s.shared_ffn = Fs;
+    s.selection_bias = true;
+    s.activation = moe::kernels::ffn_activation::swiglu_clamp;
+    s.swiglu_limit = 0.25f;
+    auto run = [&](auto arch, moe::routing<float>* r = nullptr) {
+        moe::block<decltype(arch), float> b(s, w);
+        moe::matrix<float> y(x.rows, x.cols);
+        b.forward(y.view(), x);
+        if (r) *r = b.last_routing();
+        return y.values;
+    };
+    moe::routing<float> r;
+    const auto y = run(moe::scalar{}, &r);
+    const double L = s.swiglu_limit;
+    std::size_t clamped_gate = 0, clamped_up = 0;
+    auto mlp = [&](const float* w1, const float* w3, const float* w2, std::size_t f, std::size_t t, std::vector<double>& out) {
+        std::vector<double> a(f);
+        for (std::size_t j = 0; j < f; ++j) {
+            double h1 = 0, h3 = 0;
+            for (std::size_t h = 0; h < H; ++h) {
+                h1 += static_cast<double>(w1[j * H + h]) * x(t, h);
+                h3 += static_cast<double>(w3[j * H + h]) * x(t, h);
+            }
+            clamped_gate += h1 > L;
+            clamped_up += std::fabs(h3) > L;
+            const double g = std::min(h1, L), u = std::max(-L, std::min(h3, L));
+            a[j] = g / (1.0 + std::exp(-g)) * u;
+        }
+        out.assign(H, 0.0);
+        for (std::size_t h = 0; h < H; ++h)
+            for (std::size_t j = 0; j < f; ++j) out[h] += static_cast<double>(w2[h * f + j]) * a[j];
+    };
+    double worst = 0, ymax = 0;
+    std::vector<double> o;
+    for (std::size_t t = 0; t < x.rows; ++t) {
+        std::vector<double> ref(H, 0.0);
+        for (std::size_t k = 0; k < r.top_k; ++k) {
+            const auto e = static_cast<std::size_t>(r.index(t, k));
+            mlp(w.w1.data() + e * F * H, w.w3.data() + e * F * H, w.w2.data() + e * H * F, F, t, o);
+            for (std::size_t h = 0; h < H; ++h) ref[h] += r.weight(t, k) * o[h];
+        }
+        mlp(w.s1.data(), w.s3.data(), w.s2.data(), Fs, t, o);
+        for (std::size_t h = 0; h < H; ++h) {
+            ref[h] += o[h];
+            worst = std::max(worst, std::fabs(ref[h] - y[t * H + h]));
+            ymax = std::max(ymax, std::fabs(ref[h]));
+        }
+    }
+    CHECK(clamped_gate > 0);
+    CHECK(clamped_up > 0);
+    CAPTURE(worst, ymax);
+    CHECK(worst <= 1e-5 * ymax);
+    std::apply([&](auto... a) { (void)std::initializer_list<int>{([&] {
+                                    if (moe_test::arch_runs_here<decltype(a)>()) CHECK(run(a) == y);
+                                }(), 0)...}; },
+               moe_test::archs{});
+}

@@ -66,7 +66,7 @@ struct block_spec {
     router_config router;
     std::size_t num_experts = 0, hidden = 0, ffn = 0, shared_ffn = 0;
     kernels::ffn_activation activation = kernels::ffn_activation::swiglu;
-    float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;  ///< swiglu_oai (GPT-OSS)
+    float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;  ///< swiglu_oai (GPT-OSS); swiglu_clamp (DeepSeek-V4) uses the limit
     bool router_bias = false;      ///< the router linear has a bias (GPT-OSS)
     bool selection_bias = false;   ///< e_score_correction_bias: added for selection only
     bool expert_bias = false;      ///< b1, b3 [E x F] and b2 [E x H] (GPT-OSS)
@@ -437,7 +437,11 @@ private:
         make_plan_into(shared_plan_, shared_r_);
         grow(shared_rows_, shared_plan_.num_rows() * H);
         const matrix_view<float> rows(shared_rows_.data(), shared_plan_.num_rows(), H);
-        stages::experts<Arch, float>::run(rows, x, shared_plan_, shared_, ws_, exec);
+        kernels::ffn_extras act;  // the routed experts' activation (DeepSeek-V4 clamps both), no biases
+        act.activation = spec_.activation;
+        act.alpha = spec_.swiglu_alpha;
+        act.limit = spec_.swiglu_limit;
+        stages::experts<Arch, float>::run(rows, x, shared_plan_, shared_, ws_, exec, act);
         grow(shared_g_, T);
         if (spec_.shared == shared_gate::sigmoid) {
             gate_into<Arch>(matrix_view<float>(shared_g_.data(), T, 1), x, shared_gate_, {}, exec);

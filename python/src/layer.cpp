@@ -51,7 +51,8 @@ moe::block_spec spec_of(const py::dict& d) {
     rd.get_enum("activation", s.activation, [](const std::string& a) {
         if (a == "swiglu") return moe::kernels::ffn_activation::swiglu;
         if (a == "swiglu_oai") return moe::kernels::ffn_activation::swiglu_oai;
-        MOE_THROW("moe.models.spec", "unknown activation '", a, "' (expected swiglu or swiglu_oai)");
+        if (a == "swiglu_clamp") return moe::kernels::ffn_activation::swiglu_clamp;
+        MOE_THROW("moe.models.spec", "unknown activation '", a, "' (expected swiglu, swiglu_oai or swiglu_clamp)");
     });
     rd.get("swiglu_alpha", s.swiglu_alpha);
     rd.get("swiglu_limit", s.swiglu_limit);
@@ -77,7 +78,9 @@ py::dict dict_of(const moe::block_spec& s) {
     d["ffn"] = s.ffn;
     d["shared_ffn"] = s.shared_ffn;
     d["zero_experts"] = s.zero_experts;
-    d["activation"] = s.activation == moe::kernels::ffn_activation::swiglu_oai ? "swiglu_oai" : "swiglu";
+    d["activation"] = s.activation == moe::kernels::ffn_activation::swiglu_oai     ? "swiglu_oai"
+                      : s.activation == moe::kernels::ffn_activation::swiglu_clamp ? "swiglu_clamp"
+                                                                                   : "swiglu";
     d["swiglu_alpha"] = s.swiglu_alpha;
     d["swiglu_limit"] = s.swiglu_limit;
     d["router_bias"] = s.router_bias;

@@ -241,10 +241,12 @@ struct ffn_tiling {
     std::size_t down_panels_per_tile = 8;          ///< down-projection panels sharing one tile
 };
 
-/// The expert activation: SwiGLU `silu(h1) * h3`, or GPT-OSS's clamped variant
+/// The expert activation: SwiGLU `silu(h1) * h3`; GPT-OSS's clamped variant
 /// `(clamp(h3, -limit, limit) + 1) * g * sigmoid(alpha * g)` with g = min(h1, limit)
-/// (HF `GptOssExperts`: alpha 1.702, limit 7).
-enum class ffn_activation { swiglu, swiglu_oai };
+/// (HF `GptOssExperts`: alpha 1.702, limit 7); or DeepSeek-V4's clamped SwiGLU
+/// `silu(min(h1, limit)) * clamp(h3, -limit, limit)` (its `Expert.forward`; the gate has no
+/// lower bound).
+enum class ffn_activation { swiglu, swiglu_oai, swiglu_clamp };
 
 /// What some models add to the plain SwiGLU expert: the activation variant and per-expert
 /// biases (GPT-OSS): h1 = x W1^T + b1, h3 = x W3^T + b3, y = act W2^T + b2. Biases are
@@ -292,7 +294,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
     const std::size_t nblocks = block0[E];
     if (nblocks == 0) return;
     const std::size_t kx = pw.up_k(), ka = pw.down_k();  // AT per row of each pack
-    const bool plain = extras.plain(), oai = extras.activation == ffn_activation::swiglu_oai;
+    const bool plain = extras.plain(), oai = extras.activation == ffn_activation::swiglu_oai,
+               clamped = extras.activation == ffn_activation::swiglu_clamp;
     const float lim = extras.limit, alpha = extras.alpha;
 
     // Phase 1: gather + pack, one tile per row block.
@@ -432,6 +435,9 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                              if (oai) {
                                  const double g = h1 > lim ? lim : h1, u = h3 > lim ? lim : (-lim > h3 ? -lim : h3);
                                  v[j] = (u + 1.0) * (g / (1.0 + std::exp(-alpha * g)));
+                             } else if (clamped) {
+                                 const double g = h1 > lim ? lim : h1, u = h3 > lim ? lim : (-lim > h3 ? -lim : h3);
+                                 v[j] = g / (1.0 + std::exp(-g)) * u;
                              } else {
                                  v[j] = h1 / (1.0 + std::exp(-h1)) * h3;
                              }
@@ -449,6 +455,13 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                              const auto g = O::select_gt(h1, L, L, h1);  // NaN stays NaN, as torch.clamp
                              const auto u = O::select_gt(h3, L, L, O::select_gt(nL, h3, nL, h3));
                              const auto act = (u + O::splat(1.0f)) * (g * moe::detail::sigmoid<Arch>(g * O::splat(alpha)));
+                             if constexpr (O::width == 1) v[0] = act;
+                             else act.store_aligned(v);
+                         } else if (clamped) {
+                             const auto L = O::splat(lim), nL = O::splat(-lim);
+                             const auto g = O::select_gt(h1, L, L, h1);
+                             const auto u = O::select_gt(h3, L, L, O::select_gt(nL, h3, nL, h3));
+                             const auto act = (g * moe::detail::sigmoid<Arch>(g)) * u;
                              if constexpr (O::width == 1) v[0] = act;
                              else act.store_aligned(v);
                          } else {
