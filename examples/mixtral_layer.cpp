@@ -38,8 +38,9 @@ shape and run
   --experts E         number of experts                            (default 8)
   --top-k K           experts per token                            (default 2)
   --tokens T          tokens in the batch                          (default 512)
-  --dtype FORMAT      expert weight format: f32 f16 bf16 bf16:dot q8_0 q4_0 q5_0
-                      q4_k q6_k int8 int4:G[:zp] fp8 mxfp4 (quantized from the f32 weights
+  --dtype FORMAT      expert weight format: f32 f16 bf16 bf16:dot q8_0 q4_0 q4_1
+                      q5_0 q4_k q5_k q6_k iq4_nl iq4_xs int8 int4:G[:zp] fp8 mxfp4
+                      q4_k+q6_k q5_k+q6_k (quantized from the f32 weights
                       with the format's reference quantizer; bf16:dot rounds the
                       activations to bf16 for the native vdpbf16ps dot)  (default f32)
   --threads N         threads (default: all)
@@ -214,14 +215,16 @@ int run(options& o) {
     } else {
         const auto q = moe::kernels::quantize_experts<W>(w1.data(), w3.data(), w2.data(), Es, Hs, Fs, o.layer.format);
         bp = std::make_unique<block_t>(moe::view(router.data(), Es, Hs), q, Fs, o.layer);
-        auto deq = [](const std::vector<moe::kernels::formats::quant_matrix>& ms, std::vector<float>& out) {
+        // Each projection in its own format (a mixed format's gate / up and down differ).
+        auto deq = [](auto fmt, const std::vector<moe::kernels::formats::quant_matrix>& ms, std::vector<float>& out) {
             const std::size_t n = ms[0].rows * ms[0].cols;
             out.resize(ms.size() * n);
-            for (std::size_t e = 0; e < ms.size(); ++e) W::dequantize(moe::kernels::formats::view_of(ms[e]), out.data() + e * n);
+            for (std::size_t e = 0; e < ms.size(); ++e)
+                decltype(fmt)::dequantize(moe::kernels::formats::view_of(ms[e]), out.data() + e * n);
         };
-        deq(q.w1, w1d);
-        deq(q.w3, w3d);
-        deq(q.w2, w2d);
+        deq(moe::kernels::formats::up_format_t<W>{}, q.w1, w1d);
+        deq(moe::kernels::formats::up_format_t<W>{}, q.w3, w3d);
+        deq(moe::kernels::formats::down_format_t<W>{}, q.w2, w2d);
     }
     block_t& block = *bp;
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();

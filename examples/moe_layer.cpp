@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -36,6 +37,12 @@ const char* const usage = R"(usage: moe-layer --model PATH [options]
   --tokens T              random hidden states, N(0, 1)                         (default 16)
   --seed N                seed of the random hidden states                      (default 0)
   --threads N             threads (default: all)
+  --experts FMT           the routed experts' weights: 'file' (default) keeps the format they are
+                          stored in where moe runs it without a float copy (GGUF Q8_0 / Q4_0 / Q4_1
+                          / Q5_0 / Q4_K / Q6_K, and Q4_K_M's Q4_K + Q6_K, FP8 and
+                          GPT-OSS MXFP4 checkpoints) and reads float32 otherwise; or a format to
+                          convert them to (f32, bf16, q4_k, int4:128, ...)
+  --info                  print the experts' format, their bytes in the file and packed
   --dump DIR              write output.npy (T x H), router_logits.npy (T x E), indices.npy and
                           weights.npy (T x k) of the final routing
   --dump-router-logits F  route through every MoE layer's router and write their logits as an
@@ -51,7 +58,8 @@ capacity-aware inference on the model's real router (off: dropless)
 
 
 struct options {
-    std::string model, input, dump, trace;
+    std::string model, input, dump, trace, experts = "file";
+    bool info = false;
     std::size_t layer = static_cast<std::size_t>(-1), T = 16, threads = 0;
     std::uint64_t seed = 0;
     bool compare = false;
@@ -76,6 +84,8 @@ options parse(int argc, char** argv) {
         else if (a == "--seed") o.seed = to_size(a, next());
         else if (a == "--threads") o.threads = to_size(a, next());
         else if (a == "--dump") o.dump = next();
+        else if (a == "--experts") o.experts = next();
+        else if (a == "--info") o.info = true;
         else if (a == "--dump-router-logits") o.trace = next();
         else if (a == "--compare") o.compare = true;
         else if (a == "--capacity-factor") {
@@ -104,9 +114,39 @@ options parse(int argc, char** argv) {
     return o;
 }
 
+/// The layer's tensors of routed experts as the file stores them: name, type, bytes.
+void print_info(const moe::models::checkpoint& ck, std::size_t L, const moe::block_spec& s) {
+    std::size_t total = 0;
+    if (const moe::io::gguf_file* g = ck.gguf()) {
+        const std::string p = "blk." + std::to_string(L) + ".ffn_";
+        for (const auto& t : g->tensors())
+            if (t.name.compare(0, p.size(), p) == 0 && t.name.find("_exps.") != std::string::npos) {
+                std::printf("  %-40s %-6s %12zu bytes\n", t.name.c_str(), t.type_name(), static_cast<std::size_t>(t.bytes));
+                total += t.bytes;
+            }
+    } else {
+        const std::string p = "model.layers." + std::to_string(L) + ".";
+        std::size_t n = 0;
+        for (const std::string& name : ck.hf()->names())
+            if (name.compare(0, p.size(), p) == 0 && name.find(".experts.") != std::string::npos) {
+                const moe::io::tensor_view t = ck.hf()->tensor(name);
+                if (n++ < 6) std::printf("  %-56s %-7s %12zu bytes\n", name.c_str(), moe::io::dtype_name(t.type), t.bytes);
+                total += t.bytes;
+            }
+        if (n > 6) std::printf("  ... %zu expert tensors in all\n", n);
+    }
+    std::printf("  expert tensors: %zu bytes in the file (%.3f bytes per weight)\n", total,
+                static_cast<double>(total) / (3.0 * static_cast<double>(s.num_experts * s.hidden * s.ffn)));
+}
+
+template <class W, class Executor>
+void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t L, const moe::kernels::weight_format& wf, bool in_place,
+               Executor&& ex);
+
 template <class Executor>
 void run(const options& o, Executor&& ex) {
-    const moe::models::checkpoint ck(o.model);
+    moe::models::checkpoint ck(o.model);
+    ck.set_warnings([](const std::string& m) { std::fprintf(stderr, "moe-layer: warning: %s\n", m.c_str()); });
     if (!o.trace.empty()) {
         const std::vector<std::size_t> layers = ck.moe_layers();
         if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");
@@ -149,7 +189,32 @@ void run(const options& o, Executor&& ex) {
         if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");
         L = layers[0];
     }
-    const moe::models::loaded_block b = ck.load(L);
+    const std::string stored = ck.expert_format(L);
+    const bool in_place = o.experts == "file" && !stored.empty();
+    moe::kernels::weight_format wf;
+    try {
+        wf = moe::kernels::parse_weight_format(o.experts == "file" ? (stored.empty() ? "f32" : stored) : o.experts);
+    } catch (const moe::error& e) {
+        fail("moe.cli.value", std::string("--experts: ") + e.what());
+    }
+    moe::kernels::visit_format(wf, [&](auto tag) { run_layer<decltype(tag)>(o, ck, L, wf, in_place, ex); });
+}
+
+/// Layer L with its routed experts in weight type W: packed from the file's bytes (`in_place`)
+/// or converted from float32.
+template <class W, class Executor>
+void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t L, const moe::kernels::weight_format& wf, bool in_place,
+               Executor&& ex) {
+    using block_t = moe::block<moe::default_arch, W>;
+    const moe::models::loaded_block b = in_place ? ck.load_without_experts(L) : ck.load(L);
+    auto make = [&](moe::layer_options lo) {
+        lo.format = wf.params;
+        if constexpr (!moe::kernels::is_weight_type_v<W>)
+            if (in_place) return std::make_unique<block_t>(b.spec, b.weights, ck.pack_experts<W>(L, lo.packing), lo);
+        return std::make_unique<block_t>(b.spec, b.weights, lo);
+    };
+    const std::unique_ptr<block_t> blk = make(o.layer_opt);
+    block_t& block = *blk;
     const auto& s = b.spec;
     const std::size_t H = s.hidden;
     moe::matrix<float> x;
@@ -165,8 +230,9 @@ void run(const options& o, Executor&& ex) {
     std::printf("%s layer %zu: %s, %zu experts (top-%zu, %s), hidden %zu, ffn %zu", o.model.c_str(), L, s.family.c_str(), s.num_experts,
                 s.router.top_k, moe::to_string(s.router.score), H, s.ffn);
     if (s.shared_ffn) std::printf(", shared ffn %zu%s", s.shared_ffn, s.shared == moe::shared_gate::sigmoid ? " (sigmoid gate)" : "");
-    std::printf("\n");
-    moe::block<> block(s, b.weights, o.layer_opt);
+    std::printf("\nexperts: %s (%s), %zu bytes packed per expert\n", wf.to_string().c_str(),
+                in_place ? "the file's bytes, no float copy" : "converted from float32", block.expert_bytes());
+    if (o.info) print_info(ck, L, s);
     moe::matrix<float> y(T, H);
     const auto t0 = std::chrono::steady_clock::now();
     block.forward(y.view(), x.view(), ex);
@@ -180,9 +246,9 @@ void run(const options& o, Executor&& ex) {
                     block.last_fill_in().filled);
     }
     if (o.compare) {
-        moe::block<> dropless(s, b.weights);
+        const std::unique_ptr<block_t> dropless = make(moe::layer_options{});
         moe::matrix<float> y0(T, H);
-        dropless.forward(y0.view(), x.view(), ex);
+        dropless->forward(y0.view(), x.view(), ex);
         double num = 0, den = 0;
         for (std::size_t i = 0; i < y.values.size(); ++i) {
             num += std::pow(static_cast<double>(y.values[i]) - y0.values[i], 2);

@@ -28,6 +28,8 @@
 
 namespace {
 
+std::string help_text();
+
 const char* const usage = R"(usage: moe-route (--logits FILE.npy | --synthetic T,E [--skew S] [--seed N]) [options]
 
 input
@@ -36,9 +38,8 @@ input
   --skew S                 uniform | zipf:S | dirichlet:A       (default zipf:1.0)
   --seed N                 RNG seed                             (default 0)
 router (start from a preset, then override)
-  --preset NAME            mixtral | qwen2_moe | qwen3_moe | olmoe | dbrx | granite_moe | gpt_oss |
-                           llama4 | deepseek_v2 | deepseek_v3 | kimi_k2 | glm4_moe | minimax_m2 |
-                           deepseek_v4 | megatron | switch                          (default mixtral)
+  --preset NAME            a recipe by name                     (default mixtral):
+                           @PRESETS@
   --score F                softmax | sigmoid | sqrtsoftplus
   --top-k K                experts per token
   --pre-softmax            softmax: top-k of the full softmax
@@ -100,10 +101,10 @@ capacity (off unless a factor, formula or policy is given)
                            (python3-matplotlib; examples/plot_policies.py)
 traces and placement (multi-layer; any of --trace, --loads, --synthetic-trace selects this mode)
   --trace FILE.npy         [L, T, E] router logits (float16/32/64, e.g. moe-layer --dump-router-logits)
-                           or [L, T, k] expert indices (int32/64; --experts E sizes them)
+                           or [L, T, k] expert indices (any integer dtype; --experts E sizes them)
   --synthetic-trace L,T,E  seeded trace with correlated layers: a token's layer-(l+1) experts are drawn
                            near its layer-l experts (--affinity A, default 4; 0 = independent layers)
-  --loads FILE.npy         [L, E] expert loads (what EPLB takes): placement only
+  --loads FILE.npy         [L, E] expert loads, counts or floats (what EPLB takes): placement only
   --placement SPEC         (repeatable) eplb:R,G,N,D (DeepSeek EPLB: R replicas, G groups, N nodes,
                            D devices) | contiguous:D | affinity:D (keeps a token's consecutive
                            experts on one device); prints device loads and layer-to-layer traffic
@@ -122,6 +123,24 @@ output
                            summary. Dropped slots have index -1 and weight 0.
   --help                   this text
 )";
+
+/// The usage text with the preset names of the registry (presets::preset_names), wrapped.
+std::string help_text() {
+    std::string names, line;
+    for (const char* n : moe::presets::preset_names) {
+        const std::string item = line.empty() ? std::string(n) : " | " + std::string(n);
+        if (line.size() + item.size() > 70) {
+            names += line + " |\n" + std::string(27, ' ');
+            line = n;
+        } else {
+            line += item;
+        }
+    }
+    names += line;
+    std::string u = usage;
+    const std::size_t at = u.find("@PRESETS@");
+    return u.replace(at, 9, names);
+}
 
 struct options {
     std::string logits_path, bias_path, out_dir;
@@ -230,7 +249,7 @@ options parse(int argc, char** argv) {
             return argv[++i];
         };
         if (a == "--help" || a == "-h") {
-            std::fputs(usage, stdout);
+            std::fputs(help_text().c_str(), stdout);
             std::exit(0);
         } else if (a == "--logits") o.logits_path = next();
         else if (a == "--synthetic") {

@@ -352,8 +352,12 @@ std::string check_format(bytes& b, moe::kernels::formats::format_params p, const
 template <class A>
 std::string check_formats(bytes& b) {
     namespace fm = moe::kernels::formats;
-    switch (b.u8() % 9) {
+    switch (b.u8() % 13) {
+        case 10: return check_format<A, fm::q5_k>(b, {}, "q5_k");
+        case 11: return check_format<A, fm::iq4_nl>(b, {}, "iq4_nl");
+        case 12: return check_format<A, fm::iq4_xs>(b, {}, "iq4_xs");
         case 8: return check_format<A, fm::q5_0>(b, {}, "q5_0");
+        case 9: return check_format<A, fm::q4_1>(b, {}, "q4_1");
         case 0: return check_format<A, fm::q8_0>(b, {}, "q8_0");
         case 1: return check_format<A, fm::q4_0>(b, {}, "q4_0");
         case 2: return check_format<A, fm::q4_k>(b, {}, "q4_k");

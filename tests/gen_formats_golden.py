@@ -128,6 +128,23 @@ def q4_0(w):
     return blocks.tobytes(), b"", deq.reshape(N, K)
 
 
+def q4_1(w):
+    """ggml's quantize_row_q4_1_ref and block_q4_1 {fp16 d; fp16 m; uint8 qs[16]}: w = d q + m."""
+    b = w.reshape(N, K // 32, 32)
+    mn, mx = b.min(axis=2), b.max(axis=2)
+    d = ((mx - mn) / f32(15)).astype(f32)
+    idv = np.where(d != 0, f32(1) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
+    x0 = ((b - mn[..., None]).astype(f32) * idv[..., None]).astype(f32)
+    q = np.minimum(15, np.trunc(x0 + f32(0.5)).astype(np.int32)).astype(np.uint8)
+    blocks = np.zeros((N, K // 32, 20), dtype=np.uint8)
+    blocks[..., :2] = fp16_bits(d)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    blocks[..., 2:4] = fp16_bits(mn)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    blocks[..., 4:] = q[..., :16] | (q[..., 16:] << 4)
+    dd, mm = fp16_val(fp16_bits(d))[..., None], fp16_val(fp16_bits(mn))[..., None]
+    deq = ((q.astype(f32) * dd).astype(f32) + mm).astype(f32)  # two roundings, no FMA
+    return blocks.tobytes(), b"", deq.reshape(N, K)
+
+
 def q5_0(w):
     """ggml's quantize_row_q5_0_ref and block_q5_0 {fp16 d; uint8 qh[4]; uint8 qs[16]}."""
     b = w.reshape(N, K // 32, 32)
@@ -241,6 +258,133 @@ def q6_k(w):
     return out.tobytes(), b"", deq.reshape(N, K)
 
 
+def q5_k(w):
+    """Our round-to-nearest Q5_K (q4_k's with 31 levels) in block_q5_K {fp16 d, dmin;
+    uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}, dequantized from the bytes as ggml's
+    dequantize_row_q5_K does."""
+    nb = K // 256
+    out = np.zeros((N, nb, 176), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(8, 32)
+            mn = np.minimum(f32(0), x.min(axis=1))
+            mx = np.maximum(x.max(axis=1), mn)
+            scale = ((mx - mn) / f32(31)).astype(f32)
+            mins = (f32(0) - mn).astype(f32)
+            dh, mh = fp16_bits(scale.max() / f32(63)), fp16_bits(mins.max() / f32(63))
+            df, mf = fp16_val(dh), fp16_val(mh)
+            ls = np.minimum(f32(63), np.rint(scale / df)).astype(np.int32) if df > 0 else np.zeros(8, np.int32)
+            lm = np.minimum(f32(63), np.rint(mins / mf)).astype(np.int32) if mf > 0 else np.zeros(8, np.int32)
+            sc = np.zeros(12, dtype=np.int32)
+            for j in range(8):
+                if j < 4:
+                    sc[j] = ls[j]
+                    sc[j + 4] = lm[j]
+                else:
+                    sc[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4)
+                    sc[j - 4] |= (ls[j] >> 4) << 6
+                    sc[j] |= (lm[j] >> 4) << 6
+            ds = (df * ls.astype(f32)).astype(f32)
+            dm = (mf * lm.astype(f32)).astype(f32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.where(ds[:, None] > 0, np.rint((x + dm[:, None]) / ds[:, None]), f32(0))
+            L = np.clip(q, 0, 31).astype(np.int32).reshape(256)
+            qs = np.zeros(128, dtype=np.int32)
+            qh = np.zeros(32, dtype=np.int32)
+            for c in range(4):
+                a, b_ = L[64 * c:64 * c + 32], L[64 * c + 32:64 * c + 64]
+                qs[32 * c:32 * c + 32] = (a & 15) | ((b_ & 15) << 4)
+                qh |= ((a >> 4) << (2 * c)) | ((b_ >> 4) << (2 * c + 1))
+            out[r, bi, 0:2] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 2:4] = np.array([mh], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 4:16] = sc
+            out[r, bi, 16:48] = qh
+            out[r, bi, 48:] = qs
+
+            def scale_min(j):
+                if j < 4:
+                    return sc[j] & 63, sc[j + 4] & 63
+                return (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+            u1, u2 = 1, 2
+            for c in range(4):
+                for h, u in ((0, u1), (1, u2)):
+                    s_, m_ = scale_min(2 * c + h)
+                    d1, m1 = f32(df * f32(s_)), f32(mf * f32(m_))
+                    v = ((qs[32 * c:32 * c + 32] >> (4 * h)) & 15) + np.where(qh & u, 16, 0)
+                    deq[r, bi, 64 * c + 32 * h:64 * c + 32 * h + 32] = (d1 * v.astype(f32)).astype(f32) - m1
+                u1, u2 = u1 << 2, u2 << 2
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
+# ggml's kvalues_iq4nl, the values of IQ4_NL's and IQ4_XS's 16 codes.
+IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int32)
+
+
+def iq4_index(v):
+    """Index of the table value nearest v (float32 array), the lower index on ties."""
+    err = np.abs(v.astype(np.float64)[..., None] - IQ4NL.astype(np.float64))
+    return np.argmin(err, axis=-1).astype(np.int32)
+
+
+def signed_max(x):
+    """The value of largest magnitude along the last axis, the first on ties."""
+    return np.take_along_axis(x, np.argmax(np.abs(x), axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def iq4_nl(w):
+    """Our round-to-nearest IQ4_NL in block_iq4_nl {fp16 d; uint8 qs[16]}: d = fp16(max / -127),
+    indices nearest x / d; dequantized as ggml's dequantize_row_iq4_nl."""
+    b = w.reshape(N, K // 32, 32)
+    dh = fp16_bits((signed_max(b) / f32(-127)).astype(f32))
+    d = fp16_val(dh)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        idx = np.where(d[..., None] != 0, iq4_index((b / d[..., None]).astype(f32)), 8)
+    qs = (idx[..., :16] | (idx[..., 16:] << 4)).astype(np.uint8)
+    out = np.concatenate([dh[..., None].view(np.uint8).reshape(N, K // 32, 2), qs], axis=-1)
+    deq = (d[..., None] * IQ4NL[idx].astype(f32)).astype(f32)
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
+def iq4_xs(w):
+    """Our round-to-nearest IQ4_XS in block_iq4_xs {fp16 d; uint16 scales_h; uint8 scales_l[4];
+    uint8 qs[128]}: per sub-block s = max / -127, d = fp16(-s_max / 32), l = clamp(rint(s / d),
+    -32, 31), indices nearest x / (d l); dequantized as ggml's dequantize_row_iq4_xs."""
+    nb = K // 256
+    out = np.zeros((N, nb, 136), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(8, 32)
+            s = (signed_max(x) / f32(-127)).astype(f32)
+            dh = fp16_bits(-signed_max(s) / f32(32))
+            d = fp16_val(dh)
+            lv = np.clip(np.rint(s / d), -32, 31).astype(np.int32) if d != 0 else np.zeros(8, np.int32)
+            ls = lv + 32
+            scales_h = 0
+            scales_l = np.zeros(4, dtype=np.int32)
+            qs = np.zeros(128, dtype=np.int32)
+            for j in range(8):
+                scales_l[j // 2] |= (ls[j] & 15) << (4 * (j % 2))
+                scales_h |= int(ls[j] >> 4) << (2 * j)
+                dl = f32(d * f32(lv[j]))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    idx = iq4_index((x[j] / dl).astype(f32)) if dl != 0 else np.full(32, 8, np.int32)
+                qs[16 * j:16 * j + 16] = idx[:16] | (idx[16:] << 4)
+            out[r, bi, 0:2] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 2:4] = np.array([scales_h], dtype=np.uint16).view(np.uint8)
+            out[r, bi, 4:8] = scales_l
+            out[r, bi, 8:] = qs
+            # ggml's dequantize_row_iq4_xs, from the bytes.
+            for ib in range(8):
+                l_ = ((scales_l[ib // 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4)
+                dl = f32(d * f32(l_ - 32))
+                q = qs[16 * ib:16 * ib + 16]
+                deq[r, bi, 32 * ib:32 * ib + 16] = dl * IQ4NL[q & 15].astype(f32)
+                deq[r, bi, 32 * ib + 16:32 * ib + 32] = dl * IQ4NL[q >> 4].astype(f32)
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
 def int8(w):
     s = (np.abs(w).max(axis=1) / f32(127)).astype(f32)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -322,7 +466,8 @@ def bf16(w):
 
 
 FORMATS = {
-    "q8_0": q8_0, "q4_0": q4_0, "q5_0": q5_0, "q4_k": q4_k, "q6_k": q6_k, "int8": int8,
+    "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q4_k": q4_k, "q5_k": q5_k, "q6_k": q6_k,
+    "iq4_nl": iq4_nl, "iq4_xs": iq4_xs, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
     "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,
 }

@@ -396,7 +396,7 @@ def f32(a):
     return np.ascontiguousarray(a, dtype="<f4").tobytes()
 
 
-def gguf_from_hf(name, arch, meta, names):
+def gguf_from_hf(name, arch, meta, names, file="model.gguf"):
     """Writes tests/data/models/<name>/model.gguf: layer 1's tensors renamed (F32); layer 0 absent
     (a dense layer: no ffn_gate_inp). names: llama.cpp name -> (HF name, ne), or a callable."""
     st = read_safetensors(os.path.join(OUT, name, "model.safetensors"))
@@ -405,7 +405,7 @@ def gguf_from_hf(name, arch, meta, names):
         a = src(st) if callable(src) else st[src]
         assert a.size == int(np.prod(ne)), (gname, a.shape, ne)
         tensors.append((gname, 0, ne, f32(a)))
-    write_gguf(os.path.join(OUT, name, "model.gguf"), arch, {f"{arch}.block_count": ("u32", 2), **meta}, tensors)
+    write_gguf(os.path.join(OUT, name, file), arch, {f"{arch}.block_count": ("u32", 2), **meta}, tensors)
 
 
 def gguf_files():
@@ -428,13 +428,15 @@ def gguf_files():
         "blk.1.ffn_gate_shexp.weight": (m + "mlp.shared_expert.gate_proj.weight", [H, Fs]),
         "blk.1.ffn_up_shexp.weight": (m + "mlp.shared_expert.up_proj.weight", [H, Fs]),
         "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_expert.down_proj.weight", [Fs, H]),
-        "blk.1.ffn_gate_inp_shexp.weight": (m + "mlp.shared_expert_gate.weight", [H])})
-    gguf_from_hf("deepseek_v3", "deepseek2", {
+        # [H, 1], as llama.cpp's current converter writes it (older files: [H], as qwen3_next's below)
+        "blk.1.ffn_gate_inp_shexp.weight": (m + "mlp.shared_expert_gate.weight", [H, 1])})
+    ds_meta = {
         "deepseek2.embedding_length": ("u32", H), "deepseek2.expert_count": ("u32", E),
         "deepseek2.expert_used_count": ("u32", 4), "deepseek2.expert_shared_count": ("u32", 1),
         "deepseek2.expert_weights_scale": ("f32", 2.5), "deepseek2.expert_weights_norm": ("bool", True),
         "deepseek2.expert_gating_func": ("u32", 2), "deepseek2.expert_group_count": ("u32", 4),
-        "deepseek2.expert_group_used_count": ("u32", 2), "deepseek2.leading_dense_block_count": ("u32", 1)}, {
+        "deepseek2.expert_group_used_count": ("u32", 2), "deepseek2.leading_dense_block_count": ("u32", 1)}
+    ds_names = {
         "blk.1.ffn_gate_inp.weight": (m + "mlp.gate.weight", [H, E]),
         "blk.1.exp_probs_b.bias": (m + "mlp.gate.e_score_correction_bias", [E]),
         "blk.1.ffn_gate_exps.weight": (stack(m + "mlp.experts", "gate_proj"), [H, F_, E]),
@@ -442,7 +444,12 @@ def gguf_files():
         "blk.1.ffn_down_exps.weight": (stack(m + "mlp.experts", "down_proj"), [F_, H, E]),
         "blk.1.ffn_gate_shexp.weight": (m + "mlp.shared_experts.gate_proj.weight", [H, F_]),
         "blk.1.ffn_up_shexp.weight": (m + "mlp.shared_experts.up_proj.weight", [H, F_]),
-        "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_experts.down_proj.weight", [F_, H])})
+        "blk.1.ffn_down_shexp.weight": (m + "mlp.shared_experts.down_proj.weight", [F_, H])}
+    gguf_from_hf("deepseek_v3", "deepseek2", ds_meta, ds_names)
+    # As converted before llama.cpp wrote the group keys: loads, routes without group limits
+    # (as llama.cpp does) and says so once through the loader's warning sink.
+    legacy = {k: v for k, v in ds_meta.items() if "expert_group" not in k}
+    gguf_from_hf("deepseek_v3", "deepseek2", legacy, ds_names, file="model_legacy.gguf")
     FG = 32
     gu = lambda st: st[m + "mlp.experts.gate_up_proj"]  # [E, H, 2F]
     gguf_from_hf("gpt_oss", "gpt-oss", {
@@ -456,6 +463,20 @@ def gguf_files():
         "blk.1.ffn_gate_exps.bias": (lambda st: st[m + "mlp.experts.gate_up_proj_bias"][:, 0::2], [FG, E]),
         "blk.1.ffn_up_exps.bias": (lambda st: st[m + "mlp.experts.gate_up_proj_bias"][:, 1::2], [FG, E]),
         "blk.1.ffn_down_exps.bias": (m + "mlp.experts.down_proj_bias", [H, E])})
+    # Fused as newer converters write it: per expert the F gate rows, then the F up rows (and
+    # the biases likewise).
+    gate = lambda st: gu(st)[:, :, 0::2].transpose(0, 2, 1)  # [E, F, H]
+    up = lambda st: gu(st)[:, :, 1::2].transpose(0, 2, 1)
+    gub = lambda st: st[m + "mlp.experts.gate_up_proj_bias"]  # [E, 2F] interleaved
+    gguf_from_hf("gpt_oss", "gpt-oss", {
+        "gpt-oss.embedding_length": ("u32", H), "gpt-oss.expert_count": ("u32", E),
+        "gpt-oss.expert_used_count": ("u32", 2)}, {
+        "blk.1.ffn_gate_inp.weight": (m + "mlp.router.weight", [H, E]),
+        "blk.1.ffn_gate_inp.bias": (m + "mlp.router.bias", [E]),
+        "blk.1.ffn_gate_up_exps.weight": (lambda st: np.concatenate([gate(st), up(st)], axis=1), [H, 2 * FG, E]),
+        "blk.1.ffn_down_exps.weight": (lambda st: st[m + "mlp.experts.down_proj"].transpose(0, 2, 1), [FG, H, E]),
+        "blk.1.ffn_gate_up_exps.bias": (lambda st: np.concatenate([gub(st)[:, 0::2], gub(st)[:, 1::2]], axis=1), [2 * FG, E]),
+        "blk.1.ffn_down_exps.bias": (m + "mlp.experts.down_proj_bias", [H, E])}, file="model_fused.gguf")
 
 
 def gguf_q8_0():
@@ -468,22 +489,70 @@ def gguf_q8_0():
     os.makedirs(d)
     wg = rnd(EQ, H, s=0.5)
     tensors = [("blk.0.ffn_gate_inp.weight", 0, [H, EQ], f32(wg.numpy()))]
-    deq = {}
+    deq, per_expert = {}, {}
     for proj, (rows, cols) in (("gate", (FQ, H)), ("up", (FQ, H)), ("down", (H, FQ))):
         raw, vals = b"", []
+        per_expert[proj] = []
         for e in range(EQ):
             w = rnd(rows, cols).numpy().astype(np.float32)
             fg.N, fg.K = rows, cols
             data, _, dq = fg.q8_0(w)
             raw += data
+            per_expert[proj].append(data)
             vals.append(dq)
         deq[proj] = torch.from_numpy(np.stack(vals))
         tensors.append((f"blk.0.ffn_{proj}_exps.weight", 8, [cols, rows, EQ], raw))
     write_gguf(os.path.join(d, "model.gguf"), "llama", {
         "llama.block_count": ("u32", 1), "llama.embedding_length": ("u32", H), "llama.expert_count": ("u32", EQ),
         "llama.expert_used_count": ("u32", k)}, tensors)
+    # The same experts as newer converters write them: gate and up fused per expert into
+    # ffn_gate_up_exps [H, 2F, E] (gate = the first F rows, as build_moe_ffn's views take them).
+    fused = b"".join(per_expert["gate"][e] + per_expert["up"][e] for e in range(EQ))
+    write_gguf(os.path.join(d, "model_fused.gguf"), "llama", {
+        "llama.block_count": ("u32", 1), "llama.embedding_length": ("u32", H), "llama.expert_count": ("u32", EQ),
+        "llama.expert_used_count": ("u32", k)},
+        [tensors[0], ("blk.0.ffn_gate_up_exps.weight", 8, [H, 2 * FQ, EQ], fused), tensors[3]])
     np.save(os.path.join(d, "w1_dequant.npy"), deq["gate"].numpy().reshape(EQ * FQ, H))
     x = rnd(T, H, s=1.0)
+    logits = x @ wg.T
+    w = torch.softmax(logits, dim=1, dtype=torch.float)
+    w, idx = topk(w, k)
+    w = w / torch.clamp(w.sum(dim=-1, keepdim=True), min=6.103515625e-5)  # llama.cpp's norm
+    y = routed(x, idx, w, lambda e, v: swiglu_mlp(v, deq["gate"][e], deq["up"][e], deq["down"][e]))
+    np.save(os.path.join(d, "x.npy"), x.numpy().astype(np.float32))
+    np.save(os.path.join(d, "y.npy"), y.numpy().astype(np.float32))
+    np.save(os.path.join(d, "indices.npy"), idx.numpy().astype(np.int32))
+
+
+def gguf_q4_k_m(name="mixtral_q4_k_m", up=("q4_k", 12), down=("q6_k", 14)):
+    """A Mixtral-style GGUF as llama.cpp's Q4_K_M stores MoE experts: Q4_K gate and up, Q6_K
+    down (H = F = 256, one super-block per row), and its torch golden on the dequantized
+    weights (numpy's statement of both block layouts). `up` / `down`: other ggml types
+    (a numpy quantizer of gen_formats_golden and the ggml type id), e.g. Q5_K_M's."""
+    import gen_formats_golden as fg
+    EQ, HQ, FQ, k = 3, 256, 256, 2
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    wg = rnd(EQ, HQ, s=0.5)
+    tensors = [("blk.0.ffn_gate_inp.weight", 0, [HQ, EQ], f32(wg.numpy()))]
+    deq = {}
+    uq, dq_ = getattr(fg, up[0]), getattr(fg, down[0])
+    for proj, (rows, cols), quant, gtype in (("gate", (FQ, HQ), uq, up[1]), ("up", (FQ, HQ), uq, up[1]),
+                                              ("down", (HQ, FQ), dq_, down[1])):
+        raw, vals = b"", []
+        for e in range(EQ):
+            w = (rnd(rows, cols) / 16).numpy().astype(np.float32)
+            fg.N, fg.K = rows, cols
+            data, _, dq = quant(w)
+            raw += data
+            vals.append(dq)
+        deq[proj] = torch.from_numpy(np.stack(vals))
+        tensors.append((f"blk.0.ffn_{proj}_exps.weight", gtype, [cols, rows, EQ], raw))
+    write_gguf(os.path.join(d, "model.gguf"), "llama", {
+        "llama.block_count": ("u32", 1), "llama.embedding_length": ("u32", HQ), "llama.expert_count": ("u32", EQ),
+        "llama.expert_used_count": ("u32", k)}, tensors)
+    x = rnd(T, HQ, s=1.0)
     logits = x @ wg.T
     w = torch.softmax(logits, dim=1, dtype=torch.float)
     w, idx = topk(w, k)
@@ -593,6 +662,33 @@ def longcat_flash(name, k, zero, scale):
     ck.save(x, y, logits, idx)
 
 
+def dbrx(name, k):
+    """DBRX (HF DbrxFFN): experts fused per projection over all experts, w2 stored as down^T."""
+    cfg = {"model_type": "dbrx", "d_model": H, "n_layers": 2,
+           "ffn_config": {"ffn_hidden_size": F_, "moe_num_experts": E, "moe_top_k": k,
+                          "moe_normalize_expert_weights": 1.0, "ffn_act_fn": {"name": "silu"}}}
+    ck = Ckpt(name, cfg)
+    for layer in range(2):
+        p = f"transformer.blocks.{layer}.ffn."
+        wr = rnd(E, H, s=0.5)
+        w1, v1, w2 = rnd(E * F_, H), rnd(E * F_, H), rnd(E * F_, H)
+        ck.add(p + "router.layer.weight", wr)
+        ck.add(p + "experts.mlp.w1", w1)
+        ck.add(p + "experts.mlp.v1", v1)
+        ck.add(p + "experts.mlp.w2", w2)
+    x = rnd(T, H, s=1.0)
+    logits = x @ wr.T
+    weights = logits.softmax(dim=-1, dtype=torch.float32)  # DbrxRouter
+    top, idx = torch.topk(weights, k, dim=-1)
+    top = top / torch.norm(top, p=1.0, dim=-1, keepdim=True)
+    w1e, v1e, w2e = w1.view(E, F_, H), v1.view(E, F_, H), w2.view(E, F_, H)
+
+    def expert(e, v):  # DbrxExpertGLU
+        return (F.silu(v @ w1e[e].t()) * (v @ v1e[e].t())) @ w2e[e]
+
+    ck.save(x, routed(x, idx, top, expert), logits, idx)
+
+
 def more_families():
     ernie4_5_moe("ernie4_5_moe", 3, 2)
     # Qwen3NextSparseMoeBlock is Qwen2MoeSparseMoeBlock; norm_topk_prob left to its default (true).
@@ -639,3 +735,8 @@ if __name__ == "__main__":
         gguf_q8_0()
         dots1_files()  # last: the families above keep their random draws
         more_families()
+        dbrx("dbrx", 3)
+        gguf_q4_k_m()  # last: the files above keep their random draws
+        gguf_q4_k_m("mixtral_q5_k_m", ("q5_k", 13), ("q6_k", 14))  # Q5_K_M
+        gguf_q4_k_m("mixtral_iq4_xs", ("iq4_xs", 23), ("iq4_xs", 23))  # IQ4_XS experts
+        gguf_q4_k_m("mixtral_iq4_nl", ("iq4_nl", 20), ("q5_k", 13))  # a mix moe has no pair for: loads as float

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -282,9 +283,13 @@ void check_kernel(std::size_t H, std::size_t F, fm::format_params p, std::size_t
 TEST_CASE("formats: reference quantizers and dequantizers match the numpy statement byte for byte", "[formats]") {
     check_golden<fm::q8_0>("q8_0", {});
     check_golden<fm::q4_0>("q4_0", {});
+    check_golden<fm::q4_1>("q4_1", {});
     check_golden<fm::q5_0>("q5_0", {});
     check_golden<fm::q4_k>("q4_k", {});
+    check_golden<fm::q5_k>("q5_k", {});
     check_golden<fm::q6_k>("q6_k", {});
+    check_golden<fm::iq4_nl>("iq4_nl", {});
+    check_golden<fm::iq4_xs>("iq4_xs", {});
     check_golden<fm::int8>("int8", {});
     check_golden<fm::int4>("int4_32", {32, false});
     check_golden<fm::int4>("int4_128_zp", {128, true});
@@ -399,9 +404,13 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     if (!moe_test::arch_runs_here<TestType>()) return;
     check_kernel<TestType, fm::q8_0>(96, 160, {});
     check_kernel<TestType, fm::q4_0>(64, 96, {});
+    check_kernel<TestType, fm::q4_1>(96, 64, {});
     check_kernel<TestType, fm::q5_0>(96, 64, {});
     check_kernel<TestType, fm::q4_k>(256, 512, {}, 9);
+    check_kernel<TestType, fm::q5_k>(256, 512, {}, 9);
     check_kernel<TestType, fm::q6_k>(256, 256, {}, 9);
+    check_kernel<TestType, fm::iq4_nl>(64, 96, {});
+    check_kernel<TestType, fm::iq4_xs>(256, 512, {}, 9);
     check_kernel<TestType, fm::int8>(36, 52, {});
     check_kernel<TestType, fm::int4>(64, 96, {32, false});
     check_kernel<TestType, fm::int4>(128, 128, {128, true}, 9);
@@ -410,6 +419,145 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::mxfp4>(64, 96, {});
     check_kernel<TestType, fm::bf16_dot>(38, 54, {});
     check_kernel<TestType, fm::bf16_dot>(256, 160, {}, 9);
+}
+
+namespace {
+
+/// Biases and each SwiGLU variant through the quantized kernel: weight-only formats equal
+/// `expert_ffn` with the same extras on the dequantized weights bit for bit; integer formats
+/// equal moe::scalar. fp8's and int8's F is not a multiple of 8: their last up panel is partial.
+template <class Arch, class Fmt>
+void check_extras(std::size_t H, std::size_t F) {
+    const qlayer l = make_qlayer(5, H, F, H + 7 * F);  // shaped_routing's 5 experts
+    const auto q = moe::kernels::quantize_experts<Fmt>(l.w1.data(), l.w3.data(), l.w2.data(), l.E, H, F);
+    const auto pw = moe::kernels::pack_quant_experts<Fmt>(q, H, F);
+    const std::size_t T = 13;
+    moe::matrix<float> x(T, H);
+    moe::splitmix64 rng(H * F);
+    for (auto& v : x.values) v = static_cast<float>(3.0 * rng.normal());  // large enough to clamp
+    std::vector<float> b1(l.E * F), b3(l.E * F), b2(l.E * H);
+    for (auto* b : {&b1, &b3, &b2})
+        for (auto& v : *b) v = static_cast<float>(rng.normal());
+    const auto plan = moe::make_plan(shaped_routing(T), 4);
+    std::vector<float> d1, d3, d2;
+    dequantize_all(q, d1, d3, d2);
+    const auto packed = moe::kernels::pack_experts<moe::scalar>(d1.data(), d3.data(), d2.data(), l.E, H, F);
+    auto run = [&](auto arch, const moe::kernels::ffn_extras& ex) {
+        moe::matrix<float> y(plan.num_rows(), H, -7.0f);
+        moe::kernels::ffn_workspace ws;
+        ws.reserve(moe::kernels::workspace_size(plan, pw).total());
+        moe::kernels::quant_expert_ffn<decltype(arch)>(y.view(), moe::matrix_view<const float>(x.view()), plan, pw, ws.data(), ws.size(),
+                                                       moe::serial_executor{}, ex);
+        return y.values;
+    };
+    const auto plain = run(Arch{}, {});
+    using act = moe::kernels::ffn_activation;
+    for (act a : {act::swiglu, act::swiglu_oai, act::swiglu_clamp})
+        for (bool biased : {false, true}) {
+            INFO("format " << Fmt::name << " activation " << static_cast<int>(a) << " biases " << biased << " arch " << Arch::name());
+            moe::kernels::ffn_extras ex;
+            ex.activation = a;
+            ex.limit = 2.5f;
+            if (biased) {
+                ex.b1 = b1.data();
+                ex.b3 = b3.data();
+                ex.b2 = b2.data();
+            }
+            const auto y = run(Arch{}, ex);
+            if (ex.plain()) {
+                CHECK(bits(y) == bits(plain));
+                continue;
+            }
+            CHECK(bits(y) != bits(plain));
+            if constexpr (Fmt::integer) {
+                CHECK(bits(y) == bits(run(moe::scalar{}, ex)));
+            } else {
+                moe::matrix<float> yf(plan.num_rows(), H, -7.0f);
+                moe::kernels::ffn_workspace ws;
+                ws.reserve(moe::kernels::workspace_size(plan, packed).total());
+                moe::kernels::expert_ffn(yf.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size(),
+                                         moe::serial_executor{}, moe::kernels::ffn_tiling{}, ex);
+                CHECK(bits(y) == bits(yf.values));
+            }
+        }
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("formats: quantized experts take biases and the clamped SwiGLU variants", "[formats][kernels]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
+    check_extras<TestType, fm::mxfp4>(64, 96);
+    check_extras<TestType, fm::fp8>(37, 53);
+    check_extras<TestType, fm::int8>(36, 52);
+    check_extras<TestType, fm::q4_k>(256, 256);
+}
+
+TEMPLATE_LIST_TEST_CASE("formats: a mixed block runs gate / up and down each in its own format", "[formats][kernels]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
+    // Q4_K_M: Q4_K gate and up, Q6_K down.
+    using mix = fm::mixed<fm::q4_k, fm::q6_k>;
+    CHECK(std::string(mix::name) == "q4_k+q6_k");
+    const std::size_t H = 256, F = 256, T = 9;
+    const qlayer l = make_qlayer(5, H, F, 99);
+    const auto q = moe::kernels::quantize_experts<mix>(l.w1.data(), l.w3.data(), l.w2.data(), l.E, H, F);
+    const auto q4 = moe::kernels::quantize_experts<fm::q4_k>(l.w1.data(), l.w3.data(), l.w2.data(), l.E, H, F);
+    const auto q6 = moe::kernels::quantize_experts<fm::q6_k>(l.w1.data(), l.w3.data(), l.w2.data(), l.E, H, F);
+    CHECK(q.w1[1].data == q4.w1[1].data);
+    CHECK(q.w3[2].data == q4.w3[2].data);
+    CHECK(q.w2[3].data == q6.w2[3].data);
+    // Packed: each projection's panels are its own format's panels, byte for byte.
+    const auto pw = moe::kernels::pack_quant_experts<mix>(q, H, F);
+    const auto p4 = moe::kernels::pack_quant_experts<fm::q4_k>(q4, H, F);
+    const auto p6 = moe::kernels::pack_quant_experts<fm::q6_k>(q6, H, F);
+    REQUIRE(pw.up_panel_bytes() == p4.up_panel_bytes());
+    REQUIRE(pw.down_panel_bytes() == p6.down_panel_bytes());
+    CHECK(pw.expert_bytes() < p6.expert_bytes());
+    CHECK(pw.expert_bytes() > p4.expert_bytes());
+    for (std::size_t e = 0; e < l.E; ++e) {
+        CHECK(std::memcmp(pw.up(e, 0), p4.up(e, 0), pw.up_panels() * pw.up_panel_bytes()) == 0);
+        CHECK(std::memcmp(pw.down(e, 0), p6.down(e, 0), pw.down_panels() * pw.down_panel_bytes()) == 0);
+    }
+    moe::matrix<float> x(T, H);
+    moe::splitmix64 rng(T + H);
+    for (auto& v : x.values) v = static_cast<float>(rng.normal());
+    x(2, 0) = 40.0f;  // one outlier, as check_kernel has
+    const auto plan = moe::make_plan(shaped_routing(T), 4);
+    const auto y = run_quant<TestType>(pw, x, plan);
+    CHECK(bits(y) == bits(run_quant<moe::scalar>(pw, x, plan)));
+    CHECK(bits(y) == bits(run_quant<TestType>(pw, x, plan, moe_test::reversed_threads_executor{3})));
+    // Near the float layer on the dequantized weights (gate / up from Q4_K, down from Q6_K),
+    // within the activation quantization's bound.
+    std::vector<float> d1, d3, d2, u1, u3, u2;
+    dequantize_all(q4, d1, d3, u2);
+    dequantize_all(q6, u1, u3, d2);
+    check_bound<fm::q4_k>(l, d1, d3, d2, x, plan, y, 256, 256);
+}
+
+TEST_CASE("formats: gate and up rows interleaved in one tensor pack as two", "[formats]") {
+    // GPT-OSS's gate_up_proj: gate row f = row 2f, up row f = row 2f + 1.
+    const std::size_t E = 2, H = 64, F = 96;
+    const qlayer l = make_qlayer(E, H, F, 5);
+    std::vector<float> gu(E * 2 * F * H);
+    for (std::size_t e = 0; e < E; ++e)
+        for (std::size_t f = 0; f < F; ++f)
+            for (std::size_t h = 0; h < H; ++h) {
+                gu[(e * 2 * F + 2 * f) * H + h] = l.w1[(e * F + f) * H + h];
+                gu[(e * 2 * F + 2 * f + 1) * H + h] = l.w3[(e * F + f) * H + h];
+            }
+    const auto q = moe::kernels::quantize_experts<fm::mxfp4>(l.w1.data(), l.w3.data(), l.w2.data(), E, H, F);
+    std::vector<fm::quant_matrix> q13;
+    std::vector<fm::quant_view> v13, v2;
+    for (std::size_t e = 0; e < E; ++e) q13.push_back(fm::mxfp4::quantize(gu.data() + e * 2 * F * H, 2 * F, H));
+    for (std::size_t e = 0; e < E; ++e) {
+        v13.push_back(fm::view_of(q13[e]));
+        v2.push_back(fm::view_of(q.w2[e]));
+    }
+    const auto a = moe::kernels::pack_quant_experts<fm::mxfp4>(q, H, F);
+    const auto b = moe::kernels::pack_quant_experts_interleaved<fm::mxfp4>(v13.data(), v2.data(), E, H, F);
+    REQUIRE(a.bytes() == b.bytes());
+    CHECK(std::memcmp(a.up(0, 0), b.up(0, 0), a.bytes()) == 0);
+    CHECK(moe_test::error_of([&] { (void)moe::kernels::pack_quant_experts_interleaved<fm::mxfp4>(v2.data(), v2.data(), E, H, F); }) ==
+          "[moe.kernels.shape] w13 of expert 0 is 64 x 96, expected 192 x 64");
 }
 
 TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[formats]") {
@@ -426,8 +574,12 @@ TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[
     };
     CHECK(ratio(fm::q8_0{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q4_0{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q4_1{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q5_0{}, {}) == Approx(208.0 / 176.0).margin(0.001));  // 6-bit panel codes for 5-bit values
     CHECK(ratio(fm::q6_k{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::q5_k{}, {}) == Approx(212.0 / 176.0).margin(0.001));  // 6-bit panel codes for 5-bit values
+    CHECK(ratio(fm::iq4_nl{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::iq4_xs{}, {}) == Approx(138.0 / 136.0).margin(0.001));  // sub-scales unpacked to bytes
     CHECK(ratio(fm::q4_k{}, {}) <= 1.03);  // sub-scales unpacked to bytes
     CHECK(ratio(fm::int8{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::int4{}, {32, false}) <= 1.03);  // zero points stored (8 when symmetric)
@@ -493,9 +645,9 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
         CHECK(error_of([&] { fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'"); }) ==
               "[moe.kernels.format] mxfp4: tensor 'w': scale of block 3 is the E8M0 NaN (255)");
     }
-    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_k"); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
-          "int4:G[:zp], fp8 or mxfp4)");
+    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_1"); }) ==
+          "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, "
+          "iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k or q5_k+q6_k)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
     CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
@@ -544,11 +696,11 @@ TEST_CASE("formats: the registry names, parses and visits every format, and ties
     });
     CHECK(names.size() == k::weight_formats::size);
     CHECK(std::set<std::string>(names.begin(), names.end()).size() == names.size());
-    CHECK(gguf == 9);  // F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q6_K MXFP4
+    CHECK(gguf == 13);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4
     CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
-          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
-          "int4:G[:zp], fp8 or mxfp4)");
-    CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_k", {}}, [](auto) { return 0; }); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_k' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q5_0, q4_k, q6_k, int8, "
-          "int4:G[:zp], fp8 or mxfp4)");
+          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, "
+          "iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k or q5_k+q6_k)");
+    CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_1", {}}, [](auto) { return 0; }); }) ==
+          "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, "
+          "iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k or q5_k+q6_k)");
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 
+#include <moe/models/checkpoint.hpp>
 #include <moe/models/gguf.hpp>
 #include <moe/models/hf.hpp>
 
@@ -79,6 +80,7 @@ TEST_CASE("models: each family's block from its HF checkpoint matches torch", "[
     check_family("gpt_oss_mxfp4", "gpt_oss");
     check_family("llama4", "llama4");
     check_family("granitemoeshared", "granitemoeshared");
+    check_family("dbrx", "dbrx");  // experts fused over all experts, down stored transposed
 }
 
 TEST_CASE("models: bf16 checkpoints run as bf16 experts, bit-exact conversion", "[models]") {
@@ -104,12 +106,62 @@ TEST_CASE("models: quantized experts from a checkpoint's float weights", "[model
     }
     CHECK(std::sqrt(num / den) < 0.02);
     CHECK(std::sqrt(num / den) > 1e-5);  // it is quantized
-    // GPT-OSS's biased, clamped experts need float weights.
+}
+
+TEST_CASE("models: GPT-OSS's biased, clamped experts run in quantized formats", "[models][golden]") {
+    // Integer formats quantize the activations too: the bound is the same as for plain SwiGLU
+    // experts (qwen3_moe above), and the result is not the float one.
+    check_family<moe::kernels::formats::q8_0>("gpt_oss", "gpt_oss", 0.02);
     const moe::io::safetensors_checkpoint g(models_dir + "gpt_oss");
     const auto gb = moe::models::load_block(g, 1);
-    CHECK(error_of([&] { moe::block<moe::default_arch, moe::kernels::formats::q8_0> q(gb.spec, gb.weights); }) ==
-          "[moe.models.format] gpt_oss: quantized experts (q8_0) run plain SwiGLU only; use float, bf16 or f16 weights for biased or "
-          "clamped experts");
+    const auto x = moe::io::read_npy_matrix<float>(models_dir + "gpt_oss/x.npy");
+    moe::block<moe::default_arch, moe::kernels::formats::q8_0> q(gb.spec, gb.weights);
+    moe::block<moe::scalar, moe::kernels::formats::q8_0> qs(gb.spec, gb.weights);
+    moe::block<> f(gb.spec, gb.weights);
+    moe::matrix<float> yq(x.rows, x.cols), ys(x.rows, x.cols), yf(x.rows, x.cols);
+    q.forward(yq.view(), x.view());
+    qs.forward(ys.view(), x.view());
+    f.forward(yf.view(), x.view());
+    CHECK(yq.values == ys.values);  // the epilogue is arch-independent
+    CHECK(yq.values != yf.values);
+}
+
+TEST_CASE("models: GPT-OSS MXFP4 experts packed from the checkpoint's bytes equal the float block", "[models][mxfp4]") {
+    const std::string d = models_dir + "gpt_oss_mxfp4";
+    const moe::io::safetensors_checkpoint ck(d);
+    const auto full = moe::models::load_block(ck, 1);
+    const auto lean = moe::models::load_block(ck, 1, /*experts=*/false);  // router and the experts' biases
+    CHECK(lean.weights.w1.empty());
+    CHECK(lean.weights.b1 == full.weights.b1);
+    CHECK(lean.weights.b2 == full.weights.b2);
+    auto packed = moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(ck, 1);
+    CHECK(packed.expert_bytes() * 6 < full.spec.hidden * full.spec.ffn * 3 * 4);  // ~0.53 byte per weight, not 4
+    // Weight-only MXFP4 with the biases and the clamped SwiGLU in the kernel's epilogue equals
+    // the float kernel on the dequantized weights, bit for bit, on every arch.
+    moe::block<moe::default_arch, moe::kernels::formats::mxfp4> q(lean.spec, lean.weights, std::move(packed));
+    moe::block<moe::scalar, moe::kernels::formats::mxfp4> qs(lean.spec, lean.weights,
+                                                             moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(ck, 1));
+    moe::block<> fb(full.spec, full.weights);
+    const auto x = moe::io::read_npy_matrix<float>(d + "/x.npy");
+    const auto y_ref = moe::io::read_npy_matrix<float>(d + "/y.npy");
+    moe::matrix<float> yq(x.rows, x.cols), ys(x.rows, x.cols), yf(x.rows, x.cols);
+    q.forward(yq.view(), x.view());
+    qs.forward(ys.view(), x.view());
+    fb.forward(yf.view(), x.view());
+    CHECK(yq.values == yf.values);
+    CHECK(ys.values == yf.values);
+    double worst = 0, ymax = 0;
+    for (std::size_t i = 0; i < yq.values.size(); ++i) {
+        worst = std::max(worst, std::fabs(static_cast<double>(yq.values[i]) - y_ref.values[i]));
+        ymax = std::max(ymax, std::fabs(static_cast<double>(y_ref.values[i])));
+    }
+    CHECK(worst <= 2e-5 * ymax);  // and HF transformers' block on the same checkpoint
+    // A checkpoint that stores its experts otherwise.
+    const moe::io::safetensors_checkpoint bf(models_dir + "gpt_oss");
+    CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(bf, 1); }) ==
+          "[moe.models.format] " + models_dir +
+              "gpt_oss: gpt_oss does not store its experts as MXFP4 'model.layers.1.mlp.experts.gate_up_proj_blocks' / '_scales'; "
+              "pack_hf_experts<mxfp4> reads those");
 }
 
 TEST_CASE("models: loader errors name the checkpoint and the fault", "[models]") {
@@ -135,7 +187,7 @@ TEST_CASE("models: loader errors name the checkpoint and the fault", "[models]")
     CHECK(with_config(R"({"model_type": "bert", "hidden_size": 32})") ==
           "[moe.models.config] " + dir +
               ": model_type 'bert' is not a family moe loads (mixtral, minimax_m2, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-              "deepseek_v3, kimi_k2, glm4_moe, dots1, ernie4_5_moe, qwen3_next, hunyuan_v1_moe, longcat_flash, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared)");
+              "deepseek_v3, kimi_k2, glm4_moe, dots1, ernie4_5_moe, qwen3_next, hunyuan_v1_moe, longcat_flash, gpt_oss, llama4, llama4_text, granitemoe, granitemoeshared, dbrx)");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": 32, "intermediate_size": 16, "num_experts_per_tok": 2})") ==
           "[moe.models.config] config.json has no 'num_local_experts'");
     CHECK(with_config(R"({"model_type": "mixtral", "hidden_size": "32"})") ==
@@ -222,6 +274,15 @@ TEST_CASE("models: GGUF blocks (llama.cpp names and expert metadata) match the H
         CHECK(b.weights.w2 == hb.weights.w2);
         CHECK(b.spec.shared_ffn == hb.spec.shared_ffn);
     }
+    // GPT-OSS with gate and up (and their biases) fused per expert, as newer converters write it.
+    const auto split = moe::models::load_block(moe::io::gguf_file(models_dir + "gpt_oss/model.gguf"), 1);
+    const auto fused = moe::models::load_block(moe::io::gguf_file(models_dir + "gpt_oss/model_fused.gguf"), 1);
+    CHECK(fused.spec.ffn == split.spec.ffn);
+    CHECK(fused.weights.w1 == split.weights.w1);
+    CHECK(fused.weights.w3 == split.weights.w3);
+    CHECK(fused.weights.b1 == split.weights.b1);
+    CHECK(fused.weights.b3 == split.weights.b3);
+    CHECK(fused.weights.w2 == split.weights.w2);
     const moe::io::gguf_file mx(models_dir + "mixtral/model.gguf");
     CHECK(error_of([&] { (void)moe::models::load_block(mx, 0); }) == "[moe.models.layer] llama: layer 0 is a dense layer, not an MoE block");
     CHECK(error_of([&] { (void)moe::models::load_block(mx, 2); }) == "[moe.models.layer] llama: layer 2 out of range (2 layers)");
@@ -229,6 +290,36 @@ TEST_CASE("models: GGUF blocks (llama.cpp names and expert metadata) match the H
     CHECK(error_of([&] { (void)moe::models::load_block(tiny, 0); }) ==
           "[moe.models.config] " + std::string(MOE_TEST_DATA_DIR) +
               "/io/tiny.gguf: architecture 'mixtral' is not one moe loads (llama, qwen2moe, qwen3moe, olmoe, deepseek2, dots1, ernie4_5-moe, qwen3next, hunyuan-moe, gpt-oss, llama4)");
+}
+
+TEST_CASE("models: a DeepSeek GGUF without group keys routes as llama.cpp does and says so once", "[models][gguf]") {
+    const std::string path = models_dir + "deepseek_v3/model_legacy.gguf";
+    const moe::io::gguf_file f(path);
+    std::vector<std::string> heard;
+    const auto b = moe::models::load_block(f, 1, true, [&](const std::string& m) { heard.push_back(m); });
+    CHECK(b.spec.router.num_groups == 0);  // no group limits, as llama.cpp routes this file
+    REQUIRE(heard.size() == 1);
+    CHECK(heard[0] == "[moe.models.legacy] " + path +
+                          ": no deepseek2.expert_group_count / expert_group_used_count (converted before llama.cpp wrote them): "
+                          "routing without group limits, as llama.cpp does; the HF model keeps each token's experts in topk_group "
+                          "of n_group groups (DeepSeek-V3 / R1: 4 of 8), so some tokens route differently");
+    // Otherwise the same block as the file with the keys, but for the groups.
+    const moe::io::gguf_file keyed(models_dir + "deepseek_v3/model.gguf");
+    const auto k = moe::models::load_block(keyed, 1, true, [&](const std::string& m) { heard.push_back(m); });
+    CHECK(heard.size() == 1);  // a file with the keys: nothing to say
+    CHECK(k.spec.router.num_groups == 4);
+    CHECK(k.weights.w1 == b.weights.w1);
+    // Silent without a sink (the library's default); a checkpoint says it once however often it loads.
+    CHECK_NOTHROW((void)moe::models::load_block(f, 1));
+    moe::models::checkpoint ck(path);
+    ck.set_warnings([&](const std::string& m) { heard.push_back(m); });
+    CHECK(ck.moe_layers() == std::vector<std::size_t>{1});
+    (void)ck.load(1);
+    CHECK(heard.size() == 2);
+    // Other families never ask for the keys.
+    const moe::io::gguf_file mx(models_dir + "mixtral/model.gguf");
+    (void)moe::models::load_block(mx, 1, false, [&](const std::string& m) { heard.push_back(m); });
+    CHECK(heard.size() == 2);
 }
 
 TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's blocks", "[models][gguf]") {
@@ -253,6 +344,23 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
     CHECK(err > 0.0);
     CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(f, 0); }) ==
           "[moe.models.format] " + d + "model.gguf: tensor 'blk.0.ffn_gate_exps.weight' is Q8_0, not q4_0");
+
+    // Newer converters fuse gate and up (ffn_gate_up_exps [H, 2F, E], gate = the first F rows of
+    // each expert): the same weights, dequantized or packed from the fused blocks, the same bits.
+    const moe::io::gguf_file fu(d + "model_fused.gguf");
+    CHECK(moe::models::gguf_expert_types(fu, 0) == std::vector<std::string>{"Q8_0", "Q8_0", "Q8_0"});
+    const auto bf = moe::models::load_block(fu, 0);
+    CHECK(bf.spec.ffn == b.spec.ffn);
+    CHECK(bf.weights.w1 == b.weights.w1);
+    CHECK(bf.weights.w3 == b.weights.w3);
+    CHECK(bf.weights.w2 == b.weights.w2);
+    moe::block<moe::default_arch, moe::kernels::formats::q8_0> fused_block(bf.spec, bf.weights,
+                                                                             moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(fu, 0));
+    moe::matrix<float> yf(x.rows, x.cols);
+    fused_block.forward(yf.view(), x.view());
+    CHECK(yf.values == y.values);
+    CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(fu, 0); }) ==
+          "[moe.models.format] " + d + "model_fused.gguf: tensor 'blk.0.ffn_gate_up_exps.weight' is Q8_0, not q4_0");
 }
 
 TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the float block", "[models][fp8]") {
@@ -275,4 +383,99 @@ TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the floa
     const moe::io::safetensors_checkpoint bf(models_dir + "deepseek_v3");
     CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::fp8>(bf, 1); }) ==
           "[moe.models.format] " + models_dir + "deepseek_v3: tensor 'model.layers.1.mlp.experts.0.gate_proj.weight' is F32, not F8_E4M3 (fp8)");
+}
+
+TEST_CASE("models: a checkpoint names its experts' stored format and packs them from its bytes", "[models]") {
+    using moe::models::checkpoint;
+    CHECK(checkpoint(models_dir + "gpt_oss_mxfp4").expert_format(1) == "mxfp4");
+    CHECK(checkpoint(models_dir + "deepseek_v3_fp8").expert_format(1) == "fp8");
+    CHECK(checkpoint(models_dir + "gpt_oss").expert_format(1).empty());  // float experts
+    CHECK(checkpoint(models_dir + "gpt_oss/model.gguf").expert_format(1).empty());
+    const checkpoint q8(models_dir + "mixtral_q8_0/model.gguf");
+    REQUIRE(q8.expert_format(0) == "q8_0");
+    // All but the routed experts, then the experts from the file's blocks: the same block as
+    // the full load with the same packed experts.
+    const auto lean = q8.load_without_experts(0), full = q8.load(0);
+    CHECK(lean.weights.w1.empty());
+    CHECK(lean.spec.ffn == full.spec.ffn);
+    using q8_0 = moe::kernels::formats::q8_0;
+    moe::block<moe::default_arch, q8_0> a(lean.spec, lean.weights, q8.pack_experts<q8_0>(0));
+    moe::block<moe::default_arch, q8_0> b(full.spec, full.weights, moe::models::pack_gguf_experts<q8_0>(*q8.gguf(), 0));
+    const auto x = moe::io::read_npy_matrix<float>(models_dir + "mixtral_q8_0/x.npy");
+    moe::matrix<float> ya(x.rows, x.cols), yb(x.rows, x.cols);
+    a.forward(ya.view(), x.view());
+    b.forward(yb.view(), x.view());
+    CHECK(ya.values == yb.values);
+    // GGUF GPT-OSS: the lean load keeps the experts' biases.
+    const checkpoint g(models_dir + "gpt_oss/model.gguf");
+    CHECK(g.load_without_experts(1).weights.b2 == g.load(1).weights.b2);
+    CHECK(error_of([&] { (void)checkpoint(models_dir + "mixtral").pack_experts<moe::kernels::formats::q4_k>(0); }) ==
+          "[moe.models.format] " + models_dir + "mixtral: moe does not read q4_k experts from a Hugging Face checkpoint in place");
+}
+
+namespace {
+
+/// A numpy-written GGUF layer (gen_models_golden.py, gguf_q4_k_m) in the file's own formats W:
+/// the float block on numpy's dequantization is torch's; W packed from the file's blocks runs
+/// with int8 activations near it, the same bits on every arch. Returns the packed block's bytes.
+template <class W>
+std::size_t check_gguf_quant_layer(const std::string& dir, const std::vector<std::string>& types, const char* fmt) {
+    const std::string d = models_dir + dir + "/";
+    const moe::models::checkpoint ck(d + "model.gguf");
+    CHECK(moe::models::gguf_expert_types(*ck.gguf(), 0) == types);
+    REQUIRE(ck.expert_format(0) == fmt);
+    const auto lean = ck.load_without_experts(0);
+    moe::block<moe::default_arch, W> q(lean.spec, lean.weights, ck.pack_experts<W>(0));
+    moe::block<moe::scalar, W> qs(lean.spec, lean.weights, ck.pack_experts<W>(0));
+    const auto full = ck.load(0);  // dequantized by numpy's statement of the layouts
+    moe::block<> f(full.spec, full.weights);
+    const auto x = moe::io::read_npy_matrix<float>(d + "x.npy");
+    const auto y_ref = moe::io::read_npy_matrix<float>(d + "y.npy");
+    moe::matrix<float> yq(x.rows, x.cols), ys(x.rows, x.cols), yf(x.rows, x.cols);
+    q.forward(yq.view(), x.view());
+    qs.forward(ys.view(), x.view());
+    f.forward(yf.view(), x.view());
+    CHECK(yq.values == ys.values);
+    auto rel = [&](const std::vector<float>& a) {
+        double num = 0, den = 0;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            num += std::pow(static_cast<double>(a[i]) - y_ref.values[i], 2);
+            den += std::pow(static_cast<double>(y_ref.values[i]), 2);
+        }
+        return std::sqrt(num / den);
+    };
+    CHECK(rel(yf.values) < 2e-5);  // the float block on the dequantized weights is torch's
+    CHECK(rel(yq.values) < 0.02);  // int8 activations, as the single-format blocks (qwen3_moe above)
+    CHECK(rel(yq.values) > 1e-5);
+    return q.expert_bytes();
+}
+
+}  // namespace
+
+TEST_CASE("models: a Q4_K_M GGUF layer runs in its own mixed formats (Q4_K gate / up, Q6_K down)", "[models][gguf]") {
+    namespace fm = moe::kernels::formats;
+    const std::string d = models_dir + "mixtral_q4_k_m/";
+    const std::size_t HF = 256 * 256;
+    // Packed: the file's bytes, (2 x 0.5625 + 0.8203) / 3 = 0.65 bytes per weight (plus sub-scales), not 4.
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q4_k, fm::q6_k>>("mixtral_q4_k_m", {"Q4_K", "Q4_K", "Q6_K"}, "q4_k+q6_k") * 10 <
+          7 * 3 * HF);
+    CHECK(error_of([&] { (void)moe::models::checkpoint(d + "model.gguf").pack_experts<fm::q4_k>(0); }) ==
+          "[moe.models.format] " + d + "model.gguf: tensor 'blk.0.ffn_down_exps.weight' is Q6_K, not q4_k");
+    // Q5_K_M: Q5_K gate / up (0.6875 B / weight in the file, 0.83 packed as 6-bit codes), Q6_K down.
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q5_k, fm::q6_k>>("mixtral_q5_k_m", {"Q5_K", "Q5_K", "Q6_K"}, "q5_k+q6_k") * 100 <
+          85 * 3 * HF);
+    // IQ4_XS experts (the "dynamic" quants' expert type): 0.53 B / weight, looked up in registers.
+    CHECK(check_gguf_quant_layer<fm::iq4_xs>("mixtral_iq4_xs", {"IQ4_XS", "IQ4_XS", "IQ4_XS"}, "iq4_xs") * 100 < 55 * 3 * HF);
+    // A pair moe has no mixed format for loads as float32 through the same dequantizers.
+    const moe::models::checkpoint nl(models_dir + "mixtral_iq4_nl/model.gguf");
+    CHECK(nl.expert_format(0).empty());
+    const auto full = nl.load(0);
+    moe::block<> f(full.spec, full.weights);
+    const auto x = moe::io::read_npy_matrix<float>(models_dir + "mixtral_iq4_nl/x.npy");
+    const auto y_ref = moe::io::read_npy_matrix<float>(models_dir + "mixtral_iq4_nl/y.npy");
+    moe::matrix<float> y(x.rows, x.cols);
+    f.forward(y.view(), x.view());
+    double ymax = 0;
+    for (float v : y_ref.values) ymax = std::max(ymax, std::fabs(static_cast<double>(v)));
+    CHECK(max_abs_diff(y.values, y_ref.values) <= 2e-5 * ymax);
 }

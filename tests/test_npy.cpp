@@ -77,7 +77,8 @@ TEST_CASE("npy: malformed files get clear errors", "[npy][errors]") {
           "[moe.npy.format] " + tmp_path("huge.npy") + ": shape (4294967296, 4294967296) is too large");
     write_raw(tmp_path("big_endian.npy"), npy_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("big_endian.npy")); }) ==
-          "[moe.npy.dtype] " + tmp_path("big_endian.npy") + ": dtype '>f4' is not supported (expected <f2, <f4, <f8, <i4 or <i8)");
+          "[moe.npy.dtype] " + tmp_path("big_endian.npy") +
+              ": dtype '>f4' is not supported (expected little-endian float16/32/64 or a signed or unsigned integer of 8 to 64 bits)");
     write_raw(tmp_path("fortran.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy(tmp_path("fortran.npy")); }) ==
           "[moe.npy.order] " + tmp_path("fortran.npy") + ": Fortran-ordered arrays are not supported (save with C order)");
@@ -87,7 +88,44 @@ TEST_CASE("npy: malformed files get clear errors", "[npy][errors]") {
     write_raw(tmp_path("cube.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 2), }", 16));
     CHECK(error_of([] { (void)moe::io::read_npy_matrix<float>(tmp_path("cube.npy")); }) ==
           "[moe.npy.shape] " + tmp_path("cube.npy") + ": expected a 2-D array, got 3 dimensions");
-    write_raw(tmp_path("ints.npy"), npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 2), }", 16));
-    CHECK(error_of([] { (void)moe::io::read_npy_matrix<float>(tmp_path("ints.npy")); }) ==
-          "[moe.npy.dtype] " + tmp_path("ints.npy") + ": dtype '<i8' where float16, float32 or float64 was expected");
+    write_raw(tmp_path("floats.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", 8));
+    CHECK(error_of([] { (void)moe::io::read_npy_matrix<std::int32_t>(tmp_path("floats.npy")); }) ==
+          "[moe.npy.dtype] " + tmp_path("floats.npy") + ": dtype '<f4' where an integer dtype was expected");
+}
+
+namespace {
+/// A C-order .npy of `values` stored as the little-endian integer type S (descr `d`).
+template <class S>
+std::string int_npy(const char* d, const std::vector<S>& values) {
+    std::string file = npy_bytes(std::string("{'descr': '") + d + "', 'fortran_order': False, 'shape': (1, " + std::to_string(values.size()) + "), }", 0);
+    file.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(S));
+    return file;
+}
+}  // namespace
+
+TEST_CASE("npy: integer arrays of every width read exactly, into floats and integers", "[npy]") {
+    // Expert loads are counts (EPLB's input is an int64 tensor); numpy writes '|u1', '<i2', '<u8', ...
+    write_raw(tmp_path("u1.npy"), int_npy<std::uint8_t>("|u1", {0, 7, 255}));
+    CHECK(moe::io::read_npy_matrix<float>(tmp_path("u1.npy")).values == std::vector<float>{0, 7, 255});
+    write_raw(tmp_path("i2.npy"), int_npy<std::int16_t>("<i2", {-32768, 3, 32767}));
+    CHECK(moe::io::read_npy_matrix<double>(tmp_path("i2.npy")).values == std::vector<double>{-32768, 3, 32767});
+    CHECK(moe::io::read_npy_matrix<std::int32_t>(tmp_path("i2.npy")).values == std::vector<std::int32_t>{-32768, 3, 32767});
+    write_raw(tmp_path("i8.npy"), int_npy<std::int64_t>("<i8", {16777216, -5, 40}));
+    CHECK(moe::io::read_npy_matrix<float>(tmp_path("i8.npy")).values == std::vector<float>{16777216.0f, -5, 40});
+    CHECK(moe::io::read_npy_matrix<std::int32_t>(tmp_path("i8.npy")).values == std::vector<std::int32_t>{16777216, -5, 40});
+    write_raw(tmp_path("i1.npy"), int_npy<std::int8_t>("=i1", {-128, 1}));  // '=' and '|' spell the same bytes
+    CHECK(moe::io::read_npy_matrix<std::int64_t>(tmp_path("i1.npy")).values == std::vector<std::int64_t>{-128, 1});
+    // Only exact conversions: 2^24 + 1 has no float32, 2^31 no int32, 2^64 - 1 no int64.
+    write_raw(tmp_path("i8_inexact.npy"), int_npy<std::int64_t>("<i8", {1, 16777217}));
+    CHECK(error_of([] { (void)moe::io::read_npy_matrix<float>(tmp_path("i8_inexact.npy")); }) ==
+          "[moe.npy.range] " + tmp_path("i8_inexact.npy") + ": element 1 = 16777217 (<i8) is not exactly representable as float32");
+    CHECK(moe::io::read_npy_matrix<double>(tmp_path("i8_inexact.npy")).values[1] == 16777217.0);
+    write_raw(tmp_path("i8_big.npy"), int_npy<std::int64_t>("<i8", {2147483648LL}));
+    CHECK(error_of([] { (void)moe::io::read_npy_matrix<std::int32_t>(tmp_path("i8_big.npy")); }) ==
+          "[moe.npy.range] " + tmp_path("i8_big.npy") + ": element 0 = 2147483648 (<i8) is not exactly representable as int32");
+    write_raw(tmp_path("u8_big.npy"), int_npy<std::uint64_t>("<u8", {~std::uint64_t{0}}));
+    CHECK(error_of([] { (void)moe::io::read_npy_matrix<std::int64_t>(tmp_path("u8_big.npy")); }) ==
+          "[moe.npy.range] " + tmp_path("u8_big.npy") + ": element 0 = 18446744073709551615 (<u8) is not exactly representable as int64");
+    write_raw(tmp_path("neg.npy"), int_npy<std::int32_t>("<i4", {-1}));
+    CHECK(moe::io::read_npy_matrix<std::int64_t>(tmp_path("neg.npy")).values == std::vector<std::int64_t>{-1});
 }

@@ -225,8 +225,8 @@ TEST_CASE("router: configuration errors carry stable IDs", "[router][errors]") {
     CHECK(error_of([&] { moe::route_into(wrong, l.view(), moe::presets::mixtral(), {}, ws); }) ==
           "[moe.router.output] output routing is shaped for 2 tokens x 8 experts, k=2; the call needs 4 x 8, k=2");
     CHECK(error_of([] { (void)moe::presets::by_name("gshard"); }) ==
-          "[moe.config.preset] unknown preset 'gshard' (expected one of mixtral, qwen2_moe, qwen3_moe, olmoe, dbrx, "
-          "granite_moe, gpt_oss, llama4, deepseek_v2, deepseek_v3, kimi_k2, glm4_moe, minimax_m2, deepseek_v4, megatron, switch)");
+          "[moe.config.preset] unknown preset 'gshard' (expected one of mixtral, minimax_m2, qwen2_moe, qwen3_moe, olmoe, "
+          "deepseek_v2, deepseek_v3, kimi_k2, glm4_moe, gpt_oss, llama4, granite_moe, dbrx, deepseek_v4, megatron, switch)");
     CHECK(error_of([] { (void)moe::parse_score_function("relu"); }) ==
           "[moe.config.score_function] unknown score function 'relu' (expected softmax, sigmoid or sqrtsoftplus)");
 }

@@ -37,7 +37,6 @@
 #include "kernels/expert_ffn.hpp"
 #include "kernels/formats.hpp"
 #include "kernels/quant_ffn.hpp"
-#include "presets.hpp"
 #include "route_policies.hpp"
 #include "router.hpp"
 #include "tensor.hpp"
@@ -47,7 +46,13 @@ namespace moe {
 /// What the block does besides routing: capacity-aware inference switches (all off: dropless),
 /// packing and the quantized formats' parameters.
 struct layer_options {
-    router_config router = presets::mixtral();  ///< replaced by the spec's recipe where a block_spec is given
+    /// Softmax over all experts, top-2, renormalised (`presets::by_name` names the families'
+    /// recipes); replaced by the spec's recipe where a block_spec is given.
+    router_config router = [] {
+        router_config c;
+        c.renorm = renormalize::sum;
+        return c;
+    }();
     bool capacity = false;  ///< apply `drop` (capacity, policy, reroute) after routing
     drop_config drop;
     bool fill_in = false;   ///< Rectify-Router fill-in after the drop (needs capacity)
@@ -62,7 +67,7 @@ enum class shared_gate { none, sigmoid };
 /// A model family's MoE block: its router recipe and structure. Sizes: E experts, hidden H,
 /// expert ffn F, shared expert ffn Fs (the total of DeepSeek's n_shared_experts; 0 = none).
 struct block_spec {
-    std::string family;  ///< e.g. "mixtral", "deepseek_v3" (informational)
+    std::string family;  ///< the HF model_type or GGUF architecture it was loaded from (informational)
     router_config router;
     std::size_t num_experts = 0, hidden = 0, ffn = 0, shared_ffn = 0;
     kernels::ffn_activation activation = kernels::ffn_activation::swiglu;
@@ -184,8 +189,6 @@ struct experts {
     static packed pack(const W* w1, const W* w3, const W* w2, std::size_t E, std::size_t H, std::size_t F, const layer_options& o) {
         return kernels::pack_experts<Arch>(w1, w3, w2, E, H, F, o.packing);
     }
-    /// True where `extras` (biases, clamped SwiGLU) run in this weight type.
-    static constexpr bool takes_extras = true;
     /// rows (plan rows x H) = each planned row's expert applied to its token of x.
     template <class Executor>
     static void run(matrix_view<float> rows, matrix_view<const float> x, const dispatch_plan& plan, const packed& pw,
@@ -202,20 +205,19 @@ struct experts<Arch, W, false> {
                        const layer_options& o) {
         return kernels::pack_quant_experts<W>(kernels::quantize_experts<W>(w1, w3, w2, E, H, F, o.format), H, F, o.packing);
     }
-    static constexpr bool takes_extras = false;
     template <class Executor>
     static void run(matrix_view<float> rows, matrix_view<const float> x, const dispatch_plan& plan, const packed& pw,
-                    kernels::ffn_workspace& ws, Executor&& exec, const kernels::ffn_extras& = {}) {
+                    kernels::ffn_workspace& ws, Executor&& exec, const kernels::ffn_extras& extras = {}) {
         ws.reserve(kernels::workspace_size(plan, pw).total());
-        kernels::quant_expert_ffn<Arch>(rows, x, plan, pw, ws.data(), ws.size(), exec);
+        kernels::quant_expert_ffn<Arch>(rows, x, plan, pw, ws.data(), ws.size(), exec, extras);
     }
 };
 
 }  // namespace stages
 
 /// The MoE block. @tparam W the routed experts' weight type: float, Eigen::bfloat16, Eigen::half,
-/// or a quantized format of kernels/formats/ (kernels::formats::q4_k, int8, mxfp4, ...; plain
-/// SwiGLU experts only).
+/// or a quantized format of kernels/formats/ (kernels::formats::q4_k, int8, mxfp4, ...), each with
+/// the family's biases and SwiGLU variant.
 template <class Arch = default_arch, class W = float>
 class block {
     using experts_t = stages::experts<Arch, W>;
@@ -226,7 +228,7 @@ public:
 
     /// A family's block: packs `w` (float experts converted to W, or quantized with the format's
     /// reference quantizer). `o` gives the capacity switches and packing; its router is replaced by
-    /// the spec's. Throws [moe.models.spec], [moe.models.weights], [moe.models.format].
+    /// the spec's. Throws [moe.models.spec], [moe.models.weights].
     block(block_spec spec, const block_weights& w, const layer_options& o = {}) : block(spec, w, pack_routed(spec, w, o), o) {}
 
     /// With routed experts packed by the caller (e.g. from a checkpoint's quantized bytes);
@@ -336,11 +338,6 @@ private:
 
     void init(const block_weights& w) {
         const std::size_t H = spec_.hidden, Fs = spec_.shared_ffn;
-        if constexpr (!experts_t::takes_extras) {
-            if (spec_.expert_bias || spec_.activation != kernels::ffn_activation::swiglu)
-                MOE_THROW("moe.models.format", spec_.family, ": quantized experts (", W::name,
-                          ") run plain SwiGLU only; use float, bf16 or f16 weights for biased or clamped experts");
-        }
         opt_.router = spec_.router;
         stages::fix_options(opt_, spec_.routed_experts());
         gate_ = pack_gate<Arch>(matrix_view<const float>(w.router_w.data(), spec_.routed_experts(), H));

@@ -17,7 +17,7 @@ See docs/python.md for a worked example; ``moe.torch`` has autograd wrappers of 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,9 +38,14 @@ simulator_policies: List[str] = list(_core.simulator_policies)
 weight_formats: str = _core.weight_format_names
 RouterConfig = _core.RouterConfig
 router_config_fields: List[str] = list(_core.router_config_fields)
+DropConfig = _core.DropConfig
+drop_config_fields: List[str] = list(_core.drop_config_fields)
+BlockSpec = _core.BlockSpec
+block_spec_fields: List[str] = list(_core.block_spec_fields)
 
 __all__ = [
-    "Error", "Routing", "RouterConfig", "router_config_fields", "Plan", "MoeBlock", "GlobalLoadBalancer", "route", "router_config", "routing_from_arrays",
+    "Error", "Routing", "RouterConfig", "router_config_fields", "DropConfig", "drop_config_fields", "BlockSpec",
+    "block_spec_fields", "Plan", "MoeBlock", "GlobalLoadBalancer", "route", "router_config", "routing_from_arrays",
     "mask_tokens", "expert_capacity", "apply_capacity", "fill_in", "make_plan", "padded_rows_per_expert",
     "to_vllm_layout", "gather", "combine", "measure", "device_loads", "apply_jitter", "add_gumbel_noise",
     "add_normal_noise", "rescore", "route_top_p", "route_expert_choice", "sinkhorn", "route_sinkhorn",
@@ -216,19 +221,22 @@ def expert_capacity(num_tokens: int, num_experts: int, top_k: int, *, formula: O
                                  top_k, max_load, slots_per_token)
 
 
-def apply_capacity(routing: Routing, *, formula: Optional[str] = None, factor: Optional[float] = None,
-                   min_capacity: Optional[int] = None, alignment: Optional[int] = None, policy: Optional[str] = None,
-                   renorm_after: Optional[str] = None, renorm_eps: Optional[float] = None, seed: Optional[int] = None,
-                   reroute: Optional[bool] = None, placement=None, per_expert=None) -> Dict[str, Any]:
+def apply_capacity(routing: Routing, config: Optional["DropConfig"] = None, *, formula: Optional[str] = None,
+                   factor: Optional[float] = None, min_capacity: Optional[int] = None, alignment: Optional[int] = None,
+                   policy: Optional[str] = None, renorm_after: Optional[str] = None, renorm_eps: Optional[float] = None,
+                   seed: Optional[int] = None, reroute: Optional[bool] = None, placement=None,
+                   per_expert=None) -> Dict[str, Any]:
     """Drops the slots over each expert's capacity, in place (dropped slots become index -1).
 
     ``policy``: "weight" (Megatron "probs"), "score", "position", "slot_major" (DeepSpeed,
     Tutel), "batch_prioritized" or "random" (seeded). ``reroute`` moves dropped slots to
     experts with room; ``per_expert`` gives each expert its own capacity; ``placement`` maps
     experts to devices for the reroute. Returns the report: capacity, capacities,
-    load_before / load_after, dropped / rerouted / original (flat slot ids t * k + s).
+    load_before / load_after, dropped / rerouted / original (flat slot ids t * k + s). ``config``
+    (a ``moe.DropConfig``) gives the fields the keywords do not.
     """
-    d = _fields(formula=formula, factor=factor, min_capacity=min_capacity, alignment=alignment, policy=policy,
+    d = config.to_dict() if config is not None else {}
+    d |= _fields(formula=formula, factor=factor, min_capacity=min_capacity, alignment=alignment, policy=policy,
                 renorm_after=renorm_after, renorm_eps=renorm_eps, seed=seed, reroute=reroute,
                 placement=_plain(placement, "placement"), per_expert=_plain(per_expert, "per_expert"))
     return _core.apply_capacity(_r(routing), d)
@@ -500,21 +508,29 @@ def update_expert_bias(bias, tokens_per_expert, *, rate: float = 1e-3):
 class MoeBlock:
     """A model family's MoE block: router linear, the family's routing recipe, routed experts
     packed in ``format`` (``moe.weight_formats``: "f32", "bf16", "q4_k", "fp8", "mxfp4", ...),
-    optional shared expert. ``spec`` and ``weights`` are dicts as `load_block` returns them
-    (weights float32 in the HF layouts: router_w [E, H], w1 / w3 [E, F, H], w2 [E, H, F], ...).
-    ``capacity`` (a dict of `apply_capacity`'s keywords) turns on token dropping."""
+    optional shared expert. ``spec`` (a dict as `load_block` returns it, or a ``moe.BlockSpec``)
+    and ``weights`` (float32 in the HF layouts: router_w [E, H], w1 / w3 [E, F, H], w2 [E, H, F],
+    ...). ``capacity`` (a ``moe.DropConfig`` or a dict of `apply_capacity`'s keywords) turns on
+    token dropping."""
 
-    def __init__(self, spec: Dict[str, Any], weights: Dict[str, Any], *, format: str = "f32",
-                 capacity: Optional[Dict[str, Any]] = None, fill_in: bool = False):
+    def __init__(self, spec: Union[Dict[str, Any], "BlockSpec"], weights: Dict[str, Any], *, format: str = "f32",
+                 capacity: Union[Dict[str, Any], "DropConfig", None] = None, fill_in: bool = False):
         w = {k: _plain(v, k) for k, v in weights.items()}
         self._b = _core.MoeBlock(spec, w, format, capacity, fill_in)
         self._torch = False
 
     @classmethod
-    def from_checkpoint(cls, path: str, layer: Optional[int] = None, **kw) -> "MoeBlock":
-        """Layer ``layer`` (default: the first MoE layer) of an HF folder or a .gguf file."""
-        spec, weights = load_block(path, layer)
-        return cls(spec, weights, **kw)
+    def from_checkpoint(cls, path: str, layer: Optional[int] = None, *, format: str = "file",
+                        capacity: Union[Dict[str, Any], "DropConfig", None] = None, fill_in: bool = False) -> "MoeBlock":
+        """Layer ``layer`` (default: the first MoE layer) of an HF folder or a .gguf file. With
+        ``format="file"`` the routed experts keep the format they are stored in where moe runs it
+        without a float copy (GGUF Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q4_K / Q6_K, Q4_K_M's
+        "q4_k+q6_k", FP8 and GPT-OSS MXFP4 checkpoints; ``block.format`` says which), else
+        float32; any other format converts them."""
+        b = cls.__new__(cls)
+        b._b = _core.MoeBlock.from_checkpoint(path, -1 if layer is None else layer, format, capacity, fill_in)
+        b._torch = False
+        return b
 
     def forward(self, x, *, threads: int = 0):
         """y [T, H] = the block applied to hidden states x [T, H] (float32)."""
@@ -549,7 +565,9 @@ class MoeBlock:
 
 def load_block(path: str, layer: Optional[int] = None, *, experts: bool = True):
     """(spec, weights) of MoE layer ``layer`` (default: the first) of a Hugging Face folder or a
-    .gguf file; weights float32 in the HF layouts. ``experts=False`` loads the router only."""
+    .gguf file; weights float32 in the HF layouts. ``experts=False`` loads the router only.
+    A file that loads but routes unlike the HF model (a DeepSeek GGUF converted before llama.cpp
+    wrote the group keys) gives a ``UserWarning`` starting "[moe.models.legacy]"."""
     return _core.load_block(path, -1 if layer is None else layer, experts)
 
 

@@ -1,7 +1,7 @@
 # Type stubs of moe's compiled core (the variant moe/_loader.py imports, aliased as moe._native).
 # Config arguments are dicts of the C++ field names; the package's public functions (moe/__init__.py)
 # build them from keyword arguments.
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -13,6 +13,8 @@ preset_names: List[str]
 simulator_policies: List[str]
 weight_format_names: str
 router_config_fields: List[str]
+drop_config_fields: List[str]
+block_spec_fields: List[str]
 
 class RouterConfig:
     """A router recipe (moe::router_config); RouterConfig(preset=None, **fields)."""
@@ -32,6 +34,43 @@ class RouterConfig:
     def __init__(self, **fields: Any) -> None: ...
     def to_dict(self) -> Dict[str, Any]: ...
     def validate(self, num_experts: int) -> None: ...
+
+class DropConfig:
+    """Capacity and drop policy (moe::drop_config); DropConfig(**fields)."""
+    formula: str
+    factor: float
+    min_capacity: int
+    alignment: int
+    policy: str
+    renorm_after: str
+    renorm_eps: float
+    seed: int
+    reroute: bool
+    placement: List[int]
+    per_expert: List[int]
+    def __init__(self, **fields: Any) -> None: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+class BlockSpec:
+    """A model family's MoE block structure and routing recipe (moe::block_spec); BlockSpec(**fields)."""
+    family: str
+    router: Dict[str, Any]
+    num_experts: int
+    hidden: int
+    ffn: int
+    shared_ffn: int
+    zero_experts: int
+    activation: str
+    swiglu_alpha: float
+    swiglu_limit: float
+    router_bias: bool
+    selection_bias: bool
+    expert_bias: bool
+    weight_on_input: bool
+    shared: str
+    def __init__(self, **fields: Any) -> None: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def validate(self) -> None: ...
 
 class _Routing:
     num_tokens: int
@@ -75,8 +114,11 @@ class MoeBlock:
     format: str
     expert_bytes: int
     packed_bytes: int
-    def __init__(self, spec: Dict[str, Any], weights: Dict[str, np.ndarray], format: str, capacity: Optional[Dict[str, Any]],
-                 fill_in: bool) -> None: ...
+    def __init__(self, spec: Union[Dict[str, Any], BlockSpec], weights: Dict[str, np.ndarray], format: str,
+                 capacity: Union[Dict[str, Any], DropConfig, None], fill_in: bool) -> None: ...
+    @staticmethod
+    def from_checkpoint(path: str, layer: int, format: str, capacity: Union[Dict[str, Any], DropConfig, None],
+                        fill_in: bool) -> "MoeBlock": ...
     def forward(self, x: np.ndarray, threads: int) -> np.ndarray: ...
     def last_routing(self) -> RoutingF32: ...
     def last_logits(self) -> np.ndarray: ...

@@ -4,6 +4,7 @@
 #include <moe/block.hpp>
 
 #include "common.hpp"
+#include "config_fields.hpp"
 
 namespace moe_py {
 
@@ -26,6 +27,9 @@ template <class W>
 class block_impl final : public block_base {
 public:
     block_impl(const moe::block_spec& s, const moe::block_weights& w, const moe::layer_options& o) : b_(s, w, o) {}
+    block_impl(const moe::block_spec& s, const moe::block_weights& w, typename moe::block<moe::default_arch, W>::packed_type p,
+               const moe::layer_options& o)
+        : b_(s, w, std::move(p), o) {}
     void forward(moe::matrix_view<float> y, moe::matrix_view<const float> x, const py_executor& ex) override { b_.forward(y, x, ex); }
     const moe::routing<float>& last_routing() const override { return b_.last_routing(); }
     moe::matrix_view<const float> last_logits() const override { return b_.last_logits(); }
@@ -38,58 +42,9 @@ private:
     moe::block<moe::default_arch, W> b_;
 };
 
-moe::block_spec spec_of(const py::dict& d) {
-    dict_reader rd{d, "block spec", {}};
-    moe::block_spec s;
-    rd.get("family", s.family);
-    if (rd.has("router")) s.router = router_config_of(d["router"].cast<py::dict>());
-    rd.get_size("num_experts", s.num_experts);
-    rd.get_size("hidden", s.hidden);
-    rd.get_size("ffn", s.ffn);
-    rd.get_size("shared_ffn", s.shared_ffn);
-    rd.get_size("zero_experts", s.zero_experts);
-    rd.get_enum("activation", s.activation, [](const std::string& a) {
-        if (a == "swiglu") return moe::kernels::ffn_activation::swiglu;
-        if (a == "swiglu_oai") return moe::kernels::ffn_activation::swiglu_oai;
-        if (a == "swiglu_clamp") return moe::kernels::ffn_activation::swiglu_clamp;
-        MOE_THROW("moe.models.spec", "unknown activation '", a, "' (expected swiglu, swiglu_oai or swiglu_clamp)");
-    });
-    rd.get("swiglu_alpha", s.swiglu_alpha);
-    rd.get("swiglu_limit", s.swiglu_limit);
-    rd.get("router_bias", s.router_bias);
-    rd.get("selection_bias", s.selection_bias);
-    rd.get("expert_bias", s.expert_bias);
-    rd.get("weight_on_input", s.weight_on_input);
-    rd.get_enum("shared", s.shared, [](const std::string& g) {
-        if (g == "none") return moe::shared_gate::none;
-        if (g == "sigmoid") return moe::shared_gate::sigmoid;
-        MOE_THROW("moe.models.spec", "unknown shared gate '", g, "' (expected none or sigmoid)");
-    });
-    rd.finish();
-    return s;
-}
+moe::block_spec spec_of(const py::dict& d) { return config_of<moe::block_spec>(d, "block spec"); }
 
-py::dict dict_of(const moe::block_spec& s) {
-    py::dict d;
-    d["family"] = s.family;
-    d["router"] = moe_py::dict_of(s.router);
-    d["num_experts"] = s.num_experts;
-    d["hidden"] = s.hidden;
-    d["ffn"] = s.ffn;
-    d["shared_ffn"] = s.shared_ffn;
-    d["zero_experts"] = s.zero_experts;
-    d["activation"] = s.activation == moe::kernels::ffn_activation::swiglu_oai     ? "swiglu_oai"
-                      : s.activation == moe::kernels::ffn_activation::swiglu_clamp ? "swiglu_clamp"
-                                                                                   : "swiglu";
-    d["swiglu_alpha"] = s.swiglu_alpha;
-    d["swiglu_limit"] = s.swiglu_limit;
-    d["router_bias"] = s.router_bias;
-    d["selection_bias"] = s.selection_bias;
-    d["expert_bias"] = s.expert_bias;
-    d["weight_on_input"] = s.weight_on_input;
-    d["shared"] = s.shared == moe::shared_gate::sigmoid ? "sigmoid" : "none";
-    return d;
-}
+py::dict dict_of(const moe::block_spec& s) { return config_dict(s); }
 
 /// The weight fields of block_weights, in one table for both directions.
 template <class Wts, class F>
@@ -150,15 +105,15 @@ py::dict weights_dict(moe::block_weights&& w, const moe::block_spec& s) {
 
 class py_block {
 public:
-    py_block(const py::dict& spec, const py::dict& weights, const std::string& format, const py::object& capacity, bool fill_in) {
-        const auto s = spec_of(spec);
+    py_block(const py::object& spec, const py::dict& weights, const std::string& format, const py::object& capacity, bool fill_in) {
+        const auto s = config_from<moe::block_spec>(spec, "block spec");
         const auto w = weights_of(weights);
         const auto fmt = moe::kernels::parse_weight_format(format);
         moe::layer_options o;
         o.format = fmt.params;
         if (!capacity.is_none()) {
             o.capacity = true;
-            o.drop = drop_config_of(capacity.cast<py::dict>());
+            o.drop = config_from<moe::drop_config>(capacity, "apply_capacity");
         }
         o.fill_in = fill_in;
         format_ = fmt.to_string();
@@ -166,6 +121,44 @@ public:
         b_ = moe::kernels::visit_format(fmt, [&](auto tag) -> std::unique_ptr<block_base> {
             return std::make_unique<block_impl<decltype(tag)>>(s, w, o);
         });
+    }
+    /// Layer `layer` (< 0: the first MoE layer) of a checkpoint, its routed experts in `format`:
+    /// "file" keeps the format they are stored in where moe reads it in place (else f32).
+    static py_block from_checkpoint(const std::string& path, long long layer, const std::string& format, const py::object& capacity,
+                                    bool fill_in) {
+        py_block pb;
+        moe::layer_options o;
+        if (!capacity.is_none()) {
+            o.capacity = true;
+            o.drop = config_from<moe::drop_config>(capacity, "apply_capacity");
+        }
+        o.fill_in = fill_in;
+        std::vector<std::string> warnings;  // issued as Python warnings once the GIL is back
+        {
+            py::gil_scoped_release nogil;
+            moe::models::checkpoint ck(path);
+            ck.set_warnings([&](const std::string& msg) { warnings.push_back(msg); });
+            std::size_t L = static_cast<std::size_t>(layer);
+            if (layer < 0) {
+                const auto layers = ck.moe_layers();
+                if (layers.empty()) MOE_THROW("moe.models.layer", path, " has no MoE layer");
+                L = layers[0];
+            }
+            const std::string stored = format == "file" ? ck.expert_format(L) : std::string();
+            const auto fmt = moe::kernels::parse_weight_format(format != "file" ? format : stored.empty() ? "f32" : stored);
+            o.format = fmt.params;
+            pb.format_ = fmt.to_string();
+            const moe::models::loaded_block b = stored.empty() ? ck.load(L) : ck.load_without_experts(L);
+            pb.b_ = moe::kernels::visit_format(fmt, [&](auto tag) -> std::unique_ptr<block_base> {
+                using W = decltype(tag);
+                if constexpr (!moe::kernels::is_weight_type_v<W>)
+                    if (!stored.empty()) return std::make_unique<block_impl<W>>(b.spec, b.weights, ck.pack_experts<W>(L, o.packing), o);
+                return std::make_unique<block_impl<W>>(b.spec, b.weights, o);
+            });
+        }
+        for (const std::string& w : warnings)
+            if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
+        return pb;
     }
     py::array forward(const py::array& x, int threads) {
         const py_executor ex = executor(threads);
@@ -203,6 +196,7 @@ public:
     std::size_t packed_bytes() const { return b_->packed_bytes(); }
 
 private:
+    py_block() = default;
     std::unique_ptr<block_base> b_;
     std::string format_;
 };
@@ -210,8 +204,14 @@ private:
 }  // namespace
 
 void bind_layer(py::module_& m) {
+    bind_config<moe::block_spec>(m, "BlockSpec",
+                                 "A model family's MoE block structure and routing recipe (moe::block_spec), as load_block "
+                                 "returns it. BlockSpec(**fields).",
+                                 spec_of, "BlockSpec(**fields)", "block_spec_fields")
+        .def("validate", [](const moe::block_spec& s) { s.validate(); }, "Throws moe.Error for an inconsistent spec.");
     py::class_<py_block>(m, "MoeBlock")
-        .def(py::init<const py::dict&, const py::dict&, const std::string&, const py::object&, bool>())
+        .def(py::init<const py::object&, const py::dict&, const std::string&, const py::object&, bool>())
+        .def_static("from_checkpoint", &py_block::from_checkpoint)
         .def("forward", &py_block::forward)
         .def("last_routing", &py_block::last_routing)
         .def("last_logits", &py_block::last_logits)
@@ -223,9 +223,11 @@ void bind_layer(py::module_& m) {
     m.attr("weight_format_names") = moe::kernels::weight_format_names;
     m.def("load_block", [](const std::string& path, long long layer, bool experts) {
         moe::models::loaded_block b;
+        std::vector<std::string> warnings;  // issued as Python warnings once the GIL is back
         {
             py::gil_scoped_release nogil;
-            const moe::models::checkpoint ck(path);
+            moe::models::checkpoint ck(path);
+            ck.set_warnings([&](const std::string& msg) { warnings.push_back(msg); });
             std::size_t L = 0;
             if (layer < 0) {
                 const auto layers = ck.moe_layers();
@@ -236,6 +238,8 @@ void bind_layer(py::module_& m) {
             }
             b = ck.load(L, experts);
         }
+        for (const std::string& w : warnings)
+            if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
         py::dict s = dict_of(b.spec);
         return py::make_tuple(s, weights_dict(std::move(b.weights), b.spec));
     });

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common.hpp"
+#include "config_fields.hpp"
 
 namespace moe_py {
 
@@ -16,140 +17,34 @@ moe::group_mask parse_mask(const std::string& s) {
     MOE_THROW("moe.config.group_mask", "unknown group mask '", s, "' (expected neg_inf or zero)");
 }
 
-/// Every router_config field, once: its Python name, member and docstring. router_config_of,
-/// dict_of, the RouterConfig class and `router_config_fields` (which tests/python compares with
-/// route()'s signature and the .pyi) all come from this table.
-template <class F>
-void for_router_fields(F&& f) {
-    using c = moe::router_config;
-    f("score", &c::score, "score function: softmax, sigmoid or sqrtsoftplus");
-    f("top_k", &c::top_k, "experts per token");
-    f("pre_softmax", &c::pre_softmax, "softmax over all experts before top-k (true) or over the k selected logits (false)");
-    f("select_on_logits", &c::select_on_logits, "select the top-k on the raw logits, then score the selected (Llama-4)");
-    f("renorm", &c::renorm, "renormalisation of the kept weights: none, sum, sum_eps or clamp");
-    f("renorm_eps", &c::renorm_eps, "epsilon of sum_eps (added to the sum) and clamp (floor of the sum)");
-    f("scaling_factor", &c::scaling_factor, "multiplies the final weights (DeepSeek's routed_scaling_factor)");
-    f("num_groups", &c::num_groups, "expert groups for group-limited routing (0 or 1: none)");
-    f("group_top_k", &c::group_top_k, "groups kept per token");
-    f("group_score_top_m", &c::group_score_top_m, "a group's score is the sum of its m best keys");
-    f("mask", &c::mask, "value of dropped groups' keys: neg_inf or zero");
-    f("weights_from_masked", &c::weights_from_masked, "weights taken from the masked scores (DeepSeek-V2)");
-    f("keep_scores", &c::keep_scores, "keep the full T x E scores in the routing");
-}
-
-namespace {
-std::string name_of(moe::group_mask m) { return m == moe::group_mask::zero ? "zero" : "neg_inf"; }
-template <class T>
-py::object to_py(const T& v) {
-    if constexpr (std::is_same<T, moe::score_function>::value || std::is_same<T, moe::renormalize>::value)
-        return py::str(moe::to_string(v));
-    else if constexpr (std::is_same<T, moe::group_mask>::value)
-        return py::str(name_of(v));
-    else
-        return py::cast(v);
-}
-template <class T>
-void read_field(dict_reader& rd, const char* key, T& v) {
-    if constexpr (std::is_same<T, moe::score_function>::value)
-        rd.get_enum(key, v, moe::parse_score_function);
-    else if constexpr (std::is_same<T, moe::renormalize>::value)
-        rd.get_enum(key, v, moe::parse_renormalize);
-    else if constexpr (std::is_same<T, moe::group_mask>::value)
-        rd.get_enum(key, v, parse_mask);
-    else if constexpr (std::is_same<T, std::size_t>::value)
-        rd.get_size(key, v);
-    else
-        rd.get(key, v);
-}
-}  // namespace
-
 moe::router_config router_config_of(const py::dict& d) {
-    dict_reader rd{d, "router", {}};
     moe::router_config c;
-    std::string preset;
-    rd.get("preset", preset);
-    if (!preset.empty()) c = moe::presets::by_name(preset);
-    for_router_fields([&](const char* key, auto member, const char*) { read_field(rd, key, c.*member); });
-    rd.finish();
-    return c;
+    py::dict fields_only;
+    for (auto item : d)
+        if (py::str(item.first).cast<std::string>() != "preset") fields_only[item.first] = item.second;
+    if (d.contains("preset") && !d["preset"].is_none()) c = moe::presets::by_name(py::str(d["preset"]).cast<std::string>());
+    return config_of(fields_only, "router", c);
 }
 
-py::dict dict_of(const moe::router_config& c) {
-    py::dict d;
-    for_router_fields([&](const char* key, auto member, const char*) { d[key] = to_py(c.*member); });
-    return d;
+py::dict dict_of(const moe::router_config& c) { return config_dict(c); }
+
+/// moe.RouterConfig, moe.DropConfig: the C++ structs with their fields as properties.
+void bind_configs(py::module_& m) {
+    bind_config<moe::router_config>(m, "RouterConfig",
+                                    "A router recipe (moe::router_config). RouterConfig(preset=None, **fields): the preset's "
+                                    "config with the given fields overriding it.",
+                                    router_config_of, "RouterConfig(preset=None, **fields)", "router_config_fields")
+        .def("validate", [](const moe::router_config& c, std::size_t num_experts) { c.validate(num_experts); },
+             "Throws moe.Error for a config that cannot route num_experts experts.", py::arg("num_experts"));
+    bind_config<moe::drop_config>(m, "DropConfig",
+                                  "Capacity and drop policy (moe::drop_config): apply_capacity's keywords, MoeBlock's capacity. "
+                                  "DropConfig(**fields).",
+                                  drop_config_of, "DropConfig(**fields)", "drop_config_fields");
 }
 
-/// moe.RouterConfig: the C++ struct with its fields as properties (docstrings from the table).
-void bind_router_config(py::module_& m) {
-    py::class_<moe::router_config> cls(m, "RouterConfig",
-                                       "A router recipe (moe::router_config). RouterConfig(preset=None, **fields): the preset's "
-                                       "config with the given fields overriding it.");
-    cls.def(py::init([](py::kwargs kw) {
-                py::dict d;
-                for (auto item : kw) d[item.first] = item.second;
-                return router_config_of(d);
-            }),
-            "RouterConfig(preset=None, **fields)");
-    for_router_fields([&](const char* key, auto member, const char* doc) {
-        using T = std::remove_reference_t<decltype(std::declval<moe::router_config&>().*member)>;
-        const std::string k = key;
-        cls.def_property(
-            key, [member](const moe::router_config& c) { return to_py(c.*member); },
-            [member, k](moe::router_config& c, py::object v) {
-                py::dict d;
-                d[k.c_str()] = v;
-                dict_reader rd{d, "RouterConfig", {}};
-                T out = c.*member;
-                read_field(rd, k.c_str(), out);
-                c.*member = out;
-            },
-            doc);
-    });
-    cls.def("to_dict", [](const moe::router_config& c) { return dict_of(c); }, "The fields as a dict (the form route() takes).");
-    cls.def("validate", [](const moe::router_config& c, std::size_t num_experts) { c.validate(num_experts); },
-            "Throws moe.Error for a config that cannot route num_experts experts.", py::arg("num_experts"));
-    cls.def("__repr__", [](const moe::router_config& c) { return "RouterConfig(" + py::repr(dict_of(c)).cast<std::string>() + ")"; });
-    py::list names;
-    for_router_fields([&](const char* key, auto, const char*) { names.append(key); });
-    m.attr("router_config_fields") = names;
-}
+moe::capacity_config capacity_config_of(const py::dict& d) { return config_of<moe::capacity_config>(d, "capacity"); }
 
-moe::capacity_config capacity_config_of(const py::dict& d) {
-    dict_reader rd{d, "capacity", {}};
-    moe::capacity_config c;
-    rd.get_enum("formula", c.formula, moe::parse_capacity_formula);
-    rd.get("factor", c.factor);
-    rd.get_size("min_capacity", c.min_capacity);
-    rd.get_size("alignment", c.alignment);
-    rd.finish();
-    return c;
-}
-
-moe::drop_config drop_config_of(const py::dict& d) {
-    dict_reader rd{d, "apply_capacity", {}};
-    moe::drop_config c;
-    py::dict cap;
-    for (const char* k : {"formula", "factor", "min_capacity", "alignment"}) {
-        rd.seen.emplace_back(k);
-        if (d.contains(k)) cap[k] = d[k];
-    }
-    c.capacity = capacity_config_of(cap);
-    rd.get_enum("policy", c.policy, moe::parse_drop_policy);
-    rd.get_enum("renorm_after", c.renorm_after, moe::parse_renormalize);
-    rd.get("renorm_eps", c.renorm_eps);
-    rd.get("seed", c.seed);
-    rd.get("reroute", c.reroute);
-    if (rd.has("placement")) c.placement = vector_of<std::int32_t>(d["placement"], "placement");
-    if (rd.has("per_expert")) {
-        const auto v = vector_of<std::int64_t>(d["per_expert"], "per_expert");
-        for (auto x : v)
-            if (x < 0) MOE_THROW("moe.python.argument", "per_expert holds ", x, " (capacities are >= 0)");
-        c.per_expert.assign(v.begin(), v.end());
-    }
-    rd.finish();
-    return c;
-}
+moe::drop_config drop_config_of(const py::dict& d) { return config_of<moe::drop_config>(d, "apply_capacity"); }
 
 std::vector<std::uint8_t> mask_of(const py::object& valid, std::size_t tokens) {
     if (valid.is_none()) return {};
@@ -274,7 +169,7 @@ py::array noisy_copy(const py::array& a, const char* what, F&& f) {
 }  // namespace
 
 void bind_routing(py::module_& m) {
-    bind_router_config(m);
+    bind_configs(m);
     bind_routing_class<float>(m, "RoutingF32");
     bind_routing_class<double>(m, "RoutingF64");
     m.def("routing_from_arrays",

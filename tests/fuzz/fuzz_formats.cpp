@@ -100,8 +100,12 @@ void run(bytes& b, fm::format_params p) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bytes b{data, size};
-    switch (b.u8() % 10) {
+    switch (b.u8() % 14) {
+        case 11: run<fm::q5_k>(b, {}); break;
+        case 12: run<fm::iq4_nl>(b, {}); break;
+        case 13: run<fm::iq4_xs>(b, {}); break;
         case 8: run<fm::q5_0>(b, {}); break;
+        case 9: run<fm::q4_1>(b, {}); break;
         case 0: run<fm::q8_0>(b, {}); break;
         case 1: run<fm::q4_0>(b, {}); break;
         case 2: run<fm::q4_k>(b, {}); break;

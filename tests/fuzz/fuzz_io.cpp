@@ -16,6 +16,7 @@
 #include <moe/io/npy.hpp>
 #include <moe/io/safetensors.hpp>
 #include <moe/analysis/trace.hpp>
+#include <moe/presets.hpp>
 
 namespace {
 

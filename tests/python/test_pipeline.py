@@ -179,6 +179,33 @@ def test_quantized_block_and_gguf():
     assert e.value.id.startswith("moe.io")
 
 
+def test_blocks_from_checkpoints_keep_the_files_formats():
+    # GPT-OSS MXFP4 (biases, clamped SwiGLU) and a Q4_K_M GGUF run in their own formats.
+    mx = data("models", "gpt_oss_mxfp4")
+    q = moe.MoeBlock.from_checkpoint(mx, 1)
+    f = moe.MoeBlock.from_checkpoint(mx, 1, format="f32")
+    assert (q.format, f.format) == ("mxfp4", "f32")
+    assert q.expert_bytes * 6 < f.expert_bytes
+    x = npy("models", "gpt_oss_mxfp4", "x.npy")
+    np.testing.assert_array_equal(q.forward(x), f.forward(x))  # weight-only: the float block's bits
+    km = data("models", "mixtral_q4_k_m", "model.gguf")
+    b = moe.MoeBlock.from_checkpoint(km)
+    assert b.format == "q4_k+q6_k"
+    y_ref = npy("models", "mixtral_q4_k_m", "y.npy")
+    err = np.linalg.norm(b.forward(npy("models", "mixtral_q4_k_m", "x.npy")) - y_ref) / np.linalg.norm(y_ref)
+    assert 1e-5 < err < 0.02
+    # Q5_K_M and IQ4_XS files too: each in its own format, near torch on numpy's dequantization.
+    for name, fmt in (("mixtral_q5_k_m", "q5_k+q6_k"), ("mixtral_iq4_xs", "iq4_xs")):
+        b = moe.MoeBlock.from_checkpoint(data("models", name, "model.gguf"))
+        assert b.format == fmt
+        y_ref = npy("models", name, "y.npy")
+        err = np.linalg.norm(b.forward(npy("models", name, "x.npy")) - y_ref) / np.linalg.norm(y_ref)
+        assert 1e-5 < err < 0.02
+    with pytest.raises(moe.Error) as e:
+        moe.MoeBlock.from_checkpoint(km, format="q9")
+    assert e.value.id == "moe.kernels.format"
+
+
 def test_compare_policies_rows_and_table():
     logits = moe.synthetic_logits(512, 8, skew="zipf:1", seed=2)
     rows = moe.compare_policies(logits, ["dropless", "megatron-probs-1.0"], "mixtral", bias_steps=5)
@@ -192,3 +219,19 @@ def test_compare_policies_rows_and_table():
     with pytest.raises(moe.Error) as e:
         moe.compare_policies(logits, ["nope"])
     assert e.value.id == "moe.simulator.policy"
+
+
+def test_legacy_deepseek_gguf_warns_once():
+    import warnings
+    path = data("models", "deepseek_v3", "model_legacy.gguf")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        spec, _ = moe.load_block(path)
+    assert len(got) == 1 and issubclass(got[0].category, UserWarning)
+    assert str(got[0].message).startswith("[moe.models.legacy] ") and "routing without group limits" in str(got[0].message)
+    assert got[0].filename == __file__  # points at the caller
+    assert spec["router"]["num_groups"] == 0
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        moe.load_block(data("models", "deepseek_v3", "model.gguf"))
+    assert got == []

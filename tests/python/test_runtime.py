@@ -146,6 +146,76 @@ def test_router_config_fields_are_written_once():
         assert getattr(moe.RouterConfig, f).__doc__
 
 
+@pytest.mark.parametrize("cls,fields,keywords_of", [
+    ("DropConfig", "drop_config_fields", "apply_capacity"),
+    ("BlockSpec", "block_spec_fields", None),
+])
+def test_config_classes_are_written_once(cls, fields, keywords_of):
+    """DropConfig and BlockSpec come from the same kind of C++ table: properties with docstrings,
+    the stub's annotations, and (DropConfig) apply_capacity's keywords, in one order."""
+    import inspect
+    import re
+    names = getattr(moe, fields)
+    assert len(names) == len(set(names)) and names
+    stub = open(os.path.join(os.path.dirname(moe.__file__), "_native.pyi")).read()
+    block = stub[stub.index(f"class {cls}:"):]
+    block = block[:block.index("\nclass ")]
+    assert re.findall(r"^    (\w+): ", block, re.M) == names
+    for f in names:
+        assert getattr(getattr(moe, cls), f).__doc__
+    assert list(getattr(moe, cls)().to_dict()) == names
+    if keywords_of:
+        params = [p for p in inspect.signature(getattr(moe, keywords_of)).parameters if p not in ("routing", "config")]
+        assert params == names
+
+
+def test_drop_config_drives_apply_capacity_and_the_block():
+    logits = moe.synthetic_logits(64, 8, seed=5)
+    c = moe.DropConfig(factor=0.5, policy="score")
+    assert c.factor == 0.5 and c.policy == "score" and c.formula == "megatron" and c.per_expert == []
+    a, b = moe.route(logits, "mixtral", keep_scores=True), moe.route(logits, "mixtral", keep_scores=True)
+    ra = moe.apply_capacity(a, c)
+    rb = moe.apply_capacity(b, factor=0.5, policy="score")
+    np.testing.assert_array_equal(ra["dropped"], rb["dropped"])
+    assert len(ra["dropped"]) > 0
+    np.testing.assert_array_equal(a.indices, b.indices)
+    # keywords override the config's fields
+    d = moe.route(logits, "mixtral", keep_scores=True)
+    assert len(moe.apply_capacity(d, c, factor=4.0)["dropped"]) == 0
+    c.per_expert = [3] * 8
+    assert c.to_dict()["per_expert"] == [3] * 8
+    with pytest.raises(moe.Error, match=r"^\[moe.python.argument\] per_expert holds -1 \(capacities are >= 0\)"):
+        c.per_expert = [1, -1]
+    with pytest.raises(moe.Error, match=r"^\[moe.capacity.policy\] unknown drop policy .fifo."):
+        c.policy = "fifo"
+    with pytest.raises(moe.Error, match=r"^\[moe.python.argument\] apply_capacity: unknown option 'capacity'"):
+        moe.DropConfig(capacity=3)
+    assert "DropConfig(" in repr(c)
+
+
+def test_block_spec_object_matches_the_dict_form():
+    rng = np.random.default_rng(0)
+    E, H, F = 4, 8, 16
+    spec = moe.BlockSpec(num_experts=E, hidden=H, ffn=F, router=moe.RouterConfig(preset="qwen3_moe", top_k=2))
+    assert spec.router["top_k"] == 2 and spec.router["renorm"] == "sum" and spec.activation == "swiglu"
+    spec.validate()
+    w = {"router_w": rng.standard_normal((E, H), dtype=np.float32),
+         "w1": rng.standard_normal((E, F, H), dtype=np.float32), "w3": rng.standard_normal((E, F, H), dtype=np.float32),
+         "w2": rng.standard_normal((E, H, F), dtype=np.float32)}
+    x = rng.standard_normal((5, H), dtype=np.float32)
+    a = moe.MoeBlock(spec, w)
+    b = moe.MoeBlock(spec.to_dict(), w)
+    np.testing.assert_array_equal(a(x), b(x))
+    assert a._b.spec == spec.to_dict()
+    capped = moe.MoeBlock(spec, w, capacity=moe.DropConfig(factor=0.25))
+    assert capped(x).shape == x.shape and len(capped.last_capacity()["dropped"]) > 0
+    spec.shared = "sigmoid"
+    with pytest.raises(moe.Error, match=r"^\[moe.models.spec\] : a shared-expert gate without a shared expert"):
+        spec.validate()
+    with pytest.raises(moe.Error, match=r"^\[moe.models.spec\] unknown activation 'gelu'"):
+        spec.activation = "gelu"
+
+
 def test_router_config_object_matches_the_dict_form():
     c = moe.RouterConfig(preset="deepseek_v3", top_k=4)
     assert c.to_dict() == moe.router_config("deepseek_v3", top_k=4)

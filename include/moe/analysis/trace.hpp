@@ -16,7 +16,6 @@
 
 #include "../config.hpp"
 #include "../io/npy.hpp"
-#include "../presets.hpp"
 #include "../router.hpp"
 #include "synthetic.hpp"
 #include "../tensor.hpp"
@@ -141,7 +140,9 @@ template <class T>
 [[nodiscard]] inline routing_trace synthetic_trace(std::size_t L, std::size_t T, std::size_t E, std::size_t k, double affinity,
                                                    const skew& popularity = {}, std::uint64_t seed = 0) {
     if (L == 0 || T == 0) MOE_THROW("moe.trace.shape", "a trace needs at least one layer and one token (L=", L, ", T=", T, ")");
-    router_config cfg = presets::mixtral(k);
+    router_config cfg;  // softmax over all experts, top-k, renormalised
+    cfg.top_k = k;
+    cfg.renorm = renormalize::sum;
     cfg.validate(E);
     routing_trace tr(L, T, E, k);
     for (std::size_t l = 0; l < L; ++l) {

@@ -60,6 +60,14 @@ inline float finite_inverse(float d) noexcept {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     return std::isfinite(id) ? id : 0.0f;
 }
+/// `(int8_t)x` of ggml's reference quantizers where C defines it (x in (-129, 128)); elsewhere,
+/// where C leaves the conversion undefined (a NaN or an overflowed product, whose block's fp16
+/// scale is then not finite and is rejected by validate), 0 for NaN and the nearest end of
+/// the range otherwise.
+inline int trunc_i8(float x) noexcept {
+    if (!(x > -129.0f)) return x != x ? 0 : -128;
+    return x < 128.0f ? static_cast<int>(static_cast<std::int8_t>(x)) : 127;
+}
 /// C roundf: half away from zero (ggml's q8_0 reference quantizer).
 inline float round_away(float x) noexcept { return std::round(x); }
 

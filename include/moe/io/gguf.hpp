@@ -226,6 +226,10 @@ public:
         return has(key) ? get<T>(key) : fallback;
     }
     [[nodiscard]] const std::vector<gguf_tensor>& tensors() const noexcept { return tensors_; }
+    /// Drops tensor t's mapped pages from the resident set (see mapped_file::drop_pages): for
+    /// bytes already packed elsewhere.
+    void drop_pages(const gguf_tensor& t) const noexcept { file_->drop_pages(t.data, t.bytes); }
+    void drop_pages(const std::uint8_t* p, std::size_t n) const noexcept { file_->drop_pages(p, n); }
     [[nodiscard]] bool contains(const std::string& name) const { return index_.count(name) != 0; }
     /// The tensor `name`, zero-copy. Throws [moe.io.gguf] "<path>: no tensor '<name>'".
     [[nodiscard]] const gguf_tensor& tensor(const std::string& name) const {

@@ -72,6 +72,23 @@ public:
     }
     ~mapped_file() { release(); }
 
+    /// Drops the pages of [p, p + n) (inside this file's bytes) from the process's resident
+    /// set: bytes already copied elsewhere (packed weights) stop counting twice. Touched again,
+    /// they are read from the file again (a read-only, never-written mapping), so the view stays
+    /// valid. A no-op where the file was read into memory, or for a range outside it.
+    void drop_pages(const std::uint8_t* p, std::size_t n) const noexcept {
+#if defined(MOE_IO_HAVE_MMAP) && defined(MADV_DONTNEED)
+        if (!mapped_ || n == 0 || p < data_ || p + n > data_ + size_) return;
+        const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+        const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(p) / page * page;
+        const std::uintptr_t e = reinterpret_cast<std::uintptr_t>(p + n);
+        ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+#else
+        static_cast<void>(p);
+        static_cast<void>(n);
+#endif
+    }
+
     [[nodiscard]] const std::uint8_t* data() const noexcept { return data_; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] const std::string& path() const noexcept { return path_; }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <fstream>
 #include <string>
 #include <type_traits>
@@ -46,10 +47,14 @@ constexpr const char* npy_descr() noexcept {
     else return nullptr;
 }
 
+/// The bytes of one element of a supported dtype (little-endian floats of 2, 4, 8 bytes and
+/// signed / unsigned integers of 1, 2, 4, 8), 0 for others.
 inline std::size_t descr_size(const std::string& d) noexcept {
     if (d == "<f2") return 2;
-    if (d == "<f4" || d == "<i4") return 4;
-    if (d == "<f8" || d == "<i8") return 8;
+    if (d == "<f4" || d == "<i4" || d == "<u4") return 4;
+    if (d == "<f8" || d == "<i8" || d == "<u8") return 8;
+    if (d == "<i2" || d == "<u2") return 2;
+    if (d == "|i1" || d == "|u1") return 1;
     return 0;
 }
 
@@ -104,9 +109,13 @@ inline std::string header_value(const std::string& h, const std::string& key, co
 
     npy_array a;
     a.descr = detail::header_value(h, "descr", path);
-    if (a.descr == "|f4" || a.descr == "=f4") a.descr = "<f4";
+    // One spelling per dtype: '<' for multi-byte types ('=' and '|' name the same bytes on the
+    // little-endian hosts moe serves), '|' for single bytes.
+    if (a.descr.size() == 3 && (a.descr[0] == '=' || a.descr[0] == '|' || a.descr[0] == '<'))
+        a.descr[0] = a.descr[2] == '1' ? '|' : '<';
     if (detail::descr_size(a.descr) == 0)
-        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' is not supported (expected <f2, <f4, <f8, <i4 or <i8)");
+        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr,
+                  "' is not supported (expected little-endian float16/32/64 or a signed or unsigned integer of 8 to 64 bits)");
     const std::string order = detail::header_value(h, "fortran_order", path);
     if (order != "False")
         MOE_THROW("moe.npy.order", path, ": Fortran-ordered arrays are not supported (save with C order)");
@@ -170,14 +179,15 @@ inline float half_to_float(std::uint16_t h) noexcept {
 }
 }  // namespace detail
 
-/// The elements of `a` converted to T (float types from <f2 / <f4 / <f8, integers from <i4 /
-/// <i8; the kind must match). Throws [moe.npy.dtype].
+/// The elements of `a` converted to T, each exactly: floating T takes float16/32/64 and every
+/// integer dtype (an integer the float cannot hold exactly, beyond 2^24 for float32, throws
+/// [moe.npy.range]); integral T takes every integer dtype whose values fit in T ([moe.npy.range]
+/// otherwise), and no floats ([moe.npy.dtype]).
 template <class T>
 [[nodiscard]] std::vector<T> npy_values(const npy_array& a, const std::string& path) {
     const bool floating = a.descr[1] == 'f';
-    if (floating != std::is_floating_point<T>::value)
-        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' where ",
-                  std::is_floating_point<T>::value ? "float16, float32 or float64" : "int32 or int64", " was expected");
+    if (floating && !std::is_floating_point<T>::value)
+        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' where an integer dtype was expected");
     const std::size_t n = a.size();
     std::vector<T> out(n);
     auto convert = [&](auto tag) {
@@ -185,27 +195,56 @@ template <class T>
         for (std::size_t i = 0; i < n; ++i) {
             S v;
             std::memcpy(&v, a.bytes.data() + i * sizeof(S), sizeof(S));
-            if constexpr (std::is_same<S, std::uint16_t>::value) out[i] = static_cast<T>(detail::half_to_float(v));
-            else out[i] = static_cast<T>(v);
+            if constexpr (std::is_same<S, std::uint16_t>::value && std::is_floating_point<T>::value) {
+                if (a.descr[1] == 'f') {
+                    out[i] = static_cast<T>(detail::half_to_float(v));
+                    continue;
+                }
+            }
+            if constexpr (std::is_floating_point<S>::value) {
+                out[i] = static_cast<T>(v);  // float to float: widening, or float64 to float32 rounding as numpy's astype
+            } else {
+                bool exact;
+                if constexpr (std::is_floating_point<T>::value) {
+                    const T t = static_cast<T>(v);
+                    // t is finite; compare back in the wider of the two exact domains
+                    exact = static_cast<long double>(t) == static_cast<long double>(v);
+                    out[i] = t;
+                } else {
+                    const bool fits = std::is_signed<S>::value
+                                          ? (static_cast<std::int64_t>(v) >= static_cast<std::int64_t>(std::numeric_limits<T>::min()) &&
+                                             (static_cast<std::int64_t>(v) < 0 ||
+                                              static_cast<std::uint64_t>(v) <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())))
+                                          : static_cast<std::uint64_t>(v) <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+                    exact = fits;
+                    out[i] = static_cast<T>(v);
+                }
+                if (!exact)
+                    MOE_THROW("moe.npy.range", path, ": element ", i, " = ", +v, " (", a.descr, ") is not exactly representable as ",
+                              std::is_floating_point<T>::value ? (sizeof(T) == 4 ? "float32" : "float64")
+                                                               : (sizeof(T) == 4 ? "int32" : sizeof(T) == 8 ? "int64" : "the integer type"));
+            }
         }
     };
-    if (a.descr == "<f2") convert(std::uint16_t{});
-    else if (a.descr == "<f4") convert(float{});
-    else if (a.descr == "<f8") convert(double{});
-    else if (a.descr == "<i4") convert(std::int32_t{});
-    else convert(std::int64_t{});
+    const std::string& d = a.descr;
+    if (d == "<f2" || d == "<u2") convert(std::uint16_t{});
+    else if (d == "<f4") convert(float{});
+    else if (d == "<f8") convert(double{});
+    else if (d == "|i1") convert(std::int8_t{});
+    else if (d == "|u1") convert(std::uint8_t{});
+    else if (d == "<i2") convert(std::int16_t{});
+    else if (d == "<i4") convert(std::int32_t{});
+    else if (d == "<u4") convert(std::uint32_t{});
+    else if (d == "<i8") convert(std::int64_t{});
+    else convert(std::uint64_t{});
     return out;
 }
 
-/// Reads a 2-D (or, with `allow_1d`, 1-D as one row) array and converts it to T. Accepted
-/// dtypes: float16 / float32 / float64 for floating T, int32 / int64 for integral T.
+/// Reads a 2-D (or, with `allow_1d`, 1-D as one row) array and converts it to T (the dtypes
+/// `npy_values` takes, every value exactly).
 template <class T>
 [[nodiscard]] matrix<T> read_npy_matrix(const std::string& path, bool allow_1d = false) {
     const npy_array a = read_npy(path);
-    const bool floating = a.descr[1] == 'f';
-    if (floating != std::is_floating_point<T>::value)
-        MOE_THROW("moe.npy.dtype", path, ": dtype '", a.descr, "' where ",
-                  std::is_floating_point<T>::value ? "float16, float32 or float64" : "int32 or int64", " was expected");
     if (!(a.shape.size() == 2 || (allow_1d && a.shape.size() == 1)))
         MOE_THROW("moe.npy.shape", path, ": expected a ", allow_1d ? "1-D or 2-D" : "2-D", " array, got ",
                   a.shape.size(), " dimensions");

@@ -272,6 +272,11 @@ private:
         }
     }
 
+public:
+    /// Drops [p, p + n)'s mapped pages from the resident set where they are this file's.
+    void drop_pages(const std::uint8_t* p, std::size_t n) const noexcept { file_->drop_pages(p, n); }
+
+private:
     std::unique_ptr<mapped_file> file_;
     std::string name_;
     const std::uint8_t* data_ = nullptr;
@@ -335,6 +340,13 @@ public:
         const auto it = where_.find(name);
         if (it == where_.end()) MOE_THROW("moe.io.safetensors", dir_, ": no tensor '", name, "'");
         return shards_[it->second].tensor(name);
+    }
+
+    /// Drops tensor t's mapped pages from the resident set (see mapped_file::drop_pages): for
+    /// bytes already packed elsewhere.
+    void drop_pages(const tensor_view& t) const noexcept { drop_pages(t.data, t.bytes); }
+    void drop_pages(const std::uint8_t* p, std::size_t n) const noexcept {
+        for (const auto& s : shards_) s.drop_pages(p, n);
     }
 
 private:

@@ -26,10 +26,15 @@
 #include "formats/fp8.hpp"
 #include "formats/int4.hpp"
 #include "formats/int8.hpp"
+#include "formats/iq4_nl.hpp"
+#include "formats/iq4_xs.hpp"
+#include "formats/mixed.hpp"
 #include "formats/mxfp4.hpp"
 #include "formats/q4_0.hpp"
+#include "formats/q4_1.hpp"
 #include "formats/q4_k.hpp"
 #include "formats/q5_0.hpp"
+#include "formats/q5_k.hpp"
 #include "formats/q6_k.hpp"
 #include "formats/q8_0.hpp"
 
@@ -41,9 +46,12 @@ struct format_list {
     static constexpr std::size_t size = sizeof...(F);
 };
 
-/// Every weight format, in the order names and --help list them.
-using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q5_0, formats::q4_k,
-                                   formats::q6_k, formats::int8, formats::int4, formats::fp8, formats::mxfp4>;
+/// Every weight format, in the order names and --help list them; the mixed ones last (gate /
+/// up in one format, down in another, as GGUF's mixed types store them: Q4_K_M).
+using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q4_1, formats::q5_0, formats::q4_k,
+                                   formats::q5_k, formats::q6_k, formats::iq4_nl, formats::iq4_xs, formats::int8, formats::int4,
+                                   formats::fp8, formats::mxfp4, formats::mixed<formats::q4_k, formats::q6_k>,
+                                   formats::mixed<formats::q5_k, formats::q6_k>>;
 
 }  // namespace moe::kernels
 
@@ -84,6 +92,18 @@ struct format_traits {
     /// decodes GGUF's layout with `dequantize_ggml`.
     static constexpr bool gguf_in_place = gguf_type >= 0 && !moe::detail::has_gguf_decoder<W>::value;
 };
+template <class Up, class Down>
+struct format_traits<formats::mixed<Up, Down>> {
+    using W = formats::mixed<Up, Down>;
+    static constexpr const char *name = W::name, *syntax = W::name;
+    static constexpr bool has_params = false, gguf_in_place = false;
+    static constexpr int gguf_type = -1;
+};
+/// Whether `pack_gguf_experts<W>` reads a layer in W in place: W's gate / up and down formats
+/// both are ggml types' blocks.
+template <class W>
+inline constexpr bool gguf_packable_v = format_traits<formats::up_format_t<W>>::gguf_in_place &&
+                                         format_traits<formats::down_format_t<W>>::gguf_in_place;
 template <>
 struct format_traits<float> {
     static constexpr const char *name = "f32", *syntax = "f32";

@@ -3,7 +3,8 @@
 /// `expert_ffn`): y_row = (silu(x W1^T) * (x W3^T)) W2^T for every row of the plan.
 ///
 /// The weight format `Fmt` is a traits type from `kernels/formats/` (q8_0, q4_0, q4_k, q6_k,
-/// int8, int4, fp8, mxfp4, bf16_dot). Weights are packed once into 16-column panels that keep the
+/// int8, int4, fp8, mxfp4, bf16_dot), or `formats::mixed<Up, Down>` for gate / up in one format
+/// and down in another (GGUF's Q4_K_M). Weights are packed once into 16-column panels that keep the
 /// format's own bytes (plus at most a few percent of alignment and unpacked sub-scales):
 /// an up panel holds 8 rows of W1 then the same 8 rows of W3 (K = H), a down panel 16 rows of
 /// W2 (K = F).
@@ -44,6 +45,7 @@
 #include "formats/bf16_dot.hpp"
 #include "formats/common.hpp"
 #include "formats/lanes.hpp"
+#include "formats/mixed.hpp"
 #include "formats/panel.hpp"
 #include "expert_ffn.hpp"  // ffn_workspace, shared with the float kernel
 #include "pack.hpp"
@@ -55,13 +57,15 @@ template <class Fmt>
 class packed_quant_experts {
 public:
     using format = Fmt;
+    using up_format = formats::up_format_t<Fmt>;      ///< gate and up
+    using down_format = formats::down_format_t<Fmt>;  ///< down
     static constexpr std::size_t cols = formats::panel_cols;
 
     packed_quant_experts() = default;
     packed_quant_experts(std::size_t e, std::size_t h, std::size_t f, const formats::format_params& p, const pack_options& o)
         : E_(e), H_(h), F_(f), params_(p) {
-        up_bytes_ = (panel_bytes(H_) + 63) / 64 * 64;
-        down_bytes_ = (panel_bytes(F_) + 63) / 64 * 64;
+        up_bytes_ = (panel_bytes<up_format>(H_) + 63) / 64 * 64;
+        down_bytes_ = (panel_bytes<down_format>(F_) + 63) / 64 * 64;
         const std::size_t n = E_ * expert_bytes();
         const std::size_t align = std::size_t(2) << 20;
         bytes_ = (n + align - 1) / align * align;
@@ -97,13 +101,14 @@ public:
     [[nodiscard]] const std::uint8_t* down(std::size_t e, std::size_t p) const noexcept {
         return data_.get() + e * expert_bytes() + up_panels() * up_bytes_ + p * down_bytes_;
     }
-    /// Bytes of one panel with reduction length k, before 64-byte rounding.
+    /// Bytes of one panel in format P with reduction length k, before 64-byte rounding.
+    template <class P = up_format>
     [[nodiscard]] std::size_t panel_bytes(std::size_t k) const noexcept {
-        if constexpr (Fmt::integer) {
-            const std::size_t sb = Fmt::act_block(k, params_);
-            return k / sb * (formats::detail::code_bytes(Fmt::bits, sb) + Fmt::scale_bytes(params_));
+        if constexpr (P::integer) {
+            const std::size_t sb = P::act_block(k, params_);
+            return k / sb * (formats::detail::code_bytes(P::bits, sb) + P::scale_bytes(params_));
         } else {
-            return Fmt::panel_bytes(k, params_);
+            return P::panel_bytes(k, params_);
         }
     }
 
@@ -121,46 +126,52 @@ void pack_panel(const formats::quant_view& v, const std::size_t* rows, std::uint
     else Fmt::pack_panel(v, rows, dst);
 }
 
+/// Shape and parameters (no byte is read), then, with `bytes`, the format's validation.
 template <class Fmt>
 void check_view(const char* what, std::size_t e, const formats::quant_view& v, std::size_t rows, std::size_t cols,
-                const formats::format_params& p) {
+                const formats::format_params& p, bool bytes = true) {
     if (v.rows != rows || v.cols != cols)
         MOE_THROW("moe.kernels.shape", what, " of expert ", e, " is ", v.rows, " x ", v.cols, ", expected ", rows, " x ", cols);
     if (v.params.group != p.group || v.params.zero_points != p.zero_points)
         MOE_THROW("moe.kernels.format", what, " of expert ", e, ": format parameters differ between tensors");
-    Fmt::validate(v);
+    if (bytes) Fmt::validate(v);
 }
 
-}  // namespace detail
-
-/// Packs the experts' weights from their source bytes: w1[e], w3[e] are F x H, w2[e] is H x F
-/// (PyTorch / GGUF layout), one view per expert. Validates every tensor first:
-/// [moe.kernels.shape] for wrong shapes, [moe.kernels.format] for a K the format cannot
-/// block, byte buffers of the wrong length or non-finite scales.
-template <class Fmt>
-[[nodiscard]] packed_quant_experts<Fmt> pack_quant_experts(const formats::quant_view* w1, const formats::quant_view* w3,
-                                                           const formats::quant_view* w2, std::size_t num_experts,
-                                                           std::size_t hidden, std::size_t ffn, const pack_options& o = {}) {
+/// pack_quant_experts with gate row f at row f * step of w1 and up row f at row f * step +
+/// (step - 1) of w3 (step 1: separate tensors; 2: one interleaved tensor). Shapes are checked
+/// for all experts first; each expert's bytes are validated just before it is packed, and
+/// `done(e)` runs once expert e is packed (the loaders drop its source pages there, so a
+/// mapped file's bytes and the packed copy are not both resident).
+template <class Fmt, class Done = void (*)(std::size_t)>
+packed_quant_experts<Fmt> pack_quant_experts_rows(const formats::quant_view* w1, const formats::quant_view* w3,
+                                                  const formats::quant_view* w2, std::size_t num_experts, std::size_t hidden,
+                                                  std::size_t ffn, const pack_options& o, std::size_t step,
+                                                  Done&& done = [](std::size_t) {}) {
     if (num_experts == 0 || hidden == 0 || ffn == 0)
         MOE_THROW("moe.kernels.shape", "experts=", num_experts, ", hidden=", hidden, ", ffn=", ffn, ": every dimension must be >= 1");
+    using Up = formats::up_format_t<Fmt>;
+    using Down = formats::down_format_t<Fmt>;
     const formats::format_params p = w1[0].params;
-    for (std::size_t e = 0; e < num_experts; ++e) {
-        detail::check_view<Fmt>("w1", e, w1[e], ffn, hidden, p);
-        detail::check_view<Fmt>("w3", e, w3[e], ffn, hidden, p);
-        detail::check_view<Fmt>("w2", e, w2[e], hidden, ffn, p);
-    }
+    auto check = [&](std::size_t e, bool bytes) {
+        detail::check_view<Up>(step == 1 ? "w1" : "w13", e, w1[e], step * ffn, hidden, p, bytes);
+        if (step == 1) detail::check_view<Up>("w3", e, w3[e], ffn, hidden, p, bytes);
+        detail::check_view<Down>("w2", e, w2[e], hidden, ffn, p, bytes);
+    };
+    for (std::size_t e = 0; e < num_experts; ++e) check(e, false);
     packed_quant_experts<Fmt> pw(num_experts, hidden, ffn, p, o);
     constexpr std::size_t C = formats::panel_cols, half = C / 2;
     std::size_t rows[C];
     for (std::size_t e = 0; e < num_experts; ++e) {
+        check(e, true);
         for (std::size_t pn = 0; pn < pw.up_panels(); ++pn) {
             // Columns 0..7 of the panel are W1 rows, 8..15 the same W3 rows: pack each half
             // from its tensor, the other half marked missing.
-            for (std::size_t j = 0; j < C; ++j) rows[j] = j < half ? pn * half + j : SIZE_MAX;
+            auto row = [&](std::size_t f, std::size_t off) { return f * step + off; };  // >= rows: a zero column
+            for (std::size_t j = 0; j < C; ++j) rows[j] = j < half ? row(pn * half + j, 0) : SIZE_MAX;
             std::vector<std::uint8_t> tmp(pw.up_panel_bytes());
-            detail::pack_panel<Fmt>(w1[e], rows, pw.up(e, pn));
-            for (std::size_t j = 0; j < C; ++j) rows[j] = j >= half ? pn * half + j - half : SIZE_MAX;
-            detail::pack_panel<Fmt>(w3[e], rows, tmp.data());
+            detail::pack_panel<Up>(w1[e], rows, pw.up(e, pn));
+            for (std::size_t j = 0; j < C; ++j) rows[j] = j >= half ? row(pn * half + j - half, step - 1) : SIZE_MAX;
+            detail::pack_panel<Up>(w3[e], rows, tmp.data());
             // Merge: the W3 half's bytes are where the W1 pass left zeros, byte for byte
             // (codes, scales and sub-scales of a missing column are all zero).
             std::uint8_t* dst = pw.up(e, pn);
@@ -168,10 +179,35 @@ template <class Fmt>
         }
         for (std::size_t pn = 0; pn < pw.down_panels(); ++pn) {
             for (std::size_t j = 0; j < C; ++j) rows[j] = pn * C + j;
-            detail::pack_panel<Fmt>(w2[e], rows, pw.down(e, pn));
+            detail::pack_panel<Down>(w2[e], rows, pw.down(e, pn));
         }
+        done(e);
     }
     return pw;
+}
+}  // namespace detail
+
+/// Packs the experts' weights from their source bytes: w1[e], w3[e] are F x H, w2[e] is H x F
+/// (PyTorch / GGUF layout), one view per expert. Checks every tensor's shape first, then
+/// validates each expert's bytes before packing it: [moe.kernels.shape] for wrong shapes, [moe.kernels.format] for a K the format cannot
+/// block, byte buffers of the wrong length or non-finite scales.
+/// `done(e)`, if given, runs once expert e is packed (e.g. to release its source bytes).
+template <class Fmt, class Done = void (*)(std::size_t)>
+[[nodiscard]] packed_quant_experts<Fmt> pack_quant_experts(const formats::quant_view* w1, const formats::quant_view* w3,
+                                                           const formats::quant_view* w2, std::size_t num_experts,
+                                                           std::size_t hidden, std::size_t ffn, const pack_options& o = {},
+                                                           Done&& done = [](std::size_t) {}) {
+    return detail::pack_quant_experts_rows<Fmt>(w1, w3, w2, num_experts, hidden, ffn, o, 1, std::forward<Done>(done));
+}
+
+/// The same from gate and up rows stored interleaved in one tensor per expert (GPT-OSS's
+/// `gate_up_proj`): w13[e] is 2F x H, gate row f = its row 2f, up row f = its row 2f + 1;
+/// packed without a copy of the de-interleaved bytes.
+template <class Fmt, class Done = void (*)(std::size_t)>
+[[nodiscard]] packed_quant_experts<Fmt> pack_quant_experts_interleaved(const formats::quant_view* w13, const formats::quant_view* w2,
+                                                                       std::size_t num_experts, std::size_t hidden, std::size_t ffn,
+                                                                       const pack_options& o = {}, Done&& done = [](std::size_t) {}) {
+    return detail::pack_quant_experts_rows<Fmt>(w13, w13, w2, num_experts, hidden, ffn, o, 2, std::forward<Done>(done));
 }
 
 /// Quantizes float expert weights (w1, w3: E x F x H; w2: E x H x F) with the format's
@@ -185,9 +221,9 @@ template <class Fmt>
                                                       std::size_t hidden, std::size_t ffn, const formats::format_params& p = {}) {
     quantized_experts<Fmt> q;
     for (std::size_t e = 0; e < num_experts; ++e) {
-        q.w1.push_back(Fmt::quantize(w1 + e * ffn * hidden, ffn, hidden, p));
-        q.w3.push_back(Fmt::quantize(w3 + e * ffn * hidden, ffn, hidden, p));
-        q.w2.push_back(Fmt::quantize(w2 + e * hidden * ffn, hidden, ffn, p));
+        q.w1.push_back(formats::up_format_t<Fmt>::quantize(w1 + e * ffn * hidden, ffn, hidden, p));
+        q.w3.push_back(formats::up_format_t<Fmt>::quantize(w3 + e * ffn * hidden, ffn, hidden, p));
+        q.w2.push_back(formats::down_format_t<Fmt>::quantize(w2 + e * hidden * ffn, hidden, ffn, p));
     }
     return q;
 }
@@ -353,6 +389,28 @@ MOE_ALWAYS_INLINE void swiglu16(const typename L::F& acc, float* out8) noexcept 
     for (std::size_t j = 0; j < 8; ++j) out8[j] = (v[j] * moe::detail::sigmoid<moe::scalar>(v[j])) * v[8 + j];
 }
 
+/// The activation of 8 up-panel outputs with extras (biases, GPT-OSS's or DeepSeek-V4's clamped
+/// SwiGLU): the same operations, in the same order, as `expert_ffn`'s epilogue, one element at a
+/// time (moe's sigmoid is arch-independent), so a weight-only format's output still equals
+/// `expert_ffn` on the dequantized weights bit for bit. b1, b3: this panel's biases (or null);
+/// n outputs are valid.
+inline void activation8(const float* v, const ffn_extras& ex, const float* b1, const float* b3, std::size_t n, float* out8) noexcept {
+    const float lim = ex.limit, alpha = ex.alpha;
+    for (std::size_t j = 0; j < 8; ++j) {
+        const float h1 = v[j] + (b1 && j < n ? b1[j] : 0.0f), h3 = v[8 + j] + (b3 && j < n ? b3[j] : 0.0f);
+        if (ex.activation == ffn_activation::swiglu) {
+            out8[j] = (h1 * moe::detail::sigmoid<moe::scalar>(h1)) * h3;
+            continue;
+        }
+        const float g = h1 > lim ? lim : h1;  // NaN stays NaN, as torch.clamp
+        const float u = h3 > lim ? lim : (-lim > h3 ? -lim : h3);
+        if (ex.activation == ffn_activation::swiglu_oai)
+            out8[j] = (u + 1.0f) * (g * moe::detail::sigmoid<moe::scalar>(g * alpha));
+        else
+            out8[j] = (g * moe::detail::sigmoid<moe::scalar>(g)) * u;
+    }
+}
+
 template <std::size_t Max, class Run>
 MOE_ALWAYS_INLINE void dispatch_m(std::size_t m, Run&& run) noexcept {
     if constexpr (Max > 1) {
@@ -381,8 +439,8 @@ template <class Fmt>
     auto r64 = [](std::size_t b) { return (b + 63) / 64 * 64; };
     quant_workspace_layout l;
     if constexpr (Fmt::integer) {
-        l.x_op = r64(blocks * detail::int_operand<Fmt>(pw.hidden(), pw.params()).bytes());
-        l.h_op = r64(blocks * detail::int_operand<Fmt>(pw.ffn(), pw.params()).bytes());
+        l.x_op = r64(blocks * detail::int_operand<formats::up_format_t<Fmt>>(pw.hidden(), pw.params()).bytes());
+        l.h_op = r64(blocks * detail::int_operand<formats::down_format_t<Fmt>>(pw.ffn(), pw.params()).bytes());
         l.h_float = r64(blocks * mr * pw.ffn() * sizeof(float));  // row-major SwiGLU output
     } else {
         l.x_float = r64(blocks * mr * pw.hidden() * sizeof(float));  // packed [k][mr]
@@ -394,14 +452,34 @@ template <class Fmt>
 
 /// y_rows (plan rows x H) = the SwiGLU expert of each plan row applied to x[row's token], with
 /// weights in format `Fmt`. Same contract as `expert_ffn`: padding rows get zeros in, `combine`
-/// never reads them; `workspace` holds workspace_size(plan, pw).total() bytes, 64-byte aligned.
+/// never reads them; `extras` adds biases and the clamped SwiGLU variants as `expert_ffn` does; `workspace` holds workspace_size(plan, pw).total() bytes, 64-byte aligned.
 template <class Arch, class Fmt, class Executor = serial_executor>
 void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, const dispatch_plan& plan,
-                      const packed_quant_experts<Fmt>& pw, void* workspace, std::size_t workspace_bytes, Executor&& exec = {}) {
+                      const packed_quant_experts<Fmt>& pw, void* workspace, std::size_t workspace_bytes, Executor&& exec = {},
+                      const ffn_extras& extras = {}) {
     using L = formats::qlanes_t<Arch>;
     using F = typename L::F;
+    using Up = formats::up_format_t<Fmt>;
+    using Down = formats::down_format_t<Fmt>;
     constexpr std::size_t mr = detail::qmr, C = formats::panel_cols, half = C / 2;
     const std::size_t H = pw.hidden(), FF = pw.ffn(), E = pw.num_experts();
+    const bool plain = extras.plain();
+    // The activation of a panel's outputs (lanes 0..7 gate, 8..15 up) of expert e into out8.
+    auto activate = [&](const F& acc, std::size_t e, std::size_t f0, std::size_t fn, float* out8) {
+        if (plain) {
+            detail::swiglu16<Arch, L>(acc, out8);
+            return;
+        }
+        float v[C];
+        L::store(v, acc);
+        detail::activation8(v, extras, extras.b1 ? extras.b1 + e * FF + f0 : nullptr, extras.b3 ? extras.b3 + e * FF + f0 : nullptr, fn,
+                            out8);
+    };
+    // y[h0, h0 + hn) += b2 of expert e, after the row's sum (as expert_ffn adds it).
+    auto add_b2 = [&](float* y, std::size_t e, std::size_t h0, std::size_t hn) {
+        if (extras.b2)
+            for (std::size_t j = 0; j < hn; ++j) y[h0 + j] += extras.b2[e * H + h0 + j];
+    };
     if (plan.num_experts != E || plan.offsets.size() != E + 1)
         MOE_THROW("moe.kernels.shape", "plan has ", plan.num_experts, " experts, packed weights ", E);
     if (x.cols != H) MOE_THROW("moe.kernels.shape", "x has ", x.cols, " columns, hidden=", H);
@@ -452,15 +530,16 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
     };
 
     if constexpr (Fmt::integer) {
-        const detail::int_operand<Fmt> opx(H, pw.params()), oph(FF, pw.params());
-        auto operand = [&](unsigned char* base, const detail::int_operand<Fmt>& op, std::size_t blk, const std::int32_t*& aq,
+        const detail::int_operand<Up> opx(H, pw.params());
+        const detail::int_operand<Down> oph(FF, pw.params());
+        auto operand = [&](unsigned char* base, const auto& op, std::size_t blk, const std::int32_t*& aq,
                            const float*& ad, const std::int32_t*& as) {
             unsigned char* p = base + blk * op.bytes();
             aq = reinterpret_cast<const std::int32_t*>(p);
             ad = reinterpret_cast<const float*>(p + op.quads * mr * 4);
             as = reinterpret_cast<const std::int32_t*>(p + (op.quads + op.nsb) * mr * 4);
         };
-        auto quantize_block = [&](unsigned char* base, const detail::int_operand<Fmt>& op, std::size_t blk, auto&& row_ptr) {
+        auto quantize_block = [&](unsigned char* base, const auto& op, std::size_t blk, auto&& row_ptr) {
             unsigned char* p = base + blk * op.bytes();
             auto* aq = reinterpret_cast<std::int32_t*>(p);
             auto* ad = reinterpret_cast<float*>(p + op.quads * mr * 4);
@@ -469,7 +548,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             for (std::size_t i = 0; i < mr; ++i) {
                 const float* src = row_ptr(i);
                 if (!src) continue;
-                if constexpr (formats::detail::bf16_act_v<Fmt>) detail::bf16_row(src, op.K, i, aq);
+                if constexpr (std::decay_t<decltype(op)>::per_unit == 2) detail::bf16_row(src, op.K, i, aq);
                 else detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as);
             }
         };
@@ -484,7 +563,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             });
         });
         // Phase 2: up projection + SwiGLU into h_float (row-major, F per row).
-        const std::size_t up_sb = pw.panel_bytes(H) / opx.nsb;
+        const std::size_t up_sb = pw.template panel_bytes<Up>(H) / opx.nsb;
         run_phase(pw.up_panels(), pw.up_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
                                                             std::size_t p1) {
             for (std::size_t p = p0; p < p1; ++p) {
@@ -499,10 +578,10 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                     detail::dispatch_m<mr>(m, [&](auto Mc) {
                         constexpr std::size_t M = decltype(Mc)::value;
                         F acc[M];
-                        detail::int_micro<Fmt, L, M>(panel, up_sb, opx, aq, ad, as, acc);
+                        detail::int_micro<Up, L, M>(panel, up_sb, opx, aq, ad, as, acc);
                         for (std::size_t i = 0; i < M; ++i) {
                             float out[8];
-                            detail::swiglu16<Arch, L>(acc[i], out);
+                            activate(acc[i], e, f0, fn, out);
                             std::memcpy(h_float + (blk * mr + i) * FF + f0, out, fn * sizeof(float));
                         }
                     });
@@ -517,7 +596,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             quantize_block(h_op, oph, blk, [&](std::size_t i) -> const float* { return i < m ? h_float + (blk * mr + i) * FF : nullptr; });
         });
         // Phase 3: down projection into y_rows.
-        const std::size_t down_sb = pw.panel_bytes(FF) / oph.nsb;
+        const std::size_t down_sb = pw.template panel_bytes<Down>(FF) / oph.nsb;
         run_phase(pw.down_panels(), pw.down_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
                                                                 std::size_t p1) {
             for (std::size_t p = p0; p < p1; ++p) {
@@ -532,7 +611,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                     detail::dispatch_m<mr>(m, [&](auto Mc) {
                         constexpr std::size_t M = decltype(Mc)::value;
                         F acc[M];
-                        detail::int_micro<Fmt, L, M>(panel, down_sb, oph, aq, ad, as, acc);
+                        detail::int_micro<Down, L, M>(panel, down_sb, oph, aq, ad, as, acc);
                         for (std::size_t i = 0; i < M; ++i) {
                             if (hn == C) {
                                 L::store(y_rows.row(r0 + i) + h0, acc[i]);
@@ -541,6 +620,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                                 L::store(v, acc[i]);
                                 std::memcpy(y_rows.row(r0 + i) + h0, v, hn * sizeof(float));
                             }
+                            add_b2(y_rows.row(r0 + i), e, h0, hn);
                         }
                     });
                 }
@@ -562,8 +642,9 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
         });
         // One tile: for each panel, K blocks outermost (dequantized once into L1), the tile's
         // row blocks inside; partial sums wait in `part` between K blocks.
-        auto tile = [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0, std::size_t p1, std::size_t K,
+        auto tile = [&](auto fmt, std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0, std::size_t p1, std::size_t K,
                         const float* a_base, auto&& panel_of, auto&& finish) {
+            using PF = decltype(fmt);  // the panels' format
             detail::qscratch<detail::wo_kc * formats::panel_cols> wscratch;
             detail::qscratch<detail::wo_tile_rows * formats::panel_cols> pscratch;
             float* wbuf = wscratch.v;
@@ -582,7 +663,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                             for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::fzero();
                         for (std::size_t k0 = 0; k0 < K; k0 += kq) {
                             const std::size_t k1 = std::min(K, k0 + kq);
-                            for (std::size_t j = 0; j < P; ++j) Fmt::template dequant<L>(panel_of(e, p + j), K, k0, k1, wbuf + j * kq * C);
+                            for (std::size_t j = 0; j < P; ++j) PF::template dequant<L>(panel_of(e, p + j), K, k0, k1, wbuf + j * kq * C);
                             detail::float_micro_multi<L, M, P>(k1 - k0, a_base + b0 * mr * K + k0 * mr, wbuf, kq * C, acc);
                         }
                         for (std::size_t j = 0; j < P; ++j)
@@ -594,7 +675,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                 const std::uint8_t* panel = panel_of(e, p);
                 for (std::size_t k0 = 0; k0 < K; k0 += kc) {
                     const std::size_t k1 = std::min(K, k0 + kc);
-                    Fmt::template dequant<L>(panel, K, k0, k1, wbuf);
+                    PF::template dequant<L>(panel, K, k0, k1, wbuf);
                     for (std::size_t blk = b0; blk < b1; ++blk) {
                         std::size_t r0;
                         const std::size_t m = rows_of(e, blk, r0);
@@ -616,23 +697,24 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
         };
         run_phase(pw.up_panels(), pw.up_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
                                                             std::size_t p1) {
-            tile(e, b0, b1, p0, p1, H, x_float, [&](std::size_t ee, std::size_t p) { return pw.up(ee, p); },
+            tile(Up{}, e, b0, b1, p0, p1, H, x_float, [&](std::size_t ee, std::size_t p) { return pw.up(ee, p); },
                  [&](std::size_t blk, std::size_t, std::size_t i, std::size_t p, const F& acc) {
                      float out[8];
-                     detail::swiglu16<Arch, L>(acc, out);
                      const std::size_t f0 = p * half, fn = std::min(half, FF - f0);
+                     activate(acc, e, f0, fn, out);
                      float* dst = h_float + blk * mr * FF;
                      for (std::size_t j = 0; j < fn; ++j) dst[(f0 + j) * mr + i] = out[j];
                  });
         });
         run_phase(pw.down_panels(), pw.down_panel_bytes(), [&](std::size_t e, std::size_t b0, std::size_t b1, std::size_t p0,
                                                                 std::size_t p1) {
-            tile(e, b0, b1, p0, p1, FF, h_float, [&](std::size_t ee, std::size_t p) { return pw.down(ee, p); },
+            tile(Down{}, e, b0, b1, p0, p1, FF, h_float, [&](std::size_t ee, std::size_t p) { return pw.down(ee, p); },
                  [&](std::size_t, std::size_t r0, std::size_t i, std::size_t p, const F& acc) {
                      float v[C];
                      L::store(v, acc);
                      const std::size_t h0 = p * C, hn = std::min(C, H - h0);
                      std::memcpy(y_rows.row(r0 + i) + h0, v, hn * sizeof(float));
+                     add_b2(y_rows.row(r0 + i), e, h0, hn);
                  });
         });
     }

@@ -4,9 +4,12 @@
 /// layers and loads any one of them as a `loaded_block` (spec + float weights).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "gguf.hpp"
@@ -26,10 +29,43 @@ public:
     }
 
     /// Layer L's block; `experts` false loads the router (and structure) only, cheaply.
-    /// Throws [moe.models.layer] for a dense layer.
+    /// Throws [moe.models.layer] for a dense layer. Warnings go to the sink once each per
+    /// checkpoint (see `set_warnings`).
     [[nodiscard]] loaded_block load(std::size_t L, bool experts = true) const {
-        return hf_ ? load_block(*hf_, L, experts, experts) : load_block(*gguf_, L, experts);
+        if (hf_) return load_block(*hf_, L, experts, experts);
+        return load_block(*gguf_, L, experts, experts, sink());
     }
+
+    /// Layer L's block with all but its routed experts (router, shared expert, expert biases),
+    /// for experts packed in their stored format by `pack_experts`.
+    [[nodiscard]] loaded_block load_without_experts(std::size_t L) const {
+        if (hf_) return load_block(*hf_, L, false, true);
+        return load_block(*gguf_, L, false, true, sink());
+    }
+
+    /// The weight format in which layer L's routed experts are stored and that `pack_experts`
+    /// reads without a float copy ("q4_k", "q8_0", "fp8", "mxfp4", ...), or "" (float experts,
+    /// formats mixed within the layer, or a type moe dequantizes).
+    [[nodiscard]] std::string expert_format(std::size_t L) const {
+        return hf_ ? hf_expert_format(*hf_, L) : gguf_expert_format(*gguf_, L);
+    }
+
+    /// Layer L's routed experts packed in format W from the checkpoint's bytes (`expert_format`
+    /// names the one that applies); [moe.models.format] otherwise.
+    template <class W>
+    [[nodiscard]] kernels::packed_quant_experts<W> pack_experts(std::size_t L, const kernels::pack_options& o = {}) const {
+        if (gguf_) {
+            if constexpr (kernels::gguf_packable_v<W>) return pack_gguf_experts<W>(*gguf_, L, o);
+        } else {
+            if constexpr (std::is_same<W, kernels::formats::fp8>::value || std::is_same<W, kernels::formats::mxfp4>::value)
+                return pack_hf_experts<W>(*hf_, L, o);
+        }
+        MOE_THROW("moe.models.format", gguf_ ? gguf_->path() : hf_->dir(), ": moe does not read ", W::name, " experts from ",
+                  gguf_ ? "a GGUF file" : "a Hugging Face checkpoint", " in place");
+    }
+
+    /// Where the loaders' warnings go ([moe.models.legacy] ...); none by default.
+    void set_warnings(warning_sink sink) { warn_ = std::move(sink); }
 
     /// The model's transformer layer count (dense and MoE).
     [[nodiscard]] std::size_t num_layers() const {
@@ -62,8 +98,19 @@ public:
     [[nodiscard]] const io::gguf_file* gguf() const noexcept { return gguf_.get(); }
 
 private:
+    warning_sink sink() const {
+        if (!warn_) return {};
+        return [this](const std::string& m) {
+            if (std::find(warned_.begin(), warned_.end(), m) != warned_.end()) return;
+            warned_.push_back(m);
+            warn_(m);
+        };
+    }
+
     std::unique_ptr<io::safetensors_checkpoint> hf_;
     std::unique_ptr<io::gguf_file> gguf_;
+    warning_sink warn_;
+    mutable std::vector<std::string> warned_;
 };
 
 }  // namespace moe::models

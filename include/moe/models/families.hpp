@@ -1,9 +1,11 @@
 /// @file models/families.hpp
 /// The registry of model families: one recipe header each (models/families/), one line each in
-/// `registry`. The HF and GGUF loaders, `moe-layer`, `moe-route --list` and Python iterate it;
-/// a family's names (model_type, GGUF architecture) appear in its own header only.
+/// `registry`. The presets (`presets::by_name`), the HF and GGUF loaders, `moe-layer`,
+/// `moe-route` and Python iterate it; a family's names (presets, model_type, GGUF
+/// architecture) appear in its own header only. Light: recipes only, no file readers.
 #pragma once
 
+#include "families/dbrx.hpp"
 #include "families/deepseek.hpp"
 #include "families/dots1.hpp"
 #include "families/ernie4_5_moe.hpp"
@@ -16,13 +18,13 @@
 #include "families/mixtral.hpp"
 #include "families/qwen3_next.hpp"
 #include "families/qwen_moe.hpp"
-#include "family.hpp"
+#include "recipe.hpp"
 
 namespace moe::models {
 
 /// Every family, in the order names are listed.
 using registry = family_list<families::mixtral, families::minimax_m2, families::qwen_moe, families::deepseek, families::dots1,
-                             families::ernie4_5_moe, families::qwen3_next, families::hunyuan_v1_moe, families::longcat_flash, families::gpt_oss, families::llama4, families::granite>;
+                             families::ernie4_5_moe, families::qwen3_next, families::hunyuan_v1_moe, families::longcat_flash, families::gpt_oss, families::llama4, families::granite, families::dbrx>;
 
 /// "mixtral, minimax_m2, qwen2_moe, ...": the config.json model_type values moe loads.
 [[nodiscard]] inline std::string hf_family_names() {

@@ -1,21 +1,7 @@
 /// @file models/family.hpp
-/// What a model family's recipe (models/families/<name>.hpp) is made of, and the shared code
-/// the loaders and recipes use: the readers of HF checkpoints (config.json keys, tensors with
-/// shape checks and float conversion) and of GGUF files, and the sources a recipe reads from.
-///
-/// A family is a struct with
-/// - `hf_types`: the config.json `model_type` values it loads (a `std::array` of names);
-/// - `load_hf(const hf_source&, loaded_block&)`: its spec (router recipe, structure) and
-///   weights from an HF checkpoint; it returns true where it validated the block itself (a
-///   partial load the generic check would refuse), false to have the loader check it;
-/// - optionally `hf_expert_modules(L, model_type)`: where its experts live one module each
-///   (for `pack_hf_experts`);
-/// - `gguf_archs`: the GGUF `general.architecture` values it loads (may be empty), with
-///   `gguf_norm_default(arch)` / `gguf_gating_default(arch)` for the keys older files lack and,
-///   optionally, `gguf_router(const gguf_source&, k, block_spec&)` (the routing recipe and
-///   structure instead of the generic keys) and `gguf_extras(const gguf_source&, loaded_block&)`
-///   (expert tensors beyond the generic ones).
-/// models/families.hpp lists the families; the loaders, the CLI and Python iterate that list.
+/// The readers the family recipes (models/recipe.hpp, models/families/) load with: config.json
+/// keys, checkpoint tensors with shape checks and float conversion, GGUF tensors and keys, and
+/// the sources (`hf_source`, `gguf_source`) a recipe's loader templates are instantiated on.
 #pragma once
 
 #include <algorithm>
@@ -34,15 +20,9 @@
 #include "../io/gguf.hpp"
 #include "../io/safetensors.hpp"
 #include "../kernels/formats.hpp"
-#include "../presets.hpp"
+#include "recipe.hpp"
 
 namespace moe::models {
-
-/// A block as loaded: its spec and float32 weights.
-struct loaded_block {
-    block_spec spec;
-    block_weights weights;
-};
 
 namespace detail {
 
@@ -105,6 +85,23 @@ struct reader {
         std::vector<float> v(numel);
         read(n, shape, v.data());
         return v;
+    }
+
+    /// E matrices [rows, cols] stored as MXFP4 `<n>_blocks` [E, rows, cols/32, 16] and
+    /// `<n>_scales` [E, rows, cols/32] (U8, GPT-OSS's checkpoints), as float.
+    std::vector<float> read_mxfp4(const std::string& n, std::size_t E, std::size_t rows, std::size_t cols) const {
+        std::vector<float> out(E * rows * cols);
+        const io::tensor_view bl = view(n + "_blocks", {E, rows, cols / 32, 16});
+        const io::tensor_view sc = view(n + "_scales", {E, rows, cols / 32});
+        if (bl.type != io::dtype::u8 || sc.type != io::dtype::u8)
+            MOE_THROW("moe.models.load", ck.dir(), ": '", n, "_blocks' / '_scales' must be U8");
+        for (std::size_t e = 0; e < E; ++e) {
+            kernels::formats::quant_view q{rows, cols, {}, bl.data + e * rows * cols / 2, rows * cols / 2,
+                                           sc.data + e * rows * cols / 32, rows * cols / 32};
+            kernels::formats::mxfp4::validate(q);
+            kernels::formats::mxfp4::dequantize(q, out.data() + e * rows * cols);
+        }
+        return out;
     }
 };
 
@@ -199,9 +196,15 @@ inline void gguf_rows(const io::gguf_tensor& t, std::size_t row0, std::size_t ro
 struct gguf_reader {
     const io::gguf_file& f;
     [[nodiscard]] bool has(const std::string& n) const { return f.contains(n); }
+    /// The tensor, its ne checked as llama.cpp checks it: equal but for trailing 1s (current
+    /// converters write Qwen2-MoE's shared-expert gate as [H, 1] where older ones wrote [H]).
     const io::gguf_tensor& tensor(const std::string& n, const std::vector<std::uint64_t>& ne) const {
         const io::gguf_tensor& t = f.tensor(n);
-        if (t.ne != ne) {
+        auto trimmed = [](std::vector<std::uint64_t> v) {
+            while (!v.empty() && v.back() == 1) v.pop_back();
+            return v;
+        };
+        if (trimmed(t.ne) != trimmed(ne)) {
             std::vector<std::size_t> a(t.ne.begin(), t.ne.end()), b(ne.begin(), ne.end());
             MOE_THROW("moe.models.load", f.path(), ": tensor '", n, "' has ne ", io::shape_string(a), ", expected ", io::shape_string(b));
         }
@@ -235,12 +238,26 @@ struct hf_source {
     [[nodiscard]] T get(const char* key, T fallback) const { return detail::cfg_get<T>(config, key, fallback); }
     template <class T>
     [[nodiscard]] T need(const char* key) const { return detail::cfg_need<T>(config, key); }
-};
 
-/// Where a family stores its routed experts one module each: `<prefix>{e}.<gate|up|down>.weight`.
-struct expert_modules {
-    std::string prefix;
-    std::string gate = "gate_proj", up = "up_proj", down = "down_proj";
+    /// The same source reading the nested object `key` of the config (DBRX's `ffn_config`);
+    /// [moe.models.config] when it is absent or not an object.
+    [[nodiscard]] hf_source section(const char* key) const {
+        if (!config.contains(key) || !config[key].is_object())
+            MOE_THROW("moe.models.config", "config.json has no object '", key, "'");
+        return hf_source{ck, config[key], rd, model_type, layer, prefix, experts, shared};
+    }
+    /// Throws [moe.models.layer] where the layer is out of range or, per the family's config
+    /// (`moe_layer` false), a dense layer.
+    void check_layer(bool moe_layer) const { detail::check_layer(config, model_type, layer, moe_layer); }
+    /// The routed experts stored one module each (`names`), unless `experts` is off.
+    void per_expert(const expert_names& names, const block_spec& s, block_weights& w) const {
+        if (experts) detail::per_expert(rd, prefix + names.module, names.gate, names.up, names.down, s, w);
+    }
+    /// A dense SwiGLU MLP `<path>.gate_proj/up_proj/down_proj` as the shared expert, unless
+    /// `shared` is off or the spec has none.
+    void shared_mlp(const std::string& path, const block_spec& s, block_weights& w) const {
+        if (shared && s.shared_ffn) detail::shared_mlp(rd, path, "gate_proj", "up_proj", "down_proj", s, w);
+    }
 };
 
 /// What a GGUF recipe hook reads: the file, its architecture, the layer's prefix ("blk.{L}."),
@@ -252,36 +269,22 @@ struct gguf_source {
     std::string prefix;
     const detail::gguf_reader& rd;
     [[nodiscard]] std::string key(const char* k) const { return arch + "." + k; }
+    /// The architecture's key `<arch>.<k>`, or `fallback`.
+    template <class T>
+    [[nodiscard]] T get(const char* k, T fallback) const { return f.get_or<T>(key(k), fallback); }
 };
-
-/// A list of model families (models/families.hpp).
-template <class... F>
-struct family_list {};
 
 namespace detail {
 template <class F, class = void>
-struct has_hf_expert_modules : std::false_type {};
-template <class F>
-struct has_hf_expert_modules<F, std::void_t<decltype(&F::hf_expert_modules)>> : std::true_type {};
-template <class F, class = void>
 struct has_gguf_router : std::false_type {};
 template <class F>
-struct has_gguf_router<F, std::void_t<decltype(&F::gguf_router)>> : std::true_type {};
+struct has_gguf_router<F, std::void_t<decltype(F::gguf_router(std::declval<const gguf_source&>(), std::size_t{},
+                                                                std::declval<block_spec&>()))>> : std::true_type {};
 template <class F, class = void>
 struct has_gguf_extras : std::false_type {};
 template <class F>
-struct has_gguf_extras<F, std::void_t<decltype(&F::gguf_extras)>> : std::true_type {};
-
-/// "a, b, c": every name of `pick(F)` over the families, in order.
-template <class Pick, class... F>
-std::string family_names(Pick pick, family_list<F...>) {
-    std::string all;
-    auto add = [&](const auto& names) {
-        for (const char* n : names) all += (all.empty() ? "" : ", ") + std::string(n);
-    };
-    (add(pick(static_cast<F*>(nullptr))), ...);
-    return all;
-}
+struct has_gguf_extras<F, std::void_t<decltype(F::gguf_extras(std::declval<const gguf_source&>(), std::declval<loaded_block&>()))>>
+    : std::true_type {};
 }  // namespace detail
 
 }  // namespace moe::models

@@ -1,7 +1,7 @@
 /// @file models/gguf.hpp
 /// Load the MoE block of layer L from a llama.cpp GGUF file (io/gguf.hpp): the recipe from the
 /// `{arch}.expert_*` metadata, the tensors by llama.cpp's names (`blk.{L}.ffn_gate_inp.weight`,
-/// stacked `ffn_{gate,up,down}_exps.weight`, `exp_probs_b.bias`, `ffn_*_shexp.weight`,
+/// stacked `ffn_{gate,up,down}_exps.weight` or newer converters' fused `ffn_gate_up_exps.weight`, `exp_probs_b.bias`, `ffn_*_shexp.weight`,
 /// `ffn_gate_inp_shexp.weight`, GPT-OSS's `*.bias`), dequantized to float32 (F32, F16, BF16 and
 /// every ggml type a format of the registry reads: kernels/formats.hpp, `gguf_type`), or, with
 /// `pack_gguf_experts<Fmt>`, packed straight from the file's blocks when all three expert
@@ -11,6 +11,7 @@
 /// clamped at 2^-14 (`presets::llama_cpp_norm`), then multiplies by `expert_weights_scale`.
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <functional>
 #include <cmath>
@@ -30,13 +31,26 @@
 
 namespace moe::models {
 
+/// Where a loader reports what loads but may not do what the model's authors meant (a message
+/// with a stable ID, e.g. "[moe.models.legacy] ..."). Empty: silent (the library's default).
+using warning_sink = std::function<void(const std::string&)>;
+
 /// Layer L's MoE block of a GGUF file, weights dequantized to float32. Throws
 /// [moe.models.config] (unknown architecture, missing metadata), [moe.models.layer],
 /// [moe.models.load] and the reader's [moe.io.gguf]. `experts` false reads the router only.
-[[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts = true) {
+/// `warn` hears of files that load but route unlike the HF model: a DeepSeek file converted
+/// before llama.cpp wrote the group keys routes without group limits, as llama.cpp does.
+/// `rest` (the 5-argument form) false skips everything but the router and the routed experts:
+/// `load_block(f, L, false, true, warn)` reads the router, the shared expert and the experts'
+/// biases, for routed experts packed by `pack_gguf_experts`.
+[[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts, bool rest, const warning_sink& warn);
+[[nodiscard]] inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts = true, const warning_sink& warn = {}) {
+    return load_block(f, L, experts, experts, warn);
+}
+inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool experts, bool rest, const warning_sink& warn) {
     const std::string arch = f.get_or<std::string>("general.architecture", "");
     // The family's defaults for keys older files lack, and its hooks.
-    bool norm_default = false;
+    bool norm_default = false, group_keys = false;
     unsigned gating_default = 1;
     std::function<void(const gguf_source&, std::size_t, block_spec&)> route_hook;
     std::function<void(const gguf_source&, loaded_block&)> extras_hook;
@@ -46,9 +60,11 @@ namespace moe::models {
             using F = std::remove_pointer_t<decltype(fam)>;
             norm_default = F::gguf_norm_default(arch);
             gating_default = F::gguf_gating_default(arch);
+            group_keys = F::gguf_group_keys;
             if constexpr (detail::has_gguf_router<F>::value)
-                route_hook = &F::gguf_router;
-            if constexpr (detail::has_gguf_extras<F>::value) extras_hook = &F::gguf_extras;
+                route_hook = [](const gguf_source& src, std::size_t k, block_spec& s) { F::gguf_router(src, k, s); };
+            if constexpr (detail::has_gguf_extras<F>::value)
+                extras_hook = [](const gguf_source& src, loaded_block& b) { F::gguf_extras(src, b); };
         },
         registry{});
     if (!known) MOE_THROW("moe.models.config", f.path(), ": architecture '", arch, "' is not one moe loads (", gguf_arch_names(), ")");
@@ -71,8 +87,10 @@ namespace moe::models {
     if (!rd.has(p + "ffn_gate_inp.weight")) MOE_THROW("moe.models.layer", arch, ": layer ", L, " is a dense layer, not an MoE block");
     const std::size_t E = s.num_experts, H = s.hidden;
     // The expert ffn: its own key, else the tensor's shape.
-    const io::gguf_tensor& gate_exps = f.tensor(p + "ffn_gate_exps.weight");
-    s.ffn = gate_exps.ne.size() == 3 ? static_cast<std::size_t>(gate_exps.ne[1]) : 0;
+    // Newer converters fuse gate and up per expert (ffn_gate_up_exps [H, 2F, E]).
+    const bool fused = rd.has(p + "ffn_gate_up_exps.weight");
+    const io::gguf_tensor& gate_exps = f.tensor(p + (fused ? "ffn_gate_up_exps.weight" : "ffn_gate_exps.weight"));
+    s.ffn = gate_exps.ne.size() == 3 ? static_cast<std::size_t>(gate_exps.ne[1]) / (fused ? 2 : 1) : 0;
     const std::size_t F = s.ffn;
 
     const gguf_source src{f, arch, L, p, rd};
@@ -91,6 +109,10 @@ namespace moe::models {
         }
         s.router.top_k = k;
         s.router.pre_softmax = true;
+        if (group_keys && warn && !f.has(key("expert_group_count")))
+            warn("[moe.models.legacy] " + f.path() + ": no " + key("expert_group_count") + " / expert_group_used_count (converted " +
+                 "before llama.cpp wrote them): routing without group limits, as llama.cpp does; the HF model keeps each " +
+                 "token's experts in topk_group of n_group groups (DeepSeek-V3 / R1: 4 of 8), so some tokens route differently");
         const auto groups = f.get_or<std::uint32_t>(key("expert_group_count"), 0);
         const auto groups_used = f.get_or<std::uint32_t>(key("expert_group_used_count"), 0);
         if (groups > 1) {
@@ -112,13 +134,29 @@ namespace moe::models {
         s.selection_bias = true;
         w.selection_bias = rd.read(p + "exp_probs_b.bias", {E});
     }
-    if (!experts) {
+    if (!experts && !rest) {
         s.validate();
         return b;
     }
-    w.w1 = rd.read(p + "ffn_gate_exps.weight", {H, F, E});
-    w.w3 = rd.read(p + "ffn_up_exps.weight", {H, F, E});
-    w.w2 = rd.read(p + "ffn_down_exps.weight", {F, H, E});
+    if (!experts) {
+        // The routed experts are packed elsewhere: only their shape, for the spec.
+        const io::gguf_tensor& d = f.tensor(p + "ffn_down_exps.weight");
+        if (d.ne.size() != 3 || static_cast<std::size_t>(d.ne[0]) != F || static_cast<std::size_t>(d.ne[1]) != H ||
+            static_cast<std::size_t>(d.ne[2]) != E)
+            MOE_THROW("moe.models.load", f.path(), ": tensor '", d.name, "' is not [", F, ", ", H, ", ", E, "]");
+    } else if (fused) {
+        const std::vector<float> gu = rd.read(p + "ffn_gate_up_exps.weight", {H, 2 * F, E});  // gate = first F rows
+        w.w1.resize(E * F * H);
+        w.w3.resize(E * F * H);
+        for (std::size_t e = 0; e < E; ++e) {
+            std::copy_n(gu.begin() + static_cast<std::ptrdiff_t>(e * 2 * F * H), F * H, w.w1.begin() + static_cast<std::ptrdiff_t>(e * F * H));
+            std::copy_n(gu.begin() + static_cast<std::ptrdiff_t>((e * 2 + 1) * F * H), F * H, w.w3.begin() + static_cast<std::ptrdiff_t>(e * F * H));
+        }
+    } else {
+        w.w1 = rd.read(p + "ffn_gate_exps.weight", {H, F, E});
+        w.w3 = rd.read(p + "ffn_up_exps.weight", {H, F, E});
+    }
+    if (experts) w.w2 = rd.read(p + "ffn_down_exps.weight", {F, H, E});
     if (extras_hook) extras_hook(src, b);
     if (rd.has(p + "ffn_gate_shexp.weight")) {
         const io::gguf_tensor& sg = f.tensor(p + "ffn_gate_shexp.weight");
@@ -133,38 +171,80 @@ namespace moe::models {
         }
     }
     s.validate();
-    w.check(s);
+    w.check(s, experts);
     return b;
 }
 
 /// Layer L's routed experts packed in format Fmt straight from the file's blocks (no float
-/// copy), for a `moe::block<Arch, Fmt>(spec, weights, packed)`. Throws [moe.models.format] when
+/// copy), for a `moe::block<Arch, Fmt>(spec, weights, packed)`. The tensors' mapped pages are
+/// dropped from the resident set once packed, so the layer costs its packed bytes, not twice. Throws [moe.models.format] when
 /// a tensor is not in Fmt (a Q4_K_M file mixes Q4_K and Q6_K: load those as float, or pick
 /// the layer's own format with `gguf_expert_types`).
 template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_gguf_experts(const io::gguf_file& f, std::size_t L, const kernels::pack_options& o = {}) {
-    static_assert(kernels::format_traits<Fmt>::gguf_in_place, "Fmt's bytes are not a ggml type's blocks: load its tensors as float");
+    static_assert(kernels::gguf_packable_v<Fmt>, "Fmt's bytes are not a ggml type's blocks: load its tensors as float");
+    using Up = kernels::formats::up_format_t<Fmt>;
+    using Down = kernels::formats::down_format_t<Fmt>;
     const std::string p = "blk." + std::to_string(L) + ".";
-    const io::gguf_tensor* t[3] = {&f.tensor(p + "ffn_gate_exps.weight"), &f.tensor(p + "ffn_up_exps.weight"),
+    const bool fused = f.contains(p + "ffn_gate_up_exps.weight");
+    const io::gguf_tensor* t[3] = {&f.tensor(p + (fused ? "ffn_gate_up_exps.weight" : "ffn_gate_exps.weight")),
+                                   &f.tensor(p + (fused ? "ffn_gate_up_exps.weight" : "ffn_up_exps.weight")),
                                    &f.tensor(p + "ffn_down_exps.weight")};
-    for (const io::gguf_tensor* x : t) {
+    for (int m = 0; m < 3; ++m) {
+        const io::gguf_tensor* x = t[m];
         if (x->ne.size() != 3) MOE_THROW("moe.models.load", f.path(), ": tensor '", x->name, "' is not a stack of experts");
-        if (static_cast<int>(x->type) != kernels::format_traits<Fmt>::gguf_type) MOE_THROW("moe.models.format", f.path(), ": tensor '", x->name, "' is ", x->type_name(), ", not ", Fmt::name);
+        const int want = m < 2 ? kernels::format_traits<Up>::gguf_type : kernels::format_traits<Down>::gguf_type;
+        if (static_cast<int>(x->type) != want)
+            MOE_THROW("moe.models.format", f.path(), ": tensor '", x->name, "' is ", x->type_name(), ", not ", m < 2 ? Up::name : Down::name);
     }
     const std::size_t E = static_cast<std::size_t>(t[0]->ne[2]), H = static_cast<std::size_t>(t[0]->ne[0]),
-                      F = static_cast<std::size_t>(t[0]->ne[1]);
+                      F = static_cast<std::size_t>(t[0]->ne[1]) / (fused ? 2 : 1);
+    if (fused && t[0]->ne[1] != 2 * F) MOE_THROW("moe.models.load", f.path(), ": tensor '", t[0]->name, "' has an odd gate+up row count ", t[0]->ne[1]);
+    if (t[2]->ne[0] != F || t[2]->ne[1] != H || t[2]->ne[2] != E)
+        MOE_THROW("moe.models.load", f.path(), ": tensor '", t[2]->name, "' is not [", F, ", ", H, ", ", E, "]");
     std::vector<kernels::formats::quant_view> v[3];
     for (int m = 0; m < 3; ++m) {
-        const std::size_t rows = static_cast<std::size_t>(t[m]->ne[1]), cols = static_cast<std::size_t>(t[m]->ne[0]);
+        const std::size_t rows = m == 2 ? H : F, cols = m == 2 ? F : H;
         const std::size_t per = t[m]->bytes / E;
-        for (std::size_t e = 0; e < E; ++e) v[m].push_back({rows, cols, {}, t[m]->data + e * per, per, nullptr, 0});
+        // Fused: each expert's gate rows, then its up rows (build_moe_ffn's two views).
+        const std::size_t part = fused && m < 2 ? per / 2 : per, skip = fused && m == 1 ? part : 0;
+        for (std::size_t e = 0; e < E; ++e) v[m].push_back({rows, cols, {}, t[m]->data + e * per + skip, part, nullptr, 0});
     }
-    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o);
+    // Each expert's source pages leave the resident set once it is packed: file and packed
+    // copy are never both resident.
+    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+        for (int m = 0; m < 3; ++m) f.drop_pages(v[m][e].data, v[m][e].data_bytes);
+    });
+}
+
+/// The weight format (a `kernels::weight_formats` name) in which layer L's routed experts are
+/// stored and which `pack_gguf_experts` reads in place: "q4_k", "q8_0", ..., or a mixed one
+/// ("q4_k+q6_k": Q4_K_M's Q4_K gate / up and Q6_K down); "" where gate and up differ in type,
+/// the pair is not a registry format, or a type is one moe dequantizes (F32, F16, BF16, MXFP4).
+[[nodiscard]] inline std::string gguf_expert_format(const io::gguf_file& f, std::size_t L) {
+    const std::string p = "blk." + std::to_string(L) + ".";
+    const bool fused = f.contains(p + "ffn_gate_up_exps.weight");
+    const int t0 = static_cast<int>(f.tensor(p + (fused ? "ffn_gate_up_exps.weight" : "ffn_gate_exps.weight")).type);
+    const int t2 = static_cast<int>(f.tensor(p + "ffn_down_exps.weight").type);
+    if (!fused && static_cast<int>(f.tensor(p + "ffn_up_exps.weight").type) != t0) return "";
+    std::string r;
+    kernels::for_each_format([&](auto tag) {
+        using W = decltype(tag);
+        if constexpr (kernels::gguf_packable_v<W>)
+            if (kernels::format_traits<kernels::formats::up_format_t<W>>::gguf_type == t0 &&
+                kernels::format_traits<kernels::formats::down_format_t<W>>::gguf_type == t2)
+                r = kernels::format_traits<W>::name;
+    });
+    return r;
 }
 
 /// The ggml types of layer L's gate, up and down expert tensors ("Q4_K", "Q6_K", ...).
 [[nodiscard]] inline std::vector<std::string> gguf_expert_types(const io::gguf_file& f, std::size_t L) {
     const std::string p = "blk." + std::to_string(L) + ".";
+    if (f.contains(p + "ffn_gate_up_exps.weight")) {
+        const std::string gu = f.tensor(p + "ffn_gate_up_exps.weight").type_name();
+        return {gu, gu, f.tensor(p + "ffn_down_exps.weight").type_name()};
+    }
     return {f.tensor(p + "ffn_gate_exps.weight").type_name(), f.tensor(p + "ffn_up_exps.weight").type_name(),
             f.tensor(p + "ffn_down_exps.weight").type_name()};
 }

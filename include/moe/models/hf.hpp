@@ -26,7 +26,7 @@ namespace moe::models {
 /// key), [moe.models.layer] (out of range, a dense layer), [moe.models.load] (missing tensor,
 /// wrong shape, bad FP8 / MXFP4 bytes) and the readers' [moe.io.*] errors. `experts` false
 /// skips the routed experts (a routing-only load, or experts packed by `pack_hf_experts`),
-/// `shared` false the shared expert.
+/// `shared` false the rest but the router (shared expert, expert biases).
 [[nodiscard]] inline loaded_block load_block(const io::safetensors_checkpoint& ck, std::size_t L, bool experts = true,
                                              bool shared = true) {
     const nlohmann::json& root = ck.config();
@@ -39,7 +39,7 @@ namespace moe::models {
         family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
         [&](auto* f) {
             b.spec.family = family;
-            b.spec.hidden = src.need<std::size_t>("hidden_size");
+            b.spec.hidden = src.need<std::size_t>(std::remove_pointer_t<decltype(f)>::hf_hidden_key);
             checked = std::remove_pointer_t<decltype(f)>::load_hf(src, b);
         },
         registry{});
@@ -54,50 +54,88 @@ namespace moe::models {
 
 /// Layer L's routed experts packed in format Fmt straight from the checkpoint's bytes, for
 /// `moe::block<Arch, Fmt>(spec, weights, packed)` with `weights = load_block(ck, L,
-/// /*experts=*/false).weights` (router and shared expert, no float copy of the routed
-/// experts). Today: `kernels::formats::fp8` from FP8 E4M3 experts with their
-/// `weight_scale_inv` (DeepSeek-V3 / R1, Kimi-K2 and GLM FP8 checkpoints), the bytes validated
-/// and packed without a float copy. Throws [moe.models.format] when the experts are not
-/// stored that way, and the loader's errors.
+/// /*experts=*/false).weights` (router, shared expert and expert biases, no float copy of the
+/// routed experts). Reads, validated and packed without a float copy:
+/// - `kernels::formats::fp8`: FP8 E4M3 experts stored one module each with their
+///   `weight_scale_inv` (DeepSeek-V3 / R1, Kimi-K2 and GLM FP8 checkpoints);
+/// - `kernels::formats::mxfp4`: experts stored fused as MXFP4 `experts.gate_up_proj_blocks` /
+///   `_scales` (gate and up rows interleaved) and `experts.down_proj_blocks` / `_scales`
+///   (GPT-OSS's released checkpoints); the block adds their biases and clamped SwiGLU.
+/// The packed tensors' mapped pages are dropped from the resident set once packed.
+/// Throws [moe.models.format] when the experts are not stored that way, and the loader's errors.
 template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_hf_experts(const io::safetensors_checkpoint& ck, std::size_t L,
                                                                  const kernels::pack_options& o = {}) {
-    static_assert(std::is_same<Fmt, kernels::formats::fp8>::value, "pack_hf_experts: fp8 checkpoints only, for now");
+    constexpr bool fp8 = std::is_same<Fmt, kernels::formats::fp8>::value, mx = std::is_same<Fmt, kernels::formats::mxfp4>::value;
+    static_assert(fp8 || mx, "pack_hf_experts: fp8 and mxfp4 checkpoints");
     const loaded_block b = load_block(ck, L, /*experts=*/false, /*shared=*/false);
     const block_spec& s = b.spec;
-    expert_modules mods;
-    bool per_module = false;
-    visit_family(
-        s.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
-        [&](auto* f) {
-            using F = std::remove_pointer_t<decltype(f)>;
-            if constexpr (detail::has_hf_expert_modules<F>::value) {
-                mods = F::hf_expert_modules(L, s.family);
-                per_module = true;
-            }
-        },
-        registry{});
-    if (!per_module)
-        MOE_THROW("moe.models.format", ck.dir(), ": ", s.family, " does not store its experts one module each; pack_hf_experts reads those");
     const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn;
     std::vector<kernels::formats::quant_view> v[3];
     const detail::reader rd{ck};
-    for (std::size_t e = 0; e < E; ++e) {
-        const std::string q = mods.prefix + std::to_string(e) + ".";
-        const char* names[3] = {mods.gate.c_str(), mods.up.c_str(), mods.down.c_str()};
-        for (int m = 0; m < 3; ++m) {
-            const std::size_t rows = m == 2 ? H : F, cols = m == 2 ? F : H;
-            const std::string n = q + names[m] + ".weight";
-            const io::tensor_view t = rd.view(n, {rows, cols});
-            if (t.type != io::dtype::f8_e4m3)
-                MOE_THROW("moe.models.format", ck.dir(), ": tensor '", n, "' is ", io::dtype_name(t.type), ", not F8_E4M3 (fp8)");
-            const io::tensor_view sc = rd.view(n + "_scale_inv", {(rows + 127) / 128, (cols + 127) / 128});
-            if (sc.type != io::dtype::f32)
-                MOE_THROW("moe.models.load", ck.dir(), ": tensor '", n, "_scale_inv' is ", io::dtype_name(sc.type), ", expected F32");
-            v[m].push_back({rows, cols, {}, t.data, t.bytes, sc.data, sc.bytes});
+    if constexpr (mx) {
+        const std::string x = "model.layers." + std::to_string(L) + ".mlp.experts.";
+        if (!ck.contains(x + "gate_up_proj_blocks"))
+            MOE_THROW("moe.models.format", ck.dir(), ": ", s.family, " does not store its experts as MXFP4 '", x,
+                      "gate_up_proj_blocks' / '_scales'; pack_hf_experts<mxfp4> reads those");
+        auto views = [&](const std::string& n, std::size_t rows, std::size_t cols, std::vector<kernels::formats::quant_view>& out) {
+            const io::tensor_view bl = rd.view(x + n + "_blocks", {E, rows, cols / 32, 16});
+            const io::tensor_view sc = rd.view(x + n + "_scales", {E, rows, cols / 32});
+            if (bl.type != io::dtype::u8 || sc.type != io::dtype::u8)
+                MOE_THROW("moe.models.load", ck.dir(), ": '", x, n, "_blocks' / '_scales' must be U8");
+            for (std::size_t e = 0; e < E; ++e)
+                out.push_back({rows, cols, {}, bl.data + e * rows * cols / 2, rows * cols / 2, sc.data + e * rows * cols / 32, rows * cols / 32});
+        };
+        views("gate_up_proj", 2 * F, H, v[0]);
+        views("down_proj", H, F, v[2]);
+        return kernels::pack_quant_experts_interleaved<Fmt>(v[0].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+            for (int m : {0, 2}) {  // packed: the checkpoint's pages need not stay resident too
+                ck.drop_pages(v[m][e].data, v[m][e].data_bytes);
+                ck.drop_pages(v[m][e].scales, v[m][e].scale_bytes);
+            }
+        });
+    } else {
+        expert_names mods;
+        visit_family(
+            s.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
+            [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+        if (!mods.module)
+            MOE_THROW("moe.models.format", ck.dir(), ": ", s.family, " does not store its experts one module each; pack_hf_experts reads those");
+        for (std::size_t e = 0; e < E; ++e) {
+            const std::string q = "model.layers." + std::to_string(L) + "." + mods.module + "." + std::to_string(e) + ".";
+            const char* names[3] = {mods.gate, mods.up, mods.down};
+            for (int m = 0; m < 3; ++m) {
+                const std::size_t rows = m == 2 ? H : F, cols = m == 2 ? F : H;
+                const std::string n = q + names[m] + ".weight";
+                const io::tensor_view t = rd.view(n, {rows, cols});
+                if (t.type != io::dtype::f8_e4m3)
+                    MOE_THROW("moe.models.format", ck.dir(), ": tensor '", n, "' is ", io::dtype_name(t.type), ", not F8_E4M3 (fp8)");
+                const io::tensor_view sc = rd.view(n + "_scale_inv", {(rows + 127) / 128, (cols + 127) / 128});
+                if (sc.type != io::dtype::f32)
+                    MOE_THROW("moe.models.load", ck.dir(), ": tensor '", n, "_scale_inv' is ", io::dtype_name(sc.type), ", expected F32");
+                v[m].push_back({rows, cols, {}, t.data, t.bytes, sc.data, sc.bytes});
+            }
         }
+        return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+            for (int m = 0; m < 3; ++m) ck.drop_pages(v[m][e].data, v[m][e].data_bytes);  // packed: the checkpoint's pages need not stay
+        });
     }
-    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o);
+}
+
+/// The weight format in which layer L's routed experts are stored and which `pack_hf_experts`
+/// reads: "fp8" (FP8 E4M3 with `weight_scale_inv`, one module per expert), "mxfp4" (fused
+/// `gate_up_proj_blocks` / `_scales`), or "" (float experts, read as float32).
+[[nodiscard]] inline std::string hf_expert_format(const io::safetensors_checkpoint& ck, std::size_t L) {
+    const std::string x = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    if (ck.contains(x + "gate_up_proj_blocks")) return "mxfp4";
+    const loaded_block b = load_block(ck, L, /*experts=*/false, /*shared=*/false);
+    expert_names mods;
+    visit_family(
+        b.spec.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
+        [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+    if (!mods.module) return "";
+    const std::string n = "model.layers." + std::to_string(L) + "." + mods.module + ".0." + mods.gate + ".weight";
+    return ck.contains(n) && ck.tensor(n).type == io::dtype::f8_e4m3 ? "fp8" : "";
 }
 
 }  // namespace moe::models

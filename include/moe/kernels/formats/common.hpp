@@ -71,6 +71,7 @@ using ::moe::detail::barrier;
 using ::moe::detail::round_even;
 using ::moe::detail::round_away;
 using ::moe::detail::finite_inverse;
+using ::moe::detail::trunc_i8;
 using ::moe::detail::e4m3_to_float;
 using ::moe::detail::float_to_e4m3;
 using ::moe::detail::e2m1_values;
@@ -117,6 +118,29 @@ inline void check_finite(const char* fmt, const float* w, std::size_t n, std::si
     for (std::size_t i = 0; i < n * k; ++i)
         if (!std::isfinite(w[i]))
             MOE_THROW("moe.kernels.format", fmt, ": weight (", i / k, ", ", i % k, ") is ", w[i], " (not finite)");
+}
+/// The skeleton of ggml's block quantizers (`quantize_row_*_ref`): checks K and the weights,
+/// then `encode(x, out)` turns each block of `block` weights x into its `block_bytes` bytes,
+/// blocks of a row in order, rows in order.
+template <class Encode>
+quant_matrix quantize_blocks(const char* fmt, std::size_t block, std::size_t block_bytes, const float* w, std::size_t n,
+                             std::size_t k, const format_params& p, Encode encode) {
+    check_k(fmt, k, block);
+    check_finite(fmt, w, n, k);
+    quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
+    for (std::size_t r = 0; r < n; ++r)
+        for (std::size_t b = 0; b < k / block; ++b) encode(w + r * k + b * block, m.data.data() + (r * (k / block) + b) * block_bytes);
+    return m;
+}
+/// The value of largest magnitude among x[0, n), the first on ties (ggml's `max` of q4_0 / q5_0).
+inline float signed_absmax(const float* x, std::size_t n) {
+    float amax = 0.0f, max = 0.0f;
+    for (std::size_t j = 0; j < n; ++j)
+        if (amax < std::fabs(x[j])) {
+            amax = std::fabs(x[j]);
+            max = x[j];
+        }
+    return max;
 }
 /// Scales must be finite: a NaN or infinite scale would poison every output it touches.
 inline void check_scale(const char* fmt, float s, std::size_t row, std::size_t block) {

@@ -62,6 +62,18 @@ struct generic_qlanes {
         for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>(lo.b[i] | (((h.b[i] >> (2 * s)) & 3) << 4));
         return r;
     }
+    /// A 16-entry byte table, repeated in every 16 bytes (the operand of `lut`).
+    static B table16(const std::uint8_t* t) noexcept {
+        B r;
+        for (int i = 0; i < 64; ++i) r.b[i] = t[i % 16];
+        return r;
+    }
+    /// t[x] per byte, x in [0, 15] (a nibble from lo4 / hi4): the non-linear 4-bit codes.
+    static B lut(const B& x, const B& t) noexcept {
+        B r;
+        for (int i = 0; i < 64; ++i) r.b[i] = t.b[x.b[i] & 15];
+        return r;
+    }
     static I zero() noexcept { return I{}; }
     /// acc + per lane n: sum_j w[4n + j] * (int8) byte j of a4.
     static I dpbusd(const I& acc, const B& w, std::int32_t a4) noexcept {
@@ -206,6 +218,10 @@ struct avx512_qlanes {
         }
         return _mm512_or_si512(lo, _mm512_and_si512(t, m));
     }
+    static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
+        return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
+    }
+    static MOE_ALWAYS_INLINE B lut(B x, B t) noexcept { return _mm512_shuffle_epi8(t, x); }
     static MOE_ALWAYS_INLINE I zero() noexcept { return _mm512_setzero_si512(); }
     static MOE_ALWAYS_INLINE I dpbusd(I acc, B w, std::int32_t a4) noexcept {
         return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(a4));
@@ -310,6 +326,13 @@ struct avx2_qlanes {
     static MOE_ALWAYS_INLINE B with_hi2(const B& lo, const B& h, int s) noexcept {
         const __m256i m = _mm256_set1_epi8(0x30);
         return {_mm256_or_si256(lo.lo, _mm256_and_si256(hi2(h.lo, s), m)), _mm256_or_si256(lo.hi, _mm256_and_si256(hi2(h.hi, s), m))};
+    }
+    static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
+        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
+        return {v, v};
+    }
+    static MOE_ALWAYS_INLINE B lut(const B& x, const B& t) noexcept {
+        return {_mm256_shuffle_epi8(t.lo, x.lo), _mm256_shuffle_epi8(t.hi, x.hi)};
     }
     static MOE_ALWAYS_INLINE I zero() noexcept { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
     static MOE_ALWAYS_INLINE __m256i dp4(__m256i acc, __m256i w, __m256i ae, __m256i ao) noexcept {

@@ -114,6 +114,24 @@ MOE_ALWAYS_INLINE void dot4(const std::uint8_t* codes, std::size_t q0, std::size
         for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
 }
 
+/// The same for 4-bit indices into a 16-entry table of codes (`tab`, from L::table16): the
+/// non-linear formats (IQ4_NL, IQ4_XS), whose nibbles pick a value rather than being one.
+template <class L, std::size_t M>
+MOE_ALWAYS_INLINE void dot4_lut(const std::uint8_t* codes, std::size_t q0, std::size_t nq, const typename L::B& tab,
+                                const std::int32_t* aq, std::size_t mr, typename L::I* isum) noexcept {
+    typename L::I alt[M];
+    typename L::I* const second = M <= 4 ? alt : isum;
+    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    for (std::size_t u = q0 / 2; u < (q0 + nq) / 2; ++u) {
+        const typename L::B b = L::load_b(codes + 64 * u);
+        const typename L::B lo = L::lut(L::lo4(b), tab), hi = L::lut(L::hi4(b), tab);
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]);
+        for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+    }
+    if constexpr (M <= 4)
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+}
+
 /// The same for 6-bit codes of a super-block of SB values; q0 and nq are multiples of 4.
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void dot6(const std::uint8_t* codes, std::size_t sb, std::size_t q0, std::size_t nq,

@@ -56,32 +56,19 @@ struct q5_0 {
     /// ggml's quantize_row_q5_0_ref: d = max / -16 (max: the value of largest magnitude),
     /// q = min(31, (int8)(x / d + 16.5)).
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
-        detail::check_k(name, k, block);
-        detail::check_finite(name, w, n, k);
-        quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
-        for (std::size_t r = 0; r < n; ++r)
-            for (std::size_t b = 0; b < k / block; ++b) {
-                const float* x = w + r * k + b * block;
-                std::uint8_t* out = m.data.data() + (r * (k / block) + b) * block_bytes;
-                float amax = 0.0f, max = 0.0f;
-                for (std::size_t j = 0; j < block; ++j)
-                    if (amax < std::fabs(x[j])) {
-                        amax = std::fabs(x[j]);
-                        max = x[j];
-                    }
-                const float d = max / -16.0f, id = detail::finite_inverse(d);
-                detail::store_u16(out, detail::float_to_fp16(d));
-                std::uint32_t qh = 0;
-                for (std::size_t j = 0; j < block / 2; ++j) {
-                    const int q0 = std::min(31, static_cast<int>(static_cast<std::int8_t>(detail::barrier(x[j] * id) + 16.5f)));
-                    const int q1 = std::min(31, static_cast<int>(static_cast<std::int8_t>(detail::barrier(x[j + 16] * id) + 16.5f)));
-                    out[6 + j] = static_cast<std::uint8_t>((q0 & 15) | ((q1 & 15) << 4));
-                    qh |= static_cast<std::uint32_t>((q0 >> 4) & 1) << j;
-                    qh |= static_cast<std::uint32_t>((q1 >> 4) & 1) << (j + 16);
-                }
-                for (int i = 0; i < 4; ++i) out[2 + i] = static_cast<std::uint8_t>(qh >> (8 * i));
+        return detail::quantize_blocks(name, block, block_bytes, w, n, k, p, [](const float* x, std::uint8_t* out) {
+            const float d = detail::signed_absmax(x, block) / -16.0f, id = detail::finite_inverse(d);
+            detail::store_u16(out, detail::float_to_fp16(d));
+            std::uint32_t qh = 0;
+            for (std::size_t j = 0; j < block / 2; ++j) {
+                const int q0 = std::min(31, detail::trunc_i8(detail::barrier(x[j] * id) + 16.5f));
+                const int q1 = std::min(31, detail::trunc_i8(detail::barrier(x[j + 16] * id) + 16.5f));
+                out[6 + j] = static_cast<std::uint8_t>((q0 & 15) | ((q1 & 15) << 4));
+                qh |= static_cast<std::uint32_t>((q0 >> 4) & 1) << j;
+                qh |= static_cast<std::uint32_t>((q1 >> 4) & 1) << (j + 16);
             }
-        return m;
+            for (int i = 0; i < 4; ++i) out[2 + i] = static_cast<std::uint8_t>(qh >> (8 * i));
+        });
     }
     static void dequantize(const quant_view& v, float* out) {
         std::uint8_t q[block];

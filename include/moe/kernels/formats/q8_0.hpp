@@ -38,21 +38,14 @@ struct q8_0 {
     }
     /// ggml's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d) (half away from zero).
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
-        detail::check_k(name, k, block);
-        detail::check_finite(name, w, n, k);
-        quant_matrix m{n, k, p, std::vector<std::uint8_t>(n * (k / block) * block_bytes), {}};
-        for (std::size_t r = 0; r < n; ++r)
-            for (std::size_t b = 0; b < k / block; ++b) {
-                const float* x = w + r * k + b * block;
-                std::uint8_t* out = m.data.data() + (r * (k / block) + b) * block_bytes;
-                float amax = 0.0f;
-                for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
-                const float d = amax / 127.0f, id = detail::finite_inverse(d);
-                detail::store_u16(out, detail::float_to_fp16(d));
-                for (std::size_t j = 0; j < block; ++j)
-                    out[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(detail::round_away(x[j] * id)));
-            }
-        return m;
+        return detail::quantize_blocks(name, block, block_bytes, w, n, k, p, [](const float* x, std::uint8_t* out) {
+            float amax = 0.0f;
+            for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
+            const float d = amax / 127.0f, id = detail::finite_inverse(d);
+            detail::store_u16(out, detail::float_to_fp16(d));
+            for (std::size_t j = 0; j < block; ++j)
+                out[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(detail::round_away(x[j] * id)));
+        });
     }
     static void dequantize(const quant_view& v, float* out) {
         for (std::size_t r = 0; r < v.rows; ++r)

@@ -6,28 +6,26 @@
 /// on is an MoE layer (no `moe_layer_freq`). GGUF: llama.cpp's `dots1`.
 #pragma once
 
-#include "../family.hpp"
 #include "deepseek.hpp"
 
 namespace moe::models::families {
 
-struct dots1 {
+struct dots1 : recipe_defaults {
     static constexpr std::array<const char*, 1> hf_types = {"dots1"};
     static constexpr std::array<const char*, 1> gguf_archs = {"dots1"};
 
-    static bool load_hf(const hf_source& src, loaded_block& b) {
+    template <class Src>
+    static bool load_hf(const Src& src, loaded_block& b) {
         block_spec& s = b.spec;
-        s.num_experts = src.need<std::size_t>("n_routed_experts");
-        s.ffn = src.need<std::size_t>("moe_intermediate_size");
-        const auto k = src.need<std::size_t>("num_experts_per_tok");
-        detail::check_layer(src.config, src.model_type, src.layer, src.layer >= src.get<std::size_t>("first_k_dense_replace", 0));
-        s.router = presets::deepseek_v3(k, src.get<std::size_t>("n_group", 1), src.get<std::size_t>("topk_group", 1),
-                                        src.get<float>("routed_scaling_factor", 1.0f), src.get<bool>("norm_topk_prob", false));
+        s.num_experts = need<std::size_t>(src, "n_routed_experts");
+        s.ffn = need<std::size_t>(src, "moe_intermediate_size");
+        const auto k = need<std::size_t>(src, "num_experts_per_tok");
+        src.check_layer(src.layer >= value<std::size_t>(src, "first_k_dense_replace", 0));
+        s.router = deepseek::sigmoid_router(k, value<std::size_t>(src, "n_group", 1), value<std::size_t>(src, "topk_group", 1),
+                                            value<float>(src, "routed_scaling_factor", 1.0f), value<bool>(src, "norm_topk_prob", false));
         deepseek::load_tensors(src, b);
         return false;
     }
-    static expert_modules hf_expert_modules(std::size_t L, const std::string& t) { return deepseek::hf_expert_modules(L, t); }
-    static bool gguf_norm_default(const std::string&) { return false; }
     static unsigned gguf_gating_default(const std::string&) { return 2; }
 };
 

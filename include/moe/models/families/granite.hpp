@@ -4,28 +4,42 @@
 /// first F rows; `output_linear` [E, H, F]); GraniteMoeShared adds a shared MLP.
 #pragma once
 
-#include "../family.hpp"
+#include <algorithm>
+#include <vector>
+
+#include "../recipe.hpp"
+
+namespace moe::presets {
+
+/// HF transformers `GraniteMoeTopKGating` (Granite-MoE, GraniteMoeShared): top-k of the
+/// logits, then softmax over the k chosen.
+[[nodiscard]] inline router_config granite_moe(std::size_t top_k = 8) { return models::softmax_of_top_k_logits(top_k); }
+
+}  // namespace moe::presets
 
 namespace moe::models::families {
 
-struct granite {
+struct granite : recipe_defaults {
+    static constexpr std::array<const char*, 1> preset_names = {"granite_moe"};
+    static router_config preset(const std::string&) { return presets::granite_moe(); }
     static constexpr std::array<const char*, 2> hf_types = {"granitemoe", "granitemoeshared"};
-    static constexpr std::array<const char*, 0> gguf_archs = {};
+    static constexpr expert_names hf_experts = {};  // fused per projection
 
-    static bool load_hf(const hf_source& src, loaded_block& b) {
+    template <class Src>
+    static bool load_hf(const Src& src, loaded_block& b) {
         block_spec& s = b.spec;
         block_weights& w = b.weights;
         const std::size_t H = s.hidden;
-        s.num_experts = src.need<std::size_t>("num_local_experts");
-        s.ffn = src.need<std::size_t>("intermediate_size");
-        const auto k = src.need<std::size_t>("num_experts_per_tok");
-        detail::check_layer(src.config, src.model_type, src.layer, true);
+        s.num_experts = need<std::size_t>(src, "num_local_experts");
+        s.ffn = need<std::size_t>(src, "intermediate_size");
+        const auto k = need<std::size_t>(src, "num_experts_per_tok");
+        src.check_layer(true);
         s.router = presets::granite_moe(k);
         const std::size_t E = s.num_experts, F = s.ffn;
         const std::string p = src.prefix + "block_sparse_moe.";
         w.router_w = src.rd.read(p + "router.layer.weight", {E, H});
         if (src.model_type == "granitemoeshared") {
-            s.shared_ffn = src.get<std::size_t>("shared_intermediate_size", 0);
+            s.shared_ffn = value<std::size_t>(src, "shared_intermediate_size", 0);
             if (s.shared_ffn && src.shared) {
                 const std::size_t Fs = s.shared_ffn;
                 const std::vector<float> si = src.rd.read(src.prefix + "shared_mlp.input_linear.weight", {2 * Fs, H});
@@ -51,8 +65,6 @@ struct granite {
         w.w2 = src.rd.read(p + "output_linear.weight", {E, H, F});
         return false;
     }
-    static bool gguf_norm_default(const std::string&) { return false; }
-    static unsigned gguf_gating_default(const std::string&) { return 1; }
 };
 
 }  // namespace moe::models::families

@@ -5,23 +5,44 @@
 /// llama.cpp's `llama4`.
 #pragma once
 
-#include "../family.hpp"
+#include <vector>
+
+#include "../recipe.hpp"
+
+namespace moe::presets {
+
+/// HF transformers `Llama4Router`: top-k (1) of the logits, weight = sigmoid of the chosen
+/// logit (no renormalisation). The layer multiplies the expert's *input* by that weight.
+[[nodiscard]] inline router_config llama4(std::size_t top_k = 1) {
+    router_config c;
+    c.score = score_function::sigmoid;
+    c.top_k = top_k;
+    c.select_on_logits = true;
+    c.renorm = renormalize::none;
+    return c;
+}
+
+}  // namespace moe::presets
 
 namespace moe::models::families {
 
-struct llama4 {
+struct llama4 : recipe_defaults {
+    static constexpr std::array<const char*, 1> preset_names = {"llama4"};
+    static router_config preset(const std::string&) { return presets::llama4(); }
     static constexpr std::array<const char*, 2> hf_types = {"llama4", "llama4_text"};
     static constexpr std::array<const char*, 1> gguf_archs = {"llama4"};
+    static constexpr expert_names hf_experts = {};  // fused gate_up_proj
 
-    static bool load_hf(const hf_source& src, loaded_block& b) {
+    template <class Src>
+    static bool load_hf(const Src& src, loaded_block& b) {
         block_spec& s = b.spec;
         block_weights& w = b.weights;
         const std::size_t H = s.hidden;
-        s.num_experts = src.need<std::size_t>("num_local_experts");
-        s.ffn = src.need<std::size_t>("intermediate_size");
-        const auto k = src.get<std::size_t>("num_experts_per_tok", 1);
-        const auto step = src.get<std::size_t>("interleave_moe_layer_step", 1);
-        detail::check_layer(src.config, src.model_type, src.layer, step > 0 && (src.layer + 1) % step == 0);
+        s.num_experts = need<std::size_t>(src, "num_local_experts");
+        s.ffn = need<std::size_t>(src, "intermediate_size");
+        const auto k = value<std::size_t>(src, "num_experts_per_tok", 1);
+        const auto step = value<std::size_t>(src, "interleave_moe_layer_step", 1);
+        src.check_layer(step > 0 && (src.layer + 1) % step == 0);
         s.router = presets::llama4(k);
         s.weight_on_input = true;
         s.shared_ffn = s.ffn;
@@ -29,7 +50,7 @@ struct llama4 {
         std::string p = "language_model." + src.prefix + "feed_forward.";
         if (!src.rd.has(p + "router.weight")) p = src.prefix + "feed_forward.";
         w.router_w = src.rd.read(p + "router.weight", {E, H});
-        if (src.shared) detail::shared_mlp(src.rd, p + "shared_expert", "gate_proj", "up_proj", "down_proj", s, w);
+        if (src.shared) src.shared_mlp(p + "shared_expert", s, w);
         if (!src.experts) {
             s.validate();
             w.check(s, false, src.shared);
@@ -49,9 +70,9 @@ struct llama4 {
                 }
         return false;
     }
-    static bool gguf_norm_default(const std::string&) { return false; }
     static unsigned gguf_gating_default(const std::string&) { return 2; }
-    static void gguf_router(const gguf_source&, std::size_t k, block_spec& s) {
+    template <class Src>
+    static void gguf_router(const Src&, std::size_t k, block_spec& s) {
         s.router = presets::llama4(k);
         s.weight_on_input = true;
     }

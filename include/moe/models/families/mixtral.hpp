@@ -3,32 +3,44 @@
 /// `block_sparse_moe.experts.{e}.w1/w3/w2`. GGUF: llama.cpp's `llama` architecture.
 #pragma once
 
-#include "../family.hpp"
+#include "../recipe.hpp"
+
+namespace moe::presets {
+
+/// HF transformers `MixtralSparseMoeBlock`: softmax over all experts in float32, top-2,
+/// weights divided by their sum (no eps).
+[[nodiscard]] inline router_config mixtral(std::size_t top_k = 2) {
+    router_config c;
+    c.score = score_function::softmax;
+    c.top_k = top_k;
+    c.pre_softmax = true;
+    c.renorm = renormalize::sum;
+    return c;
+}
+
+}  // namespace moe::presets
 
 namespace moe::models::families {
 
-struct mixtral {
+struct mixtral : recipe_defaults {
+    static constexpr std::array<const char*, 1> preset_names = {"mixtral"};
+    static router_config preset(const std::string&) { return presets::mixtral(); }
     static constexpr std::array<const char*, 1> hf_types = {"mixtral"};
     static constexpr std::array<const char*, 1> gguf_archs = {"llama"};
+    static constexpr expert_names hf_experts = {"block_sparse_moe.experts", "w1", "w3", "w2"};
 
-    static bool load_hf(const hf_source& src, loaded_block& b) {
+    template <class Src>
+    static bool load_hf(const Src& src, loaded_block& b) {
         block_spec& s = b.spec;
-        block_weights& w = b.weights;
-        s.num_experts = src.need<std::size_t>("num_local_experts");
-        s.ffn = src.need<std::size_t>("intermediate_size");
-        const auto k = src.need<std::size_t>("num_experts_per_tok");
-        detail::check_layer(src.config, src.model_type, src.layer, true);
-        s.router = presets::mixtral(k);
-        const std::string p = src.prefix + "block_sparse_moe.";
-        w.router_w = src.rd.read(p + "gate.weight", {s.num_experts, s.hidden});
-        if (src.experts) detail::per_expert(src.rd, p + "experts", "w1", "w3", "w2", s, w);
+        s.num_experts = need<std::size_t>(src, "num_local_experts");
+        s.ffn = need<std::size_t>(src, "intermediate_size");
+        src.check_layer(true);
+        s.router = presets::mixtral(need<std::size_t>(src, "num_experts_per_tok"));
+        b.weights.router_w = src.rd.read(src.prefix + "block_sparse_moe.gate.weight", {s.num_experts, s.hidden});
+        src.per_expert(hf_experts, s, b.weights);
         return false;
     }
-    static expert_modules hf_expert_modules(std::size_t L, const std::string&) {
-        return {"model.layers." + std::to_string(L) + ".block_sparse_moe.experts.", "w1", "w3", "w2"};
-    }
     static bool gguf_norm_default(const std::string&) { return true; }
-    static unsigned gguf_gating_default(const std::string&) { return 1; }
 };
 
 }  // namespace moe::models::families

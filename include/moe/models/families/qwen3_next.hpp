@@ -5,22 +5,20 @@
 /// `decoder_sparse_step` and `mlp_only_layers`. GGUF: llama.cpp's `qwen3next`.
 #pragma once
 
-#include "../family.hpp"
 #include "qwen_moe.hpp"
 
 namespace moe::models::families {
 
-struct qwen3_next {
+struct qwen3_next : recipe_defaults {
     static constexpr std::array<const char*, 1> hf_types = {"qwen3_next"};
     static constexpr std::array<const char*, 1> gguf_archs = {"qwen3next"};
 
-    static bool load_hf(const hf_source& src, loaded_block& b) {
+    template <class Src>
+    static bool load_hf(const Src& src, loaded_block& b) {
         qwen_moe::load_layout(src, b, /*norm_default=*/true, /*qwen_layers=*/true, /*gated_shared=*/true);
         return false;
     }
-    static expert_modules hf_expert_modules(std::size_t L, const std::string& t) { return qwen_moe::hf_expert_modules(L, t); }
     static bool gguf_norm_default(const std::string&) { return true; }
-    static unsigned gguf_gating_default(const std::string&) { return 1; }
 };
 
 }  // namespace moe::models::families
