@@ -281,12 +281,15 @@ BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_0)->Name("BM_Experts/q4_0")->Apply(
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_1)->Name("BM_Experts/q4_1")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q5_0)->Name("BM_Experts/q5_0")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_k)->Name("BM_Experts/q4_k")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q2_k)->Name("BM_Experts/q2_k")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q3_k)->Name("BM_Experts/q3_k")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q5_k)->Name("BM_Experts/q5_k")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q6_k)->Name("BM_Experts/q6_k")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::iq4_nl)->Name("BM_Experts/iq4_nl")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::iq4_xs)->Name("BM_Experts/iq4_xs")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q4_k, fmts::q6_k>)->Name("BM_Experts/q4_k+q6_k")->Apply(quant_args);  // Q4_K_M
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q5_k, fmts::q6_k>)->Name("BM_Experts/q5_k+q6_k")->Apply(quant_args);  // Q5_K_M
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q3_k, fmts::q4_k>)->Name("BM_Experts/q3_k+q4_k")->Apply(quant_args);  // Q3_K_M
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int8)->Name("BM_Experts/int8")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int4)->Name("BM_Experts/int4")->Apply(int4_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::fp8)->Name("BM_Experts/fp8")->Apply(quant_args);

@@ -321,6 +321,107 @@ def q5_k(w):
 IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int32)
 
 
+def q2_k(w):
+    """Our round-to-nearest Q2_K in block_q2_K {uint8 scales[16]; uint8 qs[64]; fp16 d, dmin}:
+    per sub-block of 16, scale (max - min) / 3, min 0 - min(x, 0); d, dmin = max / 15 (fp16);
+    4-bit sc, m; q = clip(rint((x + dmin m) / (d sc)), 0, 3); dequantized as ggml's
+    dequantize_row_q2_K, from the bytes."""
+    nb = K // 256
+    out = np.zeros((N, nb, 84), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(16, 16)
+            mn = np.minimum(f32(0), x.min(axis=1))
+            mx = np.maximum(x.max(axis=1), mn)
+            scale = ((mx - mn) / f32(3)).astype(f32)
+            mins = (f32(0) - mn).astype(f32)
+            dh, mh = fp16_bits(scale.max() / f32(15)), fp16_bits(mins.max() / f32(15))
+            df, mf = fp16_val(dh), fp16_val(mh)
+            ls = np.minimum(f32(15), np.rint(scale / df)) if df > 0 else np.zeros(16, f32)
+            lm = np.minimum(f32(15), np.rint(mins / mf)) if mf > 0 else np.zeros(16, f32)
+            ds, dm = (df * ls.astype(f32)).astype(f32), (mf * lm.astype(f32)).astype(f32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.where(ds[:, None] > 0, np.rint((x + dm[:, None]) / ds[:, None]), f32(0))
+            L = np.clip(q, 0, 3).astype(np.int32).reshape(256)
+            blk = out[r, bi]
+            blk[:16] = (ls.astype(np.int32) | (lm.astype(np.int32) << 4)).astype(np.uint8)
+            for e in range(256):
+                h, j, l = e // 128, (e % 128) // 32, e % 32
+                blk[16 + 32 * h + l] |= np.uint8(L[e] << (2 * j))
+            blk[80:82] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            blk[82:84] = np.array([mh], dtype=np.uint16).view(np.uint8)
+            # ggml's dequantize_row_q2_K, from the bytes.
+            d, dmin = fp16_val(blk[80:82].view(np.uint16))[0], fp16_val(blk[82:84].view(np.uint16))[0]
+            y, is_ = [], 0
+            for n in range(2):
+                qq = blk[16 + 32 * n:48 + 32 * n]
+                for shift in (0, 2, 4, 6):
+                    for half in range(2):
+                        sc = int(blk[is_]); is_ += 1
+                        dl, ml = f32(d * f32(sc & 15)), f32(dmin * f32(sc >> 4))
+                        for l in range(16):
+                            y.append(f32(f32(dl * f32((int(qq[16 * half + l]) >> shift) & 3)) - ml))
+            deq[r, bi] = np.array(y, dtype=f32)
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
+def q3_k(w):
+    """Our round-to-nearest Q3_K in block_q3_K {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12];
+    fp16 d}: per sub-block of 16, scale = (value of largest magnitude) / -4; d = (scale of largest
+    magnitude) / -32 (fp16); sc = clip(rint(scale / d), -32, 31) + 32 (6 bits);
+    q = clip(rint(x / (d (sc - 32))), -4, 3) + 4; dequantized as ggml's
+    dequantize_row_q3_K (its kmask unpacking of the scales), from the bytes."""
+    nb = K // 256
+    out = np.zeros((N, nb, 110), dtype=np.uint8)
+    deq = np.zeros((N, nb, 256), dtype=f32)
+    for r in range(N):
+        for bi in range(nb):
+            x = w[r, bi * 256:(bi + 1) * 256].reshape(16, 16)
+            scale = (signed_max(x) / f32(-4)).astype(f32)
+            dh = fp16_bits(signed_max(scale) / f32(-32))
+            df = fp16_val(dh)
+            ls = np.clip(np.rint(scale / df), -32, 31).astype(f32) if df != 0 else np.zeros(16, f32)
+            ds = (df * ls).astype(f32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.where(ds[:, None] != 0, np.rint(x / ds[:, None]), f32(0))
+            L = (np.clip(q, -4, 3) + 4).astype(np.int32).reshape(256)
+            blk = out[r, bi]
+            for e in range(256):
+                h, j, l = e // 128, (e % 128) // 32, e % 32
+                blk[32 + 32 * h + l] |= np.uint8((L[e] & 3) << (2 * j))
+                blk[l] |= np.uint8((L[e] >> 2) << (4 * h + j))
+            u = ls.astype(np.int32) + 32
+            sc = np.zeros(12, dtype=np.int32)
+            for s_ in range(16):
+                sc[s_ if s_ < 8 else s_ - 8] |= (u[s_] & 15) << (0 if s_ < 8 else 4)
+                sc[8 + s_ % 4] |= (u[s_] >> 4) << (2 * (s_ // 4))
+            blk[96:108] = sc.astype(np.uint8)
+            blk[108:110] = np.array([dh], dtype=np.uint16).view(np.uint8)
+            # ggml's dequantize_row_q3_K, from the bytes (aux words as it unpacks them).
+            aux = blk[96:108].copy().view("<u4").astype(np.uint64)
+            k1, k2 = 0x03030303, 0x0F0F0F0F
+            tmp = int(aux[2])
+            a0, a1 = int(aux[0]), int(aux[1])
+            words = [(a0 & k2) | (((tmp >> 0) & k1) << 4), (a1 & k2) | (((tmp >> 2) & k1) << 4),
+                     ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4), ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4)]
+            scales = np.array(words, dtype="<u4").view(np.int8)
+            d = fp16_val(blk[108:110].view(np.uint16))[0]
+            hm = blk[:32]
+            y, is_, m = [], 0, 1
+            for n in range(2):
+                qq = blk[32 + 32 * n:64 + 32 * n]
+                for shift in (0, 2, 4, 6):
+                    for half in range(2):
+                        dl = f32(d * f32(int(scales[is_]) - 32)); is_ += 1
+                        for l in range(16):
+                            v = ((int(qq[16 * half + l]) >> shift) & 3) - (0 if int(hm[16 * half + l]) & m else 4)
+                            y.append(f32(dl * f32(v)))
+                    m <<= 1
+            deq[r, bi] = np.array(y, dtype=f32)
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
 def iq4_index(v):
     """Index of the table value nearest v (float32 array), the lower index on ties."""
     err = np.abs(v.astype(np.float64)[..., None] - IQ4NL.astype(np.float64))
@@ -467,7 +568,7 @@ def bf16(w):
 
 FORMATS = {
     "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q4_k": q4_k, "q5_k": q5_k, "q6_k": q6_k,
-    "iq4_nl": iq4_nl, "iq4_xs": iq4_xs, "int8": int8,
+    "q2_k": q2_k, "q3_k": q3_k, "iq4_nl": iq4_nl, "iq4_xs": iq4_xs, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
     "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,
 }

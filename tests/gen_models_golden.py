@@ -740,3 +740,5 @@ if __name__ == "__main__":
         gguf_q4_k_m("mixtral_q5_k_m", ("q5_k", 13), ("q6_k", 14))  # Q5_K_M
         gguf_q4_k_m("mixtral_iq4_xs", ("iq4_xs", 23), ("iq4_xs", 23))  # IQ4_XS experts
         gguf_q4_k_m("mixtral_iq4_nl", ("iq4_nl", 20), ("q5_k", 13))  # a mix moe has no pair for: loads as float
+        gguf_q4_k_m("mixtral_q3_k_m", ("q3_k", 11), ("q4_k", 12))  # Q3_K_M
+        gguf_q4_k_m("mixtral_q2_k", ("q2_k", 10), ("q3_k", 11))  # Q2_K (its down projections in Q3_K)

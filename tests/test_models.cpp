@@ -466,6 +466,12 @@ TEST_CASE("models: a Q4_K_M GGUF layer runs in its own mixed formats (Q4_K gate 
           85 * 3 * HF);
     // IQ4_XS experts (the "dynamic" quants' expert type): 0.53 B / weight, looked up in registers.
     CHECK(check_gguf_quant_layer<fm::iq4_xs>("mixtral_iq4_xs", {"IQ4_XS", "IQ4_XS", "IQ4_XS"}, "iq4_xs") * 100 < 55 * 3 * HF);
+    // Q3_K_M: Q3_K gate / up (0.43 B / weight in the file, 0.45 packed as 2 + 1 bit planes), Q4_K down.
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q3_k, fm::q4_k>>("mixtral_q3_k_m", {"Q3_K", "Q3_K", "Q4_K"}, "q3_k+q4_k") * 100 <
+          50 * 3 * HF);
+    // Q2_K: Q2_K gate / up (0.33 B / weight in the file, 0.39 packed: sub-scales and mins as bytes), Q3_K down.
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q2_k, fm::q3_k>>("mixtral_q2_k", {"Q2_K", "Q2_K", "Q3_K"}, "q2_k+q3_k") * 100 <
+          42 * 3 * HF);
     // A pair moe has no mixed format for loads as float32 through the same dequantizers.
     const moe::models::checkpoint nl(models_dir + "mixtral_iq4_nl/model.gguf");
     CHECK(nl.expert_format(0).empty());

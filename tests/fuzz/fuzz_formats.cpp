@@ -100,7 +100,9 @@ void run(bytes& b, fm::format_params p) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bytes b{data, size};
-    switch (b.u8() % 14) {
+    switch (b.u8() % 16) {
+        case 14: run<fm::q2_k>(b, {}); break;
+        case 15: run<fm::q3_k>(b, {}); break;
         case 11: run<fm::q5_k>(b, {}); break;
         case 12: run<fm::iq4_nl>(b, {}); break;
         case 13: run<fm::iq4_xs>(b, {}); break;

@@ -62,6 +62,18 @@ struct generic_qlanes {
         for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>(lo.b[i] | (((h.b[i] >> (2 * s)) & 3) << 4));
         return r;
     }
+    /// (x >> 2s) & 3 per byte: a 2-bit code of the 2-bit panel layout, s in [0, 3].
+    static B crumb(const B& x, int s) noexcept {
+        B r;
+        for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>((x.b[i] >> (2 * s)) & 3);
+        return r;
+    }
+    /// c | (((h >> s) & 1) << 2): a 3-bit code from its 2 low bits and its high bit, s in [0, 7].
+    static B with_bit2(const B& c, const B& h, int s) noexcept {
+        B r;
+        for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>(c.b[i] | (((h.b[i] >> s) & 1) << 2));
+        return r;
+    }
     /// A 16-entry byte table, repeated in every 16 bytes (the operand of `lut`).
     static B table16(const std::uint8_t* t) noexcept {
         B r;
@@ -218,6 +230,14 @@ struct avx512_qlanes {
         }
         return _mm512_or_si512(lo, _mm512_and_si512(t, m));
     }
+    // 16-bit shifts: the bits that cross from the neighbouring byte are masked off.
+    static MOE_ALWAYS_INLINE B crumb(B x, int s) noexcept {
+        return _mm512_and_si512(_mm512_srl_epi16(x, _mm_cvtsi32_si128(2 * s)), _mm512_set1_epi8(3));
+    }
+    static MOE_ALWAYS_INLINE B with_bit2(B c, B h, int s) noexcept {
+        const __m512i b = _mm512_and_si512(_mm512_srl_epi16(h, _mm_cvtsi32_si128(s)), _mm512_set1_epi8(1));
+        return _mm512_or_si512(c, _mm512_slli_epi16(b, 2));
+    }
     static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
         return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
     }
@@ -326,6 +346,17 @@ struct avx2_qlanes {
     static MOE_ALWAYS_INLINE B with_hi2(const B& lo, const B& h, int s) noexcept {
         const __m256i m = _mm256_set1_epi8(0x30);
         return {_mm256_or_si256(lo.lo, _mm256_and_si256(hi2(h.lo, s), m)), _mm256_or_si256(lo.hi, _mm256_and_si256(hi2(h.hi, s), m))};
+    }
+    static MOE_ALWAYS_INLINE B crumb(const B& x, int s) noexcept {
+        const __m256i m = _mm256_set1_epi8(3);
+        const __m128i n = _mm_cvtsi32_si128(2 * s);
+        return {_mm256_and_si256(_mm256_srl_epi16(x.lo, n), m), _mm256_and_si256(_mm256_srl_epi16(x.hi, n), m)};
+    }
+    static MOE_ALWAYS_INLINE B with_bit2(const B& c, const B& h, int s) noexcept {
+        const __m256i one = _mm256_set1_epi8(1);
+        const __m128i n = _mm_cvtsi32_si128(s);
+        return {_mm256_or_si256(c.lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h.lo, n), one), 2)),
+                _mm256_or_si256(c.hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h.hi, n), one), 2))};
     }
     static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
         const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));

@@ -9,6 +9,9 @@
 ///   k = 8u + 4 + j (high nibble), so one load gives two `vpdpbusd` operands.
 /// - 6-bit codes: the low 4 bits as 4-bit codes, then SB/16 units of high bits; byte 4n + j
 ///   of unit v holds bits 4-5 of k = 16v + 4s + j at bit 2s.
+/// - 2-bit codes: SB/16 units; byte 4n + j of unit u holds k = 16u + 4s + j at bits 2s, 2s + 1.
+/// - 3-bit codes: the low 2 bits as 2-bit codes, then SB/32 units of high bits; byte 4n + j of
+///   unit w holds bit 2 of k = 32w + 4s + j at bit s.
 /// Codes are unsigned (a format's signed values carry its offset: q8_0 + 128, q4_0 + 8, ...),
 /// the `vpdpbusd` operand order; the offset is taken back exactly with activation sums.
 #pragma once
@@ -42,7 +45,25 @@ void pack_int_panel(const quant_view& v, const std::size_t* rows, std::uint8_t* 
             }
         }
         auto c = [&](std::size_t n, std::size_t k) -> unsigned { return codes[n * SB + k]; };
-        if constexpr (Fmt::bits == 8) {
+        if constexpr (Fmt::bits == 2 || Fmt::bits == 3) {
+            for (std::size_t u = 0; u < SB / 16; ++u)
+                for (std::size_t n = 0; n < panel_cols; ++n)
+                    for (std::size_t j = 0; j < 4; ++j) {
+                        unsigned b = 0;
+                        for (unsigned s2 = 0; s2 < 4; ++s2) b |= (c(n, 16 * u + 4 * s2 + j) & 3u) << (2 * s2);
+                        out[u * 64 + 4 * n + j] = static_cast<std::uint8_t>(b);
+                    }
+            if constexpr (Fmt::bits == 3) {
+                std::uint8_t* hi = out + SB * panel_cols / 4;
+                for (std::size_t w = 0; w < SB / 32; ++w)
+                    for (std::size_t n = 0; n < panel_cols; ++n)
+                        for (std::size_t j = 0; j < 4; ++j) {
+                            unsigned b = 0;
+                            for (unsigned s8 = 0; s8 < 8; ++s8) b |= ((c(n, 32 * w + 4 * s8 + j) >> 2) & 1u) << s8;
+                            hi[w * 64 + 4 * n + j] = static_cast<std::uint8_t>(b);
+                        }
+            }
+        } else if constexpr (Fmt::bits == 8) {
             for (std::size_t u = 0; u < SB / 4; ++u)
                 for (std::size_t n = 0; n < panel_cols; ++n)
                     for (std::size_t j = 0; j < 4; ++j) out[u * 64 + 4 * n + j] = static_cast<std::uint8_t>(c(n, 4 * u + j));
@@ -127,6 +148,47 @@ MOE_ALWAYS_INLINE void dot4_lut(const std::uint8_t* codes, std::size_t q0, std::
         const typename L::B lo = L::lut(L::lo4(b), tab), hi = L::lut(L::hi4(b), tab);
         for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]);
         for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+    }
+    if constexpr (M <= 4)
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+}
+
+/// The same for 2-bit codes; q0 and nq are multiples of 4 (a unit holds four quads).
+template <class L, std::size_t M>
+MOE_ALWAYS_INLINE void dot2(const std::uint8_t* codes, std::size_t q0, std::size_t nq, const std::int32_t* aq,
+                            std::size_t mr, typename L::I* isum) noexcept {
+    typename L::I alt[M];
+    typename L::I* const second = M <= 4 ? alt : isum;
+    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    for (std::size_t u = q0 / 4; u < (q0 + nq) / 4; ++u) {
+        const typename L::B b = L::load_b(codes + 64 * u);
+        for (int s = 0; s < 4; s += 2) {
+            const typename L::B c0 = L::crumb(b, s), c1 = L::crumb(b, s + 1);
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
+            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+        }
+    }
+    if constexpr (M <= 4)
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+}
+
+/// The same for 3-bit codes of a super-block of SB values; q0 and nq are multiples of 4.
+template <class L, std::size_t M>
+MOE_ALWAYS_INLINE void dot3(const std::uint8_t* codes, std::size_t sb, std::size_t q0, std::size_t nq,
+                            const std::int32_t* aq, std::size_t mr, typename L::I* isum) noexcept {
+    const std::uint8_t* hi_bits = codes + sb * panel_cols / 4;
+    typename L::I alt[M];
+    typename L::I* const second = M <= 4 ? alt : isum;
+    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    for (std::size_t u = q0 / 4; u < (q0 + nq) / 4; ++u) {
+        const typename L::B b = L::load_b(codes + 64 * u), h = L::load_b(hi_bits + 64 * (u / 2));
+        const int hs = static_cast<int>(4 * (u % 2));
+        for (int s = 0; s < 4; s += 2) {
+            const typename L::B c0 = L::with_bit2(L::crumb(b, s), h, hs + s);
+            const typename L::B c1 = L::with_bit2(L::crumb(b, s + 1), h, hs + s + 1);
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
+            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+        }
     }
     if constexpr (M <= 4)
         for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
