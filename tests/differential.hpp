@@ -27,6 +27,8 @@
 #include <moe/kernels/quant_ffn.hpp>
 #include <moe/moe.hpp>
 
+#include "scalar_kernels.hpp"
+
 namespace moe_diff {
 
 /// The case's bytes; reads past the end give 0, so every byte string is a case.

@@ -20,6 +20,7 @@
 #include <moe/kernels/quant_ffn.hpp>
 #include <moe/io/gguf.hpp>
 
+#include "scalar_kernels.hpp"
 #include "test_support.hpp"
 
 namespace {
