@@ -21,6 +21,7 @@
 #include <benchmark/benchmark.h>
 
 #include <moe/kernels/expert_ffn.hpp>
+#include <moe/kernels/expert_set.hpp>
 #include <moe/kernels/formats.hpp>
 #include <moe/kernels/quant_ffn.hpp>
 #include <moe/moe.hpp>
@@ -61,6 +62,26 @@ struct source_weights {
     }
 };
 
+
+/// The benchmarks' executor: OpenMP threads where built with OpenMP.
+inline auto executor_for(int threads) {
+#if defined(_OPENMP)
+    return moe::openmp_executor{threads};
+#else
+    static_cast<void>(threads);
+    return moe::serial_executor{};
+#endif
+}
+
+/// The counters every expert benchmark reports: GFLOP/s, GB/s of expert weights read, and the
+/// fraction of the machine's read bandwidth (decode) or of `prefill_peak` (GFLOP/s).
+inline void report(benchmark::State& st, double flops, double bytes, bool decode, int threads, double prefill_peak) {
+    st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["fraction_of_peak"] =
+        benchmark::Counter(decode ? bytes / g_bw[threads] : flops / prefill_peak, benchmark::Counter::kIsRate);
+}
+
 /// Routings of T tokens (uniform popularity), cycled through by decode cases.
 std::vector<moe::dispatch_plan> plans_for(const shape_t& s, std::size_t T, std::size_t count) {
     std::vector<moe::dispatch_plan> plans;
@@ -98,11 +119,7 @@ void BM_Experts(benchmark::State& st) {
     moe::matrix<float> y(max_rows, s.H);
     moe::kernels::ffn_workspace ws;
     for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, packed[0]).total());
-#if defined(_OPENMP)
-    const moe::openmp_executor ex{threads};
-#else
-    const moe::serial_executor ex{};
-#endif
+    const auto ex = executor_for(threads);
     double flops = 0, bytes = 0;
     {  // warm-up: first touch of the workspace and the output
         moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
@@ -160,11 +177,7 @@ void BM_QuantExperts(benchmark::State& st) {
     moe::matrix<float> y(max_rows, s.H);
     moe::kernels::ffn_workspace ws;
     for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, *packed[0]).total());
-#if defined(_OPENMP)
-    const moe::openmp_executor ex{threads};
-#else
-    const moe::serial_executor ex{};
-#endif
+    const auto ex = executor_for(threads);
     {
         moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
         moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), plans[0], *packed[0], ws.data(), ws.size(), ex);
@@ -184,12 +197,69 @@ void BM_QuantExperts(benchmark::State& st) {
     constexpr bool bf16 = moe::kernels::formats::detail::bf16_act_v<Fmt>;
     const double special = bf16 ? g_bf16[threads] : Fmt::integer ? g_vnni[threads] : 0.0;
     const double peak = special > 0 ? special : g_peak[threads];
-    st.counters["gflops"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
-    st.counters["gbps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
+    report(st, flops, bytes, decode, threads, peak);
     st.counters["weight_mb"] = static_cast<double>(active_experts(plans[0]) * packed[0]->expert_bytes()) * 1e-6;
-    st.counters["fraction_of_peak"] =
-        benchmark::Counter(decode ? bytes / g_bw[threads] : flops / peak, benchmark::Counter::kIsRate);
     st.SetLabel(std::string(s.name) + " " + Fmt::name + (decode ? " decode (bandwidth)" : special <= 0 ? " prefill (FMA peak)" : bf16 ? " prefill (vdpbf16ps peak)" : " prefill (VNNI peak)"));
+}
+
+/// Per-expert formats (kernels/expert_set.hpp): even experts in q4_k, odd ones in q8_0 ("hot
+/// experts in Q8"), each group run by its format's kernel on its share of the plan; against
+/// BM_Experts/q4_k and /q8_0 it shows the cost of the split (the plan per group, the row copy).
+void BM_ExpertSet(benchmark::State& st) {
+    namespace fm = moe::kernels::formats;
+    const shape_t& s = shapes[st.range(0)];
+    const std::size_t T = static_cast<std::size_t>(st.range(1));
+    const int threads = static_cast<int>(st.range(2));
+    const bool decode = T <= 16;
+    using Arch = moe::default_arch;
+    using set_t = moe::kernels::expert_set<Arch>;
+    static std::map<std::string, std::vector<std::shared_ptr<set_t>>> cache;
+    auto& sets = cache[s.name];
+    if (sets.empty()) {
+        const source_weights<float> src(s, 1);
+        const auto p4 = moe::kernels::pack_quant_experts<fm::q4_k>(
+            moe::kernels::quantize_experts<fm::q4_k>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F);
+        const auto p8 = moe::kernels::pack_quant_experts<fm::q8_0>(
+            moe::kernels::quantize_experts<fm::q8_0>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F);
+        std::vector<std::int32_t> even, odd;
+        for (std::size_t e = 0; e < s.E; ++e) (e % 2 ? odd : even).push_back(static_cast<std::int32_t>(e));
+        // Decode: copies so that one pass over them exceeds twice the L3.
+        const std::size_t layer = p4.bytes() / 2 + p8.bytes() / 2;
+        const std::size_t copies = std::max<std::size_t>(1, (std::size_t(600) << 20) / layer + 1);
+        for (std::size_t c = 0; c < copies; ++c) {
+            auto set = std::make_shared<set_t>(s.E, s.H, s.F);
+            set->add<fm::q4_k>(even, p4.subset(even));
+            set->add<fm::q8_0>(odd, p8.subset(odd));
+            sets.push_back(std::move(set));
+        }
+    }
+    const std::size_t copies = decode ? sets.size() : 1;
+    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
+    std::size_t max_rows = 0;
+    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
+    moe::matrix<float> y(max_rows, s.H);
+    moe::kernels::ffn_workspace ws;
+    const auto ex = executor_for(threads);
+    {
+        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
+        sets[0]->run(yv, moe::matrix_view<const float>(xm.view()), plans[0], ws, ex);
+    }
+    double flops = 0, bytes = 0;
+    std::size_t it = 0;
+    for (auto _ : st) {
+        const auto& plan = plans[it % plans.size()];
+        const set_t& set = *sets[it % copies];
+        ++it;
+        moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
+        set.run(yv, moe::matrix_view<const float>(xm.view()), plan, ws, ex);
+        benchmark::ClobberMemory();
+        flops += 6.0 * static_cast<double>(plan.num_rows() * s.H * s.F);
+        for (std::size_t e = 0; e < s.E; ++e)
+            if (plan.offsets[e + 1] > plan.offsets[e]) bytes += static_cast<double>(set.expert_bytes(e));
+    }
+    report(st, flops, bytes, decode, threads, g_vnni[threads]);
+    st.SetLabel(std::string(s.name) + " q4_k / q8_0 per expert" + (decode ? " decode (bandwidth)" : " prefill (VNNI peak)"));
 }
 
 /// Eigen, per expert: gather the expert's rows, H1 = X W1^T, H3 = X W3^T, A = silu(H1) * H3,
@@ -290,6 +360,7 @@ BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::iq4_xs)->Name("BM_Experts/iq4_xs")->Ap
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q4_k, fmts::q6_k>)->Name("BM_Experts/q4_k+q6_k")->Apply(quant_args);  // Q4_K_M
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q5_k, fmts::q6_k>)->Name("BM_Experts/q5_k+q6_k")->Apply(quant_args);  // Q5_K_M
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mixed<fmts::q3_k, fmts::q4_k>)->Name("BM_Experts/q3_k+q4_k")->Apply(quant_args);  // Q3_K_M
+BENCHMARK(BM_ExpertSet)->Name("BM_Experts/q4_k|q8_0")->Apply(quant_args);  // per-expert formats
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int8)->Name("BM_Experts/int8")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int4)->Name("BM_Experts/int4")->Apply(int4_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::fp8)->Name("BM_Experts/fp8")->Apply(quant_args);

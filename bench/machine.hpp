@@ -130,6 +130,7 @@ inline double measure_bandwidth(int threads = 1) {
             part(n / nt * t, n / nt * (t + 1));
         }
 #else
+        static_cast<void>(threads);
         part(0, n);
 #endif
         const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

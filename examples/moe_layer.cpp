@@ -5,6 +5,7 @@
 //   moe-layer --model model.gguf --layer 3 --input hidden.npy --dump out/
 //   moe-layer --model DIR --layer 5 --capacity-factor 1.0 --reroute --compare
 //   moe-layer --model DIR --dump-router-logits trace.npy --input hidden.npy   # [L, T, E]
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,9 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
 #include <sys/stat.h>
 #include <vector>
 
@@ -42,6 +46,10 @@ const char* const usage = R"(usage: moe-layer --model PATH [options]
                           / Q5_0 / Q4_K / Q6_K, and Q4_K_M's Q4_K + Q6_K, FP8 and
                           GPT-OSS MXFP4 checkpoints) and reads float32 otherwise; or a format to
                           convert them to (f32, bf16, q4_k, int4:128, ...)
+  --requant LIST:FMT      requantize experts LIST (e.g. 0,3-5) to FMT from their float32 values
+                          (hot experts in q8_0, cold ones left in the file's q4_k ...): each expert
+                          runs in its own format; prints the packed bytes it costs and the change of
+                          the output against the layer in the file's formats. Repeatable.
   --info                  print the experts' format, their bytes in the file and packed
   --dump DIR              write output.npy (T x H), router_logits.npy (T x E), indices.npy and
                           weights.npy (T x k) of the final routing
@@ -59,6 +67,7 @@ capacity-aware inference on the model's real router (off: dropless)
 
 struct options {
     std::string model, input, dump, trace, experts = "file";
+    std::vector<std::string> requant;
     bool info = false;
     std::size_t layer = static_cast<std::size_t>(-1), T = 16, threads = 0;
     std::uint64_t seed = 0;
@@ -86,6 +95,7 @@ options parse(int argc, char** argv) {
         else if (a == "--dump") o.dump = next();
         else if (a == "--experts") o.experts = next();
         else if (a == "--info") o.info = true;
+        else if (a == "--requant") o.requant.push_back(next());
         else if (a == "--dump-router-logits") o.trace = next();
         else if (a == "--compare") o.compare = true;
         else if (a == "--capacity-factor") {
@@ -139,7 +149,94 @@ void print_info(const moe::models::checkpoint& ck, std::size_t L, const moe::blo
                 static_cast<double>(total) / (3.0 * static_cast<double>(s.num_experts * s.hidden * s.ffn)));
 }
 
-template <class W, class Executor>
+/// One --requant: experts (ascending, distinct) and the format they are converted to.
+struct requant_spec {
+    std::vector<std::int32_t> experts;
+    moe::kernels::weight_format format;
+};
+
+/// "0,3-5:q8_0" for a layer of E experts. Throws [moe.cli.value] via fail().
+requant_spec parse_requant(const std::string& v, std::size_t E) {
+    const std::size_t colon = v.find(':');
+    auto bad = [&] { fail("moe.cli.value", "--requant: expected EXPERTS:FORMAT (e.g. 0,3-5:q8_0), got '" + v + "'"); };
+    if (colon == std::string::npos || colon == 0) bad();
+    requant_spec r;
+    try {
+        r.format = moe::kernels::parse_weight_format(v.substr(colon + 1));
+    } catch (const moe::error& e) {
+        fail("moe.cli.value", std::string("--requant: ") + e.what());
+    }
+    std::vector<bool> on(E, false);
+    std::size_t i = 0;
+    const std::string list = v.substr(0, colon);
+    while (i < list.size()) {
+        std::size_t j = list.find(',', i);
+        if (j == std::string::npos) j = list.size();
+        const std::string item = list.substr(i, j - i);
+        const std::size_t dash = item.find('-');
+        auto num = [&](const std::string& t) -> std::size_t {
+            if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 9) bad();
+            return static_cast<std::size_t>(std::stoul(t));
+        };
+        const std::size_t a = num(item.substr(0, dash)), b = dash == std::string::npos ? a : num(item.substr(dash + 1));
+        if (b < a) bad();
+        if (b >= E) fail("moe.cli.value", "--requant: expert " + std::to_string(b) + " outside [0, " + std::to_string(E) + ")");
+        for (std::size_t e = a; e <= b; ++e) on[e] = true;
+        i = j + 1;
+    }
+    for (std::size_t e = 0; e < E; ++e)
+        if (on[e]) r.experts.push_back(static_cast<std::int32_t>(e));
+    return r;
+}
+
+std::size_t requant_count(const std::vector<requant_spec>& r) {
+    std::size_t n = 0;
+    for (const auto& x : r) n += x.experts.size();
+    return n;
+}
+
+/// "0,3,5".
+std::string list_string(const std::vector<std::int32_t>& v) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+    return out;
+}
+
+using set_t = moe::kernels::expert_set<moe::default_arch>;
+using block_t = moe::block<moe::default_arch, moe::kernels::per_expert>;
+
+/// Layer L's routed experts as an expert set: those of `requant` converted from `fl` (float32
+/// weights of the layer), the others in `wf`, from the file's bytes (`in_place`) or converted.
+set_t make_experts(const moe::models::checkpoint& ck, std::size_t L, const moe::block_spec& s, const moe::kernels::weight_format& wf,
+                   bool in_place, const std::vector<requant_spec>& requant, const moe::block_weights* fl,
+                   const moe::kernels::pack_options& packing) {
+    const std::size_t E = s.num_experts;
+    set_t set(E, s.hidden, s.ffn);
+    std::vector<bool> moved(E, false);
+    for (const auto& r : requant)
+        for (auto e : r.experts) moved[static_cast<std::size_t>(e)] = true;
+    std::vector<std::int32_t> rest;
+    for (std::size_t e = 0; e < E; ++e)
+        if (!moved[e]) rest.push_back(static_cast<std::int32_t>(e));
+    if (!rest.empty()) {
+        if (in_place) {
+            moe::kernels::visit_format(wf, [&](auto tag) {
+                using W = decltype(tag);
+                if constexpr (!moe::kernels::is_weight_type_v<W>) {
+                    auto pw = ck.pack_experts<W>(L, packing);
+                    if (rest.size() == E) set.add<W>(std::move(rest), std::move(pw), wf.to_string());
+                    else set.add<W>(rest, pw.subset(rest, packing), wf.to_string());
+                }
+            });
+        } else {
+            moe::kernels::add_converted(set, std::move(rest), wf, fl->w1.data(), fl->w3.data(), fl->w2.data(), packing);
+        }
+    }
+    for (const auto& r : requant) moe::kernels::add_converted(set, r.experts, r.format, fl->w1.data(), fl->w3.data(), fl->w2.data(), packing);
+    return set;
+}
+
+template <class Executor>
 void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t L, const moe::kernels::weight_format& wf, bool in_place,
                Executor&& ex);
 
@@ -197,23 +294,28 @@ void run(const options& o, Executor&& ex) {
     } catch (const moe::error& e) {
         fail("moe.cli.value", std::string("--experts: ") + e.what());
     }
-    moe::kernels::visit_format(wf, [&](auto tag) { run_layer<decltype(tag)>(o, ck, L, wf, in_place, ex); });
+    run_layer(o, ck, L, wf, in_place, ex);
 }
 
-/// Layer L with its routed experts in weight type W: packed from the file's bytes (`in_place`)
-/// or converted from float32.
-template <class W, class Executor>
+/// Layer L with its routed experts in format `wf` (from the file's bytes where `in_place`),
+/// the experts of each --requant in theirs.
+template <class Executor>
 void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t L, const moe::kernels::weight_format& wf, bool in_place,
                Executor&& ex) {
-    using block_t = moe::block<moe::default_arch, W>;
     const moe::models::loaded_block b = in_place ? ck.load_without_experts(L) : ck.load(L);
-    auto make = [&](moe::layer_options lo) {
+    std::vector<requant_spec> requant;
+    for (const auto& v : o.requant) requant.push_back(parse_requant(v, b.spec.num_experts));
+    // Requantizing reads the layer's float32 experts once (the in-place path has none).
+    moe::models::loaded_block fl;
+    if (!requant.empty() && in_place) fl = ck.load(L);
+    const moe::block_weights& floats = in_place ? fl.weights : b.weights;
+    auto make = [&](moe::layer_options lo, const std::vector<requant_spec>& rq) {
         lo.format = wf.params;
-        if constexpr (!moe::kernels::is_weight_type_v<W>)
-            if (in_place) return std::make_unique<block_t>(b.spec, b.weights, ck.pack_experts<W>(L, lo.packing), lo);
-        return std::make_unique<block_t>(b.spec, b.weights, lo);
+        return std::make_unique<block_t>(b.spec, b.weights, make_experts(ck, L, b.spec, wf, in_place, rq, &floats, lo.packing), lo);
     };
-    const std::unique_ptr<block_t> blk = make(o.layer_opt);
+    const auto tl = std::chrono::steady_clock::now();
+    const std::unique_ptr<block_t> blk = make(o.layer_opt, requant);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tl).count();
     block_t& block = *blk;
     const auto& s = b.spec;
     const std::size_t H = s.hidden;
@@ -230,9 +332,26 @@ void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t 
     std::printf("%s layer %zu: %s, %zu experts (top-%zu, %s), hidden %zu, ffn %zu", o.model.c_str(), L, s.family.c_str(), s.num_experts,
                 s.router.top_k, moe::to_string(s.router.score), H, s.ffn);
     if (s.shared_ffn) std::printf(", shared ffn %zu%s", s.shared_ffn, s.shared == moe::shared_gate::sigmoid ? " (sigmoid gate)" : "");
-    std::printf("\nexperts: %s (%s), %zu bytes packed per expert\n", wf.to_string().c_str(),
-                in_place ? "the file's bytes, no float copy" : "converted from float32", block.expert_bytes());
-    if (o.info) print_info(ck, L, s);
+    const set_t& set = block.packed_experts();
+    for (std::size_t g = 0; g < set.num_groups(); ++g) {
+        const auto& gi = set.group(g);
+        const bool base = g == 0 && (requant.empty() || gi.experts.size() + requant_count(requant) == s.num_experts);
+        if (base) {
+            std::printf("\nexperts: %s (%s), %zu bytes packed per expert", gi.format.c_str(),
+                        in_place ? "the file's bytes, no float copy" : "converted from float32", gi.expert_bytes);
+            if (gi.experts.size() < s.num_experts) std::printf(" (%zu of %zu experts)", gi.experts.size(), s.num_experts);
+        } else {
+            std::printf("\nexperts %s: %s (requantized from float32), %zu bytes packed per expert", list_string(gi.experts).c_str(),
+                        gi.format.c_str(), gi.expert_bytes);
+        }
+    }
+    std::printf("\n");
+    if (o.info) {
+        print_info(ck, L, s);
+        std::printf("  packed: %zu bytes in all (%s)\n", set.bytes(),
+                    in_place ? "a packed copy of the file's blocks; the mapped pages it read are released"
+                             : "converted from the float32 values");
+    }
     moe::matrix<float> y(T, H);
     const auto t0 = std::chrono::steady_clock::now();
     block.forward(y.view(), x.view(), ex);
@@ -240,13 +359,41 @@ void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t 
     const auto& r = block.last_routing();
     const auto m = moe::measure(r);
     std::printf("%zu tokens in %.3f ms; expert loads max/mean %.3f, drop rate %.4f\n", T, ms, m.max_over_mean, m.drop_rate);
+#if defined(__linux__)
+    if (o.info) {
+        // Peak resident memory so far (load, pack, one forward): what the memory bound of
+        // docs/tools.md is checked against (tests/check_layer_rss.cmake).
+        struct rusage ru {};
+        ::getrusage(RUSAGE_SELF, &ru);
+        std::printf("load and pack %.3f s; peak RSS %.1f MiB\n", load_s, static_cast<double>(ru.ru_maxrss) / 1024.0);
+    }
+#else
+    static_cast<void>(load_s);
+#endif
     if (o.layer_opt.capacity) {
         const auto& rep = block.last_capacity();
         std::printf("capacity %zu: dropped %zu slots, rerouted %zu, filled %zu\n", rep.capacity, rep.dropped.size(), rep.rerouted.size(),
                     block.last_fill_in().filled);
     }
+    if (!requant.empty()) {
+        // The cost of the requantized experts: bytes, and the output against the file's formats.
+        const std::unique_ptr<block_t> file = make(o.layer_opt, {});
+        moe::matrix<float> y0(T, H);
+        file->forward(y0.view(), x.view(), ex);
+        double num = 0, den = 0, mx = 0;
+        for (std::size_t i = 0; i < y.values.size(); ++i) {
+            const double d = static_cast<double>(y.values[i]) - y0.values[i];
+            num += d * d;
+            den += std::pow(static_cast<double>(y0.values[i]), 2);
+            mx = std::max(mx, std::fabs(d));
+        }
+        const double b1 = static_cast<double>(set.bytes()), b0 = static_cast<double>(file->packed_experts().bytes());
+        std::printf("requantized: %zu bytes packed (in %s: %zu, %+.1f%%); vs %s: relative L2 change of the output %.6f, max |change| %.3g\n",
+                    set.bytes(), wf.to_string().c_str(), file->packed_experts().bytes(), 100.0 * (b1 - b0) / b0, wf.to_string().c_str(),
+                    den > 0 ? std::sqrt(num / den) : 0.0, mx);
+    }
     if (o.compare) {
-        const std::unique_ptr<block_t> dropless = make(moe::layer_options{});
+        const std::unique_ptr<block_t> dropless = make(moe::layer_options{}, requant);
         moe::matrix<float> y0(T, H);
         dropless->forward(y0.view(), x.view(), ex);
         double num = 0, den = 0;

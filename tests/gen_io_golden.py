@@ -133,6 +133,20 @@ def gguf_value(kind, v):
     return struct.pack(code, v)
 
 
+def gguf_header(meta, tensors, align=32):
+    """A GGUF v3 header, padded to `align`: meta {key: (kind, value)}, tensors [(name, ggml type,
+    ne, byte size)] laid out in order, each padded to `align` (the data follows the header)."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
+    for key, (kind, v) in meta.items():
+        out += gguf_string(key) + struct.pack("<I", GT[kind][0]) + gguf_value(kind, v)
+    offset = 0
+    for name, ty, ne, size in tensors:
+        out += gguf_string(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
+        out += struct.pack("<IQ", ty, offset)
+        offset += (size + align - 1) // align * align
+    return out + b"\0" * ((align - len(out) % align) % align)
+
+
 def write_gguf():
     rng = np.random.default_rng(11)
     align = 64

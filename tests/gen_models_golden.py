@@ -374,18 +374,9 @@ def read_safetensors(path):
 
 def write_gguf(path, arch, meta, tensors, align=32):
     """meta: {key: (kind, value)} (kinds of gen_io_golden); tensors: [(name, ggml type, ne, raw)]."""
-    from gen_io_golden import GT, gguf_string, gguf_value
-    import struct
+    from gen_io_golden import gguf_header
     meta = {"general.architecture": ("str", arch), **meta}
-    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
-    for key, (kind, v) in meta.items():
-        out += gguf_string(key) + struct.pack("<I", GT[kind][0]) + gguf_value(kind, v)
-    offset = 0
-    for name, ty, ne, raw in tensors:
-        out += gguf_string(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
-        out += struct.pack("<IQ", ty, offset)
-        offset += (len(raw) + align - 1) // align * align
-    out += b"\0" * ((align - len(out) % align) % align)
+    out = gguf_header(meta, [(name, ty, ne, len(raw)) for name, ty, ne, raw in tensors], align)
     for _, _, _, raw in tensors:
         out += raw + b"\0" * ((align - len(raw) % align) % align)
     with open(path, "wb") as f:

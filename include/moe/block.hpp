@@ -35,6 +35,7 @@
 #include "executor.hpp"
 #include "gate.hpp"
 #include "kernels/expert_ffn.hpp"
+#include "kernels/expert_set.hpp"
 #include "kernels/formats.hpp"
 #include "kernels/quant_ffn.hpp"
 #include "route_policies.hpp"
@@ -58,6 +59,10 @@ struct layer_options {
     bool fill_in = false;   ///< Rectify-Router fill-in after the drop (needs capacity)
     kernels::pack_options packing;
     kernels::formats::format_params format;  ///< quantized weights: int4's group and zero points
+    /// Blocks of weight type `kernels::per_expert`: the format of each routed expert ("q8_0",
+    /// "q4_k", "int4:128", "f32", ...; `kernels::weight_format_names`), or one name for all.
+    /// Empty: f32. Consecutive or not, experts of one name share a group.
+    std::vector<std::string> expert_formats;
 };
 
 /// How the shared expert's output is scaled: always on, or by sigmoid(x . w_gate) (Qwen2-MoE's
@@ -213,11 +218,45 @@ struct experts<Arch, W, false> {
     }
 };
 
+/// Experts in per-expert formats (kernels/expert_set.hpp): from float weights, each expert
+/// converted to its entry of `o.expert_formats`.
+template <class Arch>
+struct experts<Arch, kernels::per_expert, false> {
+    using packed = kernels::expert_set<Arch>;
+    using source = float;
+    static packed pack(const float* w1, const float* w3, const float* w2, std::size_t E, std::size_t H, std::size_t F,
+                       const layer_options& o) {
+        const auto& names = o.expert_formats;
+        if (names.size() > 1 && names.size() != E)
+            MOE_THROW("moe.layer.options", "expert_formats has ", names.size(), " names for ", E, " experts (give one, or one per expert)");
+        auto name_of = [&](std::size_t e) -> std::string { return names.empty() ? "f32" : names[names.size() == 1 ? 0 : e]; };
+        packed s(E, H, F);
+        std::vector<bool> done(E, false);
+        for (std::size_t e = 0; e < E; ++e) {
+            if (done[e]) continue;
+            std::vector<std::int32_t> ids;
+            for (std::size_t j = e; j < E; ++j)
+                if (!done[j] && name_of(j) == name_of(e)) {
+                    ids.push_back(static_cast<std::int32_t>(j));
+                    done[j] = true;
+                }
+            kernels::add_converted(s, std::move(ids), kernels::parse_weight_format(name_of(e)), w1, w3, w2, o.packing);
+        }
+        return s;
+    }
+    template <class Executor>
+    static void run(matrix_view<float> rows, matrix_view<const float> x, const dispatch_plan& plan, const packed& pw,
+                    kernels::ffn_workspace& ws, Executor&& exec, const kernels::ffn_extras& extras = {}) {
+        pw.run(rows, x, plan, ws, exec, extras);
+    }
+};
+
 }  // namespace stages
 
 /// The MoE block. @tparam W the routed experts' weight type: float, Eigen::bfloat16, Eigen::half,
-/// or a quantized format of kernels/formats/ (kernels::formats::q4_k, int8, mxfp4, ...), each with
-/// the family's biases and SwiGLU variant.
+/// a quantized format of kernels/formats/ (kernels::formats::q4_k, int8, mxfp4, ...), or
+/// `kernels::per_expert` (each expert in a format chosen at run time), each with the family's
+/// biases and SwiGLU variant.
 template <class Arch = default_arch, class W = float>
 class block {
     using experts_t = stages::experts<Arch, W>;
@@ -240,6 +279,7 @@ public:
         if (experts_.num_experts() != spec_.num_experts || experts_.hidden() != spec_.hidden || experts_.ffn() != spec_.ffn)
             MOE_THROW("moe.models.weights", spec_.family, ": packed experts are ", experts_.num_experts(), " x ", experts_.hidden(),
                       " x ", experts_.ffn(), ", the block needs ", spec_.num_experts, " x ", spec_.hidden, " x ", spec_.ffn);
+        if constexpr (std::is_same<W, kernels::per_expert>::value) experts_.validate();
         init(w);
     }
 

@@ -510,10 +510,13 @@ class MoeBlock:
     packed in ``format`` (``moe.weight_formats``: "f32", "bf16", "q4_k", "fp8", "mxfp4", ...),
     optional shared expert. ``spec`` (a dict as `load_block` returns it, or a ``moe.BlockSpec``)
     and ``weights`` (float32 in the HF layouts: router_w [E, H], w1 / w3 [E, F, H], w2 [E, H, F],
-    ...). ``capacity`` (a ``moe.DropConfig`` or a dict of `apply_capacity`'s keywords) turns on
-    token dropping."""
+    ...). ``format`` may also be a list of names, one per routed expert (hot experts in "q8_0",
+    cold ones in "q4_k": each expert runs in its own format, each row bit-identical to the block
+    of its expert's format). ``capacity`` (a ``moe.DropConfig`` or a dict of `apply_capacity`'s
+    keywords) turns on token dropping."""
 
-    def __init__(self, spec: Union[Dict[str, Any], "BlockSpec"], weights: Dict[str, Any], *, format: str = "f32",
+    def __init__(self, spec: Union[Dict[str, Any], "BlockSpec"], weights: Dict[str, Any], *,
+                 format: Union[str, Sequence[str]] = "f32",
                  capacity: Union[Dict[str, Any], "DropConfig", None] = None, fill_in: bool = False):
         w = {k: _plain(v, k) for k, v in weights.items()}
         self._b = _core.MoeBlock(spec, w, format, capacity, fill_in)

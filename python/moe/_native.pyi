@@ -1,7 +1,7 @@
 # Type stubs of moe's compiled core (the variant moe/_loader.py imports, aliased as moe._native).
 # Config arguments are dicts of the C++ field names; the package's public functions (moe/__init__.py)
 # build them from keyword arguments.
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,7 +114,7 @@ class MoeBlock:
     format: str
     expert_bytes: int
     packed_bytes: int
-    def __init__(self, spec: Union[Dict[str, Any], BlockSpec], weights: Dict[str, np.ndarray], format: str,
+    def __init__(self, spec: Union[Dict[str, Any], BlockSpec], weights: Dict[str, np.ndarray], format: Union[str, Sequence[str]],
                  capacity: Union[Dict[str, Any], DropConfig, None], fill_in: bool) -> None: ...
     @staticmethod
     def from_checkpoint(path: str, layer: int, format: str, capacity: Union[Dict[str, Any], DropConfig, None],

@@ -10,37 +10,20 @@ namespace moe_py {
 
 namespace {
 
-/// One block whatever its weight format (the format is chosen at run time).
-class block_base {
-public:
-    virtual ~block_base() = default;
-    virtual void forward(moe::matrix_view<float> y, moe::matrix_view<const float> x, const py_executor& ex) = 0;
-    [[nodiscard]] virtual const moe::routing<float>& last_routing() const = 0;
-    [[nodiscard]] virtual moe::matrix_view<const float> last_logits() const = 0;
-    [[nodiscard]] virtual const moe::capacity_report& last_capacity() const = 0;
-    [[nodiscard]] virtual const moe::block_spec& spec() const = 0;
-    [[nodiscard]] virtual std::size_t expert_bytes() const = 0;
-    [[nodiscard]] virtual std::size_t packed_bytes() const = 0;
-};
+/// Every block of the extension: routed experts in per-expert formats (one group for one format).
+using set_t = moe::kernels::expert_set<moe::default_arch>;
+using block_t = moe::block<moe::default_arch, moe::kernels::per_expert>;
 
-template <class W>
-class block_impl final : public block_base {
-public:
-    block_impl(const moe::block_spec& s, const moe::block_weights& w, const moe::layer_options& o) : b_(s, w, o) {}
-    block_impl(const moe::block_spec& s, const moe::block_weights& w, typename moe::block<moe::default_arch, W>::packed_type p,
-               const moe::layer_options& o)
-        : b_(s, w, std::move(p), o) {}
-    void forward(moe::matrix_view<float> y, moe::matrix_view<const float> x, const py_executor& ex) override { b_.forward(y, x, ex); }
-    const moe::routing<float>& last_routing() const override { return b_.last_routing(); }
-    moe::matrix_view<const float> last_logits() const override { return b_.last_logits(); }
-    const moe::capacity_report& last_capacity() const override { return b_.last_capacity(); }
-    const moe::block_spec& spec() const override { return b_.spec(); }
-    std::size_t expert_bytes() const override { return b_.packed_experts().expert_bytes(); }
-    std::size_t packed_bytes() const override { return b_.packed_experts().bytes(); }
-
-private:
-    moe::block<moe::default_arch, W> b_;
-};
+/// The capacity switches of a block from Python's arguments.
+moe::layer_options options(const py::object& capacity, bool fill_in) {
+    moe::layer_options o;
+    if (!capacity.is_none()) {
+        o.capacity = true;
+        o.drop = config_from<moe::drop_config>(capacity, "apply_capacity");
+    }
+    o.fill_in = fill_in;
+    return o;
+}
 
 moe::block_spec spec_of(const py::dict& d) { return config_of<moe::block_spec>(d, "block spec"); }
 
@@ -105,34 +88,34 @@ py::dict weights_dict(moe::block_weights&& w, const moe::block_spec& s) {
 
 class py_block {
 public:
-    py_block(const py::object& spec, const py::dict& weights, const std::string& format, const py::object& capacity, bool fill_in) {
+    /// `format`: one format's name, or a list of names, one per routed expert. Every block is
+    /// an expert set (one group for one format: no extra work), so that each format's kernel is
+    /// compiled once into the extension.
+    py_block(const py::object& spec, const py::dict& weights, const py::object& format, const py::object& capacity, bool fill_in) {
         const auto s = config_from<moe::block_spec>(spec, "block spec");
         const auto w = weights_of(weights);
-        const auto fmt = moe::kernels::parse_weight_format(format);
-        moe::layer_options o;
-        o.format = fmt.params;
-        if (!capacity.is_none()) {
-            o.capacity = true;
-            o.drop = config_from<moe::drop_config>(capacity, "apply_capacity");
+        moe::layer_options o = options(capacity, fill_in);
+        if (py::isinstance<py::str>(format)) {
+            o.expert_formats.push_back(moe::kernels::parse_weight_format(format.cast<std::string>()).to_string());
+        } else {
+            if (!py::isinstance<py::sequence>(format))
+                MOE_THROW("moe.python.type", "format must be a str or a list of str, got ", py::repr(format).cast<std::string>());
+            for (const auto& f : format.cast<py::sequence>()) {
+                if (!py::isinstance<py::str>(f))
+                    MOE_THROW("moe.python.type", "format list entries must be str, got ", py::repr(f).cast<std::string>());
+                o.expert_formats.push_back(moe::kernels::parse_weight_format(f.cast<std::string>()).to_string());
+            }
         }
-        o.fill_in = fill_in;
-        format_ = fmt.to_string();
+        for (std::size_t i = 0; i < o.expert_formats.size(); ++i) format_ += (i ? "," : "") + o.expert_formats[i];
         py::gil_scoped_release nogil;
-        b_ = moe::kernels::visit_format(fmt, [&](auto tag) -> std::unique_ptr<block_base> {
-            return std::make_unique<block_impl<decltype(tag)>>(s, w, o);
-        });
+        b_ = std::make_unique<block_t>(s, w, o);
     }
     /// Layer `layer` (< 0: the first MoE layer) of a checkpoint, its routed experts in `format`:
     /// "file" keeps the format they are stored in where moe reads it in place (else f32).
     static py_block from_checkpoint(const std::string& path, long long layer, const std::string& format, const py::object& capacity,
                                     bool fill_in) {
         py_block pb;
-        moe::layer_options o;
-        if (!capacity.is_none()) {
-            o.capacity = true;
-            o.drop = config_from<moe::drop_config>(capacity, "apply_capacity");
-        }
-        o.fill_in = fill_in;
+        const moe::layer_options o = options(capacity, fill_in);
         std::vector<std::string> warnings;  // issued as Python warnings once the GIL is back
         {
             py::gil_scoped_release nogil;
@@ -146,15 +129,21 @@ public:
             }
             const std::string stored = format == "file" ? ck.expert_format(L) : std::string();
             const auto fmt = moe::kernels::parse_weight_format(format != "file" ? format : stored.empty() ? "f32" : stored);
-            o.format = fmt.params;
             pb.format_ = fmt.to_string();
             const moe::models::loaded_block b = stored.empty() ? ck.load(L) : ck.load_without_experts(L);
-            pb.b_ = moe::kernels::visit_format(fmt, [&](auto tag) -> std::unique_ptr<block_base> {
-                using W = decltype(tag);
-                if constexpr (!moe::kernels::is_weight_type_v<W>)
-                    if (!stored.empty()) return std::make_unique<block_impl<W>>(b.spec, b.weights, ck.pack_experts<W>(L, o.packing), o);
-                return std::make_unique<block_impl<W>>(b.spec, b.weights, o);
-            });
+            const auto& sp = b.spec;
+            std::vector<std::int32_t> all(sp.num_experts);
+            for (std::size_t e = 0; e < all.size(); ++e) all[e] = static_cast<std::int32_t>(e);
+            set_t set(sp.num_experts, sp.hidden, sp.ffn);
+            if (stored.empty()) {
+                moe::kernels::add_converted(set, all, fmt, b.weights.w1.data(), b.weights.w3.data(), b.weights.w2.data(), o.packing);
+            } else {
+                moe::kernels::visit_format(fmt, [&](auto tag) {
+                    using W = decltype(tag);
+                    if constexpr (!moe::kernels::is_weight_type_v<W>) set.add<W>(all, ck.pack_experts<W>(L, o.packing), pb.format_);
+                });
+            }
+            pb.b_ = std::make_unique<block_t>(b.spec, b.weights, std::move(set), o);
         }
         for (const std::string& w : warnings)
             if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
@@ -192,12 +181,12 @@ public:
     }
     py::dict spec() const { return dict_of(b_->spec()); }
     const std::string& format() const { return format_; }
-    std::size_t expert_bytes() const { return b_->expert_bytes(); }
-    std::size_t packed_bytes() const { return b_->packed_bytes(); }
+    std::size_t expert_bytes() const { return b_->packed_experts().expert_bytes(); }
+    std::size_t packed_bytes() const { return b_->packed_experts().bytes(); }
 
 private:
     py_block() = default;
-    std::unique_ptr<block_base> b_;
+    std::unique_ptr<block_t> b_;
     std::string format_;
 };
 
@@ -210,7 +199,7 @@ void bind_layer(py::module_& m) {
                                  spec_of, "BlockSpec(**fields)", "block_spec_fields")
         .def("validate", [](const moe::block_spec& s) { s.validate(); }, "Throws moe.Error for an inconsistent spec.");
     py::class_<py_block>(m, "MoeBlock")
-        .def(py::init<const py::object&, const py::dict&, const std::string&, const py::object&, bool>())
+        .def(py::init<const py::object&, const py::dict&, const py::object&, const py::object&, bool>())
         .def_static("from_checkpoint", &py_block::from_checkpoint)
         .def("forward", &py_block::forward)
         .def("last_routing", &py_block::last_routing)

@@ -208,6 +208,33 @@ def test_blocks_from_checkpoints_keep_the_files_formats():
     assert e.value.id == "moe.kernels.format"
 
 
+def test_per_expert_formats():
+    # Each expert in its own format: with top-1 routing (weight exactly 1) every token's output is
+    # the output of the block of its expert's format, bit for bit.
+    spec, weights = moe.load_block(data("models", "mixtral_q4_k_m", "model.gguf"))
+    spec["router"]["top_k"] = 1
+    x = npy("models", "mixtral_q4_k_m", "x.npy")
+    names = ["q8_0", "q4_k", "f32"]
+    b = moe.MoeBlock(spec, weights, format=names)
+    assert b.format == "q8_0,q4_k,f32"
+    y = b.forward(x)
+    idx = b.last_routing().indices[:, 0]
+    assert len(set(idx.tolist())) == 3
+    singles = {n: moe.MoeBlock(spec, weights, format=n).forward(x) for n in names}
+    for t, e in enumerate(idx):
+        np.testing.assert_array_equal(y[t], singles[names[e]][t])
+    assert not np.array_equal(y, singles["f32"])
+    # One name stands for every expert: the single-format block, bit for bit.
+    np.testing.assert_array_equal(moe.MoeBlock(spec, weights, format=["q4_k"]).forward(x), singles["q4_k"])
+    assert b.expert_bytes == sum(moe.MoeBlock(spec, weights, format=n).expert_bytes for n in names) // 3
+    with pytest.raises(moe.Error) as e:
+        moe.MoeBlock(spec, weights, format=["q8_0", "q4_k"])
+    assert str(e.value) == "[moe.layer.options] expert_formats has 2 names for 3 experts (give one, or one per expert)"
+    with pytest.raises(moe.Error) as e:
+        moe.MoeBlock(spec, weights, format=["q8_0", 4, "f32"])
+    assert str(e.value) == "[moe.python.type] format list entries must be str, got 4"
+
+
 def test_compare_policies_rows_and_table():
     logits = moe.synthetic_logits(512, 8, skew="zipf:1", seed=2)
     rows = moe.compare_policies(logits, ["dropless", "megatron-probs-1.0"], "mixtral", bias_steps=5)

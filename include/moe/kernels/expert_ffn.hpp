@@ -257,7 +257,14 @@ struct ffn_extras {
     const float* b1 = nullptr;
     const float* b3 = nullptr;
     const float* b2 = nullptr;
+    /// The row of b1 / b3 / b2 of the plan's expert e: expert_ids[e] (nullptr: e). An expert set
+    /// (kernels/expert_set.hpp) runs a group of the block's experts as experts 0..n-1 of a plan
+    /// of their own, with the block's biases.
+    const std::int32_t* expert_ids = nullptr;
     [[nodiscard]] bool plain() const noexcept { return activation == ffn_activation::swiglu && !b1 && !b3 && !b2; }
+    [[nodiscard]] std::size_t bias_row(std::size_t e) const noexcept {
+        return expert_ids ? static_cast<std::size_t>(expert_ids[e]) : e;
+    }
 };
 
 /// y_rows (plan rows x H, float) = SwiGLU expert of each row's expert applied to x[row's token].
@@ -423,8 +430,8 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                  alignas(64) C bias1[half] = {}, bias3[half] = {};
                  if (!plain) {
                      for (std::size_t j = 0; j < fn; ++j) {
-                         bias1[j] = extras.b1 ? C(extras.b1[e * F + f0 + j]) : C(0);
-                         bias3[j] = extras.b3 ? C(extras.b3[e * F + f0 + j]) : C(0);
+                         bias1[j] = extras.b1 ? C(extras.b1[extras.bias_row(e) * F + f0 + j]) : C(0);
+                         bias3[j] = extras.b3 ? C(extras.b3[extras.bias_row(e) * F + f0 + j]) : C(0);
                      }
                  }
                  for (std::size_t i = 0; i < M; ++i) {
@@ -517,7 +524,7 @@ void expert_ffn(matrix_view<detail::compute_t<W>> y_rows, matrix_view<const X> x
                                                             for (std::size_t j = 0; j < hn; ++j) y_rows(r0 + i, h0 + j) = dst[j];
                                                         if (last && extras.b2)
                                                             for (std::size_t j = 0; j < hn; ++j)
-                                                                y_rows(r0 + i, h0 + j) += C(extras.b2[e * H + h0 + j]);
+                                                                y_rows(r0 + i, h0 + j) += C(extras.b2[extras.bias_row(e) * H + h0 + j]);
                                                     }
                                                 });
                 }

@@ -101,6 +101,19 @@ public:
     [[nodiscard]] const std::uint8_t* down(std::size_t e, std::size_t p) const noexcept {
         return data_.get() + e * expert_bytes() + up_panels() * up_bytes_ + p * down_bytes_;
     }
+    /// A copy holding experts `ids` only, in that order (an expert set keeps some of a file's
+    /// experts in its format and requantizes the others). Throws [moe.kernels.experts] for an
+    /// id outside [0, E).
+    [[nodiscard]] packed_quant_experts subset(const std::vector<std::int32_t>& ids, const pack_options& o = {}) const {
+        packed_quant_experts s(ids.size(), H_, F_, params_, o);
+        for (std::size_t j = 0; j < ids.size(); ++j) {
+            if (ids[j] < 0 || static_cast<std::size_t>(ids[j]) >= E_)
+                MOE_THROW("moe.kernels.experts", "expert ", ids[j], " outside [0, ", E_, ")");
+            std::memcpy(s.data_.get() + j * expert_bytes(), data_.get() + static_cast<std::size_t>(ids[j]) * expert_bytes(),
+                        expert_bytes());
+        }
+        return s;
+    }
     /// Bytes of one panel in format P with reduction length k, before 64-byte rounding.
     template <class P = up_format>
     [[nodiscard]] std::size_t panel_bytes(std::size_t k) const noexcept {
@@ -472,13 +485,13 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
         }
         float v[C];
         L::store(v, acc);
-        detail::activation8(v, extras, extras.b1 ? extras.b1 + e * FF + f0 : nullptr, extras.b3 ? extras.b3 + e * FF + f0 : nullptr, fn,
+        detail::activation8(v, extras, extras.b1 ? extras.b1 + extras.bias_row(e) * FF + f0 : nullptr, extras.b3 ? extras.b3 + extras.bias_row(e) * FF + f0 : nullptr, fn,
                             out8);
     };
     // y[h0, h0 + hn) += b2 of expert e, after the row's sum (as expert_ffn adds it).
     auto add_b2 = [&](float* y, std::size_t e, std::size_t h0, std::size_t hn) {
         if (extras.b2)
-            for (std::size_t j = 0; j < hn; ++j) y[h0 + j] += extras.b2[e * H + h0 + j];
+            for (std::size_t j = 0; j < hn; ++j) y[h0 + j] += extras.b2[extras.bias_row(e) * H + h0 + j];
     };
     if (plan.num_experts != E || plan.offsets.size() != E + 1)
         MOE_THROW("moe.kernels.shape", "plan has ", plan.num_experts, " experts, packed weights ", E);
