@@ -6,13 +6,18 @@
 // Shapes: toy Mixtral (H 1024, F 3584, E 8, k 2) and DeepSeek-MoE-like (H 2048, F 1408, E 64,
 // k 6); T = 1, 4, 16, 512, 4096; 1 and 2 threads; f32 and bf16 weights (f16 at decode).
 // Baseline in the same binary: Eigen, per expert (gather, three GEMMs, SiLU).
-// Decode cases rotate through several weight copies and routings so that the bytes come from
-// DRAM, not from the (large) L3 of this machine.
+// Decode cases rotate through weight copies and routings that read every expert of every copy
+// once per rotation, at least 1 GiB and twice the L3 (read from sysfs), so that the bytes come
+// from DRAM; a format's copies are released when its cases end. Shapes whose rows are not a
+// multiple of a k-quant's 256-weight block (DeepSeek's F = 1408) store those projections in
+// the format llama.cpp's quantizer falls back to (q4_k's down in q5_0), as its files do.
+// MOE_BENCH_SMOKE=1 runs every case once, with 8 experts and without T = 4096 (the test
+// command's smoke test).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <type_traits>
+#include <typeinfo>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +46,14 @@ struct shape_t {
     std::size_t H, F, E, k;
 };
 constexpr shape_t shapes[] = {{"mixtral", 1024, 3584, 8, 2}, {"deepseek", 2048, 1408, 64, 6}};
+
+/// The case's shape (argument 0); in smoke mode with at most 8 experts (H and F, which decide
+/// what a format accepts, unchanged), so that every case runs in moments.
+shape_t shape_of(const benchmark::State& st) {
+    shape_t s = shapes[st.range(0)];
+    if (moe_bench::smoke()) s.E = std::min<std::size_t>(s.E, 8);
+    return s;
+}
 
 /// Random expert weights in HF layout, converted to W.
 template <class W>
@@ -82,7 +95,7 @@ inline void report(benchmark::State& st, double flops, double bytes, bool decode
         benchmark::Counter(decode ? bytes / g_bw[threads] : flops / prefill_peak, benchmark::Counter::kIsRate);
 }
 
-/// Routings of T tokens (uniform popularity), cycled through by decode cases.
+/// Routings of T tokens (skewed popularity), for prefill.
 std::vector<moe::dispatch_plan> plans_for(const shape_t& s, std::size_t T, std::size_t count) {
     std::vector<moe::dispatch_plan> plans;
     for (std::size_t i = 0; i < count; ++i) {
@@ -92,43 +105,86 @@ std::vector<moe::dispatch_plan> plans_for(const shape_t& s, std::size_t T, std::
     return plans;
 }
 
+/// Decode routings that read every expert once per pass over them: token t of routing j picks
+/// experts (j T k + t k + m) mod E, m < k; ceil(E / (T k)) routings cover the layer.
+std::vector<moe::dispatch_plan> decode_plans(const shape_t& s, std::size_t T) {
+    const std::size_t per = T * s.k, count = (s.E + per - 1) / per;
+    std::vector<moe::dispatch_plan> plans;
+    for (std::size_t j = 0; j < count; ++j) {
+        moe::matrix<float> logits(T, s.E);
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t m = 0; m < s.k; ++m) logits(t, (j * per + t * s.k + m) % s.E) = 8.0f - static_cast<float>(m);
+        plans.push_back(moe::make_plan(moe::route(logits, moe::presets::megatron(s.k))));
+    }
+    return plans;
+}
+
+/// What a case cycles through: iteration i runs routing i mod P on weight copy (i / P) mod
+/// copies. Decode: every expert of every copy once per rotation, copies from the machine's L3
+/// (moe_bench::decode_copies); prefill: one routing, one copy.
+struct rotation {
+    std::vector<moe::dispatch_plan> plans;
+    std::size_t copies = 1;
+    rotation(const shape_t& s, std::size_t T, std::size_t layer_bytes)
+        : plans(T <= 16 ? decode_plans(s, T) : plans_for(s, T, 1)), copies(T <= 16 ? moe_bench::decode_copies(layer_bytes) : 1) {}
+    const moe::dispatch_plan& plan(std::size_t it) const { return plans[it % plans.size()]; }
+    std::size_t copy(std::size_t it) const { return it / plans.size() % copies; }
+    std::size_t max_rows() const {
+        std::size_t m = 0;
+        for (const auto& p : plans) m = std::max(m, p.num_rows());
+        return m;
+    }
+};
+
 std::size_t active_experts(const moe::dispatch_plan& p) {
     std::size_t n = 0;
     for (auto c : p.counts) n += c > 0;
     return n;
 }
 
+/// The weights of one format and shape, kept across its cases and released when a case of
+/// another format or shape asks (one format's copies resident at a time).
+std::string g_held_key;
+std::shared_ptr<void> g_held;
+template <class T>
+T& held(const std::string& key) {
+    if (g_held_key != key || !g_held) {
+        g_held.reset();
+        g_held = std::make_shared<T>();
+        g_held_key = key;
+    }
+    return *static_cast<T*>(g_held.get());
+}
+
 template <class W>
 void BM_Experts(benchmark::State& st) {
-    const shape_t& s = shapes[st.range(0)];
+    const shape_t s = shape_of(st);
     const std::size_t T = static_cast<std::size_t>(st.range(1));
     const int threads = static_cast<int>(st.range(2));
     const bool decode = T <= 16;
     using Arch = moe::default_arch;
-    const source_weights<W> src(s, 1);
-    // Decode: enough copies that the weights of one pass exceed twice the L3 (here 260 MiB).
-    const std::size_t layer_bytes = 3 * s.E * s.H * s.F * sizeof(W);
-    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / layer_bytes + 1) : 1;
-    std::vector<moe::kernels::packed_experts<Arch, W>> packed;
-    for (std::size_t c = 0; c < copies; ++c)
-        packed.push_back(moe::kernels::pack_experts<Arch>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F));
-    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    using packed_t = moe::kernels::packed_experts<Arch, W>;
+    const rotation rot(s, T, 3 * s.E * s.H * s.F * sizeof(W));
+    auto& packed = held<std::vector<packed_t>>(std::string("float/") + typeid(W).name() + "/" + s.name);
+    if (packed.size() < rot.copies) {
+        const source_weights<W> src(s, 1);
+        while (packed.size() < rot.copies)
+            packed.push_back(moe::kernels::pack_experts<Arch>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F));
+    }
     const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);  // any values: activations
-    std::size_t max_rows = 0;
-    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
-    moe::matrix<float> y(max_rows, s.H);
+    moe::matrix<float> y(rot.max_rows(), s.H);
     moe::kernels::ffn_workspace ws;
-    for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, packed[0]).total());
+    for (const auto& p : rot.plans) ws.reserve(moe::kernels::workspace_size(p, packed[0]).total());
     const auto ex = executor_for(threads);
     double flops = 0, bytes = 0;
     {  // warm-up: first touch of the workspace and the output
-        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
-        moe::kernels::expert_ffn(yv, moe::matrix_view<const float>(xm.view()), plans[0], packed[0], ws.data(), ws.size(), ex);
+        moe::matrix_view<float> yv(y.values.data(), rot.plans[0].num_rows(), s.H);
+        moe::kernels::expert_ffn(yv, moe::matrix_view<const float>(xm.view()), rot.plans[0], packed[0], ws.data(), ws.size(), ex);
     }
     std::size_t it = 0;
     for (auto _ : st) {
-        const auto& plan = plans[it % plans.size()];
-        const auto& pw = packed[it % copies];
+        const auto& plan = rot.plan(it);
+        const auto& pw = packed[rot.copy(it)];
         ++it;
         moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
         moe::kernels::expert_ffn(yv, moe::matrix_view<const float>(xm.view()), plan, pw, ws.data(), ws.size(), ex);
@@ -143,50 +199,45 @@ void BM_Experts(benchmark::State& st) {
     st.SetLabel(std::string(s.name) + (decode ? " decode (bandwidth)" : " prefill (FMA peak)"));
 }
 
-/// Quantized weights (format Fmt): counters as BM_Experts, plus `weight_bytes` per forward;
+/// Quantized weights (format Fmt): counters as BM_Experts, plus `weight_mb` per forward;
 /// prefill's fraction is against the int8 VNNI peak for integer formats, the vdpbf16ps peak
-/// for bf16:dot, the fp32 FMA peak for weight-only formats (fp8, mxfp4).
+/// for bf16:dot, the fp32 FMA peak for weight-only formats (fp8, mxfp4). `note` names a
+/// fallback (see BM_QuantExperts).
 template <class Fmt>
-void BM_QuantExperts(benchmark::State& st) {
-    const shape_t& s = shapes[st.range(0)];
+void quant_case(benchmark::State& st, const std::string& note) {
+    const shape_t s = shape_of(st);
     const std::size_t T = static_cast<std::size_t>(st.range(1));
     const int threads = static_cast<int>(st.range(2));
     const bool decode = T <= 16;
     using Arch = moe::default_arch;
+    using packed_t = moe::kernels::packed_quant_experts<Fmt>;
     moe::kernels::formats::format_params params;
     if constexpr (std::is_same<Fmt, moe::kernels::formats::int4>::value) params.group = static_cast<std::size_t>(st.range(3));
-    static std::map<std::string, std::vector<std::shared_ptr<moe::kernels::packed_quant_experts<Fmt>>>> cache;
-    const std::string key = std::string(s.name) + "/" + std::to_string(params.group);
-    auto& packed = cache[key];
+    auto& packed = held<std::vector<std::unique_ptr<packed_t>>>(std::string(Fmt::name) + "/" + s.name + "/" + std::to_string(params.group));
     if (packed.empty()) {
         const source_weights<float> src(s, 1);
         const auto q = moe::kernels::quantize_experts<Fmt>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F, params);
-        packed.push_back(std::make_shared<moe::kernels::packed_quant_experts<Fmt>>(moe::kernels::pack_quant_experts<Fmt>(q, s.H, s.F)));
+        packed.push_back(std::make_unique<packed_t>(moe::kernels::pack_quant_experts<Fmt>(q, s.H, s.F)));
     }
-    // Decode: copies so that one pass over them exceeds twice the L3.
-    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / packed[0]->bytes() + 1) : 1;
-    while (packed.size() < copies) {
-        packed.push_back(std::make_shared<moe::kernels::packed_quant_experts<Fmt>>(
-            packed[0]->num_experts(), s.H, s.F, packed[0]->params(), moe::kernels::pack_options{}));
+    const rotation rot(s, T, packed[0]->bytes());
+    while (packed.size() < rot.copies) {
+        packed.push_back(std::make_unique<packed_t>(packed[0]->num_experts(), s.H, s.F, packed[0]->params(), moe::kernels::pack_options{}));
         std::memcpy(packed.back()->up(0, 0), packed[0]->up(0, 0), packed[0]->num_experts() * packed[0]->expert_bytes());
     }
-    const auto plans = plans_for(s, T, decode ? 16 : 1);
     const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
-    std::size_t max_rows = 0;
-    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
-    moe::matrix<float> y(max_rows, s.H);
+    moe::matrix<float> y(rot.max_rows(), s.H);
     moe::kernels::ffn_workspace ws;
-    for (const auto& p : plans) ws.reserve(moe::kernels::workspace_size(p, *packed[0]).total());
+    for (const auto& p : rot.plans) ws.reserve(moe::kernels::workspace_size(p, *packed[0]).total());
     const auto ex = executor_for(threads);
     {
-        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
-        moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), plans[0], *packed[0], ws.data(), ws.size(), ex);
+        moe::matrix_view<float> yv(y.values.data(), rot.plans[0].num_rows(), s.H);
+        moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), rot.plans[0], *packed[0], ws.data(), ws.size(), ex);
     }
     double flops = 0, bytes = 0;
     std::size_t it = 0;
     for (auto _ : st) {
-        const auto& plan = plans[it % plans.size()];
-        const auto& pw = *packed[it % copies];
+        const auto& plan = rot.plan(it);
+        const auto& pw = *packed[rot.copy(it)];
         ++it;
         moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
         moe::kernels::quant_expert_ffn<Arch>(yv, moe::matrix_view<const float>(xm.view()), plan, pw, ws.data(), ws.size(), ex);
@@ -198,58 +249,88 @@ void BM_QuantExperts(benchmark::State& st) {
     const double special = bf16 ? g_bf16[threads] : Fmt::integer ? g_vnni[threads] : 0.0;
     const double peak = special > 0 ? special : g_peak[threads];
     report(st, flops, bytes, decode, threads, peak);
-    st.counters["weight_mb"] = static_cast<double>(active_experts(plans[0]) * packed[0]->expert_bytes()) * 1e-6;
-    st.SetLabel(std::string(s.name) + " " + Fmt::name + (decode ? " decode (bandwidth)" : special <= 0 ? " prefill (FMA peak)" : bf16 ? " prefill (vdpbf16ps peak)" : " prefill (VNNI peak)"));
+    st.counters["weight_mb"] = static_cast<double>(active_experts(rot.plans[0]) * packed[0]->expert_bytes()) * 1e-6;
+    st.SetLabel(std::string(s.name) + " " + Fmt::name + note +
+                (decode ? " decode (bandwidth)" : special <= 0 ? " prefill (FMA peak)" : bf16 ? " prefill (vdpbf16ps peak)" : " prefill (VNNI peak)"));
+}
+
+/// Format Fmt on the case's shape. Where the shape's F is not a multiple of the down format's
+/// super-block, the down projections take the format llama.cpp's quantizer falls back to
+/// (`formats::gguf_fallback_t`: DeepSeek's F = 1408 down projections of a q4_k file are q5_0),
+/// as the GGUF files of that shape store them; skipped, with the reason, where moe lacks that
+/// format (q5_k's q5_1) or H does not fit the gate / up format.
+template <class Fmt>
+void BM_QuantExperts(benchmark::State& st) {
+    namespace fm = moe::kernels::formats;
+    using Up = fm::up_format_t<Fmt>;
+    using Down = fm::down_format_t<Fmt>;
+    using DownF = fm::gguf_fallback_t<Down>;
+    const shape_t s = shape_of(st);
+    if (s.H % fm::block_of_v<Up> != 0) {
+        st.SkipWithError((std::string(Fmt::name) + ": H=" + std::to_string(s.H) + " is not a multiple of its block").c_str());
+        return;
+    }
+    if (s.F % fm::block_of_v<Down> == 0) return quant_case<Fmt>(st, "");
+    if constexpr (std::is_void<DownF>::value) {
+        st.SkipWithError((std::string(Fmt::name) + ": F=" + std::to_string(s.F) + " is not a multiple of " + Down::name +
+                          "'s block, and llama.cpp's fallback for it is not a moe format").c_str());
+    } else {
+        using Run = std::conditional_t<std::is_same<Up, DownF>::value, Up, fm::mixed<Up, DownF>>;
+        if (s.F % fm::block_of_v<DownF> != 0) {
+            st.SkipWithError((std::string(Fmt::name) + ": F=" + std::to_string(s.F) + " fits neither it nor its fallback").c_str());
+            return;
+        }
+        quant_case<Run>(st, std::string(" (down in ") + DownF::name + ": F=" + std::to_string(s.F) + ", as llama.cpp stores it)");
+    }
 }
 
 /// Per-expert formats (kernels/expert_set.hpp): even experts in q4_k, odd ones in q8_0 ("hot
 /// experts in Q8"), each group run by its format's kernel on its share of the plan; against
 /// BM_Experts/q4_k and /q8_0 it shows the cost of the split (the plan per group, the row copy).
-void BM_ExpertSet(benchmark::State& st) {
+/// Lo: q4_k, or on shapes whose F does not fit it q4_k with its down projections in q5_0.
+template <class Lo>
+void expert_set_case(benchmark::State& st) {
     namespace fm = moe::kernels::formats;
-    const shape_t& s = shapes[st.range(0)];
+    const shape_t s = shape_of(st);
     const std::size_t T = static_cast<std::size_t>(st.range(1));
     const int threads = static_cast<int>(st.range(2));
     const bool decode = T <= 16;
     using Arch = moe::default_arch;
     using set_t = moe::kernels::expert_set<Arch>;
-    static std::map<std::string, std::vector<std::shared_ptr<set_t>>> cache;
-    auto& sets = cache[s.name];
-    if (sets.empty()) {
+    struct sets_t {
+        std::unique_ptr<moe::kernels::packed_quant_experts<Lo>> p4;
+        std::unique_ptr<moe::kernels::packed_quant_experts<fm::q8_0>> p8;
+        std::vector<std::unique_ptr<set_t>> sets;
+    };
+    auto& h = held<sets_t>(std::string(Lo::name) + "|q8_0/" + s.name);
+    std::vector<std::int32_t> even, odd;
+    for (std::size_t e = 0; e < s.E; ++e) (e % 2 ? odd : even).push_back(static_cast<std::int32_t>(e));
+    if (!h.p4) {
         const source_weights<float> src(s, 1);
-        const auto p4 = moe::kernels::pack_quant_experts<fm::q4_k>(
-            moe::kernels::quantize_experts<fm::q4_k>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F);
-        const auto p8 = moe::kernels::pack_quant_experts<fm::q8_0>(
-            moe::kernels::quantize_experts<fm::q8_0>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F);
-        std::vector<std::int32_t> even, odd;
-        for (std::size_t e = 0; e < s.E; ++e) (e % 2 ? odd : even).push_back(static_cast<std::int32_t>(e));
-        // Decode: copies so that one pass over them exceeds twice the L3.
-        const std::size_t layer = p4.bytes() / 2 + p8.bytes() / 2;
-        const std::size_t copies = std::max<std::size_t>(1, (std::size_t(600) << 20) / layer + 1);
-        for (std::size_t c = 0; c < copies; ++c) {
-            auto set = std::make_shared<set_t>(s.E, s.H, s.F);
-            set->add<fm::q4_k>(even, p4.subset(even));
-            set->add<fm::q8_0>(odd, p8.subset(odd));
-            sets.push_back(std::move(set));
-        }
+        h.p4 = std::make_unique<moe::kernels::packed_quant_experts<Lo>>(moe::kernels::pack_quant_experts<Lo>(
+            moe::kernels::quantize_experts<Lo>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F));
+        h.p8 = std::make_unique<moe::kernels::packed_quant_experts<fm::q8_0>>(moe::kernels::pack_quant_experts<fm::q8_0>(
+            moe::kernels::quantize_experts<fm::q8_0>(src.w1.data(), src.w3.data(), src.w2.data(), s.E, s.H, s.F), s.H, s.F));
     }
-    const std::size_t copies = decode ? sets.size() : 1;
-    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    const rotation rot(s, T, h.p4->bytes() / 2 + h.p8->bytes() / 2);
+    while (h.sets.size() < rot.copies) {
+        h.sets.push_back(std::make_unique<set_t>(s.E, s.H, s.F));
+        h.sets.back()->template add<Lo>(even, h.p4->subset(even));
+        h.sets.back()->template add<fm::q8_0>(odd, h.p8->subset(odd));
+    }
     const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
-    std::size_t max_rows = 0;
-    for (const auto& p : plans) max_rows = std::max(max_rows, p.num_rows());
-    moe::matrix<float> y(max_rows, s.H);
+    moe::matrix<float> y(rot.max_rows(), s.H);
     moe::kernels::ffn_workspace ws;
     const auto ex = executor_for(threads);
     {
-        moe::matrix_view<float> yv(y.values.data(), plans[0].num_rows(), s.H);
-        sets[0]->run(yv, moe::matrix_view<const float>(xm.view()), plans[0], ws, ex);
+        moe::matrix_view<float> yv(y.values.data(), rot.plans[0].num_rows(), s.H);
+        h.sets[0]->run(yv, moe::matrix_view<const float>(xm.view()), rot.plans[0], ws, ex);
     }
     double flops = 0, bytes = 0;
     std::size_t it = 0;
     for (auto _ : st) {
-        const auto& plan = plans[it % plans.size()];
-        const set_t& set = *sets[it % copies];
+        const auto& plan = rot.plan(it);
+        const set_t& set = *h.sets[rot.copy(it)];
         ++it;
         moe::matrix_view<float> yv(y.values.data(), plan.num_rows(), s.H);
         set.run(yv, moe::matrix_view<const float>(xm.view()), plan, ws, ex);
@@ -259,23 +340,26 @@ void BM_ExpertSet(benchmark::State& st) {
             if (plan.offsets[e + 1] > plan.offsets[e]) bytes += static_cast<double>(set.expert_bytes(e));
     }
     report(st, flops, bytes, decode, threads, g_vnni[threads]);
-    st.SetLabel(std::string(s.name) + " q4_k / q8_0 per expert" + (decode ? " decode (bandwidth)" : " prefill (VNNI peak)"));
+    st.SetLabel(std::string(s.name) + " " + Lo::name + " / q8_0 per expert" + (decode ? " decode (bandwidth)" : " prefill (VNNI peak)"));
+}
+void BM_ExpertSet(benchmark::State& st) {
+    namespace fm = moe::kernels::formats;
+    if (shapes[st.range(0)].F % fm::q4_k::block == 0) expert_set_case<fm::q4_k>(st);
+    else expert_set_case<fm::mixed<fm::q4_k, fm::gguf_fallback_t<fm::q4_k>>>(st);
 }
 
 /// Eigen, per expert: gather the expert's rows, H1 = X W1^T, H3 = X W3^T, A = silu(H1) * H3,
 /// Y = A W2^T (float, Eigen's own threads).
 void BM_EigenExperts(benchmark::State& st) {
-    const shape_t& s = shapes[st.range(0)];
+    const shape_t s = shape_of(st);
     const std::size_t T = static_cast<std::size_t>(st.range(1));
     const int threads = static_cast<int>(st.range(2));
     const bool decode = T <= 16;
     Eigen::setNbThreads(threads);
-    // Decode: rotate weight copies as the moe cases do, so that both read from DRAM.
-    const std::size_t layer_bytes = 3 * s.E * s.H * s.F * sizeof(float);
-    const std::size_t copies = decode ? std::max<std::size_t>(1, (std::size_t(600) << 20) / layer_bytes + 1) : 1;
-    std::vector<std::unique_ptr<source_weights<float>>> srcs;
-    for (std::size_t c = 0; c < copies; ++c) srcs.push_back(std::make_unique<source_weights<float>>(s, 1));
-    const auto plans = plans_for(s, T, decode ? 16 : 1);
+    // Decode: rotate weight copies and routings as the moe cases do, so that both read from DRAM.
+    const rotation rot(s, T, 3 * s.E * s.H * s.F * sizeof(float));
+    auto& srcs = held<std::vector<std::unique_ptr<source_weights<float>>>>(std::string("eigen/") + s.name);
+    while (srcs.size() < rot.copies) srcs.push_back(std::make_unique<source_weights<float>>(s, 1));
     const auto xm = moe::synthetic_logits(T, s.H, moe::skew{}, 7);
     using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const Eigen::Map<const RM> X(xm.values.data(), static_cast<Eigen::Index>(T), static_cast<Eigen::Index>(s.H));
@@ -283,8 +367,8 @@ void BM_EigenExperts(benchmark::State& st) {
     double flops = 0, bytes = 0;
     std::size_t it = 0;
     for (auto _ : st) {
-        const auto& plan = plans[it % plans.size()];
-        const source_weights<float>& src = *srcs[it++ % copies];
+        const auto& plan = rot.plan(it);
+        const source_weights<float>& src = *srcs[rot.copy(it++)];
         Y.resize(static_cast<Eigen::Index>(plan.num_rows()), static_cast<Eigen::Index>(s.H));
         for (std::size_t e = 0; e < s.E; ++e) {
             const auto r0 = plan.offsets[e], n = plan.offsets[e + 1] - r0;
@@ -314,29 +398,32 @@ void args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads"});
     for (long sh : {0, 1})
         for (long T : {1, 4, 16, 512, 4096})
-            for (long th : {1, 2}) b->Args({sh, T, th});
-    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+            for (long th : {1, 2})
+                if (T < 4096 || !moe_bench::smoke()) b->Args({sh, T, th});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(moe_bench::min_time(2.0));
 }
 void quant_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads"});
     for (long sh : {0, 1})
         for (long T : {1, 16, 512, 4096})
-            for (long th : {1, 2}) b->Args({sh, T, th});
-    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+            for (long th : {1, 2})
+                if (T < 4096 || !moe_bench::smoke()) b->Args({sh, T, th});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(moe_bench::min_time(0.5));
 }
 void int4_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads", "group"});
     for (long sh : {0, 1})
         for (long T : {1, 16, 512, 4096})
-            for (long th : {1, 2}) b->Args({sh, T, th, 128});
-    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+            for (long th : {1, 2})
+                if (T < 4096 || !moe_bench::smoke()) b->Args({sh, T, th, 128});
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(moe_bench::min_time(0.5));
 }
 void decode_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"shape", "T", "threads"});
     for (long sh : {0, 1})
         for (long T : {1, 4, 16})
             for (long th : {1, 2}) b->Args({sh, T, th});
-    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(moe_bench::min_time(0.3));
 }
 
 }  // namespace
@@ -384,6 +471,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "machine (%d thread%s): AVX-512 vdpbf16ps peak %.1f GFLOP/s\n", t, t > 1 ? "s" : "", g_bf16[t] * 1e-9);
 #endif
     }
+    std::fprintf(stderr, "machine: L3 %.0f MiB (sysfs); decode cases read %.0f MiB per rotation%s\n",
+                 static_cast<double>(moe::machine::l3_bytes()) / (1 << 20), static_cast<double>(moe_bench::decode_rotation_bytes()) / (1 << 20),
+                 moe_bench::smoke() ? " (smoke mode: one copy, figures mean nothing)" : "");
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

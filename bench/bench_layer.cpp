@@ -17,6 +17,8 @@
 #include <moe/moe.hpp>
 #include <moe/analysis/synthetic.hpp>
 
+#include "machine.hpp"
+
 namespace {
 
 constexpr std::size_t H = 1024, F = 3584, E = 8;
@@ -40,9 +42,10 @@ const weights& shared_weights() {
     return w;
 }
 
-/// Layer copies for decode cases, so that weights come from DRAM (> 2x this machine's L3).
+/// Layer copies for decode cases, so that weights come from DRAM (a rotation reads at least
+/// 1 GiB and twice this machine's L3; one copy in smoke mode).
 std::size_t copies_for(std::size_t T, std::size_t bytes_per_layer) {
-    return T <= 16 ? std::max<std::size_t>(1, (std::size_t(600) << 20) / bytes_per_layer + 1) : 1;
+    return T <= 16 ? moe_bench::decode_copies(bytes_per_layer) : 1;
 }
 
 template <class W>
@@ -160,7 +163,7 @@ void shapes(benchmark::internal::Benchmark* b) {
     b->ArgNames({"T", "threads"});
     for (long T : {1, 16, 512, 4096})
         for (long th : {1, 2}) b->Args({T, th});
-    b->Unit(benchmark::kMillisecond)->MinTime(1.0);
+    b->Unit(benchmark::kMillisecond)->MinTime(moe_bench::min_time(1.0));
 }
 void args(benchmark::internal::Benchmark* b) {
     shapes(b);

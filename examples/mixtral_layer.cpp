@@ -143,27 +143,6 @@ std::vector<float> read_floats(const std::string& path, const std::vector<std::s
     return v;
 }
 
-/// Single-core fp32 FMA peak, measured for 0.2 s (a register-only FMA loop).
-double fma_peak() {
-    using O = moe::detail::lane_ops<moe::default_arch>;
-    using V = typename O::V;
-    V a[16];
-    for (int i = 0; i < 16; ++i) a[i] = O::splat(1.0f + 1e-7f * static_cast<float>(i));
-    const V m = O::splat(0.9999999f), c = O::splat(1e-7f);
-    const long iters = 4'000'000;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (long it = 0; it < iters; ++it)
-        for (int i = 0; i < 16; ++i) a[i] = O::fmadd(a[i], m, c);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    V sum = a[0];
-    for (int i = 1; i < 16; ++i) sum = sum + a[i];  // every chain is live
-    alignas(64) float tmp[O::width];
-    O::store(tmp, sum);
-    volatile float sink = tmp[0];
-    static_cast<void>(sink);
-    return 2.0 * O::width * 16 * static_cast<double>(iters) / s;
-}
-
 template <class W, class S>
 std::vector<W> convert(const std::vector<S>& v) {
     std::vector<W> out(v.size());
@@ -258,24 +237,50 @@ int run(options& o) {
                     moe::to_string(o.layer.drop.policy), o.layer.drop.reroute ? ", reroute" : "", o.layer.fill_in ? ", fill-in" : "");
 
     block.forward(y.view(), x, ex);  // warm-up: first touch of the workspace
-    double best = 1e30, total = 0;
+    // Decode (T <= 16) is bound by the expert weights it reads: each timed forward runs with
+    // cold weights, after a read pass over a buffer of twice the L3 (at least 256 MiB) evicts
+    // them, and is stated against the read bandwidth measured on that buffer. Prefill is stated
+    // against the peak of the unit the format runs on (VNNI for integer formats, vdpbf16ps for
+    // bf16:dot, fp32 FMAs otherwise), measured now.
+    const bool decode = T <= 16;
+    std::vector<float> evict;
+    if (decode) evict.assign(std::max(std::size_t(256) << 20, 2 * moe::machine::l3_bytes()) / sizeof(float), 1.0f);
+    std::vector<double> times;
+    double weight_bytes = 0;
     const auto start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < o.repeat; ++i) {
+        if (decode) moe::machine::read_pass(evict, threads);
         const auto t0 = std::chrono::steady_clock::now();
         block.forward(y.view(), x, ex);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        best = std::min(best, s);
-        total += s;
+        times.push_back(s);
+        const auto& plan = block.last_plan();
+        for (std::size_t e = 0; e < Es; ++e) weight_bytes += plan.counts[e] > 0 ? static_cast<double>(block.expert_bytes()) : 0.0;
         if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > 1.0)
             std::fprintf(stderr, "\r  forward %zu/%zu: %.1f ms", i + 1, o.repeat, s * 1e3);
     }
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > 1.0) std::fprintf(stderr, "\n");
-    const double peak = fma_peak() * threads;
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2], best = sorted.front();
     const double flops = block.last_flops();
-    std::printf("forward: %.3f ms best of %zu (%.3f ms mean): %.0f tokens/s, %.1f GFLOP/s, %.0f%% of the fp32 FMA peak "
-                "(%.0f GFLOP/s on %d thread%s, measured now)\n",
-                best * 1e3, o.repeat, total / static_cast<double>(o.repeat) * 1e3, static_cast<double>(T) / best,
-                flops / best * 1e-9, 100.0 * flops / best / peak, peak * 1e-9, threads, threads > 1 ? "s" : "");
+    if (decode) {
+        double bw = 0;
+        for (int p = 0; p < 3; ++p) bw = std::max(bw, static_cast<double>(evict.size() * sizeof(float)) / moe::machine::read_pass(evict, threads));
+        const double per = weight_bytes / static_cast<double>(o.repeat);
+        std::printf("forward: %.3f ms median of %zu with cold weights (best %.3f ms): %.0f tokens/s; reads %.1f MB of expert "
+                    "weights: %.1f GB/s, %.0f%% of the read bandwidth (%.1f GB/s on %d thread%s, measured now)\n",
+                    median * 1e3, o.repeat, best * 1e3, static_cast<double>(T) / median, per * 1e-6, per / median * 1e-9,
+                    100.0 * per / median / bw, bw * 1e-9, threads, threads > 1 ? "s" : "");
+    } else {
+        constexpr moe::machine::unit u = moe::machine::prefill_unit<W>();
+        const double peak = moe::machine::peak(u, threads, 4'000'000);
+        std::printf("forward: %.3f ms median of %zu (best %.3f ms): %.0f tokens/s, %.1f GFLOP/s, %.0f%% of the %s peak "
+                    "(%.0f G%sOP/s on %d thread%s, measured now)\n",
+                    median * 1e3, o.repeat, best * 1e3, static_cast<double>(T) / median, flops / median * 1e-9,
+                    100.0 * flops / median / peak, moe::machine::to_string(u), peak * 1e-9, u == moe::machine::unit::vnni ? "" : "FL",
+                    threads, threads > 1 ? "s" : "");
+    }
 
     const moe::routing<float>& r = block.last_routing();
     const moe::load_metrics m = moe::measure(r);

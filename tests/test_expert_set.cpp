@@ -2,9 +2,11 @@
 // References: the single-format blocks on the same float weights (every row of an expert must
 // be, bit for bit, the row its format's block computes), the single-format kernels on the full
 // plan, and the errors verbatim.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <moe/block.hpp>
@@ -185,4 +187,59 @@ TEST_CASE("expert set: bad input gets stable errors", "[expert_set][errors]") {
           "[moe.kernels.experts] q8_0: packed experts are 2 x 256 x 256 for 3 experts of hidden 256, ffn 256");
     CHECK(moe_test::error_of([&] { moe::block<moe::default_arch, k::per_expert> b(l.spec, l.w, std::move(s)); }) ==
           "[moe.kernels.experts] expert 2 of 6 has no format (add it to a group)");
+}
+
+// llama.cpp's quantizer (llama_tensor_get_type) stores a k-quant tensor whose rows are not a
+// multiple of 256 in a fallback type; the pair runs where the k-quant alone refuses the shape.
+static_assert(std::is_same<fm::gguf_fallback_t<fm::q4_k>, fm::q5_0>::value, "Q4_K -> Q5_0");
+static_assert(std::is_same<fm::gguf_fallback_t<fm::q6_k>, fm::q8_0>::value, "Q6_K -> Q8_0");
+static_assert(std::is_same<fm::gguf_fallback_t<fm::q2_k>, fm::iq4_nl>::value &&
+                  std::is_same<fm::gguf_fallback_t<fm::q3_k>, fm::iq4_nl>::value &&
+                  std::is_same<fm::gguf_fallback_t<fm::iq4_xs>, fm::iq4_nl>::value,
+              "Q2_K, Q3_K, IQ4_XS -> IQ4_NL");
+static_assert(std::is_void<fm::gguf_fallback_t<fm::q5_k>>::value, "Q5_K -> Q5_1, not a moe format");
+static_assert(std::is_same<fm::gguf_fallback_t<fm::q8_0>, fm::q8_0>::value && fm::block_of_v<fm::q4_k> == 256 &&
+                  fm::block_of_v<fm::q5_0> == 32 && fm::block_of_v<fm::int8> == 1 && fm::block_of_v<float> == 1,
+              "32-blocks are their own fallback; block_of");
+
+TEST_CASE("expert_set: a k-quant whose down rows do not fit its block runs with llama.cpp's fallback", "[kernels][experts]") {
+    const std::size_t E = 3, H = 256, F = 96;  // F = 96: a multiple of 32, not of 256
+    std::vector<float> w1(E * F * H), w3(E * F * H), w2(E * H * F);
+    moe::splitmix64 rng(11);
+    for (auto* v : {&w1, &w3, &w2})
+        for (auto& x : *v) x = static_cast<float>(rng.normal() / 16);
+    CHECK_THROWS_WITH(k::quantize_experts<fm::q4_k>(w1.data(), w3.data(), w2.data(), E, H, F),
+                      "[moe.kernels.format] q4_k: K=96 is not a positive multiple of the block 256");
+    using pair = fm::mixed<fm::q4_k, fm::gguf_fallback_t<fm::q4_k>>;
+    CHECK(std::string(pair::name) == "q4_k+q5_0");
+    const auto q = k::quantize_experts<pair>(w1.data(), w3.data(), w2.data(), E, H, F);
+    const auto packed = k::pack_quant_experts<pair>(q, H, F);
+    // Reference: the float experts on the dequantized weights (gate / up from their q4_k bytes,
+    // down from its q5_0 bytes): only the int8 activations differ, within about 1% here;
+    // either projection read in the wrong format would be far off.
+    auto deq = [](auto fmt, const std::vector<fm::quant_matrix>& ms, std::size_t n) {
+        std::vector<float> out(ms.size() * n);
+        for (std::size_t e = 0; e < ms.size(); ++e) decltype(fmt)::dequantize(fm::view_of(ms[e]), out.data() + e * n);
+        return out;
+    };
+    const auto d1 = deq(fm::q4_k{}, q.w1, F * H), d3 = deq(fm::q4_k{}, q.w3, F * H), d2 = deq(fm::q5_0{}, q.w2, H * F);
+    const auto x = tokens(16, H);
+    moe::matrix<float> logits(16, E);
+    for (std::size_t t = 0; t < 16; ++t) logits(t, t % E) = 1.0f;
+    const auto plan = moe::make_plan(moe::route(logits, moe::presets::mixtral(1)));
+    moe::matrix<float> yq(plan.num_rows(), H), yf(plan.num_rows(), H);
+    k::ffn_workspace ws;
+    ws.reserve(k::workspace_size(plan, packed).total());
+    k::quant_expert_ffn<moe::scalar>(yq.view(), moe::matrix_view<const float>(x.view()), plan, packed, ws.data(), ws.size(), moe::serial_executor{});
+    const auto pf = k::pack_experts<moe::scalar>(d1.data(), d3.data(), d2.data(), E, H, F);
+    k::ffn_workspace wf;
+    wf.reserve(k::workspace_size(plan, pf).total());
+    k::expert_ffn(yf.view(), moe::matrix_view<const float>(x.view()), plan, pf, wf.data(), wf.size(), moe::serial_executor{});
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < yf.values.size(); ++i) {
+        num += (yq.values[i] - yf.values[i]) * (yq.values[i] - yf.values[i]);
+        den += yf.values[i] * yf.values[i];
+    }
+    CHECK(den > 0);
+    CHECK(std::sqrt(num / den) < 0.02);
 }

@@ -37,6 +37,7 @@
 #include "models/hf.hpp"
 
 #include "placement.hpp"
+#include "analysis/machine.hpp"
 #include "analysis/offload.hpp"
 #include "analysis/policy_compare.hpp"
 #include "analysis/synthetic.hpp"

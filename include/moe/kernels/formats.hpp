@@ -40,6 +40,56 @@
 #include "formats/q6_k.hpp"
 #include "formats/q8_0.hpp"
 
+namespace moe::kernels::formats {
+
+/// The weights per block of a format's rows (a row's length K must be a multiple of it):
+/// `Fmt::block`, or 1 for formats without a fixed block (floats, int8, fp8; int4's group is a
+/// run-time parameter, checked when it quantizes).
+template <class Fmt, class = void>
+struct block_of : std::integral_constant<std::size_t, 1> {};
+template <class Fmt>
+struct block_of<Fmt, std::void_t<decltype(Fmt::block)>> : std::integral_constant<std::size_t, Fmt::block> {};
+template <class Fmt>
+inline constexpr std::size_t block_of_v = block_of<Fmt>::value;
+
+/// The format llama.cpp's quantizer stores a tensor in when its rows are not a multiple of the
+/// 256-weight super-block of the k-quants and IQ4_XS (llama_tensor_get_type's fallback: the
+/// F = 1408 down projections of DeepSeek-V2-Lite, for one): Q2_K, Q3_K and IQ4_XS take IQ4_NL,
+/// Q4_K takes Q5_0, Q6_K takes Q8_0. Q5_K takes Q5_1, which moe does not have: `void`. Every
+/// other format is its own fallback.
+template <class Fmt>
+struct gguf_fallback {
+    using type = Fmt;
+};
+template <>
+struct gguf_fallback<q2_k> {
+    using type = iq4_nl;
+};
+template <>
+struct gguf_fallback<q3_k> {
+    using type = iq4_nl;
+};
+template <>
+struct gguf_fallback<iq4_xs> {
+    using type = iq4_nl;
+};
+template <>
+struct gguf_fallback<q4_k> {
+    using type = q5_0;
+};
+template <>
+struct gguf_fallback<q5_k> {
+    using type = void;
+};
+template <>
+struct gguf_fallback<q6_k> {
+    using type = q8_0;
+};
+template <class Fmt>
+using gguf_fallback_t = typename gguf_fallback<Fmt>::type;
+
+}  // namespace moe::kernels::formats
+
 namespace moe::kernels {
 
 /// A list of weight format types.
