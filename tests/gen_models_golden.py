@@ -515,13 +515,15 @@ def gguf_q8_0():
     np.save(os.path.join(d, "indices.npy"), idx.numpy().astype(np.int32))
 
 
-def gguf_q4_k_m(name="mixtral_q4_k_m", up=("q4_k", 12), down=("q6_k", 14)):
+def gguf_q4_k_m(name="mixtral_q4_k_m", up=("q4_k", 12), down=("q6_k", 14), FQ=256):
     """A Mixtral-style GGUF as llama.cpp's Q4_K_M stores MoE experts: Q4_K gate and up, Q6_K
     down (H = F = 256, one super-block per row), and its torch golden on the dequantized
     weights (numpy's statement of both block layouts). `up` / `down`: other ggml types
-    (a numpy quantizer of gen_formats_golden and the ggml type id), e.g. Q5_K_M's."""
+    (a numpy quantizer of gen_formats_golden and the ggml type id), e.g. Q5_K_M's. `FQ`: the
+    expert FFN width (not a multiple of 256: the down projections in llama.cpp's fallback type,
+    as DeepSeek-V2-Lite's and Qwen1.5-MoE's F = 1408 files store them)."""
     import gen_formats_golden as fg
-    EQ, HQ, FQ, k = 3, 256, 256, 2
+    EQ, HQ, k = 3, 256, 2
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -733,3 +735,6 @@ if __name__ == "__main__":
         gguf_q4_k_m("mixtral_iq4_nl", ("iq4_nl", 20), ("q5_k", 13))  # a mix moe has no pair for: loads as float
         gguf_q4_k_m("mixtral_q3_k_m", ("q3_k", 11), ("q4_k", 12))  # Q3_K_M
         gguf_q4_k_m("mixtral_q2_k", ("q2_k", 10), ("q3_k", 11))  # Q2_K (its down projections in Q3_K)
+        # Q4_K_M at F = 96 (not a multiple of 256): down in Q5_0 (from Q4_K) or Q8_0 (from Q6_K).
+        gguf_q4_k_m("mixtral_q4_k_m_f96", ("q4_k", 12), ("q5_0", 6), FQ=96)
+        gguf_q4_k_m("mixtral_q4_k_m_f96_q8", ("q4_k", 12), ("q8_0", 8), FQ=96)

@@ -662,7 +662,7 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
     }
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_1"); }) ==
           "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k or q3_k+q5_k)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
     CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
@@ -714,9 +714,9 @@ TEST_CASE("formats: the registry names, parses and visits every format, and ties
     CHECK(gguf == 15);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4
     CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
           "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k or q3_k+q5_k)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
     CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_1", {}}, [](auto) { return 0; }); }) ==
           "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k or q3_k+q5_k)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
 }
 #endif  // MOE_TEST_BF16_ONLY

@@ -472,6 +472,13 @@ TEST_CASE("models: a Q4_K_M GGUF layer runs in its own mixed formats (Q4_K gate 
     // Q2_K: Q2_K gate / up (0.33 B / weight in the file, 0.39 packed: sub-scales and mins as bytes), Q3_K down.
     CHECK(check_gguf_quant_layer<fm::mixed<fm::q2_k, fm::q3_k>>("mixtral_q2_k", {"Q2_K", "Q2_K", "Q3_K"}, "q2_k+q3_k") * 100 <
           42 * 3 * HF);
+    // Q4_K_M at F = 96 (DeepSeek-V2-Lite's F = 1408 alike: not a multiple of 256): the down
+    // projections in llama.cpp's fallback types, Q5_0 (from Q4_K) or Q8_0 (from Q6_K).
+    const std::size_t HF96 = 256 * 96;
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q4_k, fm::q5_0>>("mixtral_q4_k_m_f96", {"Q4_K", "Q4_K", "Q5_0"}, "q4_k+q5_0") * 100 <
+          70 * 3 * HF96);
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q4_k, fm::q8_0>>("mixtral_q4_k_m_f96_q8", {"Q4_K", "Q4_K", "Q8_0"}, "q4_k+q8_0") * 100 <
+          85 * 3 * HF96);
     // A pair moe has no mixed format for loads as float32 through the same dequantizers.
     const moe::models::checkpoint nl(models_dir + "mixtral_iq4_nl/model.gguf");
     CHECK(nl.expert_format(0).empty());

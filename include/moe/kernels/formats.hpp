@@ -104,7 +104,8 @@ using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats:
                                    formats::q3_k, formats::q4_k, formats::q5_k, formats::q6_k, formats::iq4_nl, formats::iq4_xs, formats::int8, formats::int4,
                                    formats::fp8, formats::mxfp4, formats::mixed<formats::q4_k, formats::q6_k>,
                                    formats::mixed<formats::q5_k, formats::q6_k>, formats::mixed<formats::q2_k, formats::q3_k>,
-                                   formats::mixed<formats::q3_k, formats::q4_k>, formats::mixed<formats::q3_k, formats::q5_k>>;
+                                   formats::mixed<formats::q3_k, formats::q4_k>, formats::mixed<formats::q3_k, formats::q5_k>,
+                                   formats::mixed<formats::q4_k, formats::q5_0>, formats::mixed<formats::q4_k, formats::q8_0>>;
 
 }  // namespace moe::kernels
 
