@@ -69,19 +69,7 @@ using test_formats = k::format_list<float, Eigen::bfloat16, fm::q8_0, fm::q4_k>;
 /// A block's expert set from one format name per expert, as layer_options::expert_formats
 /// groups them (experts of one name share a group, in order of first appearance).
 k::expert_set<moe::default_arch> make_set(const layer& l, const std::vector<std::string>& names) {
-    k::expert_set<moe::default_arch> s(l.E, l.H, l.F);
-    std::vector<bool> done(l.E, false);
-    for (std::size_t e = 0; e < l.E; ++e) {
-        if (done[e]) continue;
-        std::vector<std::int32_t> ids;
-        for (std::size_t j = e; j < l.E; ++j)
-            if (!done[j] && names[j] == names[e]) {
-                ids.push_back(static_cast<std::int32_t>(j));
-                done[j] = true;
-            }
-        k::add_converted<test_formats>(s, ids, k::parse_weight_format(names[e]), l.w.w1.data(), l.w.w3.data(), l.w.w2.data());
-    }
-    return s;
+    return k::make_expert_set<test_formats>(names, l.E, l.H, l.F, l.w.w1.data(), l.w.w3.data(), l.w.w2.data());
 }
 
 template <class W>
@@ -185,8 +173,18 @@ TEST_CASE("expert set: bad input gets stable errors", "[expert_set][errors]") {
     const auto q = k::quantize_experts<fm::q8_0>(l.w.w1.data(), l.w.w3.data(), l.w.w2.data(), 2, l.H, l.F);
     CHECK(moe_test::error_of([&] { s.add<fm::q8_0>({2, 3, 4}, k::pack_quant_experts<fm::q8_0>(q, l.H, l.F)); }) ==
           "[moe.kernels.experts] q8_0: packed experts are 2 x 256 x 256 for 3 experts of hidden 256, ffn 256");
+    CHECK(moe_test::error_of([&] { add({2, 3, 2}, "f32", s); }) == "[moe.kernels.experts] expert 2 is listed twice for f32");
+    // An incomplete set refuses to run as well as to make a block (run checks a count, O(1)).
+    const auto x = tokens(4, l.H);
+    moe::matrix<float> logits(4, l.E);
+    const auto plan = moe::make_plan(moe::route(logits, moe::presets::mixtral(1)));
+    moe::matrix<float> rows(plan.num_rows(), l.H);
+    k::ffn_workspace ws;
+    CHECK(moe_test::error_of([&] { s.run(rows.view(), moe::matrix_view<const float>(x.view()), plan, ws, moe::serial_executor{}); }) ==
+          "[moe.kernels.experts] expert 2 of 6 has no format (add it to a group)");
     CHECK(moe_test::error_of([&] { moe::block<moe::default_arch, k::per_expert> b(l.spec, l.w, std::move(s)); }) ==
           "[moe.kernels.experts] expert 2 of 6 has no format (add it to a group)");
+    CHECK(moe_test::error_of([&] { (void)make_set(l, {"q8_0", "f32"}); }) == "[moe.kernels.experts] 2 format names for 6 experts");
 }
 
 // llama.cpp's quantizer (llama_tensor_get_type) stores a k-quant tensor whose rows are not a

@@ -229,20 +229,8 @@ struct experts<Arch, kernels::per_expert, false> {
         const auto& names = o.expert_formats;
         if (names.size() > 1 && names.size() != E)
             MOE_THROW("moe.layer.options", "expert_formats has ", names.size(), " names for ", E, " experts (give one, or one per expert)");
-        auto name_of = [&](std::size_t e) -> std::string { return names.empty() ? "f32" : names[names.size() == 1 ? 0 : e]; };
-        packed s(E, H, F);
-        std::vector<bool> done(E, false);
-        for (std::size_t e = 0; e < E; ++e) {
-            if (done[e]) continue;
-            std::vector<std::int32_t> ids;
-            for (std::size_t j = e; j < E; ++j)
-                if (!done[j] && name_of(j) == name_of(e)) {
-                    ids.push_back(static_cast<std::int32_t>(j));
-                    done[j] = true;
-                }
-            kernels::add_converted(s, std::move(ids), kernels::parse_weight_format(name_of(e)), w1, w3, w2, o.packing);
-        }
-        return s;
+        const std::vector<std::string> all = names.size() == E ? names : std::vector<std::string>(E, names.empty() ? "f32" : names[0]);
+        return kernels::make_expert_set<kernels::weight_formats, Arch>(all, E, H, F, w1, w3, w2, o.packing);
     }
     template <class Executor>
     static void run(matrix_view<float> rows, matrix_view<const float> x, const dispatch_plan& plan, const packed& pw,

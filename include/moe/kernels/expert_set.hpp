@@ -93,8 +93,14 @@ public:
                 MOE_THROW("moe.kernels.experts", "expert ", e, " is already in the group of ",
                           groups_[static_cast<std::size_t>(group_of_[static_cast<std::size_t>(e)])].info.format);
         }
+        std::vector<bool> seen(E_, false);  // ids repeated within one call
+        for (std::int32_t e : ids) {
+            if (seen[static_cast<std::size_t>(e)]) MOE_THROW("moe.kernels.experts", "expert ", e, " is listed twice for ", format);
+            seen[static_cast<std::size_t>(e)] = true;
+        }
         entry g;
         for (std::size_t j = 0; j < ids.size(); ++j) group_of_[static_cast<std::size_t>(ids[j])] = static_cast<std::int32_t>(groups_.size());
+        assigned_ += ids.size();
         g.info.format = std::move(format);
         g.info.experts = std::move(ids);
         g.info.expert_bytes = pw.expert_bytes();
@@ -144,7 +150,7 @@ public:
     template <class Executor>
     void run(matrix_view<float> rows, matrix_view<const float> x, const dispatch_plan& plan, ffn_workspace& ws, Executor&& exec,
              const ffn_extras& extras = {}) const {
-        validate();
+        if (assigned_ != E_) validate();  // O(1) on the hot path; validate() names the expert
         if (plan.num_experts != E_ || plan.offsets.size() != E_ + 1)
             MOE_THROW("moe.kernels.shape", "plan has ", plan.num_experts, " experts, the expert set ", E_);
         if (rows.rows != plan.num_rows() || rows.cols != H_)
@@ -214,6 +220,7 @@ private:
 
     std::size_t E_ = 0, H_ = 0, F_ = 0;
     std::vector<std::int32_t> group_of_;
+    std::size_t assigned_ = 0;  ///< experts in a group (each in at most one)
     std::vector<entry> groups_;
     mutable run_scratch scratch_;
 };
@@ -250,6 +257,30 @@ void add_converted(expert_set<Arch>& set, std::vector<std::int32_t> ids, const w
                                 wf.to_string());
         }
     }, List{});
+}
+
+/// An expert set from one format name per expert (`names`: E names, such as "q4_k" or
+/// "int4:64"): experts of one name form one group, groups in the order their names first
+/// appear, each converted from the float weights by `add_converted<List>`. Throws
+/// [moe.kernels.experts] unless `names` has E entries, and the registry's error for a name
+/// outside `List`.
+template <class List = weight_formats, class Arch = default_arch>
+expert_set<Arch> make_expert_set(const std::vector<std::string>& names, std::size_t E, std::size_t H, std::size_t F, const float* w1,
+                                 const float* w3, const float* w2, const pack_options& o = {}) {
+    if (names.size() != E) MOE_THROW("moe.kernels.experts", names.size(), " format names for ", E, " experts");
+    expert_set<Arch> s(E, H, F);
+    std::vector<bool> done(E, false);
+    for (std::size_t e = 0; e < E; ++e) {
+        if (done[e]) continue;
+        std::vector<std::int32_t> ids;
+        for (std::size_t j = e; j < E; ++j)
+            if (!done[j] && names[j] == names[e]) {
+                ids.push_back(static_cast<std::int32_t>(j));
+                done[j] = true;
+            }
+        add_converted<List>(s, std::move(ids), parse_weight_format(names[e]), w1, w3, w2, o);
+    }
+    return s;
 }
 
 }  // namespace moe::kernels
