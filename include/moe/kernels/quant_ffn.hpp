@@ -528,7 +528,11 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
     // of a K block (8 x 16 KiB) in L2 across the tile's panels.
     const std::size_t chunk = Fmt::integer ? chunk_blocks : chunk_blocks / 4;
     auto run_phase = [&](std::size_t panels, std::size_t panel_bytes, auto&& body) {
-        const std::size_t ppt = std::max<std::size_t>(1, (std::size_t(128) << 10) / std::max<std::size_t>(1, panel_bytes));
+        // Panels per tile: ~128 KiB of them; for the weight-only formats a multiple of 4 (their
+        // decode runs 4 panels' float chains at once; a tail of 1-3 panels would run one
+        // latency-bound chain each: mxfp4 decoded at half the speed).
+        std::size_t ppt = std::max<std::size_t>(1, (std::size_t(128) << 10) / std::max<std::size_t>(1, panel_bytes));
+        if constexpr (!Fmt::integer) ppt = std::max<std::size_t>(4, ppt - ppt % 4);
         const std::size_t pchunks = (panels + ppt - 1) / ppt;
         auto tiles_of = [&](std::size_t e) { return (block0[e + 1] - block0[e] + chunk - 1) / chunk * pchunks; };
         std::size_t tiles = 0;

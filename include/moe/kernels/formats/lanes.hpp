@@ -199,6 +199,11 @@ struct generic_qlanes {
         for (int n = 0; n < 16; ++n) r.v[n] = detail::e2m1_to_float(static_cast<std::uint8_t>(high ? p[n] >> 4 : p[n] & 15));
         return r;
     }
+    /// Both nibbles of 16 bytes: lo = the low codes, hi = the high codes (two K steps at once).
+    static void e2m1x16x2(const std::uint8_t* p, F& lo, F& hi) noexcept {
+        lo = e2m1x16(p, false);
+        hi = e2m1x16(p, true);
+    }
     /// 16 E8M0 bytes -> 2^(e-127) (exact; packing rejects 255).
     static F e8m0x16(const std::uint8_t* p) noexcept {
         F r;
@@ -297,6 +302,13 @@ struct avx512_qlanes {
         __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         if (high) c = _mm512_srli_epi32(c, 4);
         return _mm512_permutexvar_ps(_mm512_and_si512(c, _mm512_set1_epi32(15)), lut);
+    }
+    static MOE_ALWAYS_INLINE void e2m1x16x2(const std::uint8_t* p, F& lo, F& hi) noexcept {
+        const __m512 lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f,
+                                          -3.0f, -4.0f, -6.0f);
+        const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        lo = _mm512_permutexvar_ps(c, lut);  // vpermps reads the index's low 4 bits only
+        hi = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), lut);
     }
     static MOE_ALWAYS_INLINE F e8m0x16(const std::uint8_t* p) noexcept {
         const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -439,6 +451,11 @@ struct avx2_qlanes {
         return _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
     }
     static MOE_ALWAYS_INLINE F e2m1x16(const std::uint8_t* p, bool high) noexcept { return {e2m1x8(ld8(p), high), e2m1x8(ld8(p + 8), high)}; }
+    static MOE_ALWAYS_INLINE void e2m1x16x2(const std::uint8_t* p, F& lo, F& hi) noexcept {
+        const __m128i a = ld8(p), b = ld8(p + 8);
+        lo = {e2m1x8(a, false), e2m1x8(b, false)};
+        hi = {e2m1x8(a, true), e2m1x8(b, true)};
+    }
     static MOE_ALWAYS_INLINE __m256 e8m0x8(__m128i b8) noexcept {
         const __m256i e = _mm256_cvtepu8_epi32(b8);
         const __m256 normal = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
