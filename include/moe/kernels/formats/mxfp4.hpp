@@ -101,10 +101,6 @@ struct mxfp4 {
             for (std::size_t b = k0 / block; b < k1 / block; ++b) {
                 const typename L::F s = L::e8m0x16(sc + panel_cols * b);
                 const std::uint8_t* codes = panel + b * (block / 2) * panel_cols;
-                // Decode streams the panels from DRAM: ask for the codes 4 blocks ahead (1 KiB)
-                // and the scales 16 blocks ahead, more in flight than the hardware prefetcher keeps.
-                for (std::size_t line = 0; line < (block / 2) * panel_cols; line += 64) __builtin_prefetch(codes + 1024 + line, 0, 3);
-                __builtin_prefetch(sc + panel_cols * (b + 16), 0, 3);
                 float* out = dst + (b * block - k0) * panel_cols;
                 for (std::size_t p = 0; p < block / 2; ++p) {
                     typename L::F lo, hi;
