@@ -7,7 +7,11 @@
 # committed seed corpus, and the differential fuzzers (scalar against each SIMD arch) for 45 s
 # each; then the Python package: installed with pip into a fresh venv (every
 # instruction-set variant), its pytest suite run with torch required.
-# Arguments pick steps (default: all): bash cmake/test.sh [gcc] [clang] [asan] [python]
+# Arguments pick steps (default: gcc clang asan python): bash cmake/test.sh [gcc] [clang] [asan] [python] [arm]
+# `arm` (not in the default: ~21 minutes on 2 cores for the kernel and format tests alone, 16 of
+# them cross-compiling) installs Debian's AArch64 cross compiler and qemu-user, cross-builds the
+# plain-NEON, dotprod and i8mm test programs and runs them under qemu-aarch64 (ctest -L arm);
+# MOE_ARM_TEST_SCOPE=kernels limits it to the kernel and format tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=" ${*:-gcc clang asan python} "
@@ -26,6 +30,23 @@ for config in "gcc g++ 17 Release OFF ON ON" "clang clang++ 20 Release OFF OFF O
   cmake --build "$dir" -j "$jobs"
   (cd "$dir" && ctest -j "$jobs" --output-on-failure --timeout 600) || status=1
 done
+if [[ "$steps" == *" arm "* ]]; then
+  echo "== AArch64: cross-built with aarch64-linux-gnu-g++, run under qemu-aarch64 (build-test-arm)"
+  for p in g++-aarch64-linux-gnu qemu-user; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_arm="${missing_arm:-} $p"
+  done
+  if [ -n "${missing_arm:-}" ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing_arm
+  fi
+  cmake -S . -B build-test-arm -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake -DMOE_WERROR=ON \
+    -DMOE_BUILD_BENCHMARKS=OFF -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_PYTHON=OFF \
+    -DMOE_ARM_TEST_SCOPE="${MOE_ARM_TEST_SCOPE:-full}" > /dev/null
+  cmake --build build-test-arm -j "$jobs" --target moe_tests_neon moe_tests_dotprod moe_tests_i8mm
+  (cd build-test-arm && ctest -j "$jobs" -L arm --output-on-failure) || status=1
+fi
 if [[ "$steps" == *" python "* ]]; then
   echo "== Python package (pip install --no-build-isolation . into build-test-python/venv, pytest)"
   # Debian's interpreter: the python3-* packages above live in its site-packages.

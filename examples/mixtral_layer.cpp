@@ -230,6 +230,7 @@ int run(options& o) {
     std::printf("sparse MoE block (Mixtral semantics): %zu tokens, hidden %zu, ffn %zu, %zu experts, top-%zu, %s weights, "
                 "%d thread%s\n",
                 T, Hs, Fs, Es, o.k, o.format.to_string().c_str(), threads, threads > 1 ? "s" : "");
+    std::printf("arch: %s\n", moe::arch_description().c_str());
     std::printf("weights %s, packed in %.2f s (%.1f MiB of experts, %.2f MiB per expert)\n",
                 o.weights.empty() ? "seeded random" : o.weights.c_str(), load_s,
                 static_cast<double>(block.expert_bytes() * Es) / (1 << 20), static_cast<double>(block.expert_bytes()) / (1 << 20));

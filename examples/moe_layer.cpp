@@ -126,6 +126,7 @@ options parse(int argc, char** argv) {
 
 /// The layer's tensors of routed experts as the file stores them: name, type, bytes.
 void print_info(const moe::models::checkpoint& ck, std::size_t L, const moe::block_spec& s) {
+    std::printf("arch: %s\n", moe::arch_description().c_str());
     std::size_t total = 0;
     if (const moe::io::gguf_file* g = ck.gguf()) {
         const std::string p = "blk." + std::to_string(L) + ".ffn_";

@@ -24,6 +24,9 @@ using archs = std::tuple<moe::scalar
 #if XSIMD_WITH_AVX512BW
                          , xsimd::avx512bw
 #endif
+#if XSIMD_WITH_NEON64
+                         , xsimd::neon64
+#endif
                          >;
 
 /// True when this CPU runs arch A; otherwise warns that the test is skipped.

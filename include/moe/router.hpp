@@ -449,7 +449,7 @@ template <class Arch>
                 }
                 for (std::size_t h = NA / 2; h >= 1; h /= 2)
                     for (std::size_t j = 0; j < h; ++j) acc[j] = acc[j] + acc[j + h];
-                const V inv = O::splat(1.0f) / acc[0];
+                const V inv = O::div(O::splat(1.0f), acc[0]);
                 for (std::size_t e = 0; e < E; ++e) O::store(scT + e * W, O::load(scT + e * W) * inv);
                 break;
             }
@@ -511,7 +511,7 @@ template <class Arch>
                 O::store(top + j * W, e);
                 sum = sum + e;
             }
-            for (std::size_t j = 0; j < k; ++j) O::store(top + j * W, O::load(top + j * W) / sum);
+            for (std::size_t j = 0; j < k; ++j) O::store(top + j * W, O::div(O::load(top + j * W), sum));
         }
         if (cfg.renorm != renormalize::none) {
             V sum = O::load(top);
@@ -523,7 +523,7 @@ template <class Arch>
             const auto nonzero = den != zero;
             for (std::size_t j = 0; j < k; ++j) {
                 const V w = O::load(top + j * W);
-                O::store(top + j * W, xsimd::select(nonzero, w / den, w));
+                O::store(top + j * W, xsimd::select(nonzero, O::div(w, den), w));
             }
         }
         if (cfg.scaling_factor != 1.0f)

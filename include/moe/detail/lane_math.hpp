@@ -30,6 +30,7 @@ struct lane_ops<Arch, false> {
     static V load(const float* p) noexcept { return *p; }
     static void store(float* p, V v) noexcept { *p = v; }
     static V fmadd(V a, V b, V c) noexcept { return std::fma(a, b, c); }
+    static V div(V a, V b) noexcept { return a / b; }
     static V round_even(V x) noexcept { return std::nearbyint(x); }
     static V trunc(V x) noexcept { return std::trunc(x); }
     static V max(V a, V b) noexcept { return a < b ? b : a; }
@@ -85,6 +86,11 @@ struct lane_ops<Arch, true> {
             return V(_mm256_fmadd_ps(a, b, c));
         } else
 #endif
+#if XSIMD_WITH_NEON64
+            if constexpr (std::is_base_of<xsimd::neon64, Arch>::value) {
+            return V(vfmaq_f32(c, a, b));  // FMLA: c + a * b, rounded once
+        } else
+#endif
         {
 #if XSIMD_WITH_FMA3_SSE
             return V(_mm_fmadd_ps(a, b, c));
@@ -95,6 +101,14 @@ struct lane_ops<Arch, true> {
             return a;
 #endif
         }
+    }
+    /// a / b, correctly rounded. Never `a / b` on batches: xsimd 8.1's NEON float division is a
+    /// reciprocal estimate with two Newton steps, not IEEE division.
+    static V div(V a, V b) noexcept {
+#if XSIMD_WITH_NEON64
+        if constexpr (std::is_base_of<xsimd::neon64, Arch>::value) return V(vdivq_f32(a, b));  // FDIV
+#endif
+        return a / b;
     }
     static V round_even(V x) noexcept { return round_mode<true>(x); }
     static V trunc(V x) noexcept { return round_mode<false>(x); }
@@ -109,6 +123,13 @@ struct lane_ops<Arch, true> {
             return V(_mm512_mask_roundscale_ps(x, 0xFFFF, x, mode));
         } else
 #endif
+#if XSIMD_WITH_NEON64
+            // FRINTN / FRINTZ (xsimd 8.1 has no NEON nearbyint; its generic one is emulated).
+            if constexpr (std::is_base_of<xsimd::neon64, Arch>::value) {
+            if constexpr (Nearest) return V(vrndnq_f32(x));
+            else return V(vrndq_f32(x));
+        } else
+#endif
         {
             if constexpr (Nearest) return xsimd::nearbyint(x);
             else return xsimd::trunc(x);
@@ -116,7 +137,14 @@ struct lane_ops<Arch, true> {
     }
     static V max(V a, V b) noexcept { return xsimd::select(a < b, b, a); }
     static V abs(V a) noexcept { return xsimd::abs(a); }
-    static V sqrt(V a) noexcept { return xsimd::sqrt(a); }
+    static V sqrt(V a) noexcept {
+#if XSIMD_WITH_NEON64
+        // FSQRT, correctly rounded: xsimd 8.1's NEON float sqrt is a reciprocal-estimate
+        // approximation, which would make results depend on the arch.
+        if constexpr (std::is_base_of<xsimd::neon64, Arch>::value) return V(vsqrtq_f32(a));
+#endif
+        return xsimd::sqrt(a);
+    }
     static V select_gt(V a, V b, V x, V y) noexcept { return xsimd::select(a > b, x, y); }
     static V select_eq(V a, V b, V x, V y) noexcept { return xsimd::select(a == b, x, y); }
     static V pow2i(V n) noexcept {
@@ -196,7 +224,7 @@ template <class Arch>
     using V = typename O::V;
     const V u = y + O::splat(1.0f);
     const V d = u - O::splat(1.0f);
-    const V res = log_1_2<Arch>(u) + (y - d) / u;
+    const V res = log_1_2<Arch>(u) + O::div(y - d, u);
     return O::select_eq(d, O::splat(0.0f), y, res);
 }
 
@@ -211,7 +239,7 @@ template <class Arch>
     const V e = exp_nonpos<Arch>(O::splat(0.0f) - O::abs(x));
     const V one = O::splat(1.0f);
     const V den = one + e;
-    const V r = O::select_gt(x, O::splat(0.0f), one / den, e / den);
+    const V r = O::select_gt(x, O::splat(0.0f), O::div(one, den), O::div(e, den));
     // -88.72283172607422f is the float above -88.72283935546875f: x < it <=> x <= the bound.
     return O::select_gt(O::splat(-88.72283172607422f), x, O::splat(0.0f), r);
 }

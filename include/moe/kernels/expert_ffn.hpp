@@ -82,6 +82,10 @@ struct weight_lanes {
                     return V(_mm256_castsi256_ps(
                         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+                if constexpr (O::width == 4)
+                    return V(vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)), 16)));
+#endif
                 for (std::size_t i = 0; i < O::width; ++i) {
                     std::uint16_t bits;
                     std::memcpy(&bits, p + i, 2);
@@ -95,6 +99,9 @@ struct weight_lanes {
 #endif
 #if defined(__F16C__)
             if constexpr (O::width == 8) return V(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+            if constexpr (O::width == 4 && std::is_same<W, Eigen::half>::value) return V(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)))));
 #endif
             alignas(64) float tmp[O::width];
             for (std::size_t i = 0; i < O::width; ++i) tmp[i] = static_cast<float>(p[i]);

@@ -1,7 +1,8 @@
 /// @file kernels/formats/lanes.hpp
 /// The 16-lane operations the quantized kernels are written in, once: a portable reference
-/// (`generic_qlanes`, plain C++ over arrays), AVX-512 VNNI (`avx512_qlanes`) and AVX2
-/// (`avx2_qlanes`), chosen by arch.
+/// (`generic_qlanes`, plain C++ over arrays), AVX-512 VNNI (`avx512_qlanes`), AVX2
+/// (`avx2_qlanes`) and AArch64 NEON (`neon_qlanes`: USDOT with i8mm, SDOT with dotprod, widening
+/// multiplies without), chosen by arch and the translation unit's target flags.
 ///
 /// A lane is one output column of a 16-column panel. Integer ops are exact, and every float op
 /// is one IEEE operation per lane (explicit fused multiply-add where the formula has one), so
@@ -21,6 +22,9 @@
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
 #endif
 
 #include "../../arch.hpp"
@@ -466,6 +470,229 @@ struct avx2_qlanes {
 };
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define MOE_HAVE_NEON_QLANES 1
+/// The integer dot product `neon_qlanes::dpbusd` is built on, from the target flags.
+enum class neon_dot {
+    widen,    ///< plain NEON: u8 -> u16 widening, 16-bit multiplies, pairwise long adds
+    sdot,     ///< FEAT_DotProd: SDOT on the codes with their top bit flipped, plus 128 * sum(a)
+    usdot,    ///< FEAT_I8MM: USDOT, u8 x s8 directly (vpdpbusd's own semantics)
+};
+
+/// AArch64 NEON lanes: four 128-bit registers per vector (columns 4q..4q+3 in register q; a B
+/// register holds those 4 columns x 4 k). Every integer op is exact and every float op one
+/// IEEE operation per lane, so the bits equal generic_qlanes' for every `Dot`.
+template <neon_dot Dot>
+struct neon_qlanes_t {
+    static constexpr bool simd = true;
+    static constexpr neon_dot dot = Dot;
+    struct B {
+        uint8x16_t v[4];
+    };
+    struct I {
+        int32x4_t v[4];
+    };
+    struct F {
+        float32x4_t v[4];
+    };
+    template <class T, class Fn>
+    static MOE_ALWAYS_INLINE T map(Fn&& fn) noexcept {
+        T r;
+        for (int q = 0; q < 4; ++q) r.v[q] = fn(q);
+        return r;
+    }
+    static MOE_ALWAYS_INLINE B load_b(const std::uint8_t* p) noexcept {
+        return map<B>([&](int q) { return vld1q_u8(p + 16 * q); });
+    }
+    static MOE_ALWAYS_INLINE B lo4(const B& x) noexcept {
+        return map<B>([&](int q) { return vandq_u8(x.v[q], vdupq_n_u8(15)); });
+    }
+    static MOE_ALWAYS_INLINE B hi4(const B& x) noexcept {
+        return map<B>([&](int q) { return vshrq_n_u8(x.v[q], 4); });
+    }
+    /// x >> n per byte for a run-time n (USHL by a negative amount).
+    static MOE_ALWAYS_INLINE uint8x16_t shr(uint8x16_t x, int n) noexcept {
+        return vshlq_u8(x, vdupq_n_s8(static_cast<std::int8_t>(-n)));
+    }
+    static MOE_ALWAYS_INLINE B with_hi2(const B& lo, const B& h, int s) noexcept {
+        return map<B>([&](int q) { return vorrq_u8(lo.v[q], vshlq_n_u8(vandq_u8(shr(h.v[q], 2 * s), vdupq_n_u8(3)), 4)); });
+    }
+    static MOE_ALWAYS_INLINE B crumb(const B& x, int s) noexcept {
+        return map<B>([&](int q) { return vandq_u8(shr(x.v[q], 2 * s), vdupq_n_u8(3)); });
+    }
+    static MOE_ALWAYS_INLINE B with_bit2(const B& c, const B& h, int s) noexcept {
+        return map<B>([&](int q) { return vorrq_u8(c.v[q], vshlq_n_u8(vandq_u8(shr(h.v[q], s), vdupq_n_u8(1)), 2)); });
+    }
+    static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
+        const uint8x16_t v = vld1q_u8(t);
+        return {{v, v, v, v}};
+    }
+    static MOE_ALWAYS_INLINE B lut(const B& x, const B& t) noexcept {
+        return map<B>([&](int q) { return vqtbl1q_u8(t.v[q], x.v[q]); });  // TBL
+    }
+    static MOE_ALWAYS_INLINE I zero() noexcept { return map<I>([](int) { return vdupq_n_s32(0); }); }
+    static MOE_ALWAYS_INLINE I dpbusd(const I& acc, const B& w, std::int32_t a4) noexcept {
+        const int8x16_t a = vreinterpretq_s8_s32(vdupq_n_s32(a4));
+        if constexpr (Dot == neon_dot::usdot) {
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+            return map<I>([&](int q) { return vusdotq_s32(acc.v[q], w.v[q], a); });
+#else
+            static_assert(Dot != neon_dot::usdot, "moe: neon_dot::usdot needs a target with +i8mm");
+            return acc;
+#endif
+        } else if constexpr (Dot == neon_dot::sdot) {
+#if defined(__ARM_FEATURE_DOTPROD)
+            // w = (w ^ 0x80) as int8 + 128: sum_j w_j a_j = sdot(w ^ 0x80, a) + 128 * sum_j a_j,
+            // exact in 32-bit integers (wrapping, as the other lanes).
+            std::int8_t b[4];
+            std::memcpy(b, &a4, 4);
+            const int32x4_t c = vdupq_n_s32(128 * (b[0] + b[1] + b[2] + b[3]));
+            return map<I>([&](int q) {
+                const int8x16_t ws = vreinterpretq_s8_u8(veorq_u8(w.v[q], vdupq_n_u8(0x80)));
+                return vaddq_s32(vdotq_s32(acc.v[q], ws, a), c);
+            });
+#else
+            static_assert(Dot != neon_dot::sdot, "moe: neon_dot::sdot needs a target with +dotprod");
+            return acc;
+#endif
+        } else {
+            // Widening: u8 x s8 products fit int16 exactly (255 x -128 = -32640), pairs of
+            // them int32; two pairwise adds give each column's sum of 4.
+            const int16x8_t a16 = vmovl_s8(vget_low_s8(a));  // a0 a1 a2 a3 a0 a1 a2 a3
+            return map<I>([&](int q) {
+                const int16x8_t w0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(w.v[q])));
+                const int16x8_t w1 = vreinterpretq_s16_u16(vmovl_high_u8(w.v[q]));
+                const int32x4_t p0 = vpaddlq_s16(vmulq_s16(w0, a16)), p1 = vpaddlq_s16(vmulq_s16(w1, a16));
+                return vaddq_s32(acc.v[q], vpaddq_s32(p0, p1));
+            });
+        }
+    }
+    /// Subnormal -> signed zero, bit-wise (the reference's DAZ / FTZ), without touching FPCR.
+    static MOE_ALWAYS_INLINE float32x4_t flush(float32x4_t x) noexcept {
+        const uint32x4_t u = vreinterpretq_u32_f32(x);
+        const uint32x4_t tiny = vceqq_u32(vandq_u32(u, vdupq_n_u32(0x7f800000u)), vdupq_n_u32(0));
+        return vreinterpretq_f32_u32(vbslq_u32(tiny, vandq_u32(u, vdupq_n_u32(0x80000000u)), u));
+    }
+    /// The reference's vdpbf16ps order: odd k first, then even k, each one FMLA with DAZ in and
+    /// FTZ out. (BFDOT rounds a pair's sum once and so gives other bits; see docs/formats.md.)
+    static MOE_ALWAYS_INLINE F dpbf16(const F& acc, const B& w, std::uint32_t a2) noexcept {
+        const float32x4_t ae = flush(vreinterpretq_f32_u32(vdupq_n_u32(a2 << 16)));
+        const float32x4_t ao = flush(vreinterpretq_f32_u32(vdupq_n_u32(a2 & 0xffff0000u)));
+        return map<F>([&](int q) {
+            const uint32x4_t u = vreinterpretq_u32_u8(w.v[q]);
+            const float32x4_t we = flush(vreinterpretq_f32_u32(vshlq_n_u32(u, 16)));
+            const float32x4_t wo = flush(vreinterpretq_f32_u32(vandq_u32(u, vdupq_n_u32(0xffff0000u))));
+            const float32x4_t r = flush(vfmaq_f32(flush(acc.v[q]), wo, ao));
+            return flush(vfmaq_f32(r, we, ae));
+        });
+    }
+    static MOE_ALWAYS_INLINE F fadd(const F& a, const F& b) noexcept {
+        return map<F>([&](int q) { return vaddq_f32(a.v[q], b.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE I sub(const I& x, std::int32_t c) noexcept {
+        return map<I>([&](int q) { return vsubq_s32(x.v[q], vdupq_n_s32(c)); });
+    }
+    static MOE_ALWAYS_INLINE I add(const I& x, const I& y) noexcept {
+        return map<I>([&](int q) { return vaddq_s32(x.v[q], y.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE I mullo(const I& x, const I& y) noexcept {
+        return map<I>([&](int q) { return vmulq_s32(x.v[q], y.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE I mul_scalar(const I& x, std::int32_t c) noexcept {
+        return map<I>([&](int q) { return vmulq_n_s32(x.v[q], c); });
+    }
+    static MOE_ALWAYS_INLINE I u8x16(const std::uint8_t* p) noexcept {
+        const uint8x16_t b = vld1q_u8(p);
+        const uint16x8_t lo = vmovl_u8(vget_low_u8(b)), hi = vmovl_high_u8(b);
+        return {{vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(lo))), vreinterpretq_s32_u32(vmovl_high_u16(lo)),
+                 vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(hi))), vreinterpretq_s32_u32(vmovl_high_u16(hi))}};
+    }
+    static MOE_ALWAYS_INLINE I s8x16(const std::uint8_t* p) noexcept {
+        const int8x16_t b = vreinterpretq_s8_u8(vld1q_u8(p));
+        const int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_high_s8(b);
+        return {{vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)), vmovl_high_s16(hi)}};
+    }
+    static MOE_ALWAYS_INLINE F cvt(const I& x) noexcept {
+        return map<F>([&](int q) { return vcvtq_f32_s32(x.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE F fzero() noexcept { return map<F>([](int) { return vdupq_n_f32(0.0f); }); }
+    static MOE_ALWAYS_INLINE F bcast(float x) noexcept { return map<F>([&](int) { return vdupq_n_f32(x); }); }
+    static MOE_ALWAYS_INLINE F fma(const F& a, const F& b, const F& c) noexcept {
+        return map<F>([&](int q) { return vfmaq_f32(c.v[q], a.v[q], b.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE F mul(const F& a, const F& b) noexcept {
+        return map<F>([&](int q) { return vmulq_f32(a.v[q], b.v[q]); });
+    }
+    static MOE_ALWAYS_INLINE F neg(const F& a) noexcept {
+        return map<F>([&](int q) { return vnegq_f32(a.v[q]); });  // FNEG flips the sign bit only
+    }
+    static MOE_ALWAYS_INLINE F fp16x16(const std::uint8_t* p) noexcept {
+        // FCVTL: exact, subnormals included (FPCR.FZ16 and AHP are clear on Linux and macOS).
+        return map<F>([&](int q) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p) + 4 * q))); });
+    }
+    static MOE_ALWAYS_INLINE F f32x16(const std::uint8_t* p) noexcept {
+        return map<F>([&](int q) { return vreinterpretq_f32_u8(vld1q_u8(p + 16 * q)); });
+    }
+    static MOE_ALWAYS_INLINE F load(const float* p) noexcept {
+        return map<F>([&](int q) { return vld1q_f32(p + 4 * q); });
+    }
+    static MOE_ALWAYS_INLINE void store(float* p, const F& x) noexcept {
+        for (int q = 0; q < 4; ++q) vst1q_f32(p + 4 * q, x.v[q]);
+    }
+    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+        // As the x86 lanes: e4m3 bits placed as fp16 bits are the value times 2^-8 (exact).
+        const uint8x16_t b = vld1q_u8(p);
+        F r;
+        for (int h = 0; h < 2; ++h) {
+            const uint16x8_t w = h ? vmovl_high_u8(b) : vmovl_u8(vget_low_u8(b));
+            const uint16x8_t f16 = vorrq_u16(vshlq_n_u16(vandq_u16(w, vdupq_n_u16(0x80)), 8), vshlq_n_u16(vandq_u16(w, vdupq_n_u16(0x7f)), 7));
+            const float16x8_t hv = vreinterpretq_f16_u16(f16);
+            r.v[2 * h] = vmulq_n_f32(vcvt_f32_f16(vget_low_f16(hv)), 256.0f);
+            r.v[2 * h + 1] = vmulq_n_f32(vcvt_high_f32_f16(hv), 256.0f);
+        }
+        return r;
+    }
+    /// 16 E2M1 codes -> float: every E2M1 value is a bf16 (its float bits end in 16 zeros), so
+    /// two TBLs give the bf16's high and low bytes and a zip and a widening shift the floats.
+    static MOE_ALWAYS_INLINE F e2m1_codes(uint8x16_t c) noexcept {
+        static constexpr std::uint8_t hb[16] = {0x00, 0x3F, 0x3F, 0x3F, 0x40, 0x40, 0x40, 0x40, 0x80, 0xBF, 0xBF, 0xBF, 0xC0, 0xC0, 0xC0, 0xC0};
+        static constexpr std::uint8_t lb[16] = {0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0, 0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0};
+        const uint8x16_t h = vqtbl1q_u8(vld1q_u8(hb), c), l = vqtbl1q_u8(vld1q_u8(lb), c);
+        const uint16x8_t b0 = vreinterpretq_u16_u8(vzip1q_u8(l, h)), b1 = vreinterpretq_u16_u8(vzip2q_u8(l, h));
+        return {{vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(b0), 16)), vreinterpretq_f32_u32(vshll_high_n_u16(b0, 16)),
+                 vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(b1), 16)), vreinterpretq_f32_u32(vshll_high_n_u16(b1, 16))}};
+    }
+    static MOE_ALWAYS_INLINE F e2m1x16(const std::uint8_t* p, bool high) noexcept {
+        const uint8x16_t b = vld1q_u8(p);
+        return e2m1_codes(high ? vshrq_n_u8(b, 4) : vandq_u8(b, vdupq_n_u8(15)));
+    }
+    static MOE_ALWAYS_INLINE void e2m1x16x2(const std::uint8_t* p, F& lo, F& hi) noexcept {
+        const uint8x16_t b = vld1q_u8(p);
+        lo = e2m1_codes(vandq_u8(b, vdupq_n_u8(15)));
+        hi = e2m1_codes(vshrq_n_u8(b, 4));
+    }
+    static MOE_ALWAYS_INLINE F e8m0x16(const std::uint8_t* p) noexcept {
+        const I e = u8x16(p);
+        return map<F>([&](int q) {
+            const uint32x4_t u = vreinterpretq_u32_s32(e.v[q]);
+            const uint32x4_t z = vceqq_u32(u, vdupq_n_u32(0));
+            return vreinterpretq_f32_u32(vbslq_u32(z, vdupq_n_u32(0x00400000u), vshlq_n_u32(u, 23)));  // e = 0: 2^-127
+        });
+    }
+};
+
+/// The best integer dot product the translation unit's flags allow.
+inline constexpr neon_dot neon_best_dot =
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+    neon_dot::usdot;
+#elif defined(__ARM_FEATURE_DOTPROD)
+    neon_dot::sdot;
+#else
+    neon_dot::widen;
+#endif
+using neon_qlanes = neon_qlanes_t<neon_best_dot>;
+#endif
+
 namespace detail {
 template <class Arch, class = void>
 struct qlanes_for {
@@ -496,12 +723,19 @@ struct qlanes_for<Arch, std::enable_if_t<arch_from_v<xsimd::avx512bw, Arch>>> {
 };
 #endif
 #endif
+#if defined(MOE_HAVE_NEON_QLANES) && XSIMD_WITH_NEON64
+template <class Arch>
+struct qlanes_for<Arch, std::enable_if_t<arch_from_v<xsimd::neon64, Arch>>> {
+    using type = neon_qlanes;
+};
+#endif
 }  // namespace detail
 
 /// The lanes the quantized kernels use for `Arch`: AVX-512 VNNI when `Arch` is an AVX-512BW
 /// arch and the translation unit is built with VNNI (-mavx512vnni, or -march=native on a CPU
 /// that has it); AVX2 (+FMA, F16C) for AVX2 archs and for AVX-512 archs built without VNNI;
-/// the portable reference otherwise. All give the same bits.
+/// `neon_qlanes` (USDOT with +i8mm, SDOT with +dotprod, widening multiplies otherwise) for
+/// `xsimd::neon64`; the portable reference otherwise. All give the same bits.
 template <class Arch>
 using qlanes_t = typename detail::qlanes_for<Arch>::type;
 
