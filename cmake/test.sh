@@ -11,7 +11,7 @@
 # `arm` (not in the default: ~21 minutes on 2 cores for the kernel and format tests alone, 16 of
 # them cross-compiling) installs Debian's AArch64 cross compiler and qemu-user, cross-builds the
 # plain-NEON, dotprod and i8mm test programs and runs them under qemu-aarch64 (ctest -L arm);
-# MOE_ARM_TEST_SCOPE=kernels limits it to the kernel and format tests.
+# MOE_ARM_TEST_SCOPE=full adds the router, capacity, arch and differential tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=" ${*:-gcc clang asan python} "
@@ -43,7 +43,7 @@ if [[ "$steps" == *" arm "* ]]; then
   cmake -S . -B build-test-arm -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake -DMOE_WERROR=ON \
     -DMOE_BUILD_BENCHMARKS=OFF -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_PYTHON=OFF \
-    -DMOE_ARM_TEST_SCOPE="${MOE_ARM_TEST_SCOPE:-full}" > /dev/null
+    -DMOE_ARM_TEST_SCOPE="${MOE_ARM_TEST_SCOPE:-kernels}" > /dev/null
   cmake --build build-test-arm -j "$jobs" --target moe_tests_neon moe_tests_dotprod moe_tests_i8mm
   (cd build-test-arm && ctest -j "$jobs" -L arm --output-on-failure) || status=1
 fi
