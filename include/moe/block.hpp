@@ -38,6 +38,8 @@
 #include "kernels/expert_set.hpp"
 #include "kernels/formats.hpp"
 #include "kernels/quant_ffn.hpp"
+#include "expert_reduction.hpp"
+#include "replay.hpp"
 #include "route_policies.hpp"
 #include "router.hpp"
 #include "tensor.hpp"
@@ -63,6 +65,10 @@ struct layer_options {
     /// "q4_k", "int4:128", "f32", ...; `kernels::weight_format_names`), or one name for all.
     /// Empty: f32. Consecutive or not, experts of one name share a group.
     std::vector<std::string> expert_formats;
+    /// Route fewer experts than the recipe: 0 = the recipe's k (expert_reduction.hpp).
+    std::size_t top_k = 0;
+    /// Smart expert reduction after routing (k_min = 0: off; expert_reduction.hpp).
+    ser_config ser;
 };
 
 /// How the shared expert's output is scaled: always on, or by sigmoid(x . w_gate) (Qwen2-MoE's
@@ -147,7 +153,9 @@ namespace stages {
 /// the capacity stage ranks or reroutes by them; fill-in needs capacity. Throws the router's
 /// errors and [moe.layer.options].
 inline void fix_options(layer_options& o, std::size_t num_experts) {
+    if (o.top_k) o.router = with_top_k(o.router, o.top_k);
     o.router.validate(num_experts);
+    if (o.ser.active()) o.ser.validate(o.router.top_k);
     if (o.capacity && (o.drop.reroute || o.fill_in || o.drop.policy == drop_policy::score ||
                        o.drop.policy == drop_policy::batch_prioritized))
         o.router.keep_scores = true;
@@ -171,6 +179,35 @@ void gate_route(routing<float>& r, std::vector<float>& logits, matrix_view<const
     r.weights.resize(T * k);
     r.scores.resize(cfg.keep_scores ? T * E : 0);
     route_into<Arch>(r, matrix_view<const float>(l), cfg, selection_bias, ws, exec);
+}
+
+/// Gate and replay: logits as gate_route, then `r` = the replay of `indices` (T x k) with
+/// `weights` (or, empty, the weights recomputed from the scores; replay.hpp).
+template <class Arch, class Executor>
+void gate_replay(routing<float>& r, std::vector<float>& logits, matrix_view<const float> x, const packed_gate& gate,
+                 vector_view<float> router_bias, const router_config& cfg, matrix_view<const std::int32_t> indices,
+                 matrix_view<const float> weights, replay_workspace<float>& ws, Executor&& exec) {
+    const std::size_t T = x.rows, E = gate.num_experts, k = cfg.top_k;
+    detail::check_replay(indices, weights, T, E, k);
+    if (logits.size() < T * E) logits.resize(T * E);
+    const matrix_view<float> l(logits.data(), T, E);
+    gate_into<Arch>(l, x, gate, router_bias, exec);
+    r.num_tokens = T;
+    r.num_experts = E;
+    r.top_k = k;
+    r.indices.resize(T * k);
+    r.weights.resize(T * k);
+    r.scores.resize(cfg.keep_scores ? T * E : 0);
+    replay_into<Arch>(r, matrix_view<const float>(l), cfg, indices, weights, ws, exec);
+}
+
+/// Expert reduction after routing: with `o.ser` active, drops the slots SER drops and reweighs
+/// the rest from `logits` (T x E, the router's). Returns the slots dropped.
+template <class Arch, class Executor>
+std::size_t reduce(routing<float>& r, const std::vector<float>& logits, const layer_options& o, replay_workspace<float>& ws,
+                   Executor&& exec) {
+    if (!o.ser.active()) return 0;
+    return reduce_experts<Arch>(r, matrix_view<const float>(logits.data(), r.num_tokens, r.num_experts), o.router, o.ser, ws, exec);
 }
 
 /// Capacity: with `o.capacity`, the drop (capacity, policy, reroute) and, with `o.fill_in`, the
@@ -295,22 +332,37 @@ public:
     /// y (T x H) = the block applied to x (T x H).
     template <class Executor = serial_executor>
     void forward(matrix_view<float> y, matrix_view<const float> x, Executor&& exec = {}) {
-        const std::size_t T = x.rows, H = spec_.hidden;
-        if (x.cols != H || y.cols != H || y.rows != T)
-            MOE_THROW("moe.layer.shape", "x is ", x.rows, " x ", x.cols, ", y ", y.rows, " x ", y.cols, "; hidden=", H);
+        check_shapes(y, x);
         stages::gate_route<Arch>(r_, logits_, x, gate_, vector_view<float>(router_b_), opt_.router, vector_view<float>(sel_bias_),
                                  router_ws_, exec);
-        stages::capacity(r_, opt_, report_, fill_);
-        if (spec_.zero_experts > 0) {
-            identity_experts(y, x, exec);
-        } else if (!spec_.weight_on_input) {
-            make_plan_into(plan_, r_);
-            run_routed(x, exec);
-            combine<Arch>(y, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, r_, exec);
-        } else {
-            weighted_inputs(y, x, exec);
-        }
-        if (spec_.shared_ffn > 0) add_shared(y, x, exec);
+        stages::reduce<Arch>(r_, logits_, opt_, replay_ws_, exec);
+        experts_stage(y, x, exec);
+    }
+
+    /// y = the block applied to x with the routing replayed: token t's experts are row t of
+    /// `indices` (T x k, k = the router's; -1 = an empty slot), weighed by `weights` (T x k) or,
+    /// where `weights` is empty, by the router's scores at those experts (replay.hpp). Capacity
+    /// and the rest of the block run as in forward; SER does not (the routing is given).
+    /// Throws [moe.replay.shape], [moe.replay.index], [moe.replay.weights].
+    template <class Executor = serial_executor>
+    void forward_replay(matrix_view<float> y, matrix_view<const float> x, matrix_view<const std::int32_t> indices,
+                 matrix_view<const float> weights = {}, Executor&& exec = {}) {
+        check_shapes(y, x);
+        stages::gate_replay<Arch>(r_, logits_, x, gate_, vector_view<float>(router_b_), opt_.router, indices, weights, replay_ws_,
+                                  exec);
+        experts_stage(y, x, exec);
+    }
+
+    /// Routes fewer experts from the next forward on, without repacking: `top_k` (0 = the
+    /// recipe's k) and smart expert reduction `ser` (k_min = 0: off).
+    /// Throws [moe.router.top_k] and [moe.selection.ser].
+    void set_reduction(std::size_t top_k, ser_config ser = {}) {
+        layer_options o = opt_;
+        o.router = spec_.router;
+        o.top_k = top_k;
+        o.ser = ser;
+        stages::fix_options(o, spec_.routed_experts());
+        opt_ = std::move(o);
     }
 
     [[nodiscard]] const block_spec& spec() const noexcept { return spec_; }
@@ -339,6 +391,28 @@ public:
     [[nodiscard]] std::size_t expert_bytes() const noexcept { return experts_.expert_bytes(); }
 
 private:
+    void check_shapes(matrix_view<float> y, matrix_view<const float> x) const {
+        const std::size_t H = spec_.hidden;
+        if (x.cols != H || y.cols != H || y.rows != x.rows)
+            MOE_THROW("moe.layer.shape", "x is ", x.rows, " x ", x.cols, ", y ", y.rows, " x ", y.cols, "; hidden=", H);
+    }
+
+    template <class Executor>
+    void experts_stage(matrix_view<float> y, matrix_view<const float> x, Executor&& exec) {
+        const std::size_t H = spec_.hidden;
+        stages::capacity(r_, opt_, report_, fill_);
+        if (spec_.zero_experts > 0) {
+            identity_experts(y, x, exec);
+        } else if (!spec_.weight_on_input) {
+            make_plan_into(plan_, r_);
+            run_routed(x, exec);
+            combine<Arch>(y, matrix_view<const float>(rows_.data(), plan_.num_rows(), H), plan_, r_, exec);
+        } else {
+            weighted_inputs(y, x, exec);
+        }
+        if (spec_.shared_ffn > 0) add_shared(y, x, exec);
+    }
+
     static block_spec plain_spec(matrix_view<const float> router_w, const packed_type& experts, const layer_options& o) {
         if (experts.num_experts() != router_w.rows || experts.hidden() != router_w.cols)
             MOE_THROW("moe.layer.shape", "router is ", router_w.rows, " x ", router_w.cols, ", experts ", experts.num_experts(),
@@ -499,6 +573,7 @@ private:
     kernels::packed_experts<Arch, float> shared_;
     std::vector<float> router_b_, sel_bias_, b1_, b3_, b2_;
     router_workspace<float> router_ws_;
+    replay_workspace<float> replay_ws_;
     std::vector<float> logits_, rows_, xin_, yslots_, shared_rows_, shared_g_, yzero_;
     routing<float> r_, ones_, shared_r_, real_;
     capacity_report report_;
