@@ -46,7 +46,7 @@ block_spec_fields: List[str] = list(_core.block_spec_fields)
 __all__ = [
     "Error", "Routing", "RouterConfig", "router_config_fields", "DropConfig", "drop_config_fields", "BlockSpec",
     "block_spec_fields", "Plan", "MoeBlock", "GlobalLoadBalancer", "route", "router_config", "routing_from_arrays",
-    "mask_tokens", "expert_capacity", "apply_capacity", "fill_in", "make_plan", "padded_rows_per_expert",
+    "mask_tokens", "routing_stats", "expert_capacity", "apply_capacity", "fill_in", "make_plan", "padded_rows_per_expert",
     "to_vllm_layout", "gather", "combine", "measure", "device_loads", "apply_jitter", "add_gumbel_noise",
     "add_normal_noise", "rescore", "route_top_p", "route_expert_choice", "sinkhorn", "route_sinkhorn",
     "strip_null_experts", "mean_experts_per_token", "route_hash", "split_zero_experts", "aux_loss_routing",
@@ -176,7 +176,7 @@ def route(logits, preset: Optional[str] = None, *, score: Optional[str] = None, 
           renorm_eps: Optional[float] = None, scaling_factor: Optional[float] = None, num_groups: Optional[int] = None,
           group_top_k: Optional[int] = None, group_score_top_m: Optional[int] = None, mask: Optional[str] = None,
           weights_from_masked: Optional[bool] = None, keep_scores: Optional[bool] = None, bias=None,
-          threads: int = 0) -> Routing:
+          threads: int = 0, replay=None, replay_weights=None, ser: Optional[Tuple[int, float]] = None) -> Routing:
     """Routes router logits [T, E] (float32 / float64 / float16 / bfloat16) to their top-k experts.
 
     ``preset`` is a model family's recipe (``moe.preset_names``: "mixtral", "qwen3_moe",
@@ -185,13 +185,40 @@ def route(logits, preset: Optional[str] = None, *, score: Optional[str] = None, 
     ``mask`` "neg_inf" or "zero" (group-limited routing); ``bias`` [E] is the selection-only
     bias (DeepSeek-V3's e_score_correction_bias). Weights are float32 (float64 for float64
     logits). Ties go to the lower expert index.
+
+    ``replay`` [T, k] (integer, -1 = empty slot) routes to those experts instead of the top-k
+    (RL routing replay); their weights are ``replay_weights`` [T, k] or, without it, recomputed
+    from this router's scores exactly as it weighs its own top-k (so replaying a routing of this
+    router gives its weights bit for bit). ``ser=(k_min, threshold)``: smart expert reduction
+    after routing: keep each token's first ``k_min`` experts and those whose weight is at least
+    ``threshold`` x its top weight, reweighed as the recipe does; dropped slots are -1.
+    ``top_k`` below the preset's routes fewer experts per call.
     """
     a, bf16, as_torch = _in(logits, "logits")
     cfg = _fields(preset=preset, score=score, top_k=top_k, pre_softmax=pre_softmax, select_on_logits=select_on_logits,
                   renorm=renorm, renorm_eps=renorm_eps, scaling_factor=scaling_factor, num_groups=num_groups,
                   group_top_k=group_top_k, group_score_top_m=group_score_top_m, mask=mask,
                   weights_from_masked=weights_from_masked, keep_scores=keep_scores)
-    return Routing(_core.route(a, bf16, cfg, _plain(bias, "bias"), threads), as_torch)
+    k_min, thr = (0, 0.0) if ser is None else (int(ser[0]), float(ser[1]))
+    if ser is not None and k_min < 1:
+        raise fail("moe.selection.ser", f"k_min={k_min} must be >= 1 (ser=(k_min, threshold))")
+    return Routing(_core.route(a, bf16, cfg, _plain(bias, "bias"), threads, _plain(replay, "replay"),
+                               _plain(replay_weights, "replay_weights"), k_min, thr), as_torch)
+
+
+def routing_stats(indices, num_experts: Optional[int] = None, *, scores=None, capacity: int = 0) -> Dict[str, Any]:
+    """Routing statistics of ``indices`` [T, k] (one layer; -1 = empty slot) or [L, T, k] (a trace).
+
+    One layer: a dict of ``load`` [E], ``routed``, ``mean_load``, ``max_over_mean``, ``cv``,
+    ``jain`` (Jain's fairness index), ``load_entropy`` (nats), ``routing_entropy`` (mean per-token
+    entropy of ``scores`` [T, E] normalised per row; NaN without scores), ``adjacent_overlap``
+    (fraction of a token's experts the previous token also used), ``drop_rate`` (slots a
+    per-expert ``capacity`` would drop; 0 without one). A trace: the same per layer as arrays
+    (``load`` [L, E]), ``layer_overlap`` [L-1] (fraction of a token's layer-l experts it used in
+    layer l-1) and ``total`` (the loads summed over layers). docs/research.md states each formula.
+    """
+    return _core.routing_stats(_plain(indices, "indices"), 0 if num_experts is None else int(num_experts),
+                               _plain(scores, "scores"), int(capacity))
 
 
 def routing_from_arrays(indices, weights, num_experts: int, *, scores=None) -> Routing:
@@ -535,11 +562,20 @@ class MoeBlock:
         b._torch = False
         return b
 
-    def forward(self, x, *, threads: int = 0):
-        """y [T, H] = the block applied to hidden states x [T, H] (float32)."""
+    def forward(self, x, *, threads: int = 0, replay=None, replay_weights=None):
+        """y [T, H] = the block applied to hidden states x [T, H] (float32). ``replay`` [T, k]
+        (and optionally ``replay_weights`` [T, k]) replays a recorded routing, as `moe.route` does."""
         a, _, as_torch = _in(x, "x")
         self._torch = as_torch
-        return _out(self._b.forward(a, threads), as_torch)
+        return _out(self._b.forward(a, threads, _plain(replay, "replay"), _plain(replay_weights, "replay_weights")), as_torch)
+
+    def set_reduction(self, top_k: Optional[int] = None, *, ser: Optional[Tuple[int, float]] = None) -> None:
+        """Routes fewer experts from the next forward on: ``top_k`` below the recipe's (None: the
+        recipe's), ``ser=(k_min, threshold)`` smart expert reduction (None: off)."""
+        k_min, thr = (0, 0.0) if ser is None else (int(ser[0]), float(ser[1]))
+        if ser is not None and k_min < 1:
+            raise fail("moe.selection.ser", f"k_min={k_min} must be >= 1 (ser=(k_min, threshold))")
+        self._b.set_reduction(0 if top_k is None else int(top_k), k_min, thr)
 
     __call__ = forward
 

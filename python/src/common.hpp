@@ -113,6 +113,31 @@ std::vector<T> vector_of(const py::handle& h, const char* what, std::ptrdiff_t n
     return std::vector<T>(c.data(), c.data() + c.size());
 }
 
+/// A 2-D integer array as int32 (any integer dtype; values outside int32 are refused).
+struct int_matrix {
+    std::vector<std::int32_t> values;
+    std::size_t rows = 0, cols = 0;
+    [[nodiscard]] moe::matrix_view<const std::int32_t> view() const { return {values.data(), rows, cols}; }
+};
+inline int_matrix int_matrix_of(const py::handle& h, const char* what) {
+    py::array a = py::array::ensure(h);
+    if (!a) MOE_THROW("moe.python.dtype", what, " must be array-like");
+    if (a.ndim() != 2) MOE_THROW("moe.python.shape", what, " must be 2-D [T, k], got ", a.ndim(), "-D");
+    const char k = a.dtype().kind();
+    if (k != 'i' && k != 'u') MOE_THROW("moe.python.dtype", what, " must be an integer array, got ", dtype_name(a));
+    py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> c(a);
+    int_matrix m;
+    m.rows = static_cast<std::size_t>(a.shape(0));
+    m.cols = static_cast<std::size_t>(a.shape(1));
+    m.values.resize(m.rows * m.cols);
+    for (std::size_t i = 0; i < m.values.size(); ++i) {
+        const std::int64_t v = c.data()[i];
+        // Out-of-range values become an index the replay check names (it refuses anything < -1).
+        m.values[i] = v < -2 ? -2 : v > 0x7fffffff ? 0x7fffffff : static_cast<std::int32_t>(v);
+    }
+    return m;
+}
+
 /// std::vector -> numpy array that owns the vector's memory (no copy).
 template <class T>
 py::array to_array(std::vector<T>&& v, std::vector<py::ssize_t> shape) {

@@ -149,13 +149,29 @@ public:
             if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
         return pb;
     }
-    py::array forward(const py::array& x, int threads) {
+    py::array forward(const py::array& x, int threads, const py::object& replay, const py::object& replay_weights) {
         const py_executor ex = executor(threads);
         if (kind_of(x) != elem::f32) MOE_THROW("moe.python.dtype", "x must be float32, got ", dtype_name(x));
         const auto xi = matrix_of<float>(x, "x");
         if (xi.view.cols != b_->spec().hidden)
             MOE_THROW("moe.python.shape", "x has ", xi.view.cols, " columns, the block's hidden size is ", b_->spec().hidden);
         moe::matrix<float> y(xi.view.rows, xi.view.cols);
+        if (!replay.is_none()) {
+            const int_matrix idx = int_matrix_of(replay, "replay");
+            std::vector<float> w;
+            std::size_t wr = 0, wc = 0;
+            if (!replay_weights.is_none()) {
+                py::array wa = py::array::ensure(replay_weights);
+                if (!wa || wa.ndim() != 2) MOE_THROW("moe.python.shape", "replay_weights must be a 2-D array [T, k]");
+                py::array_t<float, py::array::c_style | py::array::forcecast> c(wa);
+                w.assign(c.data(), c.data() + c.size());
+                wr = static_cast<std::size_t>(wa.shape(0));
+                wc = static_cast<std::size_t>(wa.shape(1));
+            }
+            py::gil_scoped_release nogil;
+            b_->forward_replay(y.view(), xi.view, idx.view(), moe::matrix_view<const float>(w.empty() ? nullptr : w.data(), wr, wc), ex);
+            return matrix_array(std::move(y));
+        }
         {
             py::gil_scoped_release nogil;
             b_->forward(y.view(), xi.view, ex);
@@ -179,6 +195,7 @@ public:
         d["load_after"] = counts_array(r.load_after);
         return d;
     }
+    void set_reduction(std::size_t top_k, std::size_t k_min, double threshold) { b_->set_reduction(top_k, moe::ser_config{k_min, threshold}); }
     py::dict spec() const { return dict_of(b_->spec()); }
     const std::string& format() const { return format_; }
     std::size_t expert_bytes() const { return b_->packed_experts().expert_bytes(); }
@@ -202,6 +219,7 @@ void bind_layer(py::module_& m) {
         .def(py::init<const py::object&, const py::dict&, const py::object&, const py::object&, bool>())
         .def_static("from_checkpoint", &py_block::from_checkpoint)
         .def("forward", &py_block::forward)
+        .def("set_reduction", &py_block::set_reduction)
         .def("last_routing", &py_block::last_routing)
         .def("last_logits", &py_block::last_logits)
         .def("last_capacity", &py_block::last_capacity)

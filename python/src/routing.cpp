@@ -184,7 +184,8 @@ void bind_routing(py::module_& m) {
     }();
     m.def("router_config", [](const py::dict& d) { return dict_of(router_config_of(d)); });
 
-    m.def("route", [](const py::array& logits, bool bf16, const py::dict& cfg_d, const py::object& bias, int threads) {
+    m.def("route", [](const py::array& logits, bool bf16, const py::dict& cfg_d, const py::object& bias, int threads,
+                      const py::object& replay, const py::object& replay_weights, std::size_t ser_k_min, double ser_threshold) {
         const moe::router_config cfg = router_config_of(cfg_d);
         const py_executor ex = executor(threads);
         return visit_logits(logits, bf16, "logits", [&](auto in) -> py::object {
@@ -194,13 +195,108 @@ void bind_routing(py::module_& m) {
             if (!bias.is_none()) b = vector_of<C>(bias, "bias");
             moe::routing<C> r(in.view.rows, in.view.cols, cfg.top_k, cfg.keep_scores);
             cfg.validate(in.view.cols);
+            if (!replay.is_none()) {
+                const int_matrix idx = int_matrix_of(replay, "replay");
+                std::vector<C> w;
+                std::size_t wr = 0, wc = 0;
+                if (!replay_weights.is_none()) {
+                    py::array wa = py::array::ensure(replay_weights);
+                    if (!wa || wa.ndim() != 2) MOE_THROW("moe.python.shape", "replay_weights must be a 2-D array [T, k]");
+                    const char kind = wa.dtype().kind();
+                    if (kind != 'f' && kind != 'i' && kind != 'u')
+                        MOE_THROW("moe.python.dtype", "replay_weights must be a float array, got ", dtype_name(wa));
+                    py::array_t<C, py::array::c_style | py::array::forcecast> c(wa);
+                    w.assign(c.data(), c.data() + c.size());
+                    wr = static_cast<std::size_t>(wa.shape(0));
+                    wc = static_cast<std::size_t>(wa.shape(1));
+                }
+                py::gil_scoped_release nogil;
+                moe::replay_workspace<C> ws;
+                moe::replay_into(r, in.view, cfg, idx.view(), moe::matrix_view<const C>(w.empty() ? nullptr : w.data(), wr, wc), ws, ex);
+                return wrap(std::move(r));
+            }
             {
                 py::gil_scoped_release nogil;
                 moe::router_workspace<C> ws;
                 moe::route_into(r, in.view, cfg, moe::vector_view<C>(b), ws, ex);
+                if (ser_k_min > 0) {
+                    moe::replay_workspace<C> rws;
+                    moe::reduce_experts(r, in.view, cfg, moe::ser_config{ser_k_min, ser_threshold}, rws, ex);
+                }
             }
             return wrap(std::move(r));
         });
+    });
+
+    m.def("routing_stats", [](const py::handle& indices, std::size_t E, const py::object& scores, std::size_t capacity) {
+        py::array a = py::array::ensure(indices);
+        if (!a || (a.ndim() != 2 && a.ndim() != 3)) MOE_THROW("moe.python.shape", "indices must be [T, k] or [L, T, k]");
+        const char kind = a.dtype().kind();
+        if (kind != 'i' && kind != 'u') MOE_THROW("moe.python.dtype", "indices must be an integer array, got ", dtype_name(a));
+        py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> c(a);
+        const std::size_t L = a.ndim() == 3 ? static_cast<std::size_t>(a.shape(0)) : 1;
+        const std::size_t T = static_cast<std::size_t>(a.shape(a.ndim() - 2)), k = static_cast<std::size_t>(a.shape(a.ndim() - 1));
+        std::int64_t hi = -1;
+        for (py::ssize_t i = 0; i < c.size(); ++i) hi = std::max(hi, c.data()[i]);
+        if (E == 0) E = static_cast<std::size_t>(std::max<std::int64_t>(hi + 1, 1));
+        moe::routing_trace tr(L, T, E, k);
+        for (py::ssize_t i = 0; i < c.size(); ++i) {
+            const std::int64_t v = c.data()[i];
+            if (v < -1 || v >= static_cast<std::int64_t>(E))
+                MOE_THROW("moe.trace.index", "index ", v, " at position ", i, " is outside [-1, ", E, ")");
+            tr.indices[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(v);
+        }
+        auto one = [](const moe::routing_statistics& s) {
+            py::dict d;
+            d["load"] = counts_array(s.load);
+            d["routed"] = s.routed;
+            d["mean_load"] = s.mean_load;
+            d["max_over_mean"] = s.max_over_mean;
+            d["cv"] = s.cv;
+            d["jain"] = s.jain;
+            d["load_entropy"] = s.load_entropy;
+            d["routing_entropy"] = s.routing_entropy;
+            d["adjacent_overlap"] = s.adjacent_overlap;
+            d["capacity"] = s.capacity;
+            d["drop_rate"] = s.drop_rate;
+            return d;
+        };
+        if (a.ndim() == 2) {
+            moe::routing<double> r(T, E, k, !scores.is_none());
+            r.indices = tr.indices;
+            if (!scores.is_none()) {
+                py::array sa = py::array::ensure(scores);
+                if (!sa || sa.ndim() != 2 || static_cast<std::size_t>(sa.shape(0)) != T || static_cast<std::size_t>(sa.shape(1)) != E)
+                    MOE_THROW("moe.python.shape", "scores must be [T, E] = [", T, ", ", E, "]");
+                py::array_t<double, py::array::c_style | py::array::forcecast> sc(sa);
+                r.scores.assign(sc.data(), sc.data() + sc.size());
+            }
+            return py::object(one(moe::routing_stats(r, capacity)));
+        }
+        if (!scores.is_none()) MOE_THROW("moe.python.argument", "scores are taken for one layer's [T, k] indices only");
+        const moe::trace_statistics s = moe::routing_stats(tr, capacity);
+        py::dict d;
+        std::vector<std::int64_t> load;
+        std::vector<double> mom, cv, jain, ent, adj, drop;
+        for (const auto& l : s.layers) {
+            load.insert(load.end(), l.load.begin(), l.load.end());
+            mom.push_back(l.max_over_mean);
+            cv.push_back(l.cv);
+            jain.push_back(l.jain);
+            ent.push_back(l.load_entropy);
+            adj.push_back(l.adjacent_overlap);
+            drop.push_back(l.drop_rate);
+        }
+        d["load"] = to_array(std::move(load), {static_cast<py::ssize_t>(L), static_cast<py::ssize_t>(E)});
+        d["max_over_mean"] = to_array(std::move(mom));
+        d["cv"] = to_array(std::move(cv));
+        d["jain"] = to_array(std::move(jain));
+        d["load_entropy"] = to_array(std::move(ent));
+        d["adjacent_overlap"] = to_array(std::move(adj));
+        d["drop_rate"] = to_array(std::move(drop));
+        d["layer_overlap"] = to_array(std::vector<double>(s.layer_overlap));
+        d["total"] = one(s.total);
+        return py::object(d);
     });
 
     m.def("mask_tokens", [](py::object r, const py::object& valid) {
