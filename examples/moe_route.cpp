@@ -116,6 +116,10 @@ traces and placement (multi-layer; any of --trace, --loads, --synthetic-trace se
   --out DIR                eplb: DIR/phy2log.npy, log2phy.npy (-1 padded), logcnt.npy as EPLB
                            returns them; affinity / contiguous: DIR/<name>_devices.npy [L, E]
   --write-trace FILE.npy   write the trace's [L, T, k] indices (e.g. a synthetic one)
+  --stats                  routing statistics per layer and over the trace: load max/mean, cv, Jain's
+                           fairness, load entropy, adjacent-token and layer-to-layer overlap
+                           (docs/research.md); --capacity C adds the drop rate a per-expert capacity
+                           of C slots would cause; --json FILE writes them as JSON
   --plot FILE.png          hit rate vs cache size per policy, device load per placement
 output
   --out DIR                write DIR/indices.npy (int32 T x k), DIR/weights.npy (float32 T x k),

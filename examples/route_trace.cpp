@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include <moe/io/npy.hpp>
 #include <moe/metrics.hpp>
 #include <moe/analysis/offload.hpp>
+#include <moe/analysis/stats.hpp>
 #include <moe/placement.hpp>
 #include <moe/presets.hpp>
 #include <moe/analysis/trace.hpp>
@@ -48,7 +50,9 @@ struct placement_spec {
 };
 
 struct trace_options {
-    std::string trace_path, loads_path, out_dir, plot, write_trace;
+    std::string trace_path, loads_path, out_dir, plot, write_trace, json;
+    bool stats = false;
+    std::size_t capacity = 0;
     std::size_t syn_L = 0, syn_T = 0, syn_E = 0, experts = 0;
     double affinity = 4.0;
     std::string skew = "zipf:1.0";
@@ -131,14 +135,18 @@ trace_options parse(int argc, char** argv) {
         else if (a == "--out") o.out_dir = value();
         else if (a == "--plot") o.plot = value();
         else if (a == "--write-trace") o.write_trace = value();
+        else if (a == "--stats") o.stats = true;
+        else if (a == "--json") o.json = value();
+        else if (a == "--capacity") o.capacity = to_size(a, value());
         else fail("moe.cli.option", "unknown option '" + a + "' in trace mode (see moe-route --help)");
     }
     const int inputs = !o.trace_path.empty() + !o.loads_path.empty() + (o.syn_L > 0);
     if (inputs != 1) fail("moe.cli.input", "give exactly one of --trace FILE.npy, --loads FILE.npy or --synthetic-trace L,T,E");
     for (std::size_t m : o.cache_sizes)
         if (m == 0) fail("moe.cli.value", "--cache sizes must be >= 1 expert");
-    if (!o.loads_path.empty() && (!o.cache_sizes.empty() || !o.write_trace.empty()))
-        fail("moe.cli.option", "--loads gives loads, not a trace: --cache and --write-trace need --trace or --synthetic-trace");
+    if (!o.loads_path.empty() && (!o.cache_sizes.empty() || !o.write_trace.empty() || o.stats))
+        fail("moe.cli.option", "--loads gives loads, not a trace: --cache, --stats and --write-trace need --trace or --synthetic-trace");
+    if ((!o.json.empty() || o.capacity) && !o.stats) fail("moe.cli.option", "--json and --capacity go with --stats");
     if (!o.loads_path.empty())
         for (const auto& p : o.placements)
             if (p.kind == "affinity") fail("moe.cli.option", "affinity placement needs a trace (--trace or --synthetic-trace), not --loads");
@@ -152,6 +160,49 @@ double max_over_mean(const std::vector<double>& v) {
         m = std::max(m, x);
     }
     return s > 0 ? m * static_cast<double>(v.size()) / s : 0.0;
+}
+
+/// The --stats table (docs/research.md states each column) and, with `json`, the same as JSON.
+void print_stats(const moe::trace_statistics& s, const std::string& json) {
+    std::printf("\nrouting statistics (loads: routed slots per expert%s)\n", s.total.capacity ? "; drop: under the capacity" : "");
+    std::printf("%5s %8s %9s %7s %7s %9s %11s %13s %7s\n", "layer", "routed", "max/mean", "cv", "jain", "load ent", "adj overlap",
+                "layer overlap", "drop");
+    auto row = [](const char* name, const moe::routing_statistics& r, double layer_overlap) {
+        std::printf("%5s %8zu %9.3f %7.3f %7.3f %9.3f %11.3f ", name, r.routed, r.max_over_mean, r.cv, r.jain, r.load_entropy,
+                    r.adjacent_overlap);
+        if (std::isnan(layer_overlap)) std::printf("%13s", "-");
+        else std::printf("%13.3f", layer_overlap);
+        std::printf(" %7.3f\n", r.drop_rate);
+    };
+    for (std::size_t l = 0; l < s.layers.size(); ++l)
+        row(std::to_string(l).c_str(), s.layers[l], l ? s.layer_overlap[l - 1] : std::nan(""));
+    double mean_overlap = 0;
+    for (double v : s.layer_overlap) mean_overlap += v / static_cast<double>(s.layer_overlap.size());
+    row("all", s.total, s.layer_overlap.empty() ? std::nan("") : mean_overlap);
+    if (json.empty()) return;
+    auto num = [](double v) {
+        if (std::isnan(v)) return std::string("null");
+        char b[32];
+        std::snprintf(b, sizeof b, "%.17g", v);
+        return std::string(b);
+    };
+    auto one = [&](const moe::routing_statistics& r) {
+        std::string j = "{\"load\": [";
+        for (std::size_t e = 0; e < r.load.size(); ++e) j += (e ? ", " : "") + std::to_string(r.load[e]);
+        j += "], \"routed\": " + std::to_string(r.routed) + ", \"max_over_mean\": " + num(r.max_over_mean) + ", \"cv\": " + num(r.cv) +
+             ", \"jain\": " + num(r.jain) + ", \"load_entropy\": " + num(r.load_entropy) + ", \"adjacent_overlap\": " +
+             num(r.adjacent_overlap) + ", \"capacity\": " + std::to_string(r.capacity) + ", \"drop_rate\": " + num(r.drop_rate) + "}";
+        return j;
+    };
+    std::ofstream f(json);
+    f << "{\"layers\": [";
+    for (std::size_t l = 0; l < s.layers.size(); ++l) f << (l ? ",\n  " : "\n  ") << one(s.layers[l]);
+    f << "],\n \"layer_overlap\": [";
+    for (std::size_t l = 0; l < s.layer_overlap.size(); ++l) f << (l ? ", " : "") << num(s.layer_overlap[l]);
+    f << "],\n \"total\": " << one(s.total) << "}\n";
+    f.close();
+    if (!f) fail("moe.cli.output", "failed writing " + json);
+    std::printf("wrote %s\n", json.c_str());
 }
 
 void ensure_dir(const std::string& d) {
@@ -206,6 +257,7 @@ int route_trace_main(int argc, char** argv) {
         } else {
             std::printf("loads: %zu layers, %zu experts\n", L, E);
         }
+        if (o.stats) print_stats(moe::routing_stats(tr, o.capacity), o.json);
 
         // Placements.
         std::vector<std::pair<std::string, std::vector<double>>> device_rows;  // name, mean device load per device (for the plot)

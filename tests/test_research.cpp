@@ -311,6 +311,10 @@ TEST_CASE("routing_stats over a trace: per layer, summed, and the layer-to-layer
         for (std::size_t e = 0; e < 16; ++e) total[e] += one.load[e];
     }
     CHECK(s.total.load == total);
+    double dropped = 0;
+    for (const auto& one : s.layers) dropped += one.drop_rate * static_cast<double>(one.routed);
+    CHECK(s.total.drop_rate == Approx(dropped / 1200.0).epsilon(1e-12));
+    CHECK(s.total.drop_rate > 0);
     // Brute-force statement of the overlaps with std::set.
     auto set_of = [&](std::size_t l, std::size_t t) {
         std::set<int> out;

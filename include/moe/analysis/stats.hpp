@@ -125,7 +125,9 @@ template <class W>
 /// Statistics of every layer of a trace, and how the layers relate.
 struct trace_statistics {
     std::vector<routing_statistics> layers;  ///< per layer (no routing entropy: traces hold indices)
-    routing_statistics total;                ///< the loads summed over layers (adjacent_overlap: the layers' mean)
+    /// The loads summed over layers; adjacent_overlap: the layers' mean; drop_rate: all layers'
+    /// dropped slots over all routed slots (capacity: the per-layer one).
+    routing_statistics total;
     /// layer_overlap[l - 1] = mean over tokens of |S_(l,t) n S_(l-1,t)| / |S_(l,t)|: the fraction
     /// of a token's layer-l expert indices it also used in layer l - 1 (expert e of two layers is
     /// a different expert: this measures index persistence, which up-cycled models and
@@ -140,12 +142,13 @@ struct trace_statistics {
     trace_statistics out;
     const std::size_t L = tr.num_layers, T = tr.num_tokens, k = tr.top_k, E = tr.num_experts;
     std::vector<std::size_t> sum(E, 0);
-    double adj = 0;
+    double adj = 0, dropped = 0;
     std::size_t adj_n = 0;
     for (std::size_t l = 0; l < L; ++l) {
         const routing<float> r = tr.layer(l);
         out.layers.push_back(routing_stats(r, capacity));
         for (std::size_t e = 0; e < E; ++e) sum[e] += out.layers.back().load[e];
+        dropped += out.layers.back().drop_rate * static_cast<double>(out.layers.back().routed);
         if (!std::isnan(out.layers.back().adjacent_overlap)) {
             adj += out.layers.back().adjacent_overlap;
             ++adj_n;
@@ -156,7 +159,8 @@ struct trace_statistics {
             out.layer_overlap.push_back(detail::mean_overlap(a, T, k, [b, k](std::size_t t) { return b + t * k; }));
         }
     }
-    out.total = detail::load_statistics(std::move(sum), capacity * L);
+    out.total = detail::load_statistics(std::move(sum), capacity);
+    out.total.drop_rate = out.total.routed ? dropped / static_cast<double>(out.total.routed) : 0.0;
     out.total.adjacent_overlap = adj_n ? adj / static_cast<double>(adj_n) : std::numeric_limits<double>::quiet_NaN();
     return out;
 }
