@@ -83,7 +83,7 @@ TEST_CASE("replay: a recorded forward replays bit for bit on every family's gold
     }
 }
 
-TEST_CASE("replay: another routing changes the output; given weights are taken as they are", "[research][replay]") {
+TEST_CASE("replay: another routing changes the output, and given weights are taken as they are", "[research][replay]") {
     const std::size_t T = 6, E = 8, H = 16, F = 24;
     const auto router = moe::synthetic_logits(E, H, {}, 1);
     std::vector<float> w1(E * F * H), w3(E * F * H), w2(E * H * F);
