@@ -5,12 +5,16 @@
 //   moe-layer --model model.gguf --layer 3 --input hidden.npy --dump out/
 //   moe-layer --model DIR --layer 5 --capacity-factor 1.0 --reroute --compare
 //   moe-layer --model DIR --dump-router-logits trace.npy --input hidden.npy   # [L, T, E]
+//   moe-layer --model DIR --record rec/ --input hidden.npy         # every layer's routing
+//   moe-layer --model DIR --layer 3 --replay rec/ --input hidden.npy
+//   moe-layer --model DIR --layer 3 --compare --stats               # SER / top-k table, statistics
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #if defined(__linux__)
@@ -56,6 +60,22 @@ const char* const usage = R"(usage: moe-layer --model PATH [options]
   --dump-router-logits F  route through every MoE layer's router and write their logits as an
                           [L, T, E] trace (float32): --input is [T, H] (the same states for every
                           layer: a routing-only pass) or [L, T, H] (per-layer states)
+routing research (docs/research.md)
+  --record DIR            route every MoE layer (as --dump-router-logits: --input [T, H] or [L, T, H])
+                          and write the routing as a record: DIR/indices.npy, weights.npy [L, T, k]
+                          and DIR/record.json (model, layers, recipe, tie rule, moe version);
+                          with --top-k / --ser, the reduced routing
+  --replay DIR            run --layer with the routing recorded in DIR (its indices and weights)
+                          instead of the router's; prints how many tokens the router would route
+                          differently and the output's change against the router's own routing
+  --top-k K               route K experts, below the recipe's k
+  --ser KMIN,T            smart expert reduction: keep each token's first KMIN experts and those
+                          weighing at least T x its top weight
+  --stats                 routing statistics of the layer (docs/research.md); --json FILE writes them
+  --compare               without capacity options: per policy (the recipe's k, smaller top-k, SER
+                          settings, and --top-k / --ser if given) print experts per token, expert
+                          MB a decode step reads, the layer's time, and the output's change
+                          against the recipe (relative L2, max)
 capacity-aware inference on the model's real router (off: dropless)
   --capacity-factor F     expert capacity = ceil(T k / E * F) (Megatron formula)
   --drop-policy P         weight | score | position | slot_major | batch_prioritized | random
@@ -66,7 +86,10 @@ capacity-aware inference on the model's real router (off: dropless)
 
 
 struct options {
-    std::string model, input, dump, trace, experts = "file";
+    std::string model, input, dump, trace, experts = "file", record, replay, json;
+    bool stats = false;
+    std::size_t top_k = 0;
+    moe::ser_config ser;
     std::vector<std::string> requant;
     bool info = false;
     std::size_t layer = static_cast<std::size_t>(-1), T = 16, threads = 0;
@@ -98,6 +121,21 @@ options parse(int argc, char** argv) {
         else if (a == "--requant") o.requant.push_back(next());
         else if (a == "--dump-router-logits") o.trace = next();
         else if (a == "--compare") o.compare = true;
+        else if (a == "--record") o.record = next();
+        else if (a == "--replay") o.replay = next();
+        else if (a == "--stats") o.stats = true;
+        else if (a == "--json") o.json = next();
+        else if (a == "--top-k") {
+            o.top_k = to_size(a, next());
+            if (o.top_k == 0) fail("moe.cli.value", "--top-k needs K >= 1");
+        } else if (a == "--ser") {
+            const std::string v = next();
+            const auto comma = v.find(',');
+            if (comma == std::string::npos) fail("moe.cli.value", "--ser expects KMIN,T (e.g. 1,0.3), got '" + v + "'");
+            o.ser.k_min = to_size(a, v.substr(0, comma));
+            o.ser.threshold = to_double(a, v.substr(comma + 1));
+            if (o.ser.k_min == 0) fail("moe.cli.value", "--ser needs KMIN >= 1");
+        }
         else if (a == "--capacity-factor") {
             o.layer_opt.capacity = true;
             o.layer_opt.drop.capacity.factor = to_double(a, next());
@@ -120,7 +158,11 @@ options parse(int argc, char** argv) {
         }
     }
     if (o.model.empty()) fail("moe.cli.option", "--model PATH is required (see --help)");
-    if (o.compare && !o.layer_opt.capacity) fail("moe.cli.option", "--compare needs a capacity option (--capacity-factor ...)");
+    if (!o.json.empty() && !o.stats) fail("moe.cli.option", "--json goes with --stats");
+    if (!o.replay.empty() && (o.top_k || o.ser.active())) fail("moe.cli.option", "--replay gives the routing: --top-k and --ser do not apply");
+    if (!o.record.empty() && !o.trace.empty()) fail("moe.cli.option", "--record and --dump-router-logits are separate passes: give one");
+    o.layer_opt.top_k = o.top_k;
+    o.layer_opt.ser = o.ser;
     return o;
 }
 
@@ -245,11 +287,16 @@ template <class Executor>
 void run(const options& o, Executor&& ex) {
     moe::models::checkpoint ck(o.model);
     ck.set_warnings([](const std::string& m) { std::fprintf(stderr, "moe-layer: warning: %s\n", m.c_str()); });
-    if (!o.trace.empty()) {
+    if (!o.trace.empty() || !o.record.empty()) {
+        // A routing-only pass through every MoE layer: router logits (--dump-router-logits) or
+        // the routing itself (--record).
         const std::vector<std::size_t> layers = ck.moe_layers();
         if (layers.empty()) fail("moe.cli.value", o.model + " has no MoE layer");
         const moe::models::loaded_block b0 = ck.load(layers[0], false);
-        const std::size_t H = b0.spec.hidden, E = b0.spec.num_experts;
+        const std::size_t H = b0.spec.hidden, E = b0.spec.routed_experts(), k0 = b0.spec.router.top_k;
+        // --record with --top-k / --ser records the reduced routing (what the block would run).
+        const std::size_t k = o.top_k ? moe::with_top_k(b0.spec.router, o.top_k).top_k : k0;
+        if (o.ser.active()) o.ser.validate(k);
         moe::io::npy_array in;
         std::size_t T = o.T;
         std::vector<float> states;
@@ -268,13 +315,40 @@ void run(const options& o, Executor&& ex) {
             for (float& v : states) v = static_cast<float>(rng.normal());
         }
         std::vector<float> trace(layers.size() * T * E);
+        moe::routing_record rec;
+        rec.num_layers = layers.size();
+        rec.num_tokens = T;
+        rec.num_experts = E;
+        rec.top_k = k;
+        rec.layers = layers;
+        rec.model = o.model;
+        rec.recipe = moe::router_recipe_json(o.top_k ? moe::with_top_k(b0.spec.router, o.top_k) : b0.spec.router);
+        rec.recipe["family"] = b0.spec.family;
+        if (o.ser.active()) rec.recipe["ser"] = {{"k_min", o.ser.k_min}, {"threshold", o.ser.threshold}};
+        moe::router_workspace<float> ws;
+        moe::replay_workspace<float> rws;
         for (std::size_t l = 0; l < layers.size(); ++l) {
             const moe::models::loaded_block b = ck.load(layers[l], false);
-            if (b.spec.num_experts != E) fail("moe.cli.value", "layers differ in expert count");
+            if (b.spec.routed_experts() != E || b.spec.router.top_k != k0) fail("moe.cli.value", "layers differ in expert count or k");
             const moe::packed_gate g = moe::pack_gate(moe::matrix_view<const float>(b.weights.router_w.data(), E, H));
             const float* x = states.data() + (in.shape.size() == 3 ? l * T * H : 0);
-            moe::gate_into(moe::matrix_view<float>(trace.data() + l * T * E, T, E), moe::matrix_view<const float>(x, T, H), g,
-                           moe::vector_view<float>(b.weights.router_b), ex);
+            const moe::matrix_view<float> lg(trace.data() + l * T * E, T, E);
+            moe::gate_into(lg, moe::matrix_view<const float>(x, T, H), g, moe::vector_view<float>(b.weights.router_b), ex);
+            if (!o.record.empty()) {
+                // The block's own routing stage: its recipe and selection bias.
+                const moe::router_config cfg = o.top_k ? moe::with_top_k(b.spec.router, o.top_k) : b.spec.router;
+                moe::routing<float> r(T, E, k, false);
+                moe::route_into(r, moe::matrix_view<const float>(lg), cfg, moe::vector_view<float>(b.weights.selection_bias), ws, ex);
+                if (o.ser.active()) moe::reduce_experts(r, moe::matrix_view<const float>(lg), cfg, o.ser, rws, ex);
+                rec.indices.insert(rec.indices.end(), r.indices.begin(), r.indices.end());
+                rec.weights.insert(rec.weights.end(), r.weights.begin(), r.weights.end());
+            }
+        }
+        if (!o.record.empty()) {
+            moe::write_record(o.record, rec);
+            std::printf("wrote %s/{indices,weights}.npy [%zu, %zu, %zu] and record.json: the routing of %zu MoE layers\n", o.record.c_str(),
+                        layers.size(), T, k, layers.size());
+            return;
         }
         moe::io::write_npy(o.trace, trace.data(), {layers.size(), T, E});
         std::printf("wrote %s: router logits of %zu MoE layers x %zu tokens x %zu experts\n", o.trace.c_str(), layers.size(), T, E);
@@ -393,16 +467,114 @@ void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t 
                     set.bytes(), wf.to_string().c_str(), file->packed_experts().bytes(), 100.0 * (b1 - b0) / b0, wf.to_string().c_str(),
                     den > 0 ? std::sqrt(num / den) : 0.0, mx);
     }
-    if (o.compare) {
+    auto change = [](const moe::matrix<float>& a, const moe::matrix<float>& ref, double& rel, double& mx) {
+        double num = 0, den = 0;
+        mx = 0;
+        for (std::size_t i = 0; i < a.values.size(); ++i) {
+            const double d = static_cast<double>(a.values[i]) - ref.values[i];
+            num += d * d;
+            den += std::pow(static_cast<double>(ref.values[i]), 2);
+            mx = std::max(mx, std::fabs(d));
+        }
+        rel = den > 0 ? std::sqrt(num / den) : 0.0;
+    };
+    if (o.compare && o.layer_opt.capacity) {
         const std::unique_ptr<block_t> dropless = make(moe::layer_options{}, requant);
         moe::matrix<float> y0(T, H);
         dropless->forward(y0.view(), x.view(), ex);
-        double num = 0, den = 0;
-        for (std::size_t i = 0; i < y.values.size(); ++i) {
-            num += std::pow(static_cast<double>(y.values[i]) - y0.values[i], 2);
-            den += std::pow(static_cast<double>(y0.values[i]), 2);
+        double rel = 0, mx = 0;
+        change(y, y0, rel, mx);
+        std::printf("vs dropless: relative L2 change of the output %.6f\n", rel);
+    }
+    if (o.stats) {
+        // Scores for the routing entropy: the router's, on the logits of this forward.
+        moe::routing<float> rs = r;
+        moe::router_config sc = block.options().router;
+        sc.keep_scores = true;
+        rs.scores = moe::route(block.last_logits(), sc).scores;
+        const moe::routing_statistics st = moe::routing_stats(rs);
+        std::printf("routing statistics: routed %zu slots, load max/mean %.3f, cv %.3f, Jain %.3f, load entropy %.3f (ln E %.3f), "
+                    "routing entropy %.3f, adjacent overlap %.3f\n",
+                    st.routed, st.max_over_mean, st.cv, st.jain, st.load_entropy, std::log(static_cast<double>(r.num_experts)),
+                    st.routing_entropy, st.adjacent_overlap);
+        if (!o.json.empty()) {
+            nlohmann::json j;
+            j["layer"] = L;
+            j["load"] = st.load;
+            j["routed"] = st.routed;
+            for (auto [key, v] : {std::pair<const char*, double>{"max_over_mean", st.max_over_mean}, {"cv", st.cv}, {"jain", st.jain},
+                                  {"load_entropy", st.load_entropy}, {"routing_entropy", st.routing_entropy},
+                                  {"adjacent_overlap", st.adjacent_overlap}})
+                j[key] = std::isnan(v) ? nlohmann::json() : nlohmann::json(v);
+            std::ofstream f(o.json);
+            f << j.dump(2) << "\n";
+            f.close();
+            if (!f) fail("moe.cli.output", "failed writing " + o.json);
+            std::printf("wrote %s\n", o.json.c_str());
         }
-        std::printf("vs dropless: relative L2 change of the output %.6f\n", den > 0 ? std::sqrt(num / den) : 0.0);
+    }
+    if (!o.replay.empty()) {
+        const moe::routing_record rec = moe::read_record(o.replay);
+        const std::size_t pos = rec.position_of(L);
+        const moe::routing<float> own = r;
+        const moe::matrix<float> y_own = y;
+        moe::matrix<float> yr(T, H);
+        // A record made with --top-k K < the recipe's k replays on a block routing K experts.
+        if (rec.top_k < s.router.top_k) block.set_reduction(rec.top_k);
+        block.forward_replay(yr.view(), x.view(), rec.layer_indices(pos), rec.layer_weights(pos), ex);
+        const auto& rr = block.last_routing();
+        std::size_t differ = 0;
+        for (std::size_t t = 0; t < T; ++t) {
+            std::vector<std::int32_t> mine(own.indices.begin() + t * own.top_k, own.indices.begin() + (t + 1) * own.top_k);
+            std::vector<std::int32_t> given(rr.indices.begin() + t * rr.top_k, rr.indices.begin() + (t + 1) * rr.top_k);
+            given.erase(std::remove(given.begin(), given.end(), -1), given.end());
+            std::sort(mine.begin(), mine.end());
+            std::sort(given.begin(), given.end());
+            differ += mine != given;
+        }
+        double rel = 0, mx = 0;
+        change(yr, y_own, rel, mx);
+        std::printf("replayed layer %zu from %s (%s weights): %zu of %zu tokens routed differently from this router; "
+                    "vs its own routing: relative L2 change of the output %.6g, max |change| %.3g\n",
+                    L, o.replay.c_str(), rec.weights.empty() ? "recomputed" : "recorded", differ, T, rel, mx);
+        y = yr;
+    }
+    if (o.compare && !o.layer_opt.capacity) {
+        // Expert reduction: each policy against the recipe's own k.
+        struct policy {
+            std::string name;
+            std::size_t top_k;
+            moe::ser_config ser;
+        };
+        const std::size_t k = s.router.top_k;
+        std::vector<policy> ps{{"top-" + std::to_string(k) + " (recipe)", 0, {}}};
+        for (std::size_t kk : {k - 1, k / 2})
+            if (kk >= 1 && kk < k && ps.back().top_k != kk) ps.push_back({"top-" + std::to_string(kk), kk, {}});
+        const std::pair<std::size_t, double> sers[] = {{1, 0.1}, {1, 0.3}, {1, 0.5}};
+        for (const auto& [km, th] : sers)
+            if (k > 1) ps.push_back({"ser " + std::to_string(km) + "," + std::to_string(th).substr(0, 3), 0, {km, th}});
+        if (o.top_k || o.ser.active()) {
+            char nm[64];
+            std::snprintf(nm, sizeof nm, "given (top-%zu, ser %zu,%.2f)", o.top_k ? o.top_k : k, o.ser.k_min, o.ser.threshold);
+            ps.push_back({nm, o.top_k, o.ser});
+        }
+        const double expert_mb = static_cast<double>(set.bytes()) / static_cast<double>(s.num_experts) / 1e6;
+        std::printf("\n%-28s %12s %16s %10s %12s %12s\n", "policy", "experts/tok", "MB/decode step", "ms", "rel L2", "max |dy|");
+        moe::matrix<float> yf(T, H), yp(T, H);
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+            block.set_reduction(ps[i].top_k, ps[i].ser);
+            double best = 1e300;
+            for (int rep = 0; rep < 3; ++rep) {
+                const auto t1 = std::chrono::steady_clock::now();
+                block.forward((i == 0 ? yf : yp).view(), x.view(), ex);
+                best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count());
+            }
+            const double ept = moe::mean_experts_per_token(block.last_routing());
+            double rel = 0, mx = 0;
+            if (i > 0) change(yp, yf, rel, mx);
+            std::printf("%-28s %12.3f %16.2f %10.3f %12.6f %12.3g\n", ps[i].name.c_str(), ept, ept * expert_mb, best, rel, mx);
+        }
+        block.set_reduction(o.top_k, o.ser);
     }
     if (!o.dump.empty()) {
         ::mkdir(o.dump.c_str(), 0755);

@@ -1,14 +1,18 @@
 // Routing research tools (issue 28): replay (recorded routings reproduce the forward bit for bit,
 // on every family's golden checkpoint and every router preset), expert reduction (SER against a
 // float64 statement of the rule, per-call top-k) and routing statistics (against hand-computed
-// values and a brute-force statement); bad replay input verbatim.
+// values and a brute-force statement), routing records (round trip; untrusted files); bad input verbatim.
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 
+#include <moe/analysis/record.hpp>
 #include <moe/analysis/stats.hpp>
 #include <moe/block.hpp>
 #include <moe/expert_reduction.hpp>
+#include <moe/io/npy.hpp>
 #include <moe/models/checkpoint.hpp>
 #include <moe/models/hf.hpp>
 #include <moe/presets.hpp>
@@ -340,4 +344,144 @@ TEST_CASE("routing_stats over a trace: per layer, summed, and the layer-to-layer
         adj += static_cast<double>(n) / static_cast<double>(a.size());
     }
     CHECK(s.layers[0].adjacent_overlap == Approx(adj / 199).epsilon(1e-12));
+}
+
+namespace {
+
+// A record of two layers' routing of synthetic logits (layer ids 3 and 7).
+moe::routing_record make_record(moe::router_config c, std::size_t T, std::size_t E) {
+    moe::routing_record rec;
+    rec.num_layers = 2;
+    rec.num_tokens = T;
+    rec.num_experts = E;
+    rec.top_k = c.top_k;
+    rec.layers = {3, 7};
+    rec.model = "synthetic";
+    rec.recipe = moe::router_recipe_json(c);
+    for (std::uint64_t l = 0; l < 2; ++l) {
+        const auto r = moe::route(moe::synthetic_logits(T, E, {}, 40 + l).view(), c);
+        rec.indices.insert(rec.indices.end(), r.indices.begin(), r.indices.end());
+        rec.weights.insert(rec.weights.end(), r.weights.begin(), r.weights.end());
+    }
+    return rec;
+}
+
+std::string record_dir(const std::string& name) {
+    const std::string d = std::string(MOE_TEST_TMP_DIR) + "/" + name;
+    std::filesystem::remove_all(d);
+    return d;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path);
+    f << text;
+}
+
+}  // namespace
+
+TEST_CASE("record: written and read back exactly, with layer positions and the trace it gives", "[research][record]") {
+    moe::router_config c = moe::presets::by_name("deepseek_v3");
+    const auto rec = make_record(c, 40, 256);
+    const std::string d = record_dir("moe_record_ok");
+    moe::write_record(d, rec);
+    const auto back = moe::read_record(d);
+    CHECK(back.num_layers == 2);
+    CHECK(back.num_tokens == 40);
+    CHECK(back.num_experts == 256);
+    CHECK(back.top_k == 8);
+    CHECK(back.layers == rec.layers);
+    CHECK(back.indices == rec.indices);
+    CHECK(back.weights == rec.weights);  // float32 on disk: exact
+    CHECK(back.model == "synthetic");
+    CHECK(back.recipe["score"] == "sigmoid");
+    CHECK(back.recipe["num_groups"] == 8);
+    CHECK(back.recipe["top_k"] == 8);
+    CHECK(back.position_of(7) == 1);
+    CHECK(error_of([&] { (void)back.position_of(5); }) == "[moe.record.layer] layer 5 is not in the record (layers 3, 7)");
+    // Layer 1's view is the second routing, and replays to the same weights.
+    const auto l1 = moe::synthetic_logits(40, 256, {}, 41);
+    const auto q = moe::replay(l1.view(), c, back.layer_indices(1));
+    const auto w1 = back.layer_weights(1);
+    CHECK(std::vector<float>(w1.data, w1.data + 40 * 8) == q.weights);
+    const auto tr = back.trace();
+    CHECK(tr.num_layers == 2);
+    CHECK(tr.indices == rec.indices);
+    // The sidecar as any JSON reader sees it.
+    std::ifstream f(d + "/record.json");
+    const auto j = nlohmann::json::parse(f);
+    CHECK(j["format"] == "moe.routing_record");
+    CHECK(j["version"] == 1);
+    CHECK(j["tie_rule"] == "lower_index");
+    CHECK(j["layers"] == nlohmann::json({3, 7}));
+    // Indices only: no weights.npy, and replay recomputes them.
+    auto idx_only = rec;
+    idx_only.weights.clear();
+    moe::write_record(d, idx_only);
+    CHECK_FALSE(std::filesystem::exists(d + "/weights.npy"));
+    const auto b2 = moe::read_record(d);
+    CHECK(b2.weights.empty());
+    CHECK(b2.layer_weights(0).data == nullptr);
+    CHECK(b2.indices == rec.indices);
+}
+
+TEST_CASE("record: untrusted files give a clear error", "[research][record][errors]") {
+    moe::router_config c;
+    c.top_k = 2;
+    const auto rec = make_record(c, 3, 4);
+    const std::string d = record_dir("moe_record_bad");
+    const std::string js = d + "/record.json", ip = d + "/indices.npy", wp = d + "/weights.npy";
+    CHECK(error_of([&] { (void)moe::read_record(d); }) ==
+          "[moe.record.io] " + js + ": cannot open (a routing record is a directory with record.json, indices.npy, weights.npy)");
+    auto bad = rec;
+    bad.layers = {1};
+    CHECK(error_of([&] { moe::write_record(d, bad); }) ==
+          "[moe.record.shape] record of 2 layers x 3 tokens x k=2 holds 12 indices, 12 weights and 1 layer ids");
+    auto sidecar = [&](const std::string& text) {
+        moe::write_record(d, rec);
+        write_text(js, text);
+        return error_of([&] { (void)moe::read_record(d); });
+    };
+    CHECK(sidecar("{not json") == "[moe.record.sidecar] " + js + ": not a JSON object");
+    CHECK(sidecar(R"({"format": "other"})") == "[moe.record.sidecar] " + js + ": \"format\" is not \"moe.routing_record\"");
+    const std::string head = R"({"format": "moe.routing_record", )";
+    CHECK(sidecar(head + R"("version": 2})") == "[moe.record.sidecar] " + js + ": version 2 (this reader knows 1)");
+    CHECK(sidecar(head + R"("version": 1, "num_experts": -4, "top_k": 2, "layers": [0, 1]})") ==
+          "[moe.record.sidecar] " + js + ": \"num_experts\" must be a non-negative integer");
+    CHECK(sidecar(head + R"("version": 1, "num_experts": 0, "top_k": 2, "layers": [0, 1]})") ==
+          "[moe.record.sidecar] " + js + ": num_experts and top_k must be >= 1");
+    CHECK(sidecar(head + R"("version": 1, "num_experts": 4, "top_k": 2, "layers": [0, "x"]})") ==
+          "[moe.record.sidecar] " + js + ": \"layers\" must be an array of layer ids");
+    CHECK(sidecar(head + R"("version": 1, "num_experts": 4, "top_k": 2, "layers": [0]})") ==
+          "[moe.record.shape] " + ip + ": shape [2, 3, 2], the sidecar gives 1 layers and k=2");
+    CHECK(sidecar(head + R"("version": 1, "num_experts": 4, "top_k": 3, "layers": [0, 1]})") ==
+          "[moe.record.shape] " + ip + ": shape [2, 3, 2], the sidecar gives 2 layers and k=3");
+    auto with_indices = [&](std::vector<std::int32_t> idx) {
+        moe::write_record(d, rec);
+        moe::io::write_npy(ip, idx.data(), {2, 3, 2});
+        return error_of([&] { (void)moe::read_record(d); });
+    };
+    auto idx = rec.indices;
+    idx[9] = 4;
+    CHECK(with_indices(idx) == "[moe.record.index] " + ip + ": layer 1, token 1, slot 1 holds expert 4, outside [-1, 4)");
+    idx[9] = -3;
+    CHECK(with_indices(idx) == "[moe.record.index] " + ip + ": layer 1, token 1, slot 1 holds expert -3, outside [-1, 4)");
+    idx[9] = idx[8];
+    CHECK(with_indices(idx) == "[moe.record.index] " + ip + ": layer 1, token 1 lists expert " + std::to_string(idx[8]) + " twice");
+    moe::write_record(d, rec);
+    moe::io::write_npy(ip, rec.weights.data(), {2, 3, 2});
+    CHECK(error_of([&] { (void)moe::read_record(d); }) == "[moe.record.shape] " + ip + ": dtype '<f4' where integers were expected");
+    auto w = rec.weights;
+    w[4] = std::nanf("");
+    moe::write_record(d, rec);
+    moe::io::write_npy(wp, w.data(), {2, 3, 2});
+    CHECK(error_of([&] { (void)moe::read_record(d); }) == "[moe.record.weights] " + wp + ": layer 0, token 2, slot 0 is not finite");
+    moe::io::write_npy(wp, w.data(), {2, 2, 3});
+    CHECK(error_of([&] { (void)moe::read_record(d); }) == "[moe.record.shape] " + wp + ": shape [2, 2, 3], indices.npy has [2, 3, 2]");
+    // -1 is an empty slot (a dynamic-k or reduced routing), not an error.
+    idx = rec.indices;
+    idx[1] = -1;
+    idx[3] = -1;
+    moe::write_record(d, rec);
+    moe::io::write_npy(ip, idx.data(), {2, 3, 2});
+    CHECK(moe::read_record(d).indices == idx);
 }

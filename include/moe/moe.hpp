@@ -42,6 +42,7 @@
 #include "analysis/machine.hpp"
 #include "analysis/offload.hpp"
 #include "analysis/policy_compare.hpp"
+#include "analysis/record.hpp"
 #include "analysis/stats.hpp"
 #include "analysis/synthetic.hpp"
 #include "analysis/trace.hpp"

@@ -1,11 +1,13 @@
 // libFuzzer harness for the readers of outside files: byte 0 picks the reader (2: .npy, read
-// as an array and as a routing trace; otherwise even: safetensors, odd: GGUF), the rest is the
-// file. A file either fails with a clean moe::error or opens, and then every tensor's bytes
+// as an array and as a routing trace; 4: a routing record, record.json up to the first NUL byte
+// and indices.npy after it; otherwise even: safetensors, odd: GGUF), the rest is the file. A file either fails with a clean moe::error or opens, and then every tensor's bytes
 // lie inside the file and read back as floats (element types); an .npy's bytes match its
 // shape and dtype, and a trace read from it validates.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include <moe/io/gguf.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/io/safetensors.hpp>
+#include <moe/analysis/record.hpp>
 #include <moe/analysis/trace.hpp>
 #include <moe/presets.hpp>
 
@@ -52,6 +55,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 tr.validate();
                 require(tr.indices.size() == tr.num_layers * tr.num_tokens * tr.top_k, "trace size");
             }
+            return 0;
+        }
+        if (data[0] == 4) {
+            static const std::string dir = "/tmp/moe_fuzz_record_" + std::to_string(::getpid());
+            std::filesystem::create_directories(dir);
+            const auto* nul = static_cast<const std::uint8_t*>(std::memchr(file, 0, n));
+            const std::size_t js = nul ? static_cast<std::size_t>(nul - file) : n;
+            auto put = [](const std::string& path, const std::uint8_t* p, std::size_t len) {
+                std::FILE* f = std::fopen(path.c_str(), "wb");
+                require(f != nullptr, "cannot write a temporary record file");
+                if (len) require(std::fwrite(p, 1, len, f) == len, "short write");
+                std::fclose(f);
+            };
+            put(dir + "/record.json", file, js);
+            put(dir + "/indices.npy", file + js + (nul ? 1 : 0), nul ? n - js - 1 : 0);
+            const moe::routing_record r = moe::read_record(dir);
+            require(r.indices.size() == r.num_layers * r.num_tokens * r.top_k && r.layers.size() == r.num_layers, "record size");
+            for (const std::int32_t e : r.indices) require(e >= -1 && static_cast<std::uint64_t>(e + 1) <= r.num_experts, "record index");
+            require(r.weights.empty(), "record weights without weights.npy");
             return 0;
         }
         if (data[0] % 2 == 0) {
