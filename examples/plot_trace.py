@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Plots moe-route's trace mode: hit rate vs cache size per policy (left) and the mean load of
-each device per placement (right).
+"""Plots moe-route's trace mode: hit rate vs cache size per policy (left), the mean load of
+each device per placement (middle) and, given LOADS.csv, the per-layer expert load heat map
+(right: each layer's loads over their mean, so 1 = balanced).
 
-usage: plot_trace.py CACHE.csv DEVICES.csv OUT.png   (written by moe-route --trace ... --plot)
+usage: plot_trace.py CACHE.csv DEVICES.csv OUT.png [LOADS.csv]   (written by moe-route --trace ... --plot)
 """
 import csv
 import sys
@@ -13,12 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(cache_path, devices_path, out_path):
+def main(cache_path, devices_path, out_path, loads_path=None):
     with open(cache_path) as f:
         cache = list(csv.DictReader(f))
     with open(devices_path) as f:
         devices = list(csv.DictReader(f))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    loads = []
+    if loads_path:
+        with open(loads_path) as f:
+            loads = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 3 if loads else 2, figsize=(19 if loads else 13, 5))
+    left, right = axes[0], axes[1]
     for policy in dict.fromkeys(r["policy"] for r in cache):
         rows = [r for r in cache if r["policy"] == policy]
         left.plot([int(r["m"]) for r in rows], [float(r["hit_rate"]) for r in rows], marker="o", label=policy)
@@ -39,9 +45,23 @@ def main(cache_path, devices_path, out_path):
     right.set_title("device load by placement")
     if names:
         right.legend(fontsize=8)
+    if loads:
+        layers = 1 + max(int(r["layer"]) for r in loads)
+        experts = 1 + max(int(r["expert"]) for r in loads)
+        grid = [[0.0] * experts for _ in range(layers)]
+        for r in loads:
+            grid[int(r["layer"])][int(r["expert"])] = float(r["load"])
+        for row in grid:
+            mean = sum(row) / len(row)
+            row[:] = [v / mean if mean > 0 else 0.0 for v in row]
+        im = axes[2].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+        axes[2].set_xlabel("expert")
+        axes[2].set_ylabel("layer")
+        axes[2].set_title("expert load / layer mean")
+        fig.colorbar(im, ax=axes[2])
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

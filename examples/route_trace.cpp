@@ -334,8 +334,12 @@ int route_trace_main(int argc, char** argv) {
         }
 
         if (!o.plot.empty()) {
-            const std::string cache_csv = o.plot + ".cache.csv", dev_csv = o.plot + ".devices.csv";
-            std::ofstream c(cache_csv), d(dev_csv);
+            const std::string cache_csv = o.plot + ".cache.csv", dev_csv = o.plot + ".devices.csv", loads_csv = o.plot + ".loads.csv";
+            std::ofstream c(cache_csv), d(dev_csv), lc(loads_csv);
+            lc << "layer,expert,load\n";  // the per-layer load heat map
+            for (std::size_t l = 0; l < loads.rows; ++l)
+                for (std::size_t e = 0; e < loads.cols; ++e) lc << l << "," << e << "," << loads(l, e) << "\n";
+            lc.close();
             c << "policy,m,hit_rate\n";
             for (std::size_t pi = 0; pi < 4 && !o.cache_sizes.empty(); ++pi)
                 for (std::size_t j = 0; j < o.cache_sizes.size(); ++j)
@@ -347,7 +351,7 @@ int route_trace_main(int argc, char** argv) {
             d.close();
             const std::string python = ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
             const std::string cmd = python + " '" + std::string(MOE_EXAMPLES_DIR) + "/plot_trace.py' '" + cache_csv + "' '" + dev_csv + "' '" +
-                                    o.plot + "'";
+                                    o.plot + "' '" + loads_csv + "'";
             if (std::system(cmd.c_str()) != 0) fail("moe.cli.plot", "plotting failed (needs python3-matplotlib): " + cmd);
             std::printf("wrote %s\n", o.plot.c_str());
         }

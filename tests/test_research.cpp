@@ -436,6 +436,12 @@ TEST_CASE("record: untrusted files give a clear error", "[research][record][erro
     bad.layers = {1};
     CHECK(error_of([&] { moe::write_record(d, bad); }) ==
           "[moe.record.shape] record of 2 layers x 3 tokens x k=2 holds 12 indices, 12 weights and 1 layer ids");
+    bad = rec;
+    bad.indices[5] = 4;
+    CHECK(error_of([&] { moe::write_record(d, bad); }) == "[moe.record.index] layer 0, token 2, slot 1 holds expert 4, outside [-1, 4)");
+    bad = rec;
+    bad.weights[7] = INFINITY;
+    CHECK(error_of([&] { moe::write_record(d, bad); }) == "[moe.record.weights] layer 1, token 0, slot 1 is not finite");
     auto sidecar = [&](const std::string& text) {
         moe::write_record(d, rec);
         write_text(js, text);

@@ -17,6 +17,8 @@ See docs/python.md for a worked example; ``moe.torch`` has autograd wrappers of 
 """
 from __future__ import annotations
 
+import json
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -54,7 +56,7 @@ __all__ = [
     "aux_loss_statistics", "update_expert_bias", "synthetic_logits", "gate", "measure_row_cost",
     "compare_policies", "policy_table", "load_block", "moe_layers", "preset_names", "simulator_policies",
     "rebalance_experts", "synthetic_trace", "transition_counts", "affinity_placement", "segment_routing_performance",
-    "segment_cache_hit_rate", "simulate_cache",
+    "segment_cache_hit_rate", "simulate_cache", "write_record", "read_record", "compare_reduction",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -706,3 +708,88 @@ def simulate_cache(trace, num_experts: int, cache_size: int, *, policy: str = "l
     experts, from the trace's transition counts). Returns hits, loads, prefetches, hit_rate and
     bytes_per_token for experts of ``expert_bytes``."""
     return _core.simulate_cache(_plain(trace, "trace"), num_experts, cache_size, policy, prefetch_width, expert_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing research: records of a forward's routing, expert reduction (docs/research.md)
+
+
+def write_record(path: str, indices, weights=None, *, num_experts: Optional[int] = None,
+                 layers: Optional[Sequence[int]] = None, model: str = "",
+                 recipe: Union[str, Dict[str, Any], None] = None) -> None:
+    """Writes a routing record into directory ``path``: ``indices`` [L, T, k] (-1 = empty slot)
+    as indices.npy, ``weights`` [L, T, k] as weights.npy (optional), and record.json with
+    ``layers`` (the model's layer ids, default 0..L-1), ``num_experts`` (default: the largest
+    index + 1), ``model`` and ``recipe`` (a preset name or a dict of router fields), the tie
+    rule and moe's version. The same files `moe-layer --record` writes and `--replay` reads."""
+    idx = _plain(indices, "indices")
+    if num_experts is None:
+        num_experts = max(int(np.max(idx)) + 1, 1) if idx is not None and np.size(idx) else 1
+    if isinstance(recipe, str):
+        recipe = dict(router_config(recipe), preset=recipe)
+    text = json.dumps(recipe if recipe is not None else {}, default=str)
+    _core.write_record(str(path), idx, _plain(weights, "weights"), None if layers is None else [int(v) for v in layers],
+                       int(num_experts), str(model), text)
+
+
+def read_record(path: str) -> Dict[str, Any]:
+    """The routing record in directory ``path`` (`write_record`, `moe-layer --record`), every
+    file checked: a dict of ``indices`` [L, T, k] int32, ``weights`` [L, T, k] float32 or None,
+    ``layers``, ``num_experts``, ``top_k``, ``model`` and ``recipe`` (a dict)."""
+    d = _core.read_record(str(path))
+    d["recipe"] = json.loads(d["recipe"])
+    return d
+
+
+def _reduction_policies(policies: Optional[Sequence[str]], k: int) -> List[Tuple[str, int, Optional[Tuple[int, float]]]]:
+    if policies is None:
+        policies = ["recipe"] + [f"top-{kk}" for kk in sorted({k - 1, k // 2}, reverse=True) if 1 <= kk < k]
+        policies += [f"ser:1,{t}" for t in (0.1, 0.3, 0.5)] if k > 1 else []
+    out = []
+    for p in policies:
+        if p == "recipe" or p == f"top-{k}":
+            out.append((f"top-{k} (recipe)", 0, None))
+        elif p.startswith("top-") and p[4:].isdigit():
+            out.append((p, int(p[4:]), None))
+        elif p.startswith("ser:") and p.count(",") == 1:
+            km, thr = p[4:].split(",")
+            try:
+                out.append((p, 0, (int(km), float(thr))))
+            except ValueError:
+                raise fail("moe.python.policy", f"'{p}': expected ser:KMIN,T (e.g. ser:1,0.3)") from None
+        else:
+            raise fail("moe.python.policy", f"unknown reduction policy '{p}' (expected 'recipe', 'top-K' or 'ser:KMIN,T')")
+    return out
+
+
+def compare_reduction(block: "MoeBlock", x, policies: Optional[Sequence[str]] = None, *, threads: int = 0,
+                      repeats: int = 3) -> List[Dict[str, Any]]:
+    """The speed / quality trade-off of routing fewer experts on one block (`moe-layer
+    --compare`'s table): for each policy ("recipe", "top-K" below the recipe's k,
+    "ser:KMIN,T" smart expert reduction; default: the recipe, top-(k-1), top-(k/2), SER 1 with
+    thresholds 0.1, 0.3, 0.5) one dict of ``policy``, ``experts_per_token`` (active routed
+    experts), ``decode_bytes`` (expert weight bytes a one-token step reads: experts_per_token x
+    ``block.expert_bytes``), ``ms`` (best of ``repeats`` forwards of x), ``rel_l2`` and
+    ``max_abs`` (the output's change against the recipe's). `policy_table` makes it an array.
+    The block routes the recipe's k afterwards."""
+    k = int(block.spec["router"]["top_k"])
+    xs = _plain(x, "x")
+    rows, ref = [], None
+    for name, top_k, ser in [("recipe", 0, None)] + _reduction_policies(policies, k):
+        block.set_reduction(top_k or None, ser=ser)
+        best, y = float("inf"), None
+        for _ in range(max(1, int(repeats)) if name != "recipe" else 1):
+            t0 = time.perf_counter()
+            y = np.asarray(block.forward(xs, threads=threads), dtype=np.float64)
+            best = min(best, (time.perf_counter() - t0) * 1e3)
+        if name == "recipe":
+            ref = y  # the reference output; its timed row is the policy list's own
+            continue
+        ept = float(np.count_nonzero(np.asarray(block.last_routing().indices) >= 0)) / max(1, xs.shape[0])
+        d = y - ref
+        den = float(np.sqrt(np.sum(ref * ref)))
+        rows.append({"policy": name, "experts_per_token": ept, "decode_bytes": ept * block.expert_bytes, "ms": best,
+                     "rel_l2": float(np.sqrt(np.sum(d * d))) / den if den > 0 else 0.0,
+                     "max_abs": float(np.max(np.abs(d))) if d.size else 0.0})
+    block.set_reduction()
+    return rows

@@ -2,6 +2,7 @@
 // local routing consistency (SRP, SCH) and the expert cache simulator. Traces are [L, T, k]
 // integer arrays of expert indices (-1 = empty) with their number of experts.
 #include <moe/analysis/offload.hpp>
+#include <moe/analysis/record.hpp>
 #include <moe/placement.hpp>
 
 #include "common.hpp"
@@ -31,6 +32,55 @@ py::array counts_of(const std::vector<moe::matrix<double>>& c, std::size_t E) {
 }  // namespace
 
 void bind_placement(py::module_& m) {
+    m.def("write_record", [](const std::string& dir, const py::handle& indices, const py::object& weights, const py::object& layers,
+                             std::size_t E, const std::string& model, const std::string& recipe) {
+        moe::routing_record r = [&] {
+            const moe::routing_trace tr = trace_of(indices, E);
+            moe::routing_record out;
+            out.num_layers = tr.num_layers;
+            out.num_tokens = tr.num_tokens;
+            out.num_experts = E;
+            out.top_k = tr.top_k;
+            out.indices = tr.indices;
+            return out;
+        }();
+        if (!weights.is_none()) {
+            py::array w = py::array::ensure(weights);
+            if (!w || w.ndim() != 3 || static_cast<std::size_t>(w.shape(0)) != r.num_layers ||
+                static_cast<std::size_t>(w.shape(1)) != r.num_tokens || static_cast<std::size_t>(w.shape(2)) != r.top_k)
+                MOE_THROW("moe.record.shape", "weights must be [L, T, k] = [", r.num_layers, ", ", r.num_tokens, ", ", r.top_k, "] like indices");
+            r.weights = vector_of<float>(w.attr("reshape")(-1), "weights");
+        }
+        if (layers.is_none())
+            for (std::size_t l = 0; l < r.num_layers; ++l) r.layers.push_back(l);
+        else
+            r.layers = layers.cast<std::vector<std::size_t>>();
+        r.model = model;
+        r.recipe = nlohmann::json::parse(recipe, nullptr, false);
+        if (r.recipe.is_discarded() || !r.recipe.is_object()) MOE_THROW("moe.record.sidecar", "recipe must be a JSON object");
+        {
+            py::gil_scoped_release nogil;
+            moe::write_record(dir, r);
+        }
+    });
+    m.def("read_record", [](const std::string& dir) {
+        moe::routing_record r;
+        {
+            py::gil_scoped_release nogil;
+            r = moe::read_record(dir);
+        }
+        const auto L = static_cast<py::ssize_t>(r.num_layers), T = static_cast<py::ssize_t>(r.num_tokens),
+                   k = static_cast<py::ssize_t>(r.top_k);
+        py::dict d;
+        d["indices"] = to_array(std::move(r.indices), {L, T, k});
+        d["weights"] = r.weights.empty() ? py::object(py::none()) : py::object(to_array(std::move(r.weights), {L, T, k}));
+        d["layers"] = r.layers;
+        d["num_experts"] = r.num_experts;
+        d["top_k"] = r.top_k;
+        d["model"] = r.model;
+        d["recipe"] = r.recipe.dump();
+        return d;
+    });
     m.def("rebalance_experts", [](const py::array& loads, std::size_t R, std::size_t G, std::size_t N, std::size_t D) {
         py::array a = loads.ndim() == 1 ? py::array(loads.attr("reshape")(1, -1)) : loads;
         if (a.dtype().kind() != 'f') a = py::array(py::module_::import("numpy").attr("asarray")(a, "float32"));

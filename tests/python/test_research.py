@@ -1,6 +1,7 @@
 """Routing research tools (issue 28) from Python: replay (bit for bit on every preset and on the
 golden checkpoints' blocks), smart expert reduction against a NumPy statement of the rule,
-routing statistics against NumPy statements, bad replay input verbatim."""
+routing statistics against NumPy statements, bad replay input verbatim, routing records (the
+files checked with NumPy and json alone), the expert-reduction table, docs/research.md's examples."""
 import numpy as np
 import pytest
 
@@ -144,3 +145,113 @@ def test_bad_replay_input_is_refused_verbatim():
     with pytest.raises(moe.Error) as e:
         moe.route(logits, "mixtral", replay=np.array([[0.0, 1.0]] * 3))
     assert str(e.value) == "[moe.python.dtype] replay must be an integer array, got float64"
+
+
+def test_a_record_of_every_layer_replays_bit_for_bit(tmp_path):
+    # Record a checkpoint's forward layer by layer, write it, check the files with NumPy and
+    # json alone, read it back and replay each layer.
+    path = data("models", "qwen3_moe")
+    layers = moe.moe_layers(path)
+    x = np.load(data("models", "qwen3_moe", "x.npy"))
+    blocks = [moe.MoeBlock.from_checkpoint(path, l) for l in layers]
+    ys, idx, w = [], [], []
+    for b in blocks:
+        ys.append(b.forward(x))
+        idx.append(b.last_routing().indices.copy())
+        w.append(b.last_routing().weights.copy())
+    moe.write_record(tmp_path, np.stack(idx), np.stack(w), num_experts=blocks[0].spec["num_experts"], layers=layers,
+                     model="qwen3_moe", recipe="qwen3_moe")
+    import json
+    side = json.loads((tmp_path / "record.json").read_text())
+    assert side["format"] == "moe.routing_record" and side["version"] == 1 and side["tie_rule"] == "lower_index"
+    assert side["layers"] == layers and side["top_k"] == idx[0].shape[1]
+    assert side["recipe"]["preset"] == "qwen3_moe"
+    assert np.array_equal(np.load(tmp_path / "indices.npy"), np.stack(idx))
+    assert np.load(tmp_path / "weights.npy").dtype == np.float32
+    rec = moe.read_record(tmp_path)
+    assert rec["layers"] == layers and rec["model"] == "qwen3_moe" and rec["recipe"]["top_k"] == side["recipe"]["top_k"]
+    for pos, b in enumerate(blocks):
+        y = b.forward(x, replay=rec["indices"][pos], replay_weights=rec["weights"][pos])
+        assert y.tobytes() == ys[pos].tobytes()
+    # Indices only: no weights.npy; the router's scores weigh the replay, bit for bit as well.
+    moe.write_record(tmp_path, np.stack(idx), layers=layers)
+    assert not (tmp_path / "weights.npy").exists()
+    rec = moe.read_record(tmp_path)
+    assert rec["weights"] is None and rec["num_experts"] == int(np.stack(idx).max()) + 1
+    assert blocks[0].forward(x, replay=rec["indices"][0]).tobytes() == ys[0].tobytes()
+
+
+def test_bad_records_are_refused_verbatim(tmp_path):
+    idx = np.array([[[0, 1], [2, 3], [1, 0]]], dtype=np.int32)
+    with pytest.raises(moe.Error) as e:
+        moe.write_record(tmp_path, idx, num_experts=3)
+    assert str(e.value) == "[moe.trace.index] layer 0, token 1 holds expert 3, outside [-1, 3)"
+    with pytest.raises(moe.Error) as e:
+        moe.write_record(tmp_path, idx, np.full((1, 3, 2), np.nan, np.float32))
+    assert str(e.value) == "[moe.record.weights] layer 0, token 0, slot 0 is not finite"
+    with pytest.raises(moe.Error) as e:
+        moe.write_record(tmp_path, idx, np.zeros((1, 2, 2), np.float32))
+    assert str(e.value) == "[moe.record.shape] weights must be [L, T, k] = [1, 3, 2] like indices"
+    with pytest.raises(moe.Error) as e:
+        moe.read_record(tmp_path / "none")
+    assert str(e.value).startswith("[moe.record.io] ") and "record.json: cannot open" in str(e.value)
+    moe.write_record(tmp_path, idx)
+    np.save(tmp_path / "indices.npy", np.array([[[0, 0], [2, 3], [1, 0]]], dtype=np.int64))
+    with pytest.raises(moe.Error) as e:
+        moe.read_record(tmp_path)
+    assert str(e.value) == f"[moe.record.index] {tmp_path}/indices.npy: layer 0, token 0 lists expert 0 twice"
+
+
+def test_compare_reduction_rows_are_what_the_block_computes():
+    block = moe.MoeBlock.from_checkpoint(data("models", "qwen3_moe"), 1)
+    x = np.load(data("models", "qwen3_moe", "x.npy"))
+    rows = moe.compare_reduction(block, x, repeats=1)
+    block.forward(x)
+    assert np.all(block.last_routing().indices >= 0)  # the block routes the recipe's k again
+    k = block.spec["router"]["top_k"]
+    assert [r["policy"] for r in rows] == [f"top-{k} (recipe)", f"top-{k - 1}", f"top-{k // 2}", "ser:1,0.1", "ser:1,0.3",
+                                           "ser:1,0.5"]
+    assert rows[0]["experts_per_token"] == k and rows[0]["rel_l2"] == 0 and rows[0]["max_abs"] == 0
+    y_full = block.forward(x).astype(np.float64)
+    for r in rows[1:]:
+        name = r["policy"]
+        if name.startswith("top-"):
+            block.set_reduction(int(name[4:]))
+        else:
+            km, t = name[4:].split(",")
+            block.set_reduction(ser=(int(km), float(t)))
+        y = block.forward(x).astype(np.float64)
+        ept = np.count_nonzero(block.last_routing().indices >= 0) / x.shape[0]
+        assert r["experts_per_token"] == pytest.approx(ept, abs=0)
+        assert r["decode_bytes"] == pytest.approx(ept * block.expert_bytes)
+        assert r["rel_l2"] == pytest.approx(np.linalg.norm(y - y_full) / np.linalg.norm(y_full), rel=1e-12)
+        assert r["max_abs"] == pytest.approx(np.abs(y - y_full).max(), rel=1e-12)
+        assert r["ms"] > 0
+    # fewer experts, larger change; SER in between top-k's
+    assert rows[1]["experts_per_token"] == k - 1 and rows[1]["rel_l2"] > 0
+    assert rows[3]["experts_per_token"] >= rows[5]["experts_per_token"] >= 1
+    table = moe.policy_table(rows)
+    assert list(table["policy"]) == [r["policy"] for r in rows]
+    assert np.array_equal(table["rel_l2"], [r["rel_l2"] for r in rows])
+    with pytest.raises(moe.Error) as e:
+        moe.compare_reduction(block, x, ["top-x"])
+    assert str(e.value) == "[moe.python.policy] unknown reduction policy 'top-x' (expected 'recipe', 'top-K' or 'ser:KMIN,T')"
+    with pytest.raises(moe.Error) as e:
+        moe.compare_reduction(block, x, [f"top-{k + 1}"])
+    assert str(e.value) == f"[moe.router.top_k] top_k={k + 1} must be in [1, the recipe's k={k}]"
+
+
+def test_the_research_page_examples_run(tmp_path, monkeypatch, capsys):
+    # docs/research.md's three worked examples, in order, in one namespace (example 3 reads the
+    # record example 1 wrote), with tests/data/ pointing at the test data.
+    import pathlib
+    import re
+    page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "research.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    for code in blocks:
+        exec(compile(code.replace('"tests/data/', '"' + data() + "/"), str(page), "exec"), ns)
+    assert (tmp_path / "rec" / "record.json").exists()
+    assert "ser:1,0.3" in capsys.readouterr().out

@@ -83,12 +83,22 @@ struct routing_record {
 }
 
 /// Writes `r` into directory `dir` (created if missing). Throws [moe.record.shape] for
-/// inconsistent sizes and [moe.record.io] when a file cannot be written.
+/// inconsistent sizes, [moe.record.index] / [moe.record.weights] for what read_record would
+/// refuse, and [moe.record.io] when a file cannot be written.
 inline void write_record(const std::string& dir, const routing_record& r) {
     const std::size_t n = r.num_layers * r.num_tokens * r.top_k;
     if (r.indices.size() != n || (!r.weights.empty() && r.weights.size() != n) || r.layers.size() != r.num_layers)
         MOE_THROW("moe.record.shape", "record of ", r.num_layers, " layers x ", r.num_tokens, " tokens x k=", r.top_k, " holds ",
                   r.indices.size(), " indices, ", r.weights.size(), " weights and ", r.layers.size(), " layer ids");
+    // What read_record would refuse is not written.
+    for (std::size_t i = 0; i < n; ++i)
+        if (r.indices[i] < -1 || r.indices[i] >= static_cast<std::int64_t>(r.num_experts))
+            MOE_THROW("moe.record.index", "layer ", i / (r.num_tokens * r.top_k), ", token ", (i / r.top_k) % r.num_tokens, ", slot ",
+                      i % r.top_k, " holds expert ", r.indices[i], ", outside [-1, ", r.num_experts, ")");
+    for (std::size_t i = 0; i < r.weights.size(); ++i)
+        if (!std::isfinite(r.weights[i]))
+            MOE_THROW("moe.record.weights", "layer ", i / (r.num_tokens * r.top_k), ", token ", (i / r.top_k) % r.num_tokens, ", slot ",
+                      i % r.top_k, " is not finite");
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) MOE_THROW("moe.record.io", dir, ": cannot create the directory (", ec.message(), ")");
