@@ -8,8 +8,8 @@ import pytest
 import moe
 from conftest import data
 
-FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "llama4",
-            "granitemoeshared", "dbrx", "longcat_flash"]
+FAMILIES = ["mixtral", "minimax_m2", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe", "dots1",
+            "ernie4_5_moe", "qwen3_next", "hunyuan_v1_moe", "longcat_flash", "gpt_oss", "llama4", "granitemoeshared", "dbrx"]
 
 
 @pytest.mark.parametrize("preset", [p for p in moe.preset_names if p not in ("switch",)])
