@@ -516,6 +516,9 @@ void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t 
     if (!o.replay.empty()) {
         const moe::routing_record rec = moe::read_record(o.replay);
         const std::size_t pos = rec.position_of(L);
+        if (rec.num_experts != s.routed_experts())
+            fail("moe.record.shape", o.replay + ": the record routes over " + std::to_string(rec.num_experts) + " experts, layer " +
+                                         std::to_string(L) + " has " + std::to_string(s.routed_experts()));
         const moe::routing<float> own = r;
         const moe::matrix<float> y_own = y;
         moe::matrix<float> yr(T, H);

@@ -437,6 +437,9 @@ TEST_CASE("record: untrusted files give a clear error", "[research][record][erro
     CHECK(error_of([&] { moe::write_record(d, bad); }) ==
           "[moe.record.shape] record of 2 layers x 3 tokens x k=2 holds 12 indices, 12 weights and 1 layer ids");
     bad = rec;
+    bad.top_k = 0;
+    CHECK(error_of([&] { moe::write_record(d, bad); }) == "[moe.record.shape] num_experts=4 and top_k=0 must be >= 1");
+    bad = rec;
     bad.indices[5] = 4;
     CHECK(error_of([&] { moe::write_record(d, bad); }) == "[moe.record.index] layer 0, token 2, slot 1 holds expert 4, outside [-1, 4)");
     bad = rec;

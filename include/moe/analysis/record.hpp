@@ -86,6 +86,8 @@ struct routing_record {
 /// inconsistent sizes, [moe.record.index] / [moe.record.weights] for what read_record would
 /// refuse, and [moe.record.io] when a file cannot be written.
 inline void write_record(const std::string& dir, const routing_record& r) {
+    if (r.num_experts == 0 || r.top_k == 0)
+        MOE_THROW("moe.record.shape", "num_experts=", r.num_experts, " and top_k=", r.top_k, " must be >= 1");
     const std::size_t n = r.num_layers * r.num_tokens * r.top_k;
     if (r.indices.size() != n || (!r.weights.empty() && r.weights.size() != n) || r.layers.size() != r.num_layers)
         MOE_THROW("moe.record.shape", "record of ", r.num_layers, " layers x ", r.num_tokens, " tokens x k=", r.top_k, " holds ",
