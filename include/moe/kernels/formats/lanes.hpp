@@ -60,7 +60,7 @@ struct generic_qlanes {
         for (int i = 0; i < 64; ++i) r.b[i] = x.b[i] >> 4;
         return r;
     }
-    /// lo | (((h >> 2s) & 3) << 4): a 6-bit code from its low nibble and 2 high bits.
+    /// lo | (((h >> 2s) & 3) << 4): a 6-bit code from its low nibble (lo < 16) and 2 high bits.
     static B with_hi2(const B& lo, const B& h, int s) noexcept {
         B r;
         for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>(lo.b[i] | (((h.b[i] >> (2 * s)) & 3) << 4));
@@ -72,7 +72,7 @@ struct generic_qlanes {
         for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>((x.b[i] >> (2 * s)) & 3);
         return r;
     }
-    /// c | (((h >> s) & 1) << 2): a 3-bit code from its 2 low bits and its high bit, s in [0, 7].
+    /// c | (((h >> s) & 1) << 2): a 3-bit code from its 2 low bits (c < 4) and its high bit, s in [0, 7].
     static B with_bit2(const B& c, const B& h, int s) noexcept {
         B r;
         for (int i = 0; i < 64; ++i) r.b[i] = static_cast<std::uint8_t>(c.b[i] | (((h.b[i] >> s) & 1) << 2));
@@ -515,13 +515,15 @@ struct neon_qlanes_t {
         return vshlq_u8(x, vdupq_n_s8(static_cast<std::int8_t>(-n)));
     }
     static MOE_ALWAYS_INLINE B with_hi2(const B& lo, const B& h, int s) noexcept {
-        return map<B>([&](int q) { return vorrq_u8(lo.v[q], vshlq_n_u8(vandq_u8(shr(h.v[q], 2 * s), vdupq_n_u8(3)), 4)); });
+        // SLI #4 keeps lo's low nibble and inserts the 2 bits above it: lo | (x << 4) for lo < 16.
+        return map<B>([&](int q) { return vsliq_n_u8(lo.v[q], vandq_u8(shr(h.v[q], 2 * s), vdupq_n_u8(3)), 4); });
     }
     static MOE_ALWAYS_INLINE B crumb(const B& x, int s) noexcept {
         return map<B>([&](int q) { return vandq_u8(shr(x.v[q], 2 * s), vdupq_n_u8(3)); });
     }
     static MOE_ALWAYS_INLINE B with_bit2(const B& c, const B& h, int s) noexcept {
-        return map<B>([&](int q) { return vorrq_u8(c.v[q], vshlq_n_u8(vandq_u8(shr(h.v[q], s), vdupq_n_u8(1)), 2)); });
+        // SLI #2: c | (x << 2) for c < 4.
+        return map<B>([&](int q) { return vsliq_n_u8(c.v[q], vandq_u8(shr(h.v[q], s), vdupq_n_u8(1)), 2); });
     }
     static MOE_ALWAYS_INLINE B table16(const std::uint8_t* t) noexcept {
         const uint8x16_t v = vld1q_u8(t);
