@@ -271,6 +271,8 @@ struct qscratch {
 template <class Fmt>
 struct int_operand {
     static constexpr std::size_t per_unit = formats::detail::bf16_act_v<Fmt> ? 2 : 4;
+    /// What the row's code sums are multiplied by when stored (formats::detail::sum_offset).
+    static constexpr std::int32_t sum_mul = formats::detail::sum_offset<Fmt>::value ? -formats::detail::sum_offset<Fmt>::value : 1;
     std::size_t K, sb, sum, quads, nsb, nsum;
     formats::format_params params;
     int_operand(std::size_t k, const formats::format_params& p)
@@ -280,11 +282,12 @@ struct int_operand {
 };
 
 /// Quantizes one row x[0, K) into slot i of a row block's operand: quads aq[(k/4) * qmr + i],
-/// scales ad[b * qmr + i] (per activation block), sums as[g * qmr + i] (per sum block).
-/// Non-finite input makes the block's scale NaN (the output becomes NaN, never a silent value).
+/// scales ad[b * qmr + i] (per activation block), sums as[g * qmr + i] (per sum block) times
+/// sum_mul (int_operand::sum_mul). Non-finite input makes the block's scale NaN (the output
+/// becomes NaN, never a silent value).
 template <class L>
 void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum, std::size_t i, std::int32_t* aq, float* ad,
-                  std::int32_t* as) noexcept {
+                  std::int32_t* as, std::int32_t sum_mul) noexcept {
     std::uint8_t* bytes = reinterpret_cast<std::uint8_t*>(aq);
     for (std::size_t b0 = 0; b0 < K; b0 += sb) {
         float amax = 0.0f;
@@ -334,7 +337,7 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
     for (std::size_t g0 = 0; g0 < K; g0 += sum) {
         std::int32_t s = 0;
         for (std::size_t k = g0; k < g0 + sum; ++k) s += static_cast<std::int8_t>(bytes[((k / 4) * qmr + i) * 4 + k % 4]);
-        as[(g0 / sum) * qmr + i] = s;
+        as[(g0 / sum) * qmr + i] = sum_mul * s;
     }
 }
 
@@ -566,7 +569,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                 const float* src = row_ptr(i);
                 if (!src) continue;
                 if constexpr (std::decay_t<decltype(op)>::per_unit == 2) detail::bf16_row(src, op.K, i, aq);
-                else detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as);
+                else detail::quantize_row<L>(src, op.K, op.sb, op.sum, i, aq, ad, as, op.sum_mul);
             }
         };
         // Phase 1: gather + quantize the rows' tokens.

@@ -19,6 +19,9 @@ namespace moe::kernels::formats {
 struct int8 {
     static constexpr const char* name = "int8";
     static constexpr bool integer = true;
+    /// Codes carry +128: the activation sums come pre-scaled by -128 (quant_ffn's
+    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    static constexpr std::int32_t sum_offset = 128;
     static constexpr unsigned bits = 8;
 
     static std::size_t k_block(const format_params&) noexcept { return 4; }
@@ -70,11 +73,11 @@ struct int8 {
                                        const std::int32_t* as, std::size_t mr, std::size_t sbk, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + i);  // -offset x sum a
         detail::dot8<L, M>(sb, 0, sbk / 4, aq, mr, isum);
         const typename L::F sw = L::f32x16(sb + detail::code_bytes(bits, sbk));
         for (std::size_t i = 0; i < M; ++i)
-            acc[i] = L::fma(L::mul(sw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 128 * as[i])), acc[i]);
+            acc[i] = L::fma(L::mul(sw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
     }
 };
 

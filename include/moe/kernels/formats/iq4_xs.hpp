@@ -24,6 +24,9 @@ struct iq4_xs {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 23;
     static constexpr bool integer = true;
+    /// Codes carry +128: the activation sums come pre-scaled by -128 (quant_ffn's
+    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    static constexpr std::int32_t sum_offset = 128;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 256, block_bytes = 136;
 
@@ -120,10 +123,10 @@ struct iq4_xs {
         for (std::size_t i = 0; i < M; ++i) i1[i] = L::zero();
         for (std::size_t j = 0; j < 8; ++j) {
             typename L::I isum[M];
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + j * mr + i);  // -offset x sum a
             detail::dot4_lut<L, M>(sb, 8 * j, 8, tab, aq, mr, isum);
             const typename L::I scv = L::s8x16(s + 2 * panel_cols + panel_cols * j);
-            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, L::sub(isum[i], 128 * as[j * mr + i])));
+            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, isum[i]));
         }
         const typename L::F d = L::fp16x16(s);
         for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);

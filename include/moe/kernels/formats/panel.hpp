@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "common.hpp"
@@ -87,14 +88,32 @@ void pack_int_panel(const quant_view& v, const std::size_t* rows, std::uint8_t* 
     }
 }
 
+/// A format's code offset where its activation sums come pre-scaled (Fmt::sum_offset: the sums
+/// are stored as -offset x sum a, and its dots start from them); 0, raw sums, where it names none.
+template <class Fmt, class = void>
+struct sum_offset : std::integral_constant<std::int32_t, 0> {};
+template <class Fmt>
+struct sum_offset<Fmt, std::void_t<decltype(Fmt::sum_offset)>> : std::integral_constant<std::int32_t, Fmt::sum_offset> {};
+
+/// Rows up to which a long 8-bit dot (16 quads or more: int8's per-channel sums) runs a second
+/// accumulator chain per row: L::split_rows where the lanes name it, else 4. A product's latency
+/// (vpdpbusd: 5 cycles, 2 issued per cycle on Intel cores) needs about 10 independent sums in
+/// flight and a row block has 8; a few rows (decode) always split. Short dots (a block of 32, a
+/// k-quant sub-block) gain nothing: the out-of-order core overlaps the next block's chains, and
+/// the extra add per row costs (q6_k measured 15% slower with it at T = 512 on an Intel Xeon).
+/// The sums are integers, so the split changes no bit of any result.
+template <class L, class = void>
+struct split_rows : std::integral_constant<std::size_t, 4> {};
+template <class L>
+struct split_rows<L, std::void_t<decltype(L::split_rows)>> : std::integral_constant<std::size_t, L::split_rows> {};
+
 /// isum[i] += dot of quads [q0, q0 + nq) of an 8-bit super-block with row i's activation quads.
 /// `aq` points at the super-block's first quad: aq[u * mr + i].
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void dot8(const std::uint8_t* codes, std::size_t q0, std::size_t nq, const std::int32_t* aq,
                             std::size_t mr, typename L::I* isum) noexcept {
-    if constexpr (M <= 4) {
-        // Few rows (decode): two independent chains per row hide the vpdpbusd latency;
-        // integer sums are exact, so the split changes no bit of the result.
+    if (M <= 4 || (M <= split_rows<L>::value && nq >= 16)) {
+        // Two independent chains per row hide the vpdpbusd latency (see split_rows).
         typename L::I alt[M];
         for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
         std::size_t u = q0;

@@ -19,6 +19,9 @@ struct q4_0 {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 2;
     static constexpr bool integer = true;
+    /// Codes carry +8: the activation sums come pre-scaled by -8 (quant_ffn's
+    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    static constexpr std::int32_t sum_offset = 8;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 32, block_bytes = 18;
 
@@ -77,11 +80,11 @@ struct q4_0 {
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + i);  // -offset x sum a
         detail::dot4<L, M>(sb, 0, block / 4, aq, mr, isum);
         const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
         for (std::size_t i = 0; i < M; ++i)
-            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 8 * as[i])), acc[i]);
+            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
     }
 };
 

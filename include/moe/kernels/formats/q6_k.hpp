@@ -20,6 +20,9 @@ struct q6_k {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 14;
     static constexpr bool integer = true;
+    /// Codes carry +32: the activation sums come pre-scaled by -32 (quant_ffn's
+    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    static constexpr std::int32_t sum_offset = 32;
     static constexpr unsigned bits = 6;
     static constexpr std::size_t block = 256, block_bytes = 210;
 
@@ -118,10 +121,10 @@ struct q6_k {
         for (std::size_t i = 0; i < M; ++i) i1[i] = L::zero();
         for (std::size_t j = 0; j < 16; ++j) {
             typename L::I isum[M];
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+            for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + j * mr + i);  // -offset x sum a
             detail::dot6<L, M>(sb, block, 4 * j, 4, aq, mr, isum);
             const typename L::I scv = L::s8x16(s + 2 * panel_cols + panel_cols * j);
-            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, L::sub(isum[i], 32 * as[j * mr + i])));
+            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, isum[i]));
         }
         const typename L::F d = L::fp16x16(s);
         for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);

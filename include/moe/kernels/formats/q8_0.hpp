@@ -18,6 +18,9 @@ struct q8_0 {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 8;
     static constexpr bool integer = true;
+    /// Codes carry +128: the activation sums come pre-scaled by -128 (quant_ffn's
+    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    static constexpr std::int32_t sum_offset = 128;
     static constexpr unsigned bits = 8;
     static constexpr std::size_t block = 32, block_bytes = 34;
 
@@ -68,11 +71,11 @@ struct q8_0 {
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + i);  // -offset x sum a
         detail::dot8<L, M>(sb, 0, block / 4, aq, mr, isum);
         const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
         for (std::size_t i = 0; i < M; ++i)
-            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 128 * as[i])), acc[i]);
+            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
     }
 };
 
