@@ -54,7 +54,8 @@ const char* const usage = R"(usage: moe-layer --model PATH [options]
                           (hot experts in q8_0, cold ones left in the file's q4_k ...): each expert
                           runs in its own format; prints the packed bytes it costs and the change of
                           the output against the layer in the file's formats. Repeatable.
-  --info                  print the experts' format, their bytes in the file and packed
+  --info                  print the experts' format, their bytes in the file and packed (gate+up,
+                          down per expert), the arch, load time and peak RSS
   --dump DIR              write output.npy (T x H), router_logits.npy (T x E), indices.npy and
                           weights.npy (T x k) of the final routing
   --dump-router-logits F  route through every MoE layer's router and write their logits as an
@@ -426,6 +427,11 @@ void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t 
         std::printf("  packed: %zu bytes in all (%s)\n", set.bytes(),
                     in_place ? "a packed copy of the file's blocks; the mapped pages it read are released"
                              : "converted from the float32 values");
+        for (std::size_t g = 0; g < set.num_groups(); ++g) {
+            const auto& gi = set.group(g);
+            std::printf("  packed %s (%zu experts): gate+up %zu, down %zu bytes per expert\n", gi.format.c_str(), gi.experts.size(),
+                        gi.up_bytes, gi.down_bytes);
+        }
     }
     moe::matrix<float> y(T, H);
     const auto t0 = std::chrono::steady_clock::now();

@@ -119,6 +119,12 @@ TEST_CASE("expert set: each expert's rows are its format's block's rows, bit for
         CHECK(s.expert_bytes(1) < s.expert_bytes(0));
         CHECK(s.expert_bytes(0) < s.expert_bytes(5));
         CHECK(s.bytes() == 2 * s.expert_bytes(0) + 2 * s.expert_bytes(1) + s.expert_bytes(2) + s.expert_bytes(5));
+        for (std::size_t g = 0; g < s.num_groups(); ++g) CHECK(s.group(g).up_bytes + s.group(g).down_bytes == s.group(g).expert_bytes);
+        for (std::size_t g = 0; g < s.num_groups(); ++g)
+            if (s.group(g).format == "f32") {  // W1 and W3 interleaved (2 H F floats), then W2 (H F)
+                CHECK(s.group(g).up_bytes == 2 * l.H * l.F * 4);
+                CHECK(s.group(g).down_bytes == l.H * l.F * 4);
+            }
     }
 }
 

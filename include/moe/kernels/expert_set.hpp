@@ -73,6 +73,8 @@ public:
         std::string format;
         std::vector<std::int32_t> experts;
         std::size_t expert_bytes = 0;  ///< packed bytes per expert of this group
+        std::size_t up_bytes = 0;      ///< of those, the up panels (W1 and W3 interleaved)
+        std::size_t down_bytes = 0;    ///< and the down panels (W2)
     };
 
     expert_set() = default;
@@ -104,6 +106,8 @@ public:
         g.info.format = std::move(format);
         g.info.experts = std::move(ids);
         g.info.expert_bytes = pw.expert_bytes();
+        g.info.up_bytes = pw.expert_up_bytes();
+        g.info.down_bytes = pw.expert_down_bytes();
         using P = packed_format_t<Arch, W>;
         g.packed = std::make_shared<const P>(std::move(pw));
         g.workspace = [](const void* p, const dispatch_plan& plan) { return workspace_size(plan, *static_cast<const P*>(p)).total(); };
