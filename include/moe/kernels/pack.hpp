@@ -106,9 +106,9 @@ public:
     }
     /// Bytes of one expert's packed weights (what a decode step streams per active expert).
     [[nodiscard]] std::size_t expert_bytes() const noexcept { return expert_elems() * sizeof(W); }
-    /// Of those, the up panels' bytes (W1 and W3 interleaved) and the down panels' bytes.
+    /// Of those, the up panels' bytes (W1 and W3 interleaved); the rest are the down panels'.
     [[nodiscard]] std::size_t expert_up_bytes() const noexcept { return up_panels() * up_k() * nr * sizeof(W); }
-    [[nodiscard]] std::size_t expert_down_bytes() const noexcept { return down_panels() * down_k() * nr * sizeof(W); }
+    [[nodiscard]] std::size_t expert_down_bytes() const noexcept { return expert_bytes() - expert_up_bytes(); }
     [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
 
 private:

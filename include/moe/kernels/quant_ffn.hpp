@@ -89,7 +89,7 @@ public:
     [[nodiscard]] std::size_t up_panel_bytes() const noexcept { return up_bytes_; }
     [[nodiscard]] std::size_t down_panel_bytes() const noexcept { return down_bytes_; }
     /// Bytes of one expert's packed weights (what a decode step streams per active expert).
-    [[nodiscard]] std::size_t expert_bytes() const noexcept { return up_panels() * up_bytes_ + down_panels() * down_bytes_; }
+    [[nodiscard]] std::size_t expert_bytes() const noexcept { return expert_up_bytes() + expert_down_bytes(); }
     /// Of those, the up panels' bytes (W1 and W3 interleaved, the up format) and the down panels'.
     [[nodiscard]] std::size_t expert_up_bytes() const noexcept { return up_panels() * up_bytes_; }
     [[nodiscard]] std::size_t expert_down_bytes() const noexcept { return down_panels() * down_bytes_; }
@@ -292,10 +292,10 @@ template <class L>
 void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum, std::size_t i, std::int32_t* aq, float* ad,
                   std::int32_t* as, std::int32_t sum_mul) noexcept {
     std::uint8_t* bytes = reinterpret_cast<std::uint8_t*>(aq);
-    bool sums_done = false;  // the AVX-512 path sums whole 16-value chunks as it writes them
+    bool vector_sums = false;  // the AVX-512 path sums whole 16-value chunks as it writes them
 #if defined(MOE_HAVE_AVX512_QLANES)
     [[maybe_unused]] __m512i vsum = _mm512_setzero_si512();
-    if constexpr (std::is_same_v<L, formats::avx512_qlanes>) sums_done = sb % 16 == 0 && sum % 16 == 0;
+    if constexpr (std::is_same_v<L, formats::avx512_qlanes>) vector_sums = sb % 16 == 0 && sum % 16 == 0;
 #endif
     for (std::size_t b0 = 0; b0 < K; b0 += sb) {
         float amax = 0.0f;
@@ -332,7 +332,7 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
                 alignas(16) std::int8_t t[16];
                 _mm_store_si128(reinterpret_cast<__m128i*>(t), _mm512_cvtepi32_epi8(q));
                 for (std::size_t u = 0; u < 4; ++u) std::memcpy(bytes + (((k + 4 * u) / 4) * qmr + i) * 4, t + 4 * u, 4);
-                if (sums_done) {
+                if (vector_sums) {
                     vsum = _mm512_add_epi32(vsum, q);
                     if ((k + 16) % sum == 0) {
                         as[(k / sum) * qmr + i] = sum_mul * _mm512_reduce_add_epi32(vsum);
@@ -349,7 +349,7 @@ void quantize_row(const float* x, std::size_t K, std::size_t sb, std::size_t sum
         }
     }
     // Sums of the codes per sum block (exact integers).
-    for (std::size_t g0 = 0; g0 < K && !sums_done; g0 += sum) {
+    for (std::size_t g0 = 0; g0 < K && !vector_sums; g0 += sum) {
         std::int32_t s = 0;
         for (std::size_t k = g0; k < g0 + sum; ++k) s += static_cast<std::int8_t>(bytes[((k / 4) * qmr + i) * 4 + k % 4]);
         as[(g0 / sum) * qmr + i] = sum_mul * s;

@@ -19,8 +19,7 @@ namespace moe::kernels::formats {
 struct int8 {
     static constexpr const char* name = "int8";
     static constexpr bool integer = true;
-    /// Codes carry +128: the activation sums come pre-scaled by -128 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +128; the activation sums come pre-scaled by -128 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 128;
     static constexpr unsigned bits = 8;
 

@@ -45,8 +45,7 @@ struct iq4_nl {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 20;
     static constexpr bool integer = true;
-    /// Codes carry +128: the activation sums come pre-scaled by -128 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +128; the activation sums come pre-scaled by -128 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 128;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 32, block_bytes = 18;

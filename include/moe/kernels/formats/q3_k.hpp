@@ -25,8 +25,7 @@ struct q3_k {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 11;
     static constexpr bool integer = true;
-    /// Codes carry +4: the activation sums come pre-scaled by -4 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +4; the activation sums come pre-scaled by -4 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 4;
     static constexpr unsigned bits = 3;  ///< the panel's 3-bit code layout
     static constexpr std::size_t block = 256, block_bytes = 110;

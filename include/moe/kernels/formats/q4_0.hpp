@@ -19,8 +19,7 @@ struct q4_0 {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 2;
     static constexpr bool integer = true;
-    /// Codes carry +8: the activation sums come pre-scaled by -8 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +8; the activation sums come pre-scaled by -8 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 8;
     static constexpr unsigned bits = 4;
     static constexpr std::size_t block = 32, block_bytes = 18;

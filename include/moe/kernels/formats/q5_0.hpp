@@ -23,8 +23,7 @@ struct q5_0 {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 6;
     static constexpr bool integer = true;
-    /// Codes carry +16: the activation sums come pre-scaled by -16 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +16; the activation sums come pre-scaled by -16 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 16;
     static constexpr unsigned bits = 6;  ///< the panel's code width (5-bit values, bit 5 zero)
     static constexpr std::size_t block = 32, block_bytes = 22;

@@ -20,8 +20,7 @@ struct q6_k {
     /// The ggml type id whose blocks are this format's `data` bytes (a GGUF tensor packs in place).
     static constexpr int gguf_type = 14;
     static constexpr bool integer = true;
-    /// Codes carry +32: the activation sums come pre-scaled by -32 (quant_ffn's
-    /// quantize_row), and a dot starts from them instead of subtracting afterwards.
+    /// Codes carry +32; the activation sums come pre-scaled by -32 (detail::sum_offset).
     static constexpr std::int32_t sum_offset = 32;
     static constexpr unsigned bits = 6;
     static constexpr std::size_t block = 256, block_bytes = 210;
