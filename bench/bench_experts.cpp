@@ -258,7 +258,7 @@ void quant_case(benchmark::State& st, const std::string& note) {
 /// super-block, the down projections take the format llama.cpp's quantizer falls back to
 /// (`formats::gguf_fallback_t`: DeepSeek's F = 1408 down projections of a q4_k file are q5_0),
 /// as the GGUF files of that shape store them; skipped, with the reason, where moe lacks that
-/// format (q5_k's q5_1) or H does not fit the gate / up format.
+/// format or H does not fit the gate / up format.
 template <class Fmt>
 void BM_QuantExperts(benchmark::State& st) {
     namespace fm = moe::kernels::formats;
@@ -437,6 +437,7 @@ BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q8_0)->Name("BM_Experts/q8_0")->Apply(
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_0)->Name("BM_Experts/q4_0")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_1)->Name("BM_Experts/q4_1")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q5_0)->Name("BM_Experts/q5_0")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q5_1)->Name("BM_Experts/q5_1")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q4_k)->Name("BM_Experts/q4_k")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q2_k)->Name("BM_Experts/q2_k")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::q3_k)->Name("BM_Experts/q3_k")->Apply(quant_args);

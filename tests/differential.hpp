@@ -354,7 +354,8 @@ std::string check_format(bytes& b, moe::kernels::formats::format_params p, const
 template <class A>
 std::string check_formats(bytes& b) {
     namespace fm = moe::kernels::formats;
-    switch (b.u8() % 15) {
+    switch (b.u8() % 16) {
+        case 15: return check_format<A, fm::q5_1>(b, {}, "q5_1");
         case 13: return check_format<A, fm::q2_k>(b, {}, "q2_k");
         case 14: return check_format<A, fm::q3_k>(b, {}, "q3_k");
         case 10: return check_format<A, fm::q5_k>(b, {}, "q5_k");

@@ -166,6 +166,29 @@ def q5_0(w):
     return blocks.tobytes(), b"", deq.reshape(N, K)
 
 
+def q5_1(w):
+    """ggml's quantize_row_q5_1_ref and block_q5_1 {fp16 d; fp16 m; uint8 qh[4]; uint8 qs[16]}:
+    d = (max - min) / 31, q = (uint8)((x - min) / d + 0.5), w = d q + m."""
+    b = w.reshape(N, K // 32, 32)
+    mn, mx = b.min(axis=2), b.max(axis=2)
+    d = ((mx - mn) / f32(31)).astype(f32)
+    idv = np.where(d != 0, f32(1) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
+    x0 = ((b - mn[..., None]).astype(f32) * idv[..., None]).astype(f32)
+    q = np.trunc(x0 + f32(0.5)).astype(np.uint32)
+    blocks = np.zeros((N, K // 32, 24), dtype=np.uint8)
+    blocks[..., :2] = fp16_bits(d)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    blocks[..., 2:4] = fp16_bits(mn)[..., None].view(np.uint8).reshape(N, K // 32, 2)
+    qh = np.zeros((N, K // 32), dtype=np.uint32)
+    for j in range(32):
+        qh |= ((q[..., j] >> 4) & 1) << j
+    blocks[..., 4:8] = qh[..., None].astype("<u4").view(np.uint8).reshape(N, K // 32, 4)
+    blocks[..., 8:] = ((q[..., :16] & 15) | ((q[..., 16:] & 15) << 4)).astype(np.uint8)
+    q = (q & 31).astype(f32)  # what the bytes hold
+    dd, mm = fp16_val(fp16_bits(d))[..., None], fp16_val(fp16_bits(mn))[..., None]
+    deq = ((q * dd).astype(f32) + mm).astype(f32)  # two roundings, no FMA
+    return blocks.tobytes(), b"", deq.reshape(N, K)
+
+
 def q4_k(w):
     nb = K // 256
     out = np.zeros((N, nb, 144), dtype=np.uint8)
@@ -567,7 +590,7 @@ def bf16(w):
 
 
 FORMATS = {
-    "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q4_k": q4_k, "q5_k": q5_k, "q6_k": q6_k,
+    "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q5_1": q5_1, "q4_k": q4_k, "q5_k": q5_k, "q6_k": q6_k,
     "q2_k": q2_k, "q3_k": q3_k, "iq4_nl": iq4_nl, "iq4_xs": iq4_xs, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
     "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,

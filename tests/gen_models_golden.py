@@ -738,3 +738,6 @@ if __name__ == "__main__":
         # Q4_K_M at F = 96 (not a multiple of 256): down in Q5_0 (from Q4_K) or Q8_0 (from Q6_K).
         gguf_q4_k_m("mixtral_q4_k_m_f96", ("q4_k", 12), ("q5_0", 6), FQ=96)
         gguf_q4_k_m("mixtral_q4_k_m_f96_q8", ("q4_k", 12), ("q8_0", 8), FQ=96)
+        # Q5_K_M at F = 96: down in Q5_1 (from Q5_K) or Q8_0 (from Q6_K).
+        gguf_q4_k_m("mixtral_q5_k_m_f96", ("q5_k", 13), ("q5_1", 7), FQ=96)
+        gguf_q4_k_m("mixtral_q5_k_m_f96_q8", ("q5_k", 13), ("q8_0", 8), FQ=96)

@@ -26,6 +26,7 @@ using serial_ref = moe::serial_executor&;  // what an lvalue executor deduces
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q4_0)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q4_1)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q5_0)    \
+    MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q5_1)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q2_k)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q3_k)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::q4_k)    \

@@ -197,6 +197,7 @@ TEST_CASE("expert set: bad input gets stable errors", "[expert_set][errors]") {
 // multiple of 256 in a fallback type; the pair runs where the k-quant alone refuses the shape.
 static_assert(std::is_same<fm::gguf_fallback_t<fm::q4_k>, fm::q5_0>::value, "Q4_K -> Q5_0");
 static_assert(std::is_same<fm::gguf_fallback_t<fm::q6_k>, fm::q8_0>::value, "Q6_K -> Q8_0");
+static_assert(std::is_same<fm::gguf_fallback_t<fm::q5_k>, fm::q5_1>::value, "Q5_K -> Q5_1");
 static_assert(std::is_same<fm::gguf_fallback_t<fm::q2_k>, fm::iq4_nl>::value &&
                   std::is_same<fm::gguf_fallback_t<fm::q3_k>, fm::iq4_nl>::value &&
                   std::is_same<fm::gguf_fallback_t<fm::iq4_xs>, fm::iq4_nl>::value,

@@ -288,6 +288,7 @@ TEST_CASE("formats: reference quantizers and dequantizers match the numpy statem
     check_golden<fm::q4_0>("q4_0", {});
     check_golden<fm::q4_1>("q4_1", {});
     check_golden<fm::q5_0>("q5_0", {});
+    check_golden<fm::q5_1>("q5_1", {});
     check_golden<fm::q2_k>("q2_k", {});
     check_golden<fm::q3_k>("q3_k", {});
     check_golden<fm::q4_k>("q4_k", {});
@@ -417,6 +418,7 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::q4_0>(64, 96, {});
     check_kernel<TestType, fm::q4_1>(96, 64, {});
     check_kernel<TestType, fm::q5_0>(96, 64, {});
+    check_kernel<TestType, fm::q5_1>(64, 96, {});
     check_kernel<TestType, fm::q2_k>(256, 512, {}, 9);
     check_kernel<TestType, fm::q3_k>(256, 256, {}, 9);
     check_kernel<TestType, fm::q4_k>(256, 512, {}, 9);
@@ -589,6 +591,7 @@ TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[
     CHECK(ratio(fm::q4_0{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q4_1{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q5_0{}, {}) == Approx(208.0 / 176.0).margin(0.001));  // 6-bit panel codes for 5-bit values
+    CHECK(ratio(fm::q5_1{}, {}) == Approx(224.0 / 192.0).margin(0.001));  // 6-bit panel codes for 5-bit values
     CHECK(ratio(fm::q6_k{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::q5_k{}, {}) == Approx(212.0 / 176.0).margin(0.001));  // 6-bit panel codes for 5-bit values
     CHECK(ratio(fm::q2_k{}, {}) == Approx(100.0 / 84.0).margin(0.001));   // sub-scales and mins unpacked to bytes
@@ -660,9 +663,9 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
         CHECK(error_of([&] { fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'"); }) ==
               "[moe.kernels.format] mxfp4: tensor 'w': scale of block 3 is the E8M0 NaN (255)");
     }
-    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q5_1"); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
+    CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q8_1"); }) ==
+          "[moe.kernels.format] unknown weight format 'q8_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
     CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
@@ -711,12 +714,12 @@ TEST_CASE("formats: the registry names, parses and visits every format, and ties
     });
     CHECK(names.size() == k::weight_formats::size);
     CHECK(std::set<std::string>(names.begin(), names.end()).size() == names.size());
-    CHECK(gguf == 15);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4
+    CHECK(gguf == 16);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4
     CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
-          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
-    CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q5_1", {}}, [](auto) { return 0; }); }) ==
-          "[moe.kernels.format] unknown weight format 'q5_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0 or q4_k+q8_0)");
+          "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
+    CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q8_1", {}}, [](auto) { return 0; }); }) ==
+          "[moe.kernels.format] unknown weight format 'q8_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
 }
 #endif  // MOE_TEST_BF16_ONLY

@@ -479,6 +479,12 @@ TEST_CASE("models: a Q4_K_M GGUF layer runs in its own mixed formats (Q4_K gate 
           70 * 3 * HF96);
     CHECK(check_gguf_quant_layer<fm::mixed<fm::q4_k, fm::q8_0>>("mixtral_q4_k_m_f96_q8", {"Q4_K", "Q4_K", "Q8_0"}, "q4_k+q8_0") * 100 <
           85 * 3 * HF96);
+    // Q5_K_M at F = 96: down in Q5_1 (from Q5_K: 0.75 B / weight in the file, 0.875 packed as
+    // 6-bit codes) or Q8_0 (from Q6_K); gate / up Q5_K at 0.83 packed.
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q5_k, fm::q5_1>>("mixtral_q5_k_m_f96", {"Q5_K", "Q5_K", "Q5_1"}, "q5_k+q5_1") * 100 <
+          86 * 3 * HF96);
+    CHECK(check_gguf_quant_layer<fm::mixed<fm::q5_k, fm::q8_0>>("mixtral_q5_k_m_f96_q8", {"Q5_K", "Q5_K", "Q8_0"}, "q5_k+q8_0") * 100 <
+          92 * 3 * HF96);
     // A pair moe has no mixed format for loads as float32 through the same dequantizers.
     const moe::models::checkpoint nl(models_dir + "mixtral_iq4_nl/model.gguf");
     CHECK(nl.expert_format(0).empty());

@@ -100,7 +100,8 @@ void run(bytes& b, fm::format_params p) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bytes b{data, size};
-    switch (b.u8() % 16) {
+    switch (b.u8() % 17) {
+        case 16: run<fm::q5_1>(b, {}); break;
         case 14: run<fm::q2_k>(b, {}); break;
         case 15: run<fm::q3_k>(b, {}); break;
         case 11: run<fm::q5_k>(b, {}); break;

@@ -198,7 +198,8 @@ def test_blocks_from_checkpoints_keep_the_files_formats():
     # dequantization.
     for name, fmt in (("mixtral_q5_k_m", "q5_k+q6_k"), ("mixtral_iq4_xs", "iq4_xs"), ("mixtral_q3_k_m", "q3_k+q4_k"),
                       ("mixtral_q2_k", "q2_k+q3_k"), ("mixtral_q4_k_m_f96", "q4_k+q5_0"),
-                      ("mixtral_q4_k_m_f96_q8", "q4_k+q8_0")):
+                      ("mixtral_q4_k_m_f96_q8", "q4_k+q8_0"), ("mixtral_q5_k_m_f96", "q5_k+q5_1"),
+                      ("mixtral_q5_k_m_f96_q8", "q5_k+q8_0")):
         b = moe.MoeBlock.from_checkpoint(data("models", name, "model.gguf"))
         assert b.format == fmt
         y_ref = npy("models", name, "y.npy")

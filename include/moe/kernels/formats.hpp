@@ -36,6 +36,7 @@
 #include "formats/q4_1.hpp"
 #include "formats/q4_k.hpp"
 #include "formats/q5_0.hpp"
+#include "formats/q5_1.hpp"
 #include "formats/q5_k.hpp"
 #include "formats/q6_k.hpp"
 #include "formats/q8_0.hpp"
@@ -55,8 +56,7 @@ inline constexpr std::size_t block_of_v = block_of<Fmt>::value;
 /// The format llama.cpp's quantizer stores a tensor in when its rows are not a multiple of the
 /// 256-weight super-block of the k-quants and IQ4_XS (llama_tensor_get_type's fallback: the
 /// F = 1408 down projections of DeepSeek-V2-Lite, for one): Q2_K, Q3_K and IQ4_XS take IQ4_NL,
-/// Q4_K takes Q5_0, Q6_K takes Q8_0. Q5_K takes Q5_1, which moe does not have: `void`. Every
-/// other format is its own fallback.
+/// Q4_K takes Q5_0, Q5_K takes Q5_1, Q6_K takes Q8_0. Every other format is its own fallback.
 template <class Fmt>
 struct gguf_fallback {
     using type = Fmt;
@@ -79,7 +79,7 @@ struct gguf_fallback<q4_k> {
 };
 template <>
 struct gguf_fallback<q5_k> {
-    using type = void;
+    using type = q5_1;
 };
 template <>
 struct gguf_fallback<q6_k> {
@@ -100,12 +100,13 @@ struct format_list {
 
 /// Every weight format, in the order names and --help list them; the mixed ones last (gate /
 /// up in one format, down in another, as GGUF's mixed types store them: Q4_K_M).
-using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q4_1, formats::q5_0, formats::q2_k,
+using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q4_1, formats::q5_0, formats::q5_1, formats::q2_k,
                                    formats::q3_k, formats::q4_k, formats::q5_k, formats::q6_k, formats::iq4_nl, formats::iq4_xs, formats::int8, formats::int4,
                                    formats::fp8, formats::mxfp4, formats::mixed<formats::q4_k, formats::q6_k>,
                                    formats::mixed<formats::q5_k, formats::q6_k>, formats::mixed<formats::q2_k, formats::q3_k>,
                                    formats::mixed<formats::q3_k, formats::q4_k>, formats::mixed<formats::q3_k, formats::q5_k>,
-                                   formats::mixed<formats::q4_k, formats::q5_0>, formats::mixed<formats::q4_k, formats::q8_0>>;
+                                   formats::mixed<formats::q4_k, formats::q5_0>, formats::mixed<formats::q4_k, formats::q8_0>,
+                                   formats::mixed<formats::q5_k, formats::q5_1>, formats::mixed<formats::q5_k, formats::q8_0>>;
 
 }  // namespace moe::kernels
 
