@@ -46,9 +46,9 @@ const char* const usage = R"(usage: moe-layer --model PATH [options]
   --seed N                seed of the random hidden states                      (default 0)
   --threads N             threads (default: all)
   --experts FMT           the routed experts' weights: 'file' (default) keeps the format they are
-                          stored in where moe runs it without a float copy (GGUF Q8_0 / Q4_0 / Q4_1
-                          / Q5_0 / Q4_K / Q6_K, and Q4_K_M's Q4_K + Q6_K, FP8 and
-                          GPT-OSS MXFP4 checkpoints) and reads float32 otherwise; or a format to
+                          stored in where moe runs it without a float copy (every GGUF type
+                          of the format registry, the mixed Q4_K_M / Q5_K_M / Q3_K_M / Q2_K
+                          layers, FP8 and GPT-OSS MXFP4 checkpoints) and reads float32 otherwise; or a format to
                           convert them to (f32, bf16, q4_k, int4:128, ...)
   --requant LIST:FMT      requantize experts LIST (e.g. 0,3-5) to FMT from their float32 values
                           (hot experts in q8_0, cold ones left in the file's q4_k ...): each expert
@@ -249,13 +249,20 @@ std::string list_string(const std::vector<std::int32_t>& v) {
 using set_t = moe::kernels::expert_set<moe::default_arch>;
 using block_t = moe::block<moe::default_arch, moe::kernels::per_expert>;
 
-/// Layer L's routed experts as an expert set: those of `requant` converted from `fl` (float32
-/// weights of the layer), the others in `wf`, from the file's bytes (`in_place`) or converted.
+/// Layer L's routed experts as an expert set: those of `requant` converted from their float32
+/// values (read one expert at a time by `fl`), the others in `wf`, from the file's bytes
+/// (`in_place`) or converted the same way.
 set_t make_experts(const moe::models::checkpoint& ck, std::size_t L, const moe::block_spec& s, const moe::kernels::weight_format& wf,
-                   bool in_place, const std::vector<requant_spec>& requant, const moe::block_weights* fl,
+                   bool in_place, const std::vector<requant_spec>& requant, const moe::models::checkpoint::expert_reader* fl,
                    const moe::kernels::pack_options& packing) {
     const std::size_t E = s.num_experts;
     set_t set(E, s.hidden, s.ffn);
+    auto convert = [&](std::vector<std::int32_t> ids, const moe::kernels::weight_format& to) {
+        const std::vector<std::int32_t> src = ids;
+        moe::kernels::add_converted_from(set, std::move(ids), to, [&](std::size_t j, float* w1, float* w3, float* w2) {
+            fl->read(static_cast<std::size_t>(src[j]), w1, w3, w2);
+        }, packing);
+    };
     std::vector<bool> moved(E, false);
     for (const auto& r : requant)
         for (auto e : r.experts) moved[static_cast<std::size_t>(e)] = true;
@@ -267,16 +274,16 @@ set_t make_experts(const moe::models::checkpoint& ck, std::size_t L, const moe::
             moe::kernels::visit_format(wf, [&](auto tag) {
                 using W = decltype(tag);
                 if constexpr (!moe::kernels::is_weight_type_v<W>) {
-                    auto pw = ck.pack_experts<W>(L, packing);
-                    if (rest.size() == E) set.add<W>(std::move(rest), std::move(pw), wf.to_string());
-                    else set.add<W>(rest, pw.subset(rest, packing), wf.to_string());
+                    // Only the experts kept in the file's format are read and packed.
+                    auto pw = ck.pack_experts<W>(L, packing, rest.size() == E ? std::vector<std::int32_t>{} : rest);
+                    set.add<W>(std::move(rest), std::move(pw), wf.to_string());
                 }
             });
         } else {
-            moe::kernels::add_converted(set, std::move(rest), wf, fl->w1.data(), fl->w3.data(), fl->w2.data(), packing);
+            convert(std::move(rest), wf);
         }
     }
-    for (const auto& r : requant) moe::kernels::add_converted(set, r.experts, r.format, fl->w1.data(), fl->w3.data(), fl->w2.data(), packing);
+    for (const auto& r : requant) convert(r.experts, r.format);
     return set;
 }
 
@@ -378,16 +385,16 @@ void run(const options& o, Executor&& ex) {
 template <class Executor>
 void run_layer(const options& o, const moe::models::checkpoint& ck, std::size_t L, const moe::kernels::weight_format& wf, bool in_place,
                Executor&& ex) {
-    const moe::models::loaded_block b = in_place ? ck.load_without_experts(L) : ck.load(L);
+    const moe::models::loaded_block b = ck.load_without_experts(L);
     std::vector<requant_spec> requant;
     for (const auto& v : o.requant) requant.push_back(parse_requant(v, b.spec.num_experts));
-    // Requantizing reads the layer's float32 experts once (the in-place path has none).
-    moe::models::loaded_block fl;
-    if (!requant.empty() && in_place) fl = ck.load(L);
-    const moe::block_weights& floats = in_place ? fl.weights : b.weights;
+    // Converted experts are read as float32 one at a time (from a GGUF file, each expert's own
+    // rows): a conversion holds one expert in float32, not the layer.
+    std::unique_ptr<moe::models::checkpoint::expert_reader> floats;
+    if (!in_place || !requant.empty()) floats = std::make_unique<moe::models::checkpoint::expert_reader>(ck.expert_floats(L));
     auto make = [&](moe::layer_options lo, const std::vector<requant_spec>& rq) {
         lo.format = wf.params;
-        return std::make_unique<block_t>(b.spec, b.weights, make_experts(ck, L, b.spec, wf, in_place, rq, &floats, lo.packing), lo);
+        return std::make_unique<block_t>(b.spec, b.weights, make_experts(ck, L, b.spec, wf, in_place, rq, floats.get(), lo.packing), lo);
     };
     const auto tl = std::chrono::steady_clock::now();
     const std::unique_ptr<block_t> blk = make(o.layer_opt, requant);

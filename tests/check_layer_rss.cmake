@@ -2,13 +2,19 @@
 # packing and one forward must fit in (expert bytes in the file) x 1.25 + 64 MiB of peak RSS
 # (issue 26's bound; a loader that kept the mapped file and the packed copy both resident
 # would need ~2x), and must reach the packed bytes (the layer really was read and packed).
-# cmake -DTOOL=moe-layer -DPYTHON=python3 -DSCRIPT=write_q8_0_layer.py -DFILE=out.gguf -P check_layer_rss.cmake
+# CONVERT (optional): a format the experts are converted to (--experts CONVERT), which reads one
+# expert as float32 at a time (a float32 copy of the layer would be 4x the file's bytes).
+# cmake -DTOOL=moe-layer -DPYTHON=python3 -DSCRIPT=write_q8_0_layer.py -DFILE=out.gguf [-DCONVERT=q4_0] -P check_layer_rss.cmake
+set(extra)
+if(CONVERT)
+  set(extra --experts ${CONVERT})
+endif()
 execute_process(COMMAND ${PYTHON} ${SCRIPT} ${FILE} 16 1024 3584 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   file(REMOVE ${FILE})
   message(FATAL_ERROR "writing ${FILE} failed: ${err}")
 endif()
-execute_process(COMMAND ${TOOL} --model ${FILE} --info --tokens 4 --threads 2 OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+execute_process(COMMAND ${TOOL} --model ${FILE} --info --tokens 4 --threads 2 ${extra} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
 file(REMOVE ${FILE})
 message("${out}")
 if(NOT rc EQUAL 0)
@@ -27,7 +33,11 @@ math(EXPR bound_mib "${file_bytes} * 5 / 4 / 1048576 + 64")
 if(rss_mib GREATER bound_mib)
   message(FATAL_ERROR "peak RSS ${rss_mib} MiB exceeds the bound ${bound_mib} MiB (expert tensors ${file_mib} MiB)")
 endif()
-if(rss_mib LESS file_mib)
+if(CONVERT)
+  if(NOT out MATCHES "experts: ${CONVERT} \\(converted from float32\\)")
+    message(FATAL_ERROR "moe-layer did not convert the experts")
+  endif()
+elseif(rss_mib LESS file_mib)
   message(FATAL_ERROR "peak RSS ${rss_mib} MiB is below the packed bytes (${file_mib} MiB): was the layer read?")
 endif()
 message(STATUS "peak RSS ${rss_mib} MiB for ${file_mib} MiB of expert tensors (bound ${bound_mib} MiB)")

@@ -202,7 +202,6 @@ static_assert(std::is_same<fm::gguf_fallback_t<fm::q2_k>, fm::iq4_nl>::value &&
                   std::is_same<fm::gguf_fallback_t<fm::q3_k>, fm::iq4_nl>::value &&
                   std::is_same<fm::gguf_fallback_t<fm::iq4_xs>, fm::iq4_nl>::value,
               "Q2_K, Q3_K, IQ4_XS -> IQ4_NL");
-static_assert(std::is_void<fm::gguf_fallback_t<fm::q5_k>>::value, "Q5_K -> Q5_1, not a moe format");
 static_assert(std::is_same<fm::gguf_fallback_t<fm::q8_0>, fm::q8_0>::value && fm::block_of_v<fm::q4_k> == 256 &&
                   fm::block_of_v<fm::q5_0> == 32 && fm::block_of_v<fm::int8> == 1 && fm::block_of_v<float> == 1,
               "32-blocks are their own fallback; block_of");

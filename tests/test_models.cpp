@@ -2,6 +2,7 @@
 // moe's safetensors reader and run as moe::block, against torch statements of each family's
 // HF block (routing exact, outputs within float tolerance); loader errors verbatim.
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -344,6 +345,14 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
     CHECK(err > 0.0);
     CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(f, 0); }) ==
           "[moe.models.format] " + d + "model.gguf: tensor 'blk.0.ffn_gate_exps.weight' is Q8_0, not q4_0");
+    // A subset of the experts, packed from their own bytes only: each is that expert of the full pack.
+    const auto sub = moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(f, 0, {}, {2, 0});
+    const auto all = moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(f, 0);
+    REQUIRE(sub.num_experts() == 2);
+    CHECK(std::memcmp(sub.up(0, 0), all.up(2, 0), all.expert_bytes()) == 0);
+    CHECK(std::memcmp(sub.up(1, 0), all.up(0, 0), all.expert_bytes()) == 0);
+    CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q8_0>(f, 0, {}, {0, 9}); }) ==
+          "[moe.models.load] " + d + "model.gguf: expert 9 outside [0, " + std::to_string(b.spec.num_experts) + ") of layer 0");
 
     // Newer converters fuse gate and up (ffn_gate_up_exps [H, 2F, E], gate = the first F rows of
     // each expert): the same weights, dequantized or packed from the fused blocks, the same bits.
@@ -361,6 +370,60 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
     CHECK(yf.values == y.values);
     CHECK(error_of([&] { (void)moe::models::pack_gguf_experts<moe::kernels::formats::q4_0>(fu, 0); }) ==
           "[moe.models.format] " + d + "model_fused.gguf: tensor 'blk.0.ffn_gate_up_exps.weight' is Q8_0, not q4_0");
+}
+
+TEST_CASE("models: experts read one at a time as float32 equal the layer's float load", "[models][gguf]") {
+    // From a GGUF file each expert is dequantized from its own rows (plain, fused gate+up, mixed
+    // types, a fallback type); from an HF folder the reader holds the layer's floats.
+    for (const char* path : {"mixtral_q8_0/model.gguf", "mixtral_q8_0/model_fused.gguf", "mixtral_q4_k_m/model.gguf",
+                             "mixtral_q5_k_m_f96/model.gguf", "gpt_oss/model_fused.gguf", "mixtral/model.gguf", "mixtral", "qwen3_moe"}) {
+        CAPTURE(path);
+        const moe::models::checkpoint ck(models_dir + path);
+        const std::size_t L = ck.moe_layers().at(0);
+        const moe::models::loaded_block b = ck.load(L);
+        const std::size_t E = b.spec.num_experts, n = b.spec.hidden * b.spec.ffn;
+        const auto rd = ck.expert_floats(L);
+        CHECK(rd.num_experts() == E);
+        std::vector<float> w1(n), w3(n), w2(n);
+        for (std::size_t e : {E - 1, std::size_t(0)}) {  // any order
+            rd.read(e, w1.data(), w3.data(), w2.data());
+            const auto at = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(e * n), v.begin() + static_cast<std::ptrdiff_t>((e + 1) * n)); };
+            CHECK(w1 == at(b.weights.w1));
+            CHECK(w3 == at(b.weights.w3));
+            CHECK(w2 == at(b.weights.w2));
+        }
+        CHECK(error_of([&] { rd.read(E, w1.data(), w3.data(), w2.data()); }).find(
+                  "expert " + std::to_string(E) + " outside [0, " + std::to_string(E) + ") of layer " + std::to_string(L)) != std::string::npos);
+    }
+    // Converting from the reader, expert by expert, gives the set add_converted gives from the
+    // whole float layer: the same forward, bit for bit.
+    const moe::models::checkpoint ck(models_dir + "mixtral_q4_k_m/model.gguf");
+    const moe::models::loaded_block b = ck.load(0);
+    const auto rd = ck.expert_floats(0);
+    const auto x = moe::io::read_npy_matrix<float>(models_dir + "mixtral_q4_k_m/x.npy");
+    using set_t = moe::kernels::expert_set<moe::default_arch>;
+    using fmts = moe::kernels::format_list<float, moe::kernels::formats::q8_0>;
+    std::vector<moe::matrix<float>> ys;
+    for (int way = 0; way < 2; ++way) {
+        set_t set(b.spec.num_experts, b.spec.hidden, b.spec.ffn);
+        if (way == 0) {
+            moe::kernels::add_converted<fmts>(set, {0, 2}, moe::kernels::parse_weight_format("q8_0"), b.weights.w1.data(), b.weights.w3.data(),
+                                              b.weights.w2.data());
+            moe::kernels::add_converted<fmts>(set, {1}, moe::kernels::parse_weight_format("f32"), b.weights.w1.data(), b.weights.w3.data(),
+                                              b.weights.w2.data());
+        } else {
+            const std::vector<std::int32_t> hot{0, 2};
+            moe::kernels::add_converted_from<fmts>(set, hot, moe::kernels::parse_weight_format("q8_0"),
+                                                   [&](std::size_t j, float* a, float* c, float* d) { rd.read(static_cast<std::size_t>(hot[j]), a, c, d); });
+            moe::kernels::add_converted_from<fmts>(set, {1}, moe::kernels::parse_weight_format("f32"),
+                                                   [&](std::size_t, float* a, float* c, float* d) { rd.read(1, a, c, d); });
+        }
+        moe::block<moe::default_arch, moe::kernels::per_expert> blk(b.spec, b.weights, std::move(set));
+        ys.emplace_back(x.rows, x.cols);
+        blk.forward(ys.back().view(), x.view());
+    }
+    CHECK(ys[0].values == ys[1].values);
+    CHECK(std::any_of(ys[0].values.begin(), ys[0].values.end(), [](float v) { return v != 0.0f; }));
 }
 
 TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the float block", "[models][fp8]") {

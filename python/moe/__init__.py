@@ -556,8 +556,8 @@ class MoeBlock:
                         capacity: Union[Dict[str, Any], "DropConfig", None] = None, fill_in: bool = False) -> "MoeBlock":
         """Layer ``layer`` (default: the first MoE layer) of an HF folder or a .gguf file. With
         ``format="file"`` the routed experts keep the format they are stored in where moe runs it
-        without a float copy (GGUF Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q4_K / Q6_K, Q4_K_M's
-        "q4_k+q6_k", FP8 and GPT-OSS MXFP4 checkpoints; ``block.format`` says which), else
+        without a float copy (every GGUF type of ``weight_formats``, mixed layers such as
+        Q4_K_M's "q4_k+q6_k", FP8 and GPT-OSS MXFP4 checkpoints; ``block.format`` says which), else
         float32; any other format converts them."""
         b = cls.__new__(cls)
         b._b = _core.MoeBlock.from_checkpoint(path, -1 if layer is None else layer, format, capacity, fill_in)

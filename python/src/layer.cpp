@@ -130,13 +130,16 @@ public:
             const std::string stored = format == "file" ? ck.expert_format(L) : std::string();
             const auto fmt = moe::kernels::parse_weight_format(format != "file" ? format : stored.empty() ? "f32" : stored);
             pb.format_ = fmt.to_string();
-            const moe::models::loaded_block b = stored.empty() ? ck.load(L) : ck.load_without_experts(L);
+            const moe::models::loaded_block b = ck.load_without_experts(L);
             const auto& sp = b.spec;
             std::vector<std::int32_t> all(sp.num_experts);
             for (std::size_t e = 0; e < all.size(); ++e) all[e] = static_cast<std::int32_t>(e);
             set_t set(sp.num_experts, sp.hidden, sp.ffn);
             if (stored.empty()) {
-                moe::kernels::add_converted(set, all, fmt, b.weights.w1.data(), b.weights.w3.data(), b.weights.w2.data(), o.packing);
+                // One expert in float32 at a time (from a GGUF file, each expert's own rows).
+                const auto rd = ck.expert_floats(L);
+                moe::kernels::add_converted_from(set, all, fmt, [&](std::size_t e, float* w1, float* w3, float* w2) { rd.read(e, w1, w3, w2); },
+                                                 o.packing);
             } else {
                 moe::kernels::visit_format(fmt, [&](auto tag) {
                     using W = decltype(tag);

@@ -229,13 +229,16 @@ private:
     mutable run_scratch scratch_;
 };
 
-/// Adds experts `ids` of float weights (w1, w3: E x F x H; w2: E x H x F, all E experts of
-/// the block) to `set`, converted to format `wf`: the format's reference quantizer, or the
-/// float type's rounding (bf16 / f16 round to nearest even). `List`: the formats it may name
-/// (each one's kernel is compiled; a program that needs a few names fewer).
-template <class List = weight_formats, class Arch>
-void add_converted(expert_set<Arch>& set, std::vector<std::int32_t> ids, const weight_format& wf, const float* w1, const float* w3,
-                   const float* w2, const pack_options& o = {}) {
+/// Adds experts `ids` to `set`, converted to format `wf` from float32 weights that
+/// `fetch(j, w1, w3, w2)` writes one expert at a time (the j-th of `ids`: w1, w3 F x H, w2 H x F,
+/// row-major): the format's reference quantizer, or the float type's rounding (bf16 / f16 round
+/// to nearest even). A quantized format holds one expert's float32 copy at a time (a loader can
+/// read each expert's rows from its file as it goes: `models::checkpoint::expert_floats`); a
+/// float format gathers the experts in its own type. `List`: the formats it may name (each
+/// one's kernel is compiled; a program that needs a few names fewer).
+template <class List = weight_formats, class Arch, class Fetch>
+void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, const weight_format& wf, Fetch&& fetch,
+                        const pack_options& o = {}) {
     const std::size_t H = set.hidden(), F = set.ffn(), n = ids.size(), up = F * H, down = H * F;
     if (n == 0) return;
     for (std::int32_t e : ids)
@@ -243,24 +246,46 @@ void add_converted(expert_set<Arch>& set, std::vector<std::int32_t> ids, const w
             MOE_THROW("moe.kernels.experts", "expert ", e, " outside [0, ", set.num_experts(), ")");
     moe::detail::visit_in(wf.name, [&](auto tag) {
         using W = decltype(tag);
-        using S = std::conditional_t<is_weight_type_v<W>, W, float>;
-        std::vector<S> g1(n * up), g3(n * up), g2(n * down);
-        for (std::size_t j = 0; j < n; ++j) {
-            const auto e = static_cast<std::size_t>(ids[j]);
-            for (std::size_t i = 0; i < up; ++i) {
-                g1[j * up + i] = S(w1[e * up + i]);
-                g3[j * up + i] = S(w3[e * up + i]);
-            }
-            for (std::size_t i = 0; i < down; ++i) g2[j * down + i] = S(w2[e * down + i]);
-        }
+        std::vector<float> f1(up), f3(up), f2(down);
         if constexpr (is_weight_type_v<W>) {
+            std::vector<W> g1(n * up), g3(n * up), g2(n * down);
+            for (std::size_t j = 0; j < n; ++j) {
+                fetch(j, f1.data(), f3.data(), f2.data());
+                std::transform(f1.begin(), f1.end(), g1.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
+                std::transform(f3.begin(), f3.end(), g3.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
+                std::transform(f2.begin(), f2.end(), g2.begin() + static_cast<std::ptrdiff_t>(j * down), [](float v) { return W(v); });
+            }
             set.template add<W>(std::move(ids), pack_experts<Arch>(g1.data(), g3.data(), g2.data(), n, H, F, o), wf.to_string());
         } else {
-            set.template add<W>(std::move(ids),
-                                pack_quant_experts<W>(quantize_experts<W>(g1.data(), g3.data(), g2.data(), n, H, F, wf.params), H, F, o),
-                                wf.to_string());
+            quantized_experts<W> q;
+            for (std::size_t j = 0; j < n; ++j) {
+                fetch(j, f1.data(), f3.data(), f2.data());
+                quantized_experts<W> one = quantize_experts<W>(f1.data(), f3.data(), f2.data(), 1, H, F, wf.params);
+                q.w1.push_back(std::move(one.w1[0]));
+                q.w3.push_back(std::move(one.w3[0]));
+                q.w2.push_back(std::move(one.w2[0]));
+            }
+            std::vector<float>().swap(f1);  // the float32 expert is not resident while packing
+            std::vector<float>().swap(f3);
+            std::vector<float>().swap(f2);
+            set.template add<W>(std::move(ids), pack_quant_experts<W>(q, H, F, o), wf.to_string());
         }
     }, List{});
+}
+
+/// Adds experts `ids` of float weights (w1, w3: E x F x H; w2: E x H x F, all E experts of
+/// the block) to `set`, converted to format `wf` (add_converted_from).
+template <class List = weight_formats, class Arch>
+void add_converted(expert_set<Arch>& set, std::vector<std::int32_t> ids, const weight_format& wf, const float* w1, const float* w3,
+                   const float* w2, const pack_options& o = {}) {
+    const std::size_t up = set.ffn() * set.hidden(), down = up;
+    const std::vector<std::int32_t> src = ids;
+    add_converted_from<List>(set, std::move(ids), wf, [&](std::size_t j, float* a, float* b, float* c) {
+        const auto e = static_cast<std::size_t>(src[j]);  // checked against E by add_converted_from
+        std::copy_n(w1 + e * up, up, a);
+        std::copy_n(w3 + e * up, up, b);
+        std::copy_n(w2 + e * down, down, c);
+    }, o);
 }
 
 /// An expert set from one format name per expert (`names`: E names, such as "q4_k" or

@@ -51,17 +51,57 @@ public:
     }
 
     /// Layer L's routed experts packed in format W from the checkpoint's bytes (`expert_format`
-    /// names the one that applies); [moe.models.format] otherwise.
+    /// names the one that applies); [moe.models.format] otherwise. `ids` (non-empty): only those
+    /// experts, in that order (from a GGUF file the others' bytes are not read; from an HF
+    /// folder the layer is packed, then the subset taken).
     template <class W>
-    [[nodiscard]] kernels::packed_quant_experts<W> pack_experts(std::size_t L, const kernels::pack_options& o = {}) const {
+    [[nodiscard]] kernels::packed_quant_experts<W> pack_experts(std::size_t L, const kernels::pack_options& o = {},
+                                                                const std::vector<std::int32_t>& ids = {}) const {
         if (gguf_) {
-            if constexpr (kernels::gguf_packable_v<W>) return pack_gguf_experts<W>(*gguf_, L, o);
+            if constexpr (kernels::gguf_packable_v<W>) return pack_gguf_experts<W>(*gguf_, L, o, ids);
         } else {
-            if constexpr (std::is_same<W, kernels::formats::fp8>::value || std::is_same<W, kernels::formats::mxfp4>::value)
-                return pack_hf_experts<W>(*hf_, L, o);
+            if constexpr (std::is_same<W, kernels::formats::fp8>::value || std::is_same<W, kernels::formats::mxfp4>::value) {
+                auto all = pack_hf_experts<W>(*hf_, L, o);
+                if (ids.empty()) return all;
+                return all.subset(ids, o);  // [moe.kernels.experts] for an id outside the layer
+            }
         }
         MOE_THROW("moe.models.format", gguf_ ? gguf_->path() : hf_->dir(), ": moe does not read ", W::name, " experts from ",
                   gguf_ ? "a GGUF file" : "a Hugging Face checkpoint", " in place");
+    }
+
+    /// Layer L's routed experts as float32, one expert at a time: `read(e, w1, w3, w2)` writes
+    /// expert e's gate and up (F x H each) and down (H x F), row-major, as `load(L)` holds them.
+    /// From a GGUF file each call dequantizes that expert's rows only (and releases their mapped
+    /// pages), so converting experts one by one (`kernels::add_converted_from`) holds one expert
+    /// in float32; from an HF folder the reader loads the layer's float32 experts once.
+    class expert_reader {
+    public:
+        void read(std::size_t e, float* w1, float* w3, float* w2) const {
+            if (gguf_) return gguf_expert_floats(*gguf_, L_, e, H_, F_, w1, w3, w2);
+            if (e >= E_) MOE_THROW("moe.models.load", "expert ", e, " outside [0, ", E_, ") of layer ", L_);
+            const std::size_t n = F_ * H_;
+            std::copy_n(hf_.weights.w1.data() + e * n, n, w1);
+            std::copy_n(hf_.weights.w3.data() + e * n, n, w3);
+            std::copy_n(hf_.weights.w2.data() + e * n, n, w2);
+        }
+        [[nodiscard]] std::size_t num_experts() const noexcept { return E_; }
+
+    private:
+        friend class checkpoint;
+        const io::gguf_file* gguf_ = nullptr;
+        loaded_block hf_;
+        std::size_t L_ = 0, E_ = 0, H_ = 0, F_ = 0;
+    };
+    [[nodiscard]] expert_reader expert_floats(std::size_t L) const {
+        expert_reader r;
+        const block_spec s = gguf_ ? load_without_experts(L).spec : (r.hf_ = load(L)).spec;
+        r.gguf_ = gguf_.get();
+        r.L_ = L;
+        r.E_ = s.num_experts;
+        r.H_ = s.hidden;
+        r.F_ = s.ffn;
+        return r;
     }
 
     /// Where the loaders' warnings go ([moe.models.legacy] ...); none by default.

@@ -179,9 +179,11 @@ inline loaded_block load_block(const io::gguf_file& f, std::size_t L, bool exper
 /// copy), for a `moe::block<Arch, Fmt>(spec, weights, packed)`. The tensors' mapped pages are
 /// dropped from the resident set once packed, so the layer costs its packed bytes, not twice. Throws [moe.models.format] when
 /// a tensor is not in Fmt (a Q4_K_M file mixes Q4_K and Q6_K: load those as float, or pick
-/// the layer's own format with `gguf_expert_types`).
+/// the layer's own format with `gguf_expert_types`). `ids` (non-empty): only those experts, in
+/// that order (the others' bytes are not read); [moe.models.load] for one outside the layer.
 template <class Fmt>
-[[nodiscard]] kernels::packed_quant_experts<Fmt> pack_gguf_experts(const io::gguf_file& f, std::size_t L, const kernels::pack_options& o = {}) {
+[[nodiscard]] kernels::packed_quant_experts<Fmt> pack_gguf_experts(const io::gguf_file& f, std::size_t L, const kernels::pack_options& o = {},
+                                                                   const std::vector<std::int32_t>& ids = {}) {
     static_assert(kernels::gguf_packable_v<Fmt>, "Fmt's bytes are not a ggml type's blocks: load its tensors as float");
     using Up = kernels::formats::up_format_t<Fmt>;
     using Down = kernels::formats::down_format_t<Fmt>;
@@ -208,13 +210,47 @@ template <class Fmt>
         const std::size_t per = t[m]->bytes / E;
         // Fused: each expert's gate rows, then its up rows (build_moe_ffn's two views).
         const std::size_t part = fused && m < 2 ? per / 2 : per, skip = fused && m == 1 ? part : 0;
-        for (std::size_t e = 0; e < E; ++e) v[m].push_back({rows, cols, {}, t[m]->data + e * per + skip, part, nullptr, 0});
+        for (std::size_t j = 0; j < (ids.empty() ? E : ids.size()); ++j) {
+            const std::size_t e = ids.empty() ? j : static_cast<std::size_t>(ids[j]);
+            if (e >= E) MOE_THROW("moe.models.load", f.path(), ": expert ", ids[j], " outside [0, ", E, ") of layer ", L);
+            v[m].push_back({rows, cols, {}, t[m]->data + e * per + skip, part, nullptr, 0});
+        }
     }
     // Each expert's source pages leave the resident set once it is packed: file and packed
     // copy are never both resident.
-    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+    return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), v[0].size(), H, F, o, [&](std::size_t e) {
         for (int m = 0; m < 3; ++m) f.drop_pages(v[m][e].data, v[m][e].data_bytes);
     });
+}
+
+/// Expert e of layer L's routed experts as float32 (w1, w3: F x H; w2: H x F, row-major),
+/// dequantized from that expert's own rows of the expert tensors, whose mapped pages then leave
+/// the resident set: a conversion that reads the experts one by one holds one expert in float32
+/// (`checkpoint::expert_floats`). H and F are the layer's (`load_block(f, L, false, true)`'s
+/// spec). Throws [moe.models.load] where a tensor's shape differs or e is not an expert of L.
+inline void gguf_expert_floats(const io::gguf_file& f, std::size_t L, std::size_t e, std::size_t H, std::size_t F, float* w1,
+                               float* w3, float* w2) {
+    const std::string p = "blk." + std::to_string(L) + ".";
+    const detail::gguf_reader rd{f};
+    const io::gguf_tensor& down = f.tensor(p + "ffn_down_exps.weight");
+    const std::size_t E = down.ne.size() == 3 ? static_cast<std::size_t>(down.ne[2]) : 0;
+    if (e >= E) MOE_THROW("moe.models.load", f.path(), ": expert ", e, " outside [0, ", E, ") of layer ", L);
+    auto rows = [&](const io::gguf_tensor& t, std::size_t row0, std::size_t n, std::size_t cols, float* out) {
+        detail::gguf_rows(t, row0, n, cols, out);
+        io::ggml_type_traits tr{};
+        (void)io::ggml_traits(static_cast<std::uint32_t>(t.type), tr);  // the reader accepted the type
+        const std::size_t row_bytes = cols / tr.block * tr.bytes;
+        f.drop_pages(t.data + row0 * row_bytes, n * row_bytes);
+    };
+    if (f.contains(p + "ffn_gate_up_exps.weight")) {  // fused: each expert's gate rows, then its up rows
+        const io::gguf_tensor& gu = rd.tensor(p + "ffn_gate_up_exps.weight", {H, 2 * F, E});
+        rows(gu, e * 2 * F, F, H, w1);
+        rows(gu, e * 2 * F + F, F, H, w3);
+    } else {
+        rows(rd.tensor(p + "ffn_gate_exps.weight", {H, F, E}), e * F, F, H, w1);
+        rows(rd.tensor(p + "ffn_up_exps.weight", {H, F, E}), e * F, F, H, w3);
+    }
+    rows(rd.tensor(p + "ffn_down_exps.weight", {F, H, E}), e * H, H, F, w2);
 }
 
 /// The weight format (a `kernels::weight_formats` name) in which layer L's routed experts are
