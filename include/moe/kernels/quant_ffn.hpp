@@ -371,10 +371,14 @@ MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes
     for (std::size_t i = 0; i < M; ++i) acc[i] = L::fzero();
     const std::size_t qps = op.sb / int_operand<Fmt>::per_unit, sps = op.sb / op.sum;
     for (std::size_t s = 0; s < op.nsb; ++s) {
-        // Fetch the super-block 2 KiB ahead: at decode the weights stream from memory, and this
-        // keeps more of them in flight than the hardware prefetcher does; at prefill it hits L1/L2.
-        const std::uint8_t* ahead = panel + s * sb_bytes + 2048;
-        for (std::size_t off = 0; off < std::min<std::size_t>(sb_bytes, 1024); off += 64) __builtin_prefetch(ahead + off, 0, 3);
+        // Fetch a super-block ahead (at least 2 KiB): at decode the weights stream from memory,
+        // and this keeps more of them in flight than the hardware prefetcher does; at prefill it
+        // hits L1/L2. The whole super-block where it is at most 4 KiB (the k-quants' 2.3-3.4 KiB:
+        // 1 KiB of it left q6_k / q5_k decode at half the bandwidth); 1 KiB of a longer one
+        // (int8, int4: more would cost their prefill, and their long rows stream well as is).
+        const std::size_t span = sb_bytes <= 4096 ? sb_bytes : 1024;
+        const std::uint8_t* ahead = panel + s * sb_bytes + std::max<std::size_t>(2048, span);
+        for (std::size_t off = 0; off < span; off += 64) __builtin_prefetch(ahead + off, 0, 3);
         Fmt::template step<L, M>(panel + s * sb_bytes, aq + s * qps * qmr, ad + s * qmr, as + s * sps * qmr, qmr, op.sb, op.params,
                                  acc);
     }
