@@ -412,6 +412,80 @@ TEST_CASE("formats: E4M3 and E2M1 encoders invert their decoders on every code",
     CHECK(fm::detail::e8m0_to_float(254) == std::ldexp(1.0f, 127));
 }
 
+/// The weight-only decode (`fma_panels`, weights decoded in registers) against a plain
+/// statement: dequantize, then one std::fma per weight in k order, for M rows and P panels.
+template <class Arch, class Fmt, std::size_t M, std::size_t P>
+void check_fma_panels(const fm::quant_matrix& m) {
+    using L = fm::qlanes_t<Arch>;
+    INFO("format " << Fmt::name << " M=" << M << " P=" << P << " arch " << Arch::name());
+    const std::size_t K = m.cols, lda = 8;
+    REQUIRE(m.rows == 16 * P);
+    const auto v = fm::view_of(m);
+    std::vector<float> w(m.rows * K);
+    Fmt::dequantize(v, w.data());
+    const std::size_t pb = Fmt::panel_bytes(K, m.params);
+    std::vector<std::uint8_t> buf(pb * P);
+    const std::uint8_t* panels[P];
+    for (std::size_t j = 0; j < P; ++j) {
+        std::size_t rows[16];
+        for (std::size_t n = 0; n < 16; ++n) rows[n] = j * 16 + n;
+        Fmt::pack_panel(v, rows, buf.data() + j * pb);
+        panels[j] = buf.data() + j * pb;
+    }
+    std::vector<float> a(K * lda);
+    moe::splitmix64 rng(K + M * 7 + P);
+    for (auto& x : a) x = static_cast<float>(rng.normal()) * 1e-3f;
+    typename L::F acc[M][P];
+    for (std::size_t i = 0; i < M; ++i)
+        for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::bcast(0.25f * static_cast<float>(i + 1));
+    Fmt::template fma_panels<L, M, P>(panels, K, 0, K, a.data(), lda, acc);
+    std::vector<float> got(M * P * 16), want(M * P * 16);
+    for (std::size_t i = 0; i < M; ++i)
+        for (std::size_t j = 0; j < P; ++j) {
+            L::store(got.data() + (i * P + j) * 16, acc[i][j]);
+            for (std::size_t n = 0; n < 16; ++n) {
+                float c = 0.25f * static_cast<float>(i + 1);
+                for (std::size_t k = 0; k < K; ++k) c = std::fma(a[k * lda + i], w[(j * 16 + n) * K + k], c);
+                want[(i * P + j) * 16 + n] = c;
+            }
+        }
+    CHECK(bits(got) == bits(want));
+}
+
+TEMPLATE_LIST_TEST_CASE("formats: the weight-only decode in registers equals dequantize then FMA", "[formats][kernels]", moe_test::archs) {
+    if (!moe_test::arch_runs_here<TestType>()) return;
+    // fp8: a 128 x 128 scale tile past FLT_MAX / 256 (the decode cannot fold 256 into it) next
+    // to ordinary ones; codes of magnitude < 1 so that nothing overflows.
+    for (std::size_t P : {4u, 8u}) {
+        fm::quant_matrix m{16 * P, 512, {}, std::vector<std::uint8_t>(16 * P * 512), {}};
+        moe::splitmix64 rng(P);
+        for (auto& c : m.data) c = static_cast<std::uint8_t>(rng.next() & 0xB7);  // exponent <= 6: |x| < 1
+        const float tile_scales[] = {2e37f, 0.02f, 3e-30f, 1.5f};
+        m.scales.resize(4 * fm::fp8::tiles(m.rows) * fm::fp8::tiles(m.cols));
+        for (std::size_t t = 0; t < m.scales.size() / 4; ++t) fm::detail::store_f32(m.scales.data() + 4 * t, tile_scales[t % 4]);
+        if (P == 4) {
+            check_fma_panels<TestType, fm::fp8, 1, 4>(m);
+            check_fma_panels<TestType, fm::fp8, 2, 4>(m);
+            check_fma_panels<TestType, fm::fp8, 4, 4>(m);
+        } else {
+            check_fma_panels<TestType, fm::fp8, 1, 8>(m);
+        }
+    }
+    // mxfp4: blocks of very different magnitudes (scale bytes far apart).
+    for (std::size_t P : {4u, 8u}) {
+        std::vector<float> w(16 * P * 192);
+        moe::splitmix64 rng(P + 100);
+        for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(rng.normal()) * std::ldexp(1.0f, static_cast<int>(i / 32 % 9) * 6 - 24);
+        const auto m = fm::mxfp4::quantize(w.data(), 16 * P, 192);
+        if (P == 4) {
+            check_fma_panels<TestType, fm::mxfp4, 1, 4>(m);
+            check_fma_panels<TestType, fm::mxfp4, 3, 4>(m);
+        } else {
+            check_fma_panels<TestType, fm::mxfp4, 1, 8>(m);
+        }
+    }
+}
+
 TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and arch", "[formats][kernels]", moe_test::archs) {
     if (!moe_test::arch_runs_here<TestType>()) return;
     check_kernel<TestType, fm::q8_0>(96, 160, {});
@@ -432,6 +506,10 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::fp8>(37, 53, {});
     check_kernel<TestType, fm::fp8>(150, 140, {}, 9);  // several 128 x 128 scale tiles
     check_kernel<TestType, fm::mxfp4>(64, 96, {});
+    // T = 6: experts of 1, 2 and 3 rows, so the weight-only decode runs 8 panels at one row and
+    // 4 panels at two to four rows (and the single-panel tail), each against the float kernel.
+    check_kernel<TestType, fm::mxfp4>(160, 224, {}, 6);
+    check_kernel<TestType, fm::fp8>(150, 140, {}, 6);
     check_kernel<TestType, fm::bf16_dot>(38, 54, {});
     check_kernel<TestType, fm::bf16_dot>(256, 160, {}, 9);
 }

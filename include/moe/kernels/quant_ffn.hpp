@@ -17,9 +17,10 @@
 /// are bit-identical across archs, executors and thread counts. `bf16_dot` runs the same
 /// pipeline with activations rounded to bf16 pairs and the `vdpbf16ps` dot (emulated step by
 /// step by the portable lanes; its order is stated in formats/bf16_dot.hpp).
-/// Weight-only formats (fp8, mxfp4): weights are dequantized into L1 and multiplied with fp32
-/// FMAs in k order, exactly as `expert_ffn` does with float weights, so the output equals
-/// `expert_ffn` on the dequantized weights, bit for bit.
+/// Weight-only formats (fp8, mxfp4): weights are dequantized (in registers at decode, through
+/// L1 for larger row blocks) and multiplied with fp32 FMAs in k order, exactly as `expert_ffn`
+/// does with float weights, so the output equals `expert_ffn` on the dequantized weights, bit
+/// for bit.
 #pragma once
 
 #include <algorithm>
@@ -261,6 +262,13 @@ inline constexpr std::size_t qmr = 8;  ///< rows per row block of the quantized 
 inline constexpr std::size_t qchunk_blocks = 32;  ///< row blocks per tile (256 rows)
 inline constexpr std::size_t wo_kc = 512;  ///< weight-only formats: K block dequantized into L1 (32 KiB)
 inline constexpr std::size_t wo_tile_rows = qchunk_blocks * qmr;
+/// Weight-only formats: a row block of at most this many rows runs 4 panels at once (4 x M
+/// float chains): L::wo_multi_rows where the lanes name it (AVX-512: 4 rows, 16 of its 32
+/// registers), else 2.
+template <class L, class = void>
+struct wo_multi_rows : std::integral_constant<std::size_t, 2> {};
+template <class L>
+struct wo_multi_rows<L, std::void_t<decltype(L::wo_multi_rows)>> : std::integral_constant<std::size_t, L::wo_multi_rows> {};
 
 /// Per-tile float scratch on the stack of the thread running the tile.
 template <std::size_t N>
@@ -387,22 +395,13 @@ MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes
 /// acc[i] = c_in[i] (or 0) + sum over k in [0, kn) of a[k][i] * w[k][:], one FMA chain per lane.
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void float_micro(std::size_t kn, const float* a, const float* w, typename L::F* acc) noexcept {
+    typename L::F r[M];  // in locals: L::F may alias the float loads (see formats' fma_panels)
+    for (std::size_t i = 0; i < M; ++i) r[i] = acc[i];
     for (std::size_t k = 0; k < kn; ++k) {
         const typename L::F wk = L::load(w + k * formats::panel_cols);
-        for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::bcast(a[k * qmr + i]), wk, acc[i]);
+        for (std::size_t i = 0; i < M; ++i) r[i] = L::fma(L::bcast(a[k * qmr + i]), wk, r[i]);
     }
-}
-
-/// The same over P panels at once (decode: M <= 2 rows), P independent chains per row so that
-/// the FMA latency hides; each chain is still one FMA chain in k order. w: P blocks `ldw` apart.
-template <class L, std::size_t M, std::size_t P>
-MOE_ALWAYS_INLINE void float_micro_multi(std::size_t kn, const float* a, const float* w, std::size_t ldw,
-                                         typename L::F (*acc)[P]) noexcept {
-    for (std::size_t k = 0; k < kn; ++k)
-        for (std::size_t j = 0; j < P; ++j) {
-            const typename L::F wk = L::load(w + j * ldw + k * formats::panel_cols);
-            for (std::size_t i = 0; i < M; ++i) acc[i][j] = L::fma(L::bcast(a[k * qmr + i]), wk, acc[i][j]);
-        }
+    for (std::size_t i = 0; i < M; ++i) acc[i] = r[i];
 }
 
 /// SwiGLU of an up-panel result: lanes 0..7 are W1 (gate) outputs, 8..15 the matching W3 (up)
@@ -550,11 +549,11 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
     // of a K block (8 x 16 KiB) in L2 across the tile's panels.
     const std::size_t chunk = Fmt::integer ? chunk_blocks : chunk_blocks / 4;
     auto run_phase = [&](std::size_t panels, std::size_t panel_bytes, auto&& body) {
-        // Panels per tile: ~128 KiB of them; for the weight-only formats a multiple of 4 (their
-        // decode runs 4 panels' float chains at once; a tail of 1-3 panels would run one
+        // Panels per tile: ~128 KiB of them; for the weight-only formats a multiple of 8 (their
+        // decode runs 8 or 4 panels' float chains at once; a tail of 1-3 panels would run one
         // latency-bound chain each: mxfp4 decoded at half the speed).
         std::size_t ppt = std::max<std::size_t>(1, (std::size_t(128) << 10) / std::max<std::size_t>(1, panel_bytes));
-        if constexpr (!Fmt::integer) ppt = std::max<std::size_t>(4, ppt - ppt % 4);
+        if constexpr (!Fmt::integer) ppt = std::max<std::size_t>(8, ppt - ppt % 8);
         const std::size_t pchunks = (panels + ppt - 1) / ppt;
         auto tiles_of = [&](std::size_t e) { return (block0[e + 1] - block0[e] + chunk - 1) / chunk * pchunks; };
         std::size_t tiles = 0;
@@ -691,24 +690,42 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
             std::size_t first_r0;
             const std::size_t first_m = rows_of(e, b0, first_r0);
             std::size_t p = p0;
-            if (b1 - b0 == 1 && first_m <= 2) {
-                // Decode: 4 panels at a time, 4 independent chains per row.
-                constexpr std::size_t P = 4, kq = kc / P;
-                for (; p + P <= p1; p += P) {
-                    detail::dispatch_m<2>(first_m, [&](auto Mc) {
-                        constexpr std::size_t M = decltype(Mc)::value;
-                        F acc[M][P];
-                        for (std::size_t i = 0; i < M; ++i)
-                            for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::fzero();
-                        for (std::size_t k0 = 0; k0 < K; k0 += kq) {
-                            const std::size_t k1 = std::min(K, k0 + kq);
-                            for (std::size_t j = 0; j < P; ++j) PF::template dequant<L>(panel_of(e, p + j), K, k0, k1, wbuf + j * kq * C);
-                            detail::float_micro_multi<L, M, P>(k1 - k0, a_base + b0 * mr * K + k0 * mr, wbuf, kq * C, acc);
+            if (b1 - b0 == 1 && first_m <= detail::wo_multi_rows<L>::value) {
+                // Decode: P panels at a time (8 for one row on AVX-512, else 4), P independent chains per
+                // row so that the FMA latency hides, weights decoded in registers
+                // (`fma_panels`); the bytes of the K range two ranges ahead (in the next P panels
+                // near the end) are prefetched.
+                auto group = [&](auto Pc, auto Mc) {
+                    constexpr std::size_t P = decltype(Pc)::value, M = decltype(Mc)::value, kq = kc / P;
+                    auto ahead = [&](std::size_t pn, std::size_t kp) {
+                        if (kp >= K) {
+                            kp -= K;
+                            pn += P;
                         }
-                        for (std::size_t j = 0; j < P; ++j)
-                            for (std::size_t i = 0; i < M; ++i) finish(b0, first_r0, i, p + j, acc[i][j]);
-                    });
-                }
+                        if (pn < p1 && kp < K) PF::prefetch(panel_of(e, pn), K, kp, std::min(K, kp + kq));
+                    };
+                    F acc[M][P];
+                    for (std::size_t i = 0; i < M; ++i)
+                        for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::fzero();
+                    for (std::size_t k0 = 0; k0 < K; k0 += kq) {
+                        const std::size_t k1 = std::min(K, k0 + kq);
+                        const std::uint8_t* panels[P];
+                        for (std::size_t j = 0; j < P; ++j) {
+                            ahead(p + j, k0 + 2 * kq);
+                            panels[j] = panel_of(e, p + j);
+                        }
+                        PF::template fma_panels<L, M, P>(panels, K, k0, k1, a_base + b0 * mr * K + k0 * mr, mr, acc);
+                    }
+                    for (std::size_t j = 0; j < P; ++j)
+                        for (std::size_t i = 0; i < M; ++i) finish(b0, first_r0, i, p + j, acc[i][j]);
+                };
+                using one = std::integral_constant<std::size_t, 1>;
+                using four = std::integral_constant<std::size_t, 4>;
+                using eight = std::integral_constant<std::size_t, 8>;
+                if (first_m == 1 && detail::wo_multi_rows<L>::value >= 4)  // 8 chains fit where 4 x 4 do (AVX-512)
+                    for (; p + 8 <= p1; p += 8) group(eight{}, one{});
+                for (; p + 4 <= p1; p += 4)
+                    detail::dispatch_m<detail::wo_multi_rows<L>::value>(first_m, [&](auto Mc) { group(four{}, Mc); });
             }
             for (; p < p1; ++p) {
                 const std::uint8_t* panel = panel_of(e, p);

@@ -148,5 +148,11 @@ inline void check_scale(const char* fmt, float s, std::size_t row, std::size_t b
         MOE_THROW("moe.kernels.format", fmt, ": scale of row ", row, ", block ", block, " is ", s, " (not finite)");
 }
 
+/// Software prefetch (into L1) of the cache lines that hold bytes [b0, b1) of `p`: the
+/// weight-only decode asks for the bytes of the K range it reads two ranges later.
+inline void prefetch_bytes(const std::uint8_t* p, std::size_t b0, std::size_t b1) noexcept {
+    for (std::size_t off = b0 & ~std::size_t(63); off < b1; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
 }  // namespace detail
 }  // namespace moe::kernels::formats

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "common.hpp"
 
@@ -67,6 +68,56 @@ struct fp8 {
             for (std::size_t k = 0; k < K; ++k) dst[k * panel_cols + n] = v.data[rows[n] * K + k];
             for (std::size_t t = 0; t < tiles(K); ++t) detail::store_f32(sc + 4 * (t * panel_cols + n), scale(v, rows[n], t * tile));
         }
+    }
+    /// Prefetch the panel bytes `dequant(panel, K, k0, k1)` reads (codes and scales).
+    static MOE_ALWAYS_INLINE void prefetch(const std::uint8_t* panel, std::size_t K, std::size_t k0, std::size_t k1) noexcept {
+        detail::prefetch_bytes(panel, k0 * panel_cols, k1 * panel_cols);
+        detail::prefetch_bytes(panel + K * panel_cols, k0 / tile * 4 * panel_cols, tiles(k1) * 4 * panel_cols);
+    }
+    /// Decode (a few rows, P panels): acc[i][j] += a[(k - k0) * lda + i] * w_j(k) for k in
+    /// [k0, k1) in k order, one FMA per weight on the weight `dequant` gives (the same bits as
+    /// dequantizing first), decoded in registers.
+    template <class L, std::size_t M, std::size_t P>
+    static MOE_ALWAYS_INLINE void fma_panels(const std::uint8_t* const* panels, std::size_t K, std::size_t k0, std::size_t k1,
+                                             const float* a, std::size_t lda, typename L::F (*acc)[P]) noexcept {
+        using F = typename L::F;
+        // Accumulators in locals: L::F (__m512) may alias anything, so updating acc[][] in
+        // place made GCC store every chain to memory each step.
+        F r[M][P];
+        for (std::size_t i = 0; i < M; ++i)
+            for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
+        for (std::size_t k = k0; k < k1;) {
+            // w = e4m3 * s, one rounding. With s * 256 finite (exact) that is (e4m3 / 256) *
+            // (s * 256): the same real product, so the same bits, and one multiplication fewer.
+            F s[P];
+            bool fold = true;
+            for (std::size_t j = 0; j < P; ++j) {
+                const std::uint8_t* sp = panels[j] + K * panel_cols + 4 * panel_cols * (k / tile);
+                s[j] = L::f32x16(sp);
+                for (std::size_t n = 0; n < panel_cols; ++n)
+                    fold = fold && std::fabs(detail::load_f32(sp + 4 * n)) <= std::numeric_limits<float>::max() / 256.0f;
+            }
+            const std::size_t kend = std::min(k1, (k / tile + 1) * tile);
+            if (fold) {
+                for (std::size_t j = 0; j < P; ++j) s[j] = L::mul(s[j], L::bcast(256.0f));
+                for (; k < kend; ++k) {
+                    const float* ak = a + (k - k0) * lda;
+                    for (std::size_t j = 0; j < P; ++j) {
+                        const F w = L::mul(L::e4m3x16_div256(panels[j] + k * panel_cols), s[j]);
+                        for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), w, r[i][j]);
+                    }
+                }
+            }
+            for (; k < kend; ++k) {
+                const float* ak = a + (k - k0) * lda;
+                for (std::size_t j = 0; j < P; ++j) {
+                    const F w = L::mul(L::e4m3x16(panels[j] + k * panel_cols), s[j]);
+                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), w, r[i][j]);
+                }
+            }
+        }
+        for (std::size_t i = 0; i < M; ++i)
+            for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
     }
     /// dst[(k - k0) * 16 + n] = weight of column n at k, for k in [k0, k1).
     template <class L>

@@ -203,6 +203,12 @@ struct generic_qlanes {
         for (int n = 0; n < 16; ++n) r.v[n] = detail::e4m3_to_float(p[n]);
         return r;
     }
+    /// The same times 2^-8 (exact: the SIMD lanes' fp16 step gives this before its x 256).
+    static F e4m3x16_div256(const std::uint8_t* p) noexcept {
+        F r;
+        for (int n = 0; n < 16; ++n) r.v[n] = detail::e4m3_to_float(p[n]) * (1.0f / 256.0f);
+        return r;
+    }
     /// 16 E2M1 codes (low or high nibbles of 16 bytes) -> float (exact).
     static F e2m1x16(const std::uint8_t* p, bool high) noexcept {
         F r;
@@ -235,6 +241,8 @@ struct avx512_qlanes {
     /// 0.84-0.95 of the vpdpbusd peak with it (with dpbusd's tied accumulator below; L1 / L2
     /// resident micro-benchmark).
     static constexpr std::size_t split_rows = 8;
+    /// Weight-only decode: row blocks of up to 4 rows run 4 panels at once (quant_ffn.hpp).
+    static constexpr std::size_t wo_multi_rows = 4;
     static MOE_ALWAYS_INLINE B load_b(const std::uint8_t* p) noexcept { return _mm512_loadu_si512(p); }
     static MOE_ALWAYS_INLINE B lo4(B x) noexcept { return _mm512_and_si512(x, _mm512_set1_epi8(15)); }
     static MOE_ALWAYS_INLINE B hi4(B x) noexcept { return _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(15)); }
@@ -315,13 +323,15 @@ struct avx512_qlanes {
     static MOE_ALWAYS_INLINE F f32x16(const std::uint8_t* p) noexcept { return _mm512_loadu_ps(p); }
     static MOE_ALWAYS_INLINE F load(const float* p) noexcept { return _mm512_loadu_ps(p); }
     static MOE_ALWAYS_INLINE void store(float* p, F x) noexcept { _mm512_storeu_ps(p, x); }
-    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+    static MOE_ALWAYS_INLINE F e4m3x16_div256(const std::uint8_t* p) noexcept {
         // e4m3 bits s.eeee.mmm as fp16 bits s.0eeee.mmm0000000 are the value times 2^-8,
-        // subnormals included; the multiplication by 2^8 is exact.
-        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
-                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
-        return _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+        // subnormals included: the byte sign-extended and shifted left by 7 is s.s.eeee.mmm.0^7,
+        // and clearing bit 14 gives those bits.
+        const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF))));
+    }
+    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {  // the multiplication by 2^8 is exact
+        return _mm512_mul_ps(e4m3x16_div256(p), _mm512_set1_ps(256.0f));
     }
     static MOE_ALWAYS_INLINE F e2m1x16(const std::uint8_t* p, bool high) noexcept {
         const __m512 lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f,
@@ -465,13 +475,16 @@ struct avx2_qlanes {
         _mm256_storeu_ps(p, x.lo);
         _mm256_storeu_ps(p + 8, x.hi);
     }
-    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+    static MOE_ALWAYS_INLINE F e4m3x16_div256(const std::uint8_t* p) noexcept {
         // As avx512_qlanes: e4m3 bits placed as fp16 bits are the value times 2^-8 (exact).
-        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
-                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
+        const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m256i h = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
+        return {_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1))};
+    }
+    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+        const F v = e4m3x16_div256(p);
         const __m256 k = _mm256_set1_ps(256.0f);
-        return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), k), _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), k)};
+        return {_mm256_mul_ps(v.lo, k), _mm256_mul_ps(v.hi, k)};
     }
     static MOE_ALWAYS_INLINE __m256 e2m1x8(__m128i c8, bool high) noexcept {
         const __m256 lut = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
@@ -672,7 +685,7 @@ struct neon_qlanes_t {
     static MOE_ALWAYS_INLINE void store(float* p, const F& x) noexcept {
         for (int q = 0; q < 4; ++q) vst1q_f32(p + 4 * q, x.v[q]);
     }
-    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {
+    static MOE_ALWAYS_INLINE F e4m3x16_div256(const std::uint8_t* p) noexcept {
         // As the x86 lanes: e4m3 bits placed as fp16 bits are the value times 2^-8 (exact).
         const uint8x16_t b = vld1q_u8(p);
         F r;
@@ -680,9 +693,14 @@ struct neon_qlanes_t {
             const uint16x8_t w = h ? vmovl_high_u8(b) : vmovl_u8(vget_low_u8(b));
             const uint16x8_t f16 = vorrq_u16(vshlq_n_u16(vandq_u16(w, vdupq_n_u16(0x80)), 8), vshlq_n_u16(vandq_u16(w, vdupq_n_u16(0x7f)), 7));
             const float16x8_t hv = vreinterpretq_f16_u16(f16);
-            r.v[2 * h] = vmulq_n_f32(vcvt_f32_f16(vget_low_f16(hv)), 256.0f);
-            r.v[2 * h + 1] = vmulq_n_f32(vcvt_high_f32_f16(hv), 256.0f);
+            r.v[2 * h] = vcvt_f32_f16(vget_low_f16(hv));
+            r.v[2 * h + 1] = vcvt_high_f32_f16(hv);
         }
+        return r;
+    }
+    static MOE_ALWAYS_INLINE F e4m3x16(const std::uint8_t* p) noexcept {  // the multiplication by 2^8 is exact
+        F r = e4m3x16_div256(p);
+        for (int q = 0; q < 4; ++q) r.v[q] = vmulq_n_f32(r.v[q], 256.0f);
         return r;
     }
     /// 16 E2M1 codes -> float: every E2M1 value is a bf16 (its float bits end in 16 zeros), so

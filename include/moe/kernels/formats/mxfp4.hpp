@@ -93,6 +93,42 @@ struct mxfp4 {
             for (std::size_t b = 0; b < K / block; ++b) sc[b * panel_cols + n] = v.scales[rows[n] * (K / block) + b];
         }
     }
+    /// Prefetch the panel bytes `dequant(panel, K, k0, k1)` reads (codes and scales).
+    static MOE_ALWAYS_INLINE void prefetch(const std::uint8_t* panel, std::size_t K, std::size_t k0, std::size_t k1) noexcept {
+        detail::prefetch_bytes(panel, k0 / 2 * panel_cols, (k1 + 1) / 2 * panel_cols);
+        detail::prefetch_bytes(panel + K / 2 * panel_cols, k0 / block * panel_cols, (k1 + block - 1) / block * panel_cols);
+    }
+    /// Decode (a few rows, P panels): acc[i][j] += a[(k - k0) * lda + i] * w_j(k) for k in
+    /// [k0, k1) in k order, one FMA per weight on the weight `dequant` gives (the same bits as
+    /// dequantizing first), decoded in registers. k0 and k1 are multiples of the block (32).
+    template <class L, std::size_t M, std::size_t P>
+    static MOE_ALWAYS_INLINE void fma_panels(const std::uint8_t* const* panels, std::size_t K, std::size_t k0, std::size_t k1,
+                                             const float* a, std::size_t lda, typename L::F (*acc)[P]) noexcept {
+        using F = typename L::F;
+        // Accumulators in locals: L::F (__m512) may alias anything, so updating acc[][] in
+        // place made GCC store every chain to memory each step.
+        F r[M][P];
+        for (std::size_t i = 0; i < M; ++i)
+            for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
+        for (std::size_t b = k0 / block; b < k1 / block; ++b) {
+            F s[P];
+            for (std::size_t j = 0; j < P; ++j) s[j] = L::e8m0x16(panels[j] + K / 2 * panel_cols + b * panel_cols);
+            const float* ab = a + (b * block - k0) * lda;
+            for (std::size_t q = 0; q < block / 2; ++q) {
+                const float* ak = ab + 2 * q * lda;
+                for (std::size_t j = 0; j < P; ++j) {
+                    F lo, hi;
+                    L::e2m1x16x2(panels[j] + (b * (block / 2) + q) * panel_cols, lo, hi);
+                    lo = L::mul(lo, s[j]);
+                    hi = L::mul(hi, s[j]);
+                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), lo, r[i][j]);
+                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[lda + i]), hi, r[i][j]);
+                }
+            }
+        }
+        for (std::size_t i = 0; i < M; ++i)
+            for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
+    }
     template <class L>
     static MOE_ALWAYS_INLINE void dequant(const std::uint8_t* panel, std::size_t K, std::size_t k0, std::size_t k1,
                                           float* dst) noexcept {
