@@ -258,10 +258,8 @@ set_t make_experts(const moe::models::checkpoint& ck, std::size_t L, const moe::
     const std::size_t E = s.num_experts;
     set_t set(E, s.hidden, s.ffn);
     auto convert = [&](std::vector<std::int32_t> ids, const moe::kernels::weight_format& to) {
-        const std::vector<std::int32_t> src = ids;
-        moe::kernels::add_converted_from(set, std::move(ids), to, [&](std::size_t j, float* w1, float* w3, float* w2) {
-            fl->read(static_cast<std::size_t>(src[j]), w1, w3, w2);
-        }, packing);
+        moe::kernels::add_converted_from(set, std::move(ids), to,
+                                         [&](std::size_t e, float* w1, float* w3, float* w2) { fl->read(e, w1, w3, w2); }, packing);
     };
     std::vector<bool> moved(E, false);
     for (const auto& r : requant)

@@ -414,9 +414,12 @@ TEST_CASE("models: experts read one at a time as float32 equal the layer's float
         } else {
             const std::vector<std::int32_t> hot{0, 2};
             moe::kernels::add_converted_from<fmts>(set, hot, moe::kernels::parse_weight_format("q8_0"),
-                                                   [&](std::size_t j, float* a, float* c, float* d) { rd.read(static_cast<std::size_t>(hot[j]), a, c, d); });
+                                                   [&](std::size_t e, float* a, float* c, float* d) { rd.read(e, a, c, d); });
             moe::kernels::add_converted_from<fmts>(set, {1}, moe::kernels::parse_weight_format("f32"),
-                                                   [&](std::size_t, float* a, float* c, float* d) { rd.read(1, a, c, d); });
+                                                   [&](std::size_t e, float* a, float* c, float* d) {
+                                                       CHECK(e == 1);  // fetch gets the expert's id, not its position in ids
+                                                       rd.read(e, a, c, d);
+                                                   });
         }
         moe::block<moe::default_arch, moe::kernels::per_expert> blk(b.spec, b.weights, std::move(set));
         ys.emplace_back(x.rows, x.cols);

@@ -230,8 +230,8 @@ private:
 };
 
 /// Adds experts `ids` to `set`, converted to format `wf` from float32 weights that
-/// `fetch(j, w1, w3, w2)` writes one expert at a time (the j-th of `ids`: w1, w3 F x H, w2 H x F,
-/// row-major): the format's reference quantizer, or the float type's rounding (bf16 / f16 round
+/// `fetch(e, w1, w3, w2)` writes one expert at a time (expert e of the block, in the order of
+/// `ids`: w1, w3 F x H, w2 H x F, row-major): the format's reference quantizer, or the float type's rounding (bf16 / f16 round
 /// to nearest even). A quantized format holds one expert's float32 copy at a time (a loader can
 /// read each expert's rows from its file as it goes: `models::checkpoint::expert_floats`); a
 /// float format gathers the experts in its own type. `List`: the formats it may name (each
@@ -250,7 +250,7 @@ void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, co
         if constexpr (is_weight_type_v<W>) {
             std::vector<W> g1(n * up), g3(n * up), g2(n * down);
             for (std::size_t j = 0; j < n; ++j) {
-                fetch(j, f1.data(), f3.data(), f2.data());
+                fetch(static_cast<std::size_t>(ids[j]), f1.data(), f3.data(), f2.data());
                 std::transform(f1.begin(), f1.end(), g1.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
                 std::transform(f3.begin(), f3.end(), g3.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
                 std::transform(f2.begin(), f2.end(), g2.begin() + static_cast<std::ptrdiff_t>(j * down), [](float v) { return W(v); });
@@ -259,7 +259,7 @@ void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, co
         } else {
             quantized_experts<W> q;
             for (std::size_t j = 0; j < n; ++j) {
-                fetch(j, f1.data(), f3.data(), f2.data());
+                fetch(static_cast<std::size_t>(ids[j]), f1.data(), f3.data(), f2.data());
                 quantized_experts<W> one = quantize_experts<W>(f1.data(), f3.data(), f2.data(), 1, H, F, wf.params);
                 q.w1.push_back(std::move(one.w1[0]));
                 q.w3.push_back(std::move(one.w3[0]));
@@ -279,9 +279,7 @@ template <class List = weight_formats, class Arch>
 void add_converted(expert_set<Arch>& set, std::vector<std::int32_t> ids, const weight_format& wf, const float* w1, const float* w3,
                    const float* w2, const pack_options& o = {}) {
     const std::size_t up = set.ffn() * set.hidden(), down = up;
-    const std::vector<std::int32_t> src = ids;
-    add_converted_from<List>(set, std::move(ids), wf, [&](std::size_t j, float* a, float* b, float* c) {
-        const auto e = static_cast<std::size_t>(src[j]);  // checked against E by add_converted_from
+    add_converted_from<List>(set, std::move(ids), wf, [&](std::size_t e, float* a, float* b, float* c) {  // e checked against E
         std::copy_n(w1 + e * up, up, a);
         std::copy_n(w3 + e * up, up, b);
         std::copy_n(w2 + e * down, down, c);
