@@ -231,11 +231,13 @@ private:
 
 /// Adds experts `ids` to `set`, converted to format `wf` from float32 weights that
 /// `fetch(e, w1, w3, w2)` writes one expert at a time (expert e of the block, in the order of
-/// `ids`: w1, w3 F x H, w2 H x F, row-major): the format's reference quantizer, or the float type's rounding (bf16 / f16 round
-/// to nearest even). A quantized format holds one expert's float32 copy at a time (a loader can
-/// read each expert's rows from its file as it goes: `models::checkpoint::expert_floats`); a
-/// float format gathers the experts in its own type. `List`: the formats it may name (each
-/// one's kernel is compiled; a program that needs a few names fewer).
+/// `ids`: w1, w3 F x H, w2 H x F, row-major): the format's reference quantizer, or the float
+/// type's rounding (bf16 / f16 round to nearest even). A quantized format holds the packed
+/// experts plus one expert's float32 and quantized copies (each expert is packed into the
+/// set's buffer before the next is read; a loader can read each expert's rows from its file
+/// as it goes: `models::checkpoint::expert_floats`); a float format gathers the experts in its
+/// own type. `List`: the formats it may name (each one's kernel is compiled; a program that
+/// needs a few names fewer).
 template <class List = weight_formats, class Arch, class Fetch>
 void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, const weight_format& wf, Fetch&& fetch,
                         const pack_options& o = {}) {
@@ -257,18 +259,22 @@ void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, co
             }
             set.template add<W>(std::move(ids), pack_experts<Arch>(g1.data(), g3.data(), g2.data(), n, H, F, o), wf.to_string());
         } else {
-            quantized_experts<W> q;
+            // Each expert quantized and packed straight into the set's buffer: the packed
+            // experts plus one expert's float32 and quantized copies are resident, never a
+            // second copy of all of them.
+            packed_quant_experts<W> pw(n, H, F, wf.params, o);
             for (std::size_t j = 0; j < n; ++j) {
-                fetch(static_cast<std::size_t>(ids[j]), f1.data(), f3.data(), f2.data());
-                quantized_experts<W> one = quantize_experts<W>(f1.data(), f3.data(), f2.data(), 1, H, F, wf.params);
-                q.w1.push_back(std::move(one.w1[0]));
-                q.w3.push_back(std::move(one.w3[0]));
-                q.w2.push_back(std::move(one.w2[0]));
+                const auto e = static_cast<std::size_t>(ids[j]);
+                fetch(e, f1.data(), f3.data(), f2.data());
+                const quantized_experts<W> one = quantize_experts<W>(f1.data(), f3.data(), f2.data(), 1, H, F, wf.params);
+                const formats::quant_view v1 = formats::view_of(one.w1[0]), v3 = formats::view_of(one.w3[0]),
+                                          v2 = formats::view_of(one.w2[0]);
+                detail::check_view<formats::up_format_t<W>>("w1", e, v1, F, H, wf.params);
+                detail::check_view<formats::up_format_t<W>>("w3", e, v3, F, H, wf.params);
+                detail::check_view<formats::down_format_t<W>>("w2", e, v2, H, F, wf.params);
+                detail::pack_expert(pw, j, v1, v3, v2, 1);
             }
-            std::vector<float>().swap(f1);  // the float32 expert is not resident while packing
-            std::vector<float>().swap(f3);
-            std::vector<float>().swap(f2);
-            set.template add<W>(std::move(ids), pack_quant_experts<W>(q, H, F, o), wf.to_string());
+            set.template add<W>(std::move(ids), std::move(pw), wf.to_string());
         }
     }, List{});
 }

@@ -154,11 +154,41 @@ void check_view(const char* what, std::size_t e, const formats::quant_view& v, s
     if (bytes) Fmt::validate(v);
 }
 
-/// pack_quant_experts with gate row f at row f * step of w1 and up row f at row f * step +
-/// (step - 1) of w3 (step 1: separate tensors; 2: one interleaved tensor). Shapes are checked
-/// for all experts first; each expert's bytes are validated just before it is packed, and
-/// `done(e)` runs once expert e is packed (the loaders drop its source pages there, so a
-/// mapped file's bytes and the packed copy are not both resident).
+/// Packs expert e of `pw` from its views: gate row f at row f * step of w1 and up row f at
+/// row f * step + (step - 1) of w3 (step 1: separate tensors; 2: one interleaved tensor). The
+/// views' shapes and bytes must have been checked (check_view).
+template <class Fmt>
+void pack_expert(packed_quant_experts<Fmt>& pw, std::size_t e, const formats::quant_view& w1, const formats::quant_view& w3,
+                 const formats::quant_view& w2, std::size_t step) {
+    using Up = formats::up_format_t<Fmt>;
+    using Down = formats::down_format_t<Fmt>;
+    constexpr std::size_t C = formats::panel_cols, half = C / 2;
+    std::size_t rows[C];
+    std::vector<std::uint8_t> tmp(pw.up_panel_bytes());
+    for (std::size_t pn = 0; pn < pw.up_panels(); ++pn) {
+        // Columns 0..7 of the panel are W1 rows, 8..15 the same W3 rows: pack each half
+        // from its tensor, the other half marked missing.
+        auto row = [&](std::size_t f, std::size_t off) { return f * step + off; };  // >= rows: a zero column
+        for (std::size_t j = 0; j < C; ++j) rows[j] = j < half ? row(pn * half + j, 0) : SIZE_MAX;
+        detail::pack_panel<Up>(w1, rows, pw.up(e, pn));
+        for (std::size_t j = 0; j < C; ++j) rows[j] = j >= half ? row(pn * half + j - half, step - 1) : SIZE_MAX;
+        std::fill(tmp.begin(), tmp.end(), std::uint8_t(0));
+        detail::pack_panel<Up>(w3, rows, tmp.data());
+        // Merge: the W3 half's bytes are where the W1 pass left zeros, byte for byte
+        // (codes, scales and sub-scales of a missing column are all zero).
+        std::uint8_t* dst = pw.up(e, pn);
+        for (std::size_t b = 0; b < tmp.size(); ++b) dst[b] = static_cast<std::uint8_t>(dst[b] | tmp[b]);
+    }
+    for (std::size_t pn = 0; pn < pw.down_panels(); ++pn) {
+        for (std::size_t j = 0; j < C; ++j) rows[j] = pn * C + j;
+        detail::pack_panel<Down>(w2, rows, pw.down(e, pn));
+    }
+}
+
+/// pack_quant_experts with the rows of pack_expert's `step`. Shapes are checked for all experts
+/// first; each expert's bytes are validated just before it is packed, and `done(e)` runs once
+/// expert e is packed (the loaders drop its source pages there, so a mapped file's bytes and
+/// the packed copy are not both resident).
 template <class Fmt, class Done = void (*)(std::size_t)>
 packed_quant_experts<Fmt> pack_quant_experts_rows(const formats::quant_view* w1, const formats::quant_view* w3,
                                                   const formats::quant_view* w2, std::size_t num_experts, std::size_t hidden,
@@ -176,28 +206,9 @@ packed_quant_experts<Fmt> pack_quant_experts_rows(const formats::quant_view* w1,
     };
     for (std::size_t e = 0; e < num_experts; ++e) check(e, false);
     packed_quant_experts<Fmt> pw(num_experts, hidden, ffn, p, o);
-    constexpr std::size_t C = formats::panel_cols, half = C / 2;
-    std::size_t rows[C];
     for (std::size_t e = 0; e < num_experts; ++e) {
         check(e, true);
-        for (std::size_t pn = 0; pn < pw.up_panels(); ++pn) {
-            // Columns 0..7 of the panel are W1 rows, 8..15 the same W3 rows: pack each half
-            // from its tensor, the other half marked missing.
-            auto row = [&](std::size_t f, std::size_t off) { return f * step + off; };  // >= rows: a zero column
-            for (std::size_t j = 0; j < C; ++j) rows[j] = j < half ? row(pn * half + j, 0) : SIZE_MAX;
-            std::vector<std::uint8_t> tmp(pw.up_panel_bytes());
-            detail::pack_panel<Up>(w1[e], rows, pw.up(e, pn));
-            for (std::size_t j = 0; j < C; ++j) rows[j] = j >= half ? row(pn * half + j - half, step - 1) : SIZE_MAX;
-            detail::pack_panel<Up>(w3[e], rows, tmp.data());
-            // Merge: the W3 half's bytes are where the W1 pass left zeros, byte for byte
-            // (codes, scales and sub-scales of a missing column are all zero).
-            std::uint8_t* dst = pw.up(e, pn);
-            for (std::size_t b = 0; b < tmp.size(); ++b) dst[b] = static_cast<std::uint8_t>(dst[b] | tmp[b]);
-        }
-        for (std::size_t pn = 0; pn < pw.down_panels(); ++pn) {
-            for (std::size_t j = 0; j < C; ++j) rows[j] = pn * C + j;
-            detail::pack_panel<Down>(w2[e], rows, pw.down(e, pn));
-        }
+        pack_expert(pw, e, w1[e], w3[e], w2[e], step);
         done(e);
     }
     return pw;
