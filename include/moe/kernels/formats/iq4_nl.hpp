@@ -106,12 +106,11 @@ struct iq4_nl {
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::splat(as + i); });  // -offset x sum a
+        for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + i);  // -offset x sum a
         detail::dot4_lut<L, M>(sb, 0, block / 4, L::table16(detail::iq4nl_codes), aq, mr, isum);
         const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+        for (std::size_t i = 0; i < M; ++i)
             acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
-        });
     }
 };
 
