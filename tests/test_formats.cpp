@@ -452,37 +452,47 @@ void check_fma_panels(const fm::quant_matrix& m) {
     CHECK(bits(got) == bits(want));
 }
 
+/// Row counts at each panel count the kernel runs (detail::wo_panels; P = 1 is also the tail).
+template <class Arch, class Fmt>
+void check_fma_panels_for(std::size_t P, const fm::quant_matrix& m) {
+    if (P == 1) {
+        check_fma_panels<Arch, Fmt, 1, 1>(m);
+        check_fma_panels<Arch, Fmt, 7, 1>(m);
+        check_fma_panels<Arch, Fmt, 8, 1>(m);
+    } else if (P == 2) {
+        check_fma_panels<Arch, Fmt, 3, 2>(m);
+        check_fma_panels<Arch, Fmt, 5, 2>(m);
+        check_fma_panels<Arch, Fmt, 8, 2>(m);
+    } else if (P == 4) {
+        check_fma_panels<Arch, Fmt, 1, 4>(m);
+        check_fma_panels<Arch, Fmt, 2, 4>(m);
+        check_fma_panels<Arch, Fmt, 4, 4>(m);
+    } else {
+        check_fma_panels<Arch, Fmt, 1, 8>(m);
+    }
+}
+
 TEMPLATE_LIST_TEST_CASE("formats: the weight-only decode in registers equals dequantize then FMA", "[formats][kernels]", moe_test::archs) {
     if (!moe_test::arch_runs_here<TestType>()) return;
     // fp8: a 128 x 128 scale tile past FLT_MAX / 256 (the decode cannot fold 256 into it) next
     // to ordinary ones; codes of magnitude < 1 so that nothing overflows.
-    for (std::size_t P : {4u, 8u}) {
+    // Each panel count the kernel runs (detail::wo_panels) at the row counts that take it.
+    for (std::size_t P : {1u, 2u, 4u, 8u}) {
         fm::quant_matrix m{16 * P, 512, {}, std::vector<std::uint8_t>(16 * P * 512), {}};
         moe::splitmix64 rng(P);
         for (auto& c : m.data) c = static_cast<std::uint8_t>(rng.next() & 0xB7);  // exponent <= 6: |x| < 1
         const float tile_scales[] = {2e37f, 0.02f, 3e-30f, 1.5f};
         m.scales.resize(4 * fm::fp8::tiles(m.rows) * fm::fp8::tiles(m.cols));
         for (std::size_t t = 0; t < m.scales.size() / 4; ++t) fm::detail::store_f32(m.scales.data() + 4 * t, tile_scales[t % 4]);
-        if (P == 4) {
-            check_fma_panels<TestType, fm::fp8, 1, 4>(m);
-            check_fma_panels<TestType, fm::fp8, 2, 4>(m);
-            check_fma_panels<TestType, fm::fp8, 4, 4>(m);
-        } else {
-            check_fma_panels<TestType, fm::fp8, 1, 8>(m);
-        }
+        check_fma_panels_for<TestType, fm::fp8>(P, m);
     }
     // mxfp4: blocks of very different magnitudes (scale bytes far apart).
-    for (std::size_t P : {4u, 8u}) {
+    for (std::size_t P : {1u, 2u, 4u, 8u}) {
         std::vector<float> w(16 * P * 192);
         moe::splitmix64 rng(P + 100);
         for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(rng.normal()) * std::ldexp(1.0f, static_cast<int>(i / 32 % 9) * 6 - 24);
         const auto m = fm::mxfp4::quantize(w.data(), 16 * P, 192);
-        if (P == 4) {
-            check_fma_panels<TestType, fm::mxfp4, 1, 4>(m);
-            check_fma_panels<TestType, fm::mxfp4, 3, 4>(m);
-        } else {
-            check_fma_panels<TestType, fm::mxfp4, 1, 8>(m);
-        }
+        check_fma_panels_for<TestType, fm::mxfp4>(P, m);
     }
 }
 
@@ -506,10 +516,13 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::fp8>(37, 53, {});
     check_kernel<TestType, fm::fp8>(150, 140, {}, 9);  // several 128 x 128 scale tiles
     check_kernel<TestType, fm::mxfp4>(64, 96, {});
-    // T = 6: experts of 1, 2 and 3 rows, so the weight-only decode runs 8 panels at one row and
-    // 4 panels at two to four rows (and the single-panel tail), each against the float kernel.
+    // T = 6 and 8: experts of 1, 2, 3, 4, 6 and 8 rows, so the weight-only decode runs every
+    // panel count it has (8, 4, 2 and the single-panel tail); T = 21 and 9 (above): experts of
+    // several row blocks, the prefill path. Each against the float kernel.
     check_kernel<TestType, fm::mxfp4>(160, 224, {}, 6);
+    check_kernel<TestType, fm::mxfp4>(160, 224, {}, 8);
     check_kernel<TestType, fm::fp8>(150, 140, {}, 6);
+    check_kernel<TestType, fm::fp8>(150, 140, {}, 8);
     check_kernel<TestType, fm::bf16_dot>(38, 54, {});
     check_kernel<TestType, fm::bf16_dot>(256, 160, {}, 9);
 }

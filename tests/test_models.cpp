@@ -157,6 +157,14 @@ TEST_CASE("models: GPT-OSS MXFP4 experts packed from the checkpoint's bytes equa
         ymax = std::max(ymax, std::fabs(static_cast<double>(y_ref.values[i])));
     }
     CHECK(worst <= 2e-5 * ymax);  // and HF transformers' block on the same checkpoint
+    // A subset, packed from those experts' bytes only: each is that expert of the full pack.
+    const auto all = moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(ck, 1);
+    const auto sub = moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(ck, 1, {}, {3, 0});
+    REQUIRE(sub.num_experts() == 2);
+    CHECK(std::memcmp(sub.up(0, 0), all.up(3, 0), all.expert_bytes()) == 0);
+    CHECK(std::memcmp(sub.up(1, 0), all.up(0, 0), all.expert_bytes()) == 0);
+    CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(ck, 1, {}, {0, 99}); }) ==
+          "[moe.models.load] " + d + ": expert 99 outside [0, " + std::to_string(full.spec.num_experts) + ") of layer 1");
     // A checkpoint that stores its experts otherwise.
     const moe::io::safetensors_checkpoint bf(models_dir + "gpt_oss");
     CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::mxfp4>(bf, 1); }) ==
@@ -446,6 +454,14 @@ TEST_CASE("models: FP8 experts packed from the checkpoint's bytes equal the floa
     f.forward(yf.view(), x.view());
     CHECK(yq.values == yf.values);
     CHECK(q.packed_experts().expert_bytes() < f.packed_experts().expert_bytes() / 3);  // 1 byte per weight, not 4
+    // A subset through the checkpoint, from those experts' bytes only.
+    const moe::models::checkpoint c(d);
+    const auto all = c.pack_experts<moe::kernels::formats::fp8>(1);
+    const auto sub = c.pack_experts<moe::kernels::formats::fp8>(1, {}, {2});
+    REQUIRE(sub.num_experts() == 1);
+    CHECK(std::memcmp(sub.up(0, 0), all.up(2, 0), all.expert_bytes()) == 0);
+    CHECK(error_of([&] { (void)c.pack_experts<moe::kernels::formats::fp8>(1, {}, {-1}); }) ==
+          "[moe.models.load] " + d + ": expert -1 outside [0, " + std::to_string(full.spec.num_experts) + ") of layer 1");
     const moe::io::safetensors_checkpoint bf(models_dir + "deepseek_v3");
     CHECK(error_of([&] { (void)moe::models::pack_hf_experts<moe::kernels::formats::fp8>(bf, 1); }) ==
           "[moe.models.format] " + models_dir + "deepseek_v3: tensor 'model.layers.1.mlp.experts.0.gate_proj.weight' is F32, not F8_E4M3 (fp8)");

@@ -66,10 +66,13 @@ template <class... Parts>
 
 /// Forces inlining of small SIMD helpers whose calls would otherwise spill every vector
 /// register (all zmm registers are caller-saved).
+/// MOE_LAMBDA_INLINE does the same for a lambda (after its parameter list).
 #if defined(__GNUC__) || defined(__clang__)
 #define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define MOE_LAMBDA_INLINE __attribute__((always_inline))
 #else
 #define MOE_ALWAYS_INLINE inline
+#define MOE_LAMBDA_INLINE
 #endif
 
 /// Internal invariant check for hot loops; compiled out under NDEBUG.

@@ -19,6 +19,7 @@
 #include "arch.hpp"
 #include "config.hpp"
 #include "detail/topk.hpp"
+#include "detail/unroll.hpp"
 #include "executor.hpp"
 #include "routing.hpp"
 #include "scoring.hpp"
@@ -295,16 +296,6 @@ std::size_t route_row(const router_config& cfg, const C* x, std::size_t E, const
 // operation is the row path's operation in the row path's order (the softmax sums use the same
 // 16 interleaved partials and tree), and selection is a compare-exchange insertion network with
 // exact comparisons: results are bit-identical to route_row, with no data-dependent branches.
-
-template <class F, std::size_t... I>
-inline void unroll_impl(F&& f, std::index_sequence<I...>) {
-    (f(std::integral_constant<std::size_t, I>{}), ...);
-}
-/// Calls f(integral_constant<0>) ... f(integral_constant<N-1>).
-template <std::size_t N, class F>
-inline void unroll(F&& f) {
-    unroll_impl(f, std::make_index_sequence<N>{});
-}
 
 /// xT[e * W + l] = row l's value e, for W rows x0 + l * stride: W x W blocks transposed in
 /// registers (shuffles; gathers are slow on CPUs with the GDS microcode mitigation).

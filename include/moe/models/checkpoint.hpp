@@ -52,19 +52,16 @@ public:
 
     /// Layer L's routed experts packed in format W from the checkpoint's bytes (`expert_format`
     /// names the one that applies); [moe.models.format] otherwise. `ids` (non-empty): only those
-    /// experts, in that order (from a GGUF file the others' bytes are not read; from an HF
-    /// folder the layer is packed, then the subset taken).
+    /// experts, in that order (the others' bytes are not read); [moe.models.load] for one
+    /// outside the layer.
     template <class W>
     [[nodiscard]] kernels::packed_quant_experts<W> pack_experts(std::size_t L, const kernels::pack_options& o = {},
                                                                 const std::vector<std::int32_t>& ids = {}) const {
         if (gguf_) {
             if constexpr (kernels::gguf_packable_v<W>) return pack_gguf_experts<W>(*gguf_, L, o, ids);
         } else {
-            if constexpr (std::is_same<W, kernels::formats::fp8>::value || std::is_same<W, kernels::formats::mxfp4>::value) {
-                auto all = pack_hf_experts<W>(*hf_, L, o);
-                if (ids.empty()) return all;
-                return all.subset(ids, o);  // [moe.kernels.experts] for an id outside the layer
-            }
+            if constexpr (std::is_same<W, kernels::formats::fp8>::value || std::is_same<W, kernels::formats::mxfp4>::value)
+                return pack_hf_experts<W>(*hf_, L, o, ids);
         }
         MOE_THROW("moe.models.format", gguf_ ? gguf_->path() : hf_->dir(), ": moe does not read ", W::name, " experts from ",
                   gguf_ ? "a GGUF file" : "a Hugging Face checkpoint", " in place");

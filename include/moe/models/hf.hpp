@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -61,16 +62,25 @@ namespace moe::models {
 /// - `kernels::formats::mxfp4`: experts stored fused as MXFP4 `experts.gate_up_proj_blocks` /
 ///   `_scales` (gate and up rows interleaved) and `experts.down_proj_blocks` / `_scales`
 ///   (GPT-OSS's released checkpoints); the block adds their biases and clamped SwiGLU.
-/// The packed tensors' mapped pages are dropped from the resident set once packed.
+/// The packed tensors' mapped pages are dropped from the resident set once packed. `ids`
+/// (non-empty): only those experts, in that order (the others' bytes are not read);
+/// [moe.models.load] for one outside the layer.
 /// Throws [moe.models.format] when the experts are not stored that way, and the loader's errors.
 template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_hf_experts(const io::safetensors_checkpoint& ck, std::size_t L,
-                                                                 const kernels::pack_options& o = {}) {
+                                                                 const kernels::pack_options& o = {},
+                                                                 const std::vector<std::int32_t>& ids = {}) {
     constexpr bool fp8 = std::is_same<Fmt, kernels::formats::fp8>::value, mx = std::is_same<Fmt, kernels::formats::mxfp4>::value;
     static_assert(fp8 || mx, "pack_hf_experts: fp8 and mxfp4 checkpoints");
     const loaded_block b = load_block(ck, L, /*experts=*/false, /*shared=*/false);
     const block_spec& s = b.spec;
     const std::size_t E = s.num_experts, H = s.hidden, F = s.ffn;
+    std::vector<std::size_t> keep;  // the experts packed, in their order
+    for (std::size_t j = 0; j < (ids.empty() ? E : ids.size()); ++j) {
+        const std::size_t e = ids.empty() ? j : static_cast<std::size_t>(ids[j]);
+        if (e >= E) MOE_THROW("moe.models.load", ck.dir(), ": expert ", ids[j], " outside [0, ", E, ") of layer ", L);
+        keep.push_back(e);
+    }
     std::vector<kernels::formats::quant_view> v[3];
     const detail::reader rd{ck};
     if constexpr (mx) {
@@ -83,12 +93,12 @@ template <class Fmt>
             const io::tensor_view sc = rd.view(x + n + "_scales", {E, rows, cols / 32});
             if (bl.type != io::dtype::u8 || sc.type != io::dtype::u8)
                 MOE_THROW("moe.models.load", ck.dir(), ": '", x, n, "_blocks' / '_scales' must be U8");
-            for (std::size_t e = 0; e < E; ++e)
+            for (const std::size_t e : keep)
                 out.push_back({rows, cols, {}, bl.data + e * rows * cols / 2, rows * cols / 2, sc.data + e * rows * cols / 32, rows * cols / 32});
         };
         views("gate_up_proj", 2 * F, H, v[0]);
         views("down_proj", H, F, v[2]);
-        return kernels::pack_quant_experts_interleaved<Fmt>(v[0].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+        return kernels::pack_quant_experts_interleaved<Fmt>(v[0].data(), v[2].data(), keep.size(), H, F, o, [&](std::size_t e) {
             for (int m : {0, 2}) {  // packed: the checkpoint's pages need not stay resident too
                 ck.drop_pages(v[m][e].data, v[m][e].data_bytes);
                 ck.drop_pages(v[m][e].scales, v[m][e].scale_bytes);
@@ -101,7 +111,7 @@ template <class Fmt>
             [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
         if (!mods.module)
             MOE_THROW("moe.models.format", ck.dir(), ": ", s.family, " does not store its experts one module each; pack_hf_experts reads those");
-        for (std::size_t e = 0; e < E; ++e) {
+        for (const std::size_t e : keep) {
             const std::string q = "model.layers." + std::to_string(L) + "." + mods.module + "." + std::to_string(e) + ".";
             const char* names[3] = {mods.gate, mods.up, mods.down};
             for (int m = 0; m < 3; ++m) {
@@ -116,7 +126,7 @@ template <class Fmt>
                 v[m].push_back({rows, cols, {}, t.data, t.bytes, sc.data, sc.bytes});
             }
         }
-        return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), E, H, F, o, [&](std::size_t e) {
+        return kernels::pack_quant_experts<Fmt>(v[0].data(), v[1].data(), v[2].data(), keep.size(), H, F, o, [&](std::size_t e) {
             for (int m = 0; m < 3; ++m) ck.drop_pages(v[m][e].data, v[m][e].data_bytes);  // packed: the checkpoint's pages need not stay
         });
     }

@@ -22,6 +22,7 @@
 
 #include "../../config.hpp"
 #include "../../detail/numeric.hpp"
+#include "../../detail/unroll.hpp"
 
 namespace moe::kernels::formats {
 
@@ -146,6 +147,19 @@ inline float signed_absmax(const float* x, std::size_t n) {
 inline void check_scale(const char* fmt, float s, std::size_t row, std::size_t block) {
     if (!std::isfinite(s))
         MOE_THROW("moe.kernels.format", fmt, ": scale of row ", row, ", block ", block, " is ", s, " (not finite)");
+}
+
+/// Runs `step(r)` on r, a copy in locals of the accumulator chains acc[M][P], then stores r
+/// back. L::F (__m512) may alias anything, so a decode loop that updated the caller's array in
+/// place made GCC store every chain to memory after each FMA.
+template <std::size_t M, std::size_t P, class F, class Step>
+MOE_ALWAYS_INLINE void on_local_chains(F (*acc)[P], Step&& step) noexcept {
+    F r[M][P];
+    for (std::size_t i = 0; i < M; ++i)
+        for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
+    step(r);
+    for (std::size_t i = 0; i < M; ++i)
+        for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
 }
 
 /// Software prefetch (into L1) of the cache lines that hold bytes [b0, b1) of `p`: the

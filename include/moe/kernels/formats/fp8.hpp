@@ -81,43 +81,42 @@ struct fp8 {
     static MOE_ALWAYS_INLINE void fma_panels(const std::uint8_t* const* panels, std::size_t K, std::size_t k0, std::size_t k1,
                                              const float* a, std::size_t lda, typename L::F (*acc)[P]) noexcept {
         using F = typename L::F;
-        // Accumulators in locals: L::F (__m512) may alias anything, so updating acc[][] in
-        // place made GCC store every chain to memory each step.
-        F r[M][P];
-        for (std::size_t i = 0; i < M; ++i)
-            for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
-        for (std::size_t k = k0; k < k1;) {
-            // w = e4m3 * s, one rounding. With s * 256 finite (exact) that is (e4m3 / 256) *
-            // (s * 256): the same real product, so the same bits, and one multiplication fewer.
-            F s[P];
-            bool fold = true;
-            for (std::size_t j = 0; j < P; ++j) {
-                const std::uint8_t* sp = panels[j] + K * panel_cols + 4 * panel_cols * (k / tile);
-                s[j] = L::f32x16(sp);
-                for (std::size_t n = 0; n < panel_cols; ++n)
-                    fold = fold && std::fabs(detail::load_f32(sp + 4 * n)) <= std::numeric_limits<float>::max() / 256.0f;
-            }
-            const std::size_t kend = std::min(k1, (k / tile + 1) * tile);
-            if (fold) {
-                for (std::size_t j = 0; j < P; ++j) s[j] = L::mul(s[j], L::bcast(256.0f));
-                for (; k < kend; ++k) {
-                    const float* ak = a + (k - k0) * lda;
-                    for (std::size_t j = 0; j < P; ++j) {
-                        const F w = L::mul(L::e4m3x16_div256(panels[j] + k * panel_cols), s[j]);
-                        for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), w, r[i][j]);
-                    }
-                }
-            }
-            for (; k < kend; ++k) {
-                const float* ak = a + (k - k0) * lda;
+        detail::on_local_chains<M, P>(acc, [&](F(&r)[M][P]) MOE_LAMBDA_INLINE {
+            for (std::size_t k = k0; k < k1;) {
+                // w = e4m3 * s, one rounding. With s * 256 finite (exact) that is (e4m3 / 256) *
+                // (s * 256): the same real product, so the same bits, and one multiplication fewer.
+                F s[P];
+                bool fold = true;
                 for (std::size_t j = 0; j < P; ++j) {
-                    const F w = L::mul(L::e4m3x16(panels[j] + k * panel_cols), s[j]);
-                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), w, r[i][j]);
+                    const std::uint8_t* sp = panels[j] + K * panel_cols + 4 * panel_cols * (k / tile);
+                    s[j] = L::f32x16(sp);
+                    for (std::size_t n = 0; n < panel_cols; ++n)
+                        fold = fold && std::fabs(detail::load_f32(sp + 4 * n)) <= std::numeric_limits<float>::max() / 256.0f;
                 }
+                const std::size_t kend = std::min(k1, (k / tile + 1) * tile);
+                // Unrolled over panels and rows: with loop indices GCC -O2 kept r[][] in memory.
+                auto step = [&](const float* ak, auto&& weight) MOE_LAMBDA_INLINE {
+                    moe::detail::unroll<P>([&](auto Jc) MOE_LAMBDA_INLINE {
+                        constexpr std::size_t j = decltype(Jc)::value;
+                        const F w = weight(j);
+                        moe::detail::unroll<M>([&](auto Ic) MOE_LAMBDA_INLINE {
+                            constexpr std::size_t i = decltype(Ic)::value;
+                            r[i][j] = L::fma(L::bcast(ak[i]), w, r[i][j]);
+                        });
+                    });
+                };
+                if (fold) {
+                    for (std::size_t j = 0; j < P; ++j) s[j] = L::mul(s[j], L::bcast(256.0f));
+                    for (; k < kend; ++k)
+                        step(a + (k - k0) * lda, [&](std::size_t j) MOE_LAMBDA_INLINE {
+                            return L::mul(L::e4m3x16_div256(panels[j] + k * panel_cols), s[j]);
+                        });
+                }
+                for (; k < kend; ++k)
+                    step(a + (k - k0) * lda,
+                         [&](std::size_t j) MOE_LAMBDA_INLINE { return L::mul(L::e4m3x16(panels[j] + k * panel_cols), s[j]); });
             }
-        }
-        for (std::size_t i = 0; i < M; ++i)
-            for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
+        });
     }
     /// dst[(k - k0) * 16 + n] = weight of column n at k, for k in [k0, k1).
     template <class L>

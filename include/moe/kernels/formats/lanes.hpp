@@ -241,8 +241,8 @@ struct avx512_qlanes {
     /// 0.84-0.95 of the vpdpbusd peak with it (with dpbusd's tied accumulator below; L1 / L2
     /// resident micro-benchmark).
     static constexpr std::size_t split_rows = 8;
-    /// Weight-only decode: row blocks of up to 4 rows run 4 panels at once (quant_ffn.hpp).
-    static constexpr std::size_t wo_multi_rows = 4;
+    /// Weight-only decode: 16 float accumulator chains in registers (quant_ffn.hpp's wo_panels).
+    static constexpr std::size_t wo_chains = 16;
     static MOE_ALWAYS_INLINE B load_b(const std::uint8_t* p) noexcept { return _mm512_loadu_si512(p); }
     static MOE_ALWAYS_INLINE B lo4(B x) noexcept { return _mm512_and_si512(x, _mm512_set1_epi8(15)); }
     static MOE_ALWAYS_INLINE B hi4(B x) noexcept { return _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(15)); }

@@ -105,29 +105,33 @@ struct mxfp4 {
     static MOE_ALWAYS_INLINE void fma_panels(const std::uint8_t* const* panels, std::size_t K, std::size_t k0, std::size_t k1,
                                              const float* a, std::size_t lda, typename L::F (*acc)[P]) noexcept {
         using F = typename L::F;
-        // Accumulators in locals: L::F (__m512) may alias anything, so updating acc[][] in
-        // place made GCC store every chain to memory each step.
-        F r[M][P];
-        for (std::size_t i = 0; i < M; ++i)
-            for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
-        for (std::size_t b = k0 / block; b < k1 / block; ++b) {
-            F s[P];
-            for (std::size_t j = 0; j < P; ++j) s[j] = L::e8m0x16(panels[j] + K / 2 * panel_cols + b * panel_cols);
-            const float* ab = a + (b * block - k0) * lda;
-            for (std::size_t q = 0; q < block / 2; ++q) {
-                const float* ak = ab + 2 * q * lda;
-                for (std::size_t j = 0; j < P; ++j) {
-                    F lo, hi;
-                    L::e2m1x16x2(panels[j] + (b * (block / 2) + q) * panel_cols, lo, hi);
-                    lo = L::mul(lo, s[j]);
-                    hi = L::mul(hi, s[j]);
-                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[i]), lo, r[i][j]);
-                    for (std::size_t i = 0; i < M; ++i) r[i][j] = L::fma(L::bcast(ak[lda + i]), hi, r[i][j]);
+        detail::on_local_chains<M, P>(acc, [&](F(&r)[M][P]) MOE_LAMBDA_INLINE {
+            for (std::size_t b = k0 / block; b < k1 / block; ++b) {
+                F s[P];
+                for (std::size_t j = 0; j < P; ++j) s[j] = L::e8m0x16(panels[j] + K / 2 * panel_cols + b * panel_cols);
+                const float* ab = a + (b * block - k0) * lda;
+                for (std::size_t q = 0; q < block / 2; ++q) {
+                    const float* ak = ab + 2 * q * lda;
+                    // Unrolled over panels and rows: with loop indices GCC -O2 kept r[][] in
+                    // memory (2-4x slower at 2-8 rows, hot in L1).
+                    moe::detail::unroll<P>([&](auto Jc) MOE_LAMBDA_INLINE {
+                        constexpr std::size_t j = decltype(Jc)::value;
+                        F lo, hi;
+                        L::e2m1x16x2(panels[j] + (b * (block / 2) + q) * panel_cols, lo, hi);
+                        lo = L::mul(lo, s[j]);
+                        hi = L::mul(hi, s[j]);
+                        moe::detail::unroll<M>([&](auto Ic) MOE_LAMBDA_INLINE {
+                            constexpr std::size_t i = decltype(Ic)::value;
+                            r[i][j] = L::fma(L::bcast(ak[i]), lo, r[i][j]);
+                        });
+                        moe::detail::unroll<M>([&](auto Ic) MOE_LAMBDA_INLINE {
+                            constexpr std::size_t i = decltype(Ic)::value;
+                            r[i][j] = L::fma(L::bcast(ak[lda + i]), hi, r[i][j]);
+                        });
+                    });
                 }
             }
-        }
-        for (std::size_t i = 0; i < M; ++i)
-            for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
+        });
     }
     template <class L>
     static MOE_ALWAYS_INLINE void dequant(const std::uint8_t* panel, std::size_t K, std::size_t k0, std::size_t k1,

@@ -1,0 +1,26 @@
+/// @file detail/unroll.hpp
+/// Compile-time unrolling: `unroll<N>(f)` calls f with std::integral_constant 0 .. N-1, so
+/// that a loop body's index is a constant (shift counts, register indices) in every copy.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "../config.hpp"
+
+namespace moe {
+namespace detail {
+
+template <class F, std::size_t... I>
+MOE_ALWAYS_INLINE void unroll_impl(F&& f, std::index_sequence<I...>) {
+    (f(std::integral_constant<std::size_t, I>{}), ...);
+}
+/// Calls f(integral_constant<0>) ... f(integral_constant<N-1>).
+template <std::size_t N, class F>
+MOE_ALWAYS_INLINE void unroll(F&& f) {
+    unroll_impl(f, std::make_index_sequence<N>{});
+}
+
+}  // namespace detail
+}  // namespace moe
