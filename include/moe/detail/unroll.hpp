@@ -1,6 +1,9 @@
 /// @file detail/unroll.hpp
 /// Compile-time unrolling: `unroll<N>(f)` calls f with std::integral_constant 0 .. N-1, so
-/// that a loop body's index is a constant (shift counts, register indices) in every copy.
+/// that a loop body's index is a constant (shift counts, register indices) in every copy. The
+/// quantized kernels' loops over a row block's rows and panels use it: with a loop index, GCC
+/// -O2 (CMake's RelWithDebInfo) kept their arrays of vector accumulators in memory (toy
+/// Mixtral on a Zen 5 core: q4_0 T = 16 4.7 ms against 2.2 at -O3, mxfp4 T = 16 17 against 6).
 #pragma once
 
 #include <cstddef>

@@ -394,7 +394,7 @@ inline void bf16_row(const float* x, std::size_t K, std::size_t i, std::int32_t*
 template <class Fmt, class L, std::size_t M>
 MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes, const int_operand<Fmt>& op,
                                  const std::int32_t* aq, const float* ad, const std::int32_t* as, typename L::F* acc) noexcept {
-    for (std::size_t i = 0; i < M; ++i) acc[i] = L::fzero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = L::fzero(); });
     const std::size_t qps = op.sb / int_operand<Fmt>::per_unit, sps = op.sb / op.sum;
     for (std::size_t s = 0; s < op.nsb; ++s) {
         // Fetch a super-block ahead (at least 2 KiB): at decode the weights stream from memory,
@@ -414,7 +414,7 @@ MOE_ALWAYS_INLINE void int_micro(const std::uint8_t* panel, std::size_t sb_bytes
 template <class L, std::size_t M>
 MOE_ALWAYS_INLINE void float_micro(std::size_t kn, const float* a, const float* w, typename L::F* acc) noexcept {
     typename L::F r[M];  // in locals: L::F may alias the float loads (see formats' fma_panels)
-    for (std::size_t i = 0; i < M; ++i) r[i] = acc[i];
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { r[i] = acc[i]; });
     for (std::size_t k = 0; k < kn; ++k) {
         const typename L::F wk = L::load(w + k * formats::panel_cols);
         moe::detail::unroll<M>([&](auto Ic) MOE_LAMBDA_INLINE {  // a loop index kept r[] in memory at -O2
@@ -422,7 +422,7 @@ MOE_ALWAYS_INLINE void float_micro(std::size_t kn, const float* a, const float* 
             r[i] = L::fma(L::bcast(a[k * qmr + i]), wk, r[i]);
         });
     }
-    for (std::size_t i = 0; i < M; ++i) acc[i] = r[i];
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = r[i]; });
 }
 
 /// SwiGLU of an up-panel result: lanes 0..7 are W1 (gate) outputs, 8..15 the matching W3 (up)
@@ -638,11 +638,11 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                         constexpr std::size_t M = decltype(Mc)::value;
                         F acc[M];
                         detail::int_micro<Up, L, M>(panel, up_sb, opx, aq, ad, as, acc);
-                        for (std::size_t i = 0; i < M; ++i) {
+                        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
                             float out[8];
                             activate(acc[i], e, f0, fn, out);
                             std::memcpy(h_float + (blk * mr + i) * FF + f0, out, fn * sizeof(float));
-                        }
+                        });
                     });
                 }
             }
@@ -671,7 +671,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                         constexpr std::size_t M = decltype(Mc)::value;
                         F acc[M];
                         detail::int_micro<Down, L, M>(panel, down_sb, oph, aq, ad, as, acc);
-                        for (std::size_t i = 0; i < M; ++i) {
+                        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
                             if (hn == C) {
                                 L::store(y_rows.row(r0 + i) + h0, acc[i]);
                             } else {
@@ -680,7 +680,7 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                                 std::memcpy(y_rows.row(r0 + i) + h0, v, hn * sizeof(float));
                             }
                             add_b2(y_rows.row(r0 + i), e, h0, hn);
-                        }
+                        });
                     });
                 }
             }
@@ -726,8 +726,9 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                         if (pn < p1 && kp < K) PF::prefetch(panel_of(e, pn), K, kp, std::min(K, kp + kq));
                     };
                     F acc[M][P];
-                    for (std::size_t i = 0; i < M; ++i)
+                    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
                         for (std::size_t j = 0; j < P; ++j) acc[i][j] = L::fzero();
+                    });
                     for (std::size_t k0 = 0; k0 < K; k0 += kq) {
                         const std::size_t k1 = std::min(K, k0 + kq);
                         const std::uint8_t* panels[P];
@@ -738,7 +739,9 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                         PF::template fma_panels<L, M, P>(panels, K, k0, k1, a_base + b0 * mr * K + k0 * mr, mr, acc);
                     }
                     for (std::size_t j = 0; j < P; ++j)
-                        for (std::size_t i = 0; i < M; ++i) finish(b0, first_r0, i, p + j, acc[i][j]);
+                        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                            finish(b0, first_r0, i, p + j, acc[i][j]);
+                        });
                 };
                 detail::dispatch_m<mr>(first_m, [&](auto Mc) {
                     constexpr std::size_t P = detail::wo_panels<L, decltype(Mc)::value>;
@@ -759,12 +762,14 @@ void quant_expert_ffn(matrix_view<float> y_rows, matrix_view<const float> x, con
                         detail::dispatch_m<mr>(m, [&](auto Mc) {
                             constexpr std::size_t M = decltype(Mc)::value;
                             F acc[M];
-                            for (std::size_t i = 0; i < M; ++i) acc[i] = k0 == 0 ? L::fzero() : L::load(pp + i * C);
+                            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                                acc[i] = k0 == 0 ? L::fzero() : L::load(pp + i * C);
+                            });
                             detail::float_micro<L, M>(k1 - k0, a_base + blk * mr * K + k0 * mr, wbuf, acc);
                             if (k1 == K) {
-                                for (std::size_t i = 0; i < M; ++i) finish(blk, r0, i, p, acc[i]);
+                                moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { finish(blk, r0, i, p, acc[i]); });
                             } else {
-                                for (std::size_t i = 0; i < M; ++i) L::store(pp + i * C, acc[i]);
+                                moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { L::store(pp + i * C, acc[i]); });
                             }
                         });
                     }

@@ -67,7 +67,7 @@ struct bf16_dot {
     static MOE_ALWAYS_INLINE void step(const std::uint8_t* sb, const std::int32_t* aq, const float*, const std::int32_t*,
                                        std::size_t mr, std::size_t sbk, const format_params&, typename L::F* acc) noexcept {
         typename L::F alt[M];
-        for (std::size_t i = 0; i < M; ++i) acc[i] = alt[i] = L::fzero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = alt[i] = L::fzero(); });
         const std::size_t units = sbk / 2;
         auto a2 = [&](std::size_t u, std::size_t i) { return static_cast<std::uint32_t>(aq[u * mr + i]); };
         std::size_t u = 0;
@@ -75,14 +75,14 @@ struct bf16_dot {
             __builtin_prefetch(sb + 64 * u + 2048, 0, 3);
             __builtin_prefetch(sb + 64 * u + 2112, 0, 3);
             const typename L::B w0 = L::load_b(sb + 64 * u), w1 = L::load_b(sb + 64 * (u + 1));
-            for (std::size_t i = 0; i < M; ++i) acc[i] = L::dpbf16(acc[i], w0, a2(u, i));
-            for (std::size_t i = 0; i < M; ++i) alt[i] = L::dpbf16(alt[i], w1, a2(u + 1, i));
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = L::dpbf16(acc[i], w0, a2(u, i)); });
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::dpbf16(alt[i], w1, a2(u + 1, i)); });
         }
         if (u < units) {
             const typename L::B w0 = L::load_b(sb + 64 * u);
-            for (std::size_t i = 0; i < M; ++i) acc[i] = L::dpbf16(acc[i], w0, a2(u, i));
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = L::dpbf16(acc[i], w0, a2(u, i)); });
         }
-        for (std::size_t i = 0; i < M; ++i) acc[i] = L::fadd(acc[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = L::fadd(acc[i], alt[i]); });
     }
 };
 

@@ -155,11 +155,9 @@ inline void check_scale(const char* fmt, float s, std::size_t row, std::size_t b
 template <std::size_t M, std::size_t P, class F, class Step>
 MOE_ALWAYS_INLINE void on_local_chains(F (*acc)[P], Step&& step) noexcept {
     F r[M][P];
-    for (std::size_t i = 0; i < M; ++i)
-        for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j];
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { for (std::size_t j = 0; j < P; ++j) r[i][j] = acc[i][j]; });
     step(r);
-    for (std::size_t i = 0; i < M; ++i)
-        for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j];
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j]; });
 }
 
 /// Software prefetch (into L1) of the cache lines that hold bytes [b0, b1) of `p`: the

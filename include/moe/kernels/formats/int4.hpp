@@ -137,16 +137,19 @@ struct int4 {
                                        const std::int32_t* as, std::size_t mr, std::size_t sbk, const format_params& p,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::zero(); });
         detail::dot4<L, M>(sb, 0, sbk / 4, aq, mr, isum);
         const std::uint8_t* s = sb + detail::code_bytes(bits, sbk);
         const typename L::F sw = L::fp16x16(s);
         if (p.zero_points) {
             const typename L::I z = L::u8x16(s + 2 * panel_cols);
-            for (std::size_t i = 0; i < M; ++i)
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
                 acc[i] = L::fma(L::mul(sw, L::bcast(ad[i])), L::cvt(L::add(isum[i], L::mul_scalar(z, -as[i]))), acc[i]);
+            });
         } else {
-            for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::mul(sw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 8 * as[i])), acc[i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                acc[i] = L::fma(L::mul(sw, L::bcast(ad[i])), L::cvt(L::sub(isum[i], 8 * as[i])), acc[i]);
+            });
         }
     }
 };

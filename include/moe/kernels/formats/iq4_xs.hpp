@@ -119,16 +119,20 @@ struct iq4_xs {
         const std::uint8_t* s = sb + detail::code_bytes(bits, block);
         const typename L::B tab = L::table16(detail::iq4nl_codes);
         typename L::I i1[M];
-        for (std::size_t i = 0; i < M; ++i) i1[i] = L::zero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { i1[i] = L::zero(); });
         for (std::size_t j = 0; j < 8; ++j) {
             typename L::I isum[M];
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + j * mr + i);  // -offset x sum a
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                isum[i] = L::splat(as + j * mr + i);
+            });  // -offset x sum a
             detail::dot4_lut<L, M>(sb, 8 * j, 8, tab, aq, mr, isum);
             const typename L::I scv = L::s8x16(s + 2 * panel_cols + panel_cols * j);
-            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, isum[i]));
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { i1[i] = L::add(i1[i], L::mullo(scv, isum[i])); });
         }
         const typename L::F d = L::fp16x16(s);
-        for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+            acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);
+        });
     }
 };
 

@@ -115,22 +115,24 @@ MOE_ALWAYS_INLINE void dot8(const std::uint8_t* codes, std::size_t q0, std::size
     if (M <= 4 || (M <= split_rows<L>::value && nq >= 16)) {
         // Two independent chains per row hide the vpdpbusd latency (see split_rows).
         typename L::I alt[M];
-        for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
         std::size_t u = q0;
         for (; u + 2 <= q0 + nq; u += 2) {
             const typename L::B w0 = L::load_b(codes + 64 * u), w1 = L::load_b(codes + 64 * (u + 1));
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w0, aq[u * mr + i]);
-            for (std::size_t i = 0; i < M; ++i) alt[i] = L::dpbusd(alt[i], w1, aq[(u + 1) * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::dpbusd(isum[i], w0, aq[u * mr + i]); });
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                alt[i] = L::dpbusd(alt[i], w1, aq[(u + 1) * mr + i]);
+            });
         }
         for (; u < q0 + nq; ++u) {
             const typename L::B w = L::load_b(codes + 64 * u);
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]); });
         }
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
     } else {
         for (std::size_t u = q0; u < q0 + nq; ++u) {
             const typename L::B w = L::load_b(codes + 64 * u);
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::dpbusd(isum[i], w, aq[u * mr + i]); });
         }
     }
 }
@@ -143,15 +145,17 @@ MOE_ALWAYS_INLINE void dot4(const std::uint8_t* codes, std::size_t q0, std::size
     // latency (integer sums are exact: no bit changes); many rows have chains enough.
     typename L::I alt[M];
     typename L::I* const second = M <= 4 ? alt : isum;
-    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
     for (std::size_t u = q0 / 2; u < (q0 + nq) / 2; ++u) {
         const typename L::B b = L::load_b(codes + 64 * u);
         const typename L::B lo = L::lo4(b), hi = L::hi4(b);
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]);
-        for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]); });
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+            second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+        });
     }
     if constexpr (M <= 4)
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
 }
 
 /// The same for 4-bit indices into a 16-entry table of codes (`tab`, from L::table16): the
@@ -161,15 +165,17 @@ MOE_ALWAYS_INLINE void dot4_lut(const std::uint8_t* codes, std::size_t q0, std::
                                 const std::int32_t* aq, std::size_t mr, typename L::I* isum) noexcept {
     typename L::I alt[M];
     typename L::I* const second = M <= 4 ? alt : isum;
-    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
     for (std::size_t u = q0 / 2; u < (q0 + nq) / 2; ++u) {
         const typename L::B b = L::load_b(codes + 64 * u);
         const typename L::B lo = L::lut(L::lo4(b), tab), hi = L::lut(L::hi4(b), tab);
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]);
-        for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::dpbusd(isum[i], lo, aq[(2 * u) * mr + i]); });
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+            second[i] = L::dpbusd(second[i], hi, aq[(2 * u + 1) * mr + i]);
+        });
     }
     if constexpr (M <= 4)
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
 }
 
 /// The same for 2-bit codes; q0 and nq are multiples of 4 (a unit holds four quads).
@@ -178,17 +184,21 @@ MOE_ALWAYS_INLINE void dot2(const std::uint8_t* codes, std::size_t q0, std::size
                             std::size_t mr, typename L::I* isum) noexcept {
     typename L::I alt[M];
     typename L::I* const second = M <= 4 ? alt : isum;
-    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
     for (std::size_t u = q0 / 4; u < (q0 + nq) / 4; ++u) {
         const typename L::B b = L::load_b(codes + 64 * u);
         for (int s = 0; s < 4; s += 2) {
             const typename L::B c0 = L::crumb(b, s), c1 = L::crumb(b, s + 1);
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
-            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
+            });
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+            });
         }
     }
     if constexpr (M <= 4)
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
 }
 
 /// The same for 3-bit codes of a super-block of SB values; q0 and nq are multiples of 4.
@@ -198,19 +208,23 @@ MOE_ALWAYS_INLINE void dot3(const std::uint8_t* codes, std::size_t sb, std::size
     const std::uint8_t* hi_bits = codes + sb * panel_cols / 4;
     typename L::I alt[M];
     typename L::I* const second = M <= 4 ? alt : isum;
-    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
     for (std::size_t u = q0 / 4; u < (q0 + nq) / 4; ++u) {
         const typename L::B b = L::load_b(codes + 64 * u), h = L::load_b(hi_bits + 64 * (u / 2));
         const int hs = static_cast<int>(4 * (u % 2));
         for (int s = 0; s < 4; s += 2) {
             const typename L::B c0 = L::with_bit2(L::crumb(b, s), h, hs + s);
             const typename L::B c1 = L::with_bit2(L::crumb(b, s + 1), h, hs + s + 1);
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
-            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                isum[i] = L::dpbusd(isum[i], c0, aq[(4 * u + s) * mr + i]);
+            });
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                second[i] = L::dpbusd(second[i], c1, aq[(4 * u + s + 1) * mr + i]);
+            });
         }
     }
     if constexpr (M <= 4)
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
 }
 
 /// The same for 6-bit codes of a super-block of SB values; q0 and nq are multiples of 4.
@@ -220,7 +234,7 @@ MOE_ALWAYS_INLINE void dot6(const std::uint8_t* codes, std::size_t sb, std::size
     const std::uint8_t* hi_bits = codes + sb * panel_cols / 2;
     typename L::I alt[M];
     typename L::I* const second = M <= 4 ? alt : isum;
-    for (std::size_t i = 0; i < M; ++i) alt[i] = L::zero();
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { alt[i] = L::zero(); });
     for (std::size_t w = q0 / 4; w < (q0 + nq) / 4; ++w) {
         const typename L::B h = L::load_b(hi_bits + 64 * w);
         for (std::size_t half = 0; half < 2; ++half) {
@@ -228,12 +242,16 @@ MOE_ALWAYS_INLINE void dot6(const std::uint8_t* codes, std::size_t sb, std::size
             const typename L::B b = L::load_b(codes + 64 * u);
             const typename L::B c0 = L::with_hi2(L::lo4(b), h, static_cast<int>(2 * half));
             const typename L::B c1 = L::with_hi2(L::hi4(b), h, static_cast<int>(2 * half + 1));
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::dpbusd(isum[i], c0, aq[(2 * u) * mr + i]);
-            for (std::size_t i = 0; i < M; ++i) second[i] = L::dpbusd(second[i], c1, aq[(2 * u + 1) * mr + i]);
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                isum[i] = L::dpbusd(isum[i], c0, aq[(2 * u) * mr + i]);
+            });
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+                second[i] = L::dpbusd(second[i], c1, aq[(2 * u + 1) * mr + i]);
+            });
         }
     }
     if constexpr (M <= 4)
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::add(isum[i], alt[i]);
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::add(isum[i], alt[i]); });
 }
 
 }  // namespace moe::kernels::formats::detail

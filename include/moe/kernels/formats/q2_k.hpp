@@ -132,22 +132,24 @@ struct q2_k {
                                        typename L::F* acc) noexcept {
         const std::uint8_t* s = sb + detail::code_bytes(bits, block);
         typename L::I i1[M];
-        for (std::size_t i = 0; i < M; ++i) i1[i] = L::zero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { i1[i] = L::zero(); });
         for (std::size_t j = 0; j < 16; ++j) {
             typename L::I isum[M];
-            for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::zero(); });
             detail::dot2<L, M>(sb, 4 * j, 4, aq, mr, isum);
             const typename L::I scv = L::u8x16(s + 4 * panel_cols + panel_cols * j);
-            for (std::size_t i = 0; i < M; ++i) i1[i] = L::add(i1[i], L::mullo(scv, isum[i]));
+            moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { i1[i] = L::add(i1[i], L::mullo(scv, isum[i])); });
         }
         const typename L::F d = L::fp16x16(s), dmin = L::fp16x16(s + 2 * panel_cols);
-        for (std::size_t i = 0; i < M; ++i) acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);
-        for (std::size_t i = 0; i < M; ++i) {
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
+            acc[i] = L::fma(L::mul(d, L::bcast(ad[i])), L::cvt(i1[i]), acc[i]);
+        });
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
             typename L::I i2 = L::zero();
             for (std::size_t j = 0; j < 16; ++j)
                 i2 = L::add(i2, L::mul_scalar(L::u8x16(s + 20 * panel_cols + panel_cols * j), as[j * mr + i]));
             acc[i] = L::fma(L::neg(L::mul(dmin, L::bcast(ad[i]))), L::cvt(i2), acc[i]);
-        }
+        });
     }
 };
 

@@ -79,11 +79,12 @@ struct q4_0 {
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::splat(as + i);  // -offset x sum a
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::splat(as + i); });  // -offset x sum a
         detail::dot4<L, M>(sb, 0, block / 4, aq, mr, isum);
         const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
-        for (std::size_t i = 0; i < M; ++i)
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
             acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
+        });
     }
 };
 

@@ -101,15 +101,15 @@ struct q5_1 {
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
         typename L::I isum[M];
-        for (std::size_t i = 0; i < M; ++i) isum[i] = L::zero();
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::zero(); });
         detail::dot6<L, M>(sb, block, 0, block / 4, aq, mr, isum);
         const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
         const typename L::F mw = L::fp16x16(sb + detail::code_bytes(bits, block) + 2 * panel_cols);
-        for (std::size_t i = 0; i < M; ++i) {
+        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
             const typename L::F da = L::bcast(ad[i]);
             acc[i] = L::fma(L::mul(dw, da), L::cvt(isum[i]), acc[i]);
             acc[i] = L::fma(L::mul(mw, da), L::bcast(static_cast<float>(as[i])), acc[i]);
-        }
+        });
     }
 };
 
