@@ -66,13 +66,24 @@ template <class... Parts>
 
 /// Forces inlining of small SIMD helpers whose calls would otherwise spill every vector
 /// register (all zmm registers are caller-saved).
-/// MOE_LAMBDA_INLINE does the same for a lambda (after its parameter list).
+/// MOE_LAMBDA_INLINE does the same for a lambda (after its parameter list), and
+/// MOE_UNROLL_INLINE for detail::unroll's helpers. Both force inlining only in optimized
+/// builds: at -O0 (sanitizer and debug builds) clang's always-inliner copied the nested
+/// rows x panels x codes lambdas of every format into each caller, and one test file of the
+/// quantized kernels took over 13 GB to compile.
 #if defined(__GNUC__) || defined(__clang__)
 #define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#if defined(__OPTIMIZE__)
 #define MOE_LAMBDA_INLINE __attribute__((always_inline))
+#define MOE_UNROLL_INLINE inline __attribute__((always_inline))
+#else
+#define MOE_LAMBDA_INLINE
+#define MOE_UNROLL_INLINE inline
+#endif
 #else
 #define MOE_ALWAYS_INLINE inline
 #define MOE_LAMBDA_INLINE
+#define MOE_UNROLL_INLINE inline
 #endif
 
 /// Internal invariant check for hot loops; compiled out under NDEBUG.

@@ -16,12 +16,12 @@ namespace moe {
 namespace detail {
 
 template <class F, std::size_t... I>
-MOE_ALWAYS_INLINE void unroll_impl(F&& f, std::index_sequence<I...>) {
+MOE_UNROLL_INLINE void unroll_impl(F&& f, std::index_sequence<I...>) {
     (f(std::integral_constant<std::size_t, I>{}), ...);
 }
 /// Calls f(integral_constant<0>) ... f(integral_constant<N-1>).
 template <std::size_t N, class F>
-MOE_ALWAYS_INLINE void unroll(F&& f) {
+MOE_UNROLL_INLINE void unroll(F&& f) {
     unroll_impl(f, std::make_index_sequence<N>{});
 }
 
