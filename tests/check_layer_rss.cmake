@@ -4,18 +4,25 @@
 # would need ~2x), and must reach the packed bytes (the layer really was read and packed).
 # CONVERT (optional): a format the experts are converted to (--experts CONVERT), which reads one
 # expert as float32 at a time (a float32 copy of the layer would be 4x the file's bytes).
+# SCRIPT writes FILE: write_q8_0_layer.py a GGUF file (E 16, 179 MiB), write_hf_layer.py a
+# Hugging Face folder of BF16 experts (E 8, 168 MiB; with CONVERT, one expert's tensors read
+# at a time, not the layer's float32 experts).
 # cmake -DTOOL=moe-layer -DPYTHON=python3 -DSCRIPT=write_q8_0_layer.py -DFILE=out.gguf [-DCONVERT=q4_0] -P check_layer_rss.cmake
 set(extra)
 if(CONVERT)
   set(extra --experts ${CONVERT})
 endif()
-execute_process(COMMAND ${PYTHON} ${SCRIPT} ${FILE} 16 1024 3584 RESULT_VARIABLE rc ERROR_VARIABLE err)
+set(experts 16)
+if(SCRIPT MATCHES "write_hf_layer")
+  set(experts 8)
+endif()
+execute_process(COMMAND ${PYTHON} ${SCRIPT} ${FILE} ${experts} 1024 3584 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
-  file(REMOVE ${FILE})
+  file(REMOVE_RECURSE ${FILE})
   message(FATAL_ERROR "writing ${FILE} failed: ${err}")
 endif()
 execute_process(COMMAND ${TOOL} --model ${FILE} --info --tokens 4 --threads 2 ${extra} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-file(REMOVE ${FILE})
+file(REMOVE_RECURSE ${FILE})
 message("${out}")
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "moe-layer failed: ${err}")

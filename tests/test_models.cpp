@@ -382,16 +382,25 @@ TEST_CASE("models: GGUF Q8_0 experts, dequantized or packed from the file's bloc
 
 TEST_CASE("models: experts read one at a time as float32 equal the layer's float load", "[models][gguf]") {
     // From a GGUF file each expert is dequantized from its own rows (plain, fused gate+up, mixed
-    // types, a fallback type); from an HF folder the reader holds the layer's floats.
+    // types, a fallback type); from an HF folder of a family with one module per expert (BF16,
+    // F32, FP8 with its scales) each expert's tensors are read; the HF families that fuse their
+    // experts have the reader hold the layer's floats.
+    const std::vector<std::string> fused_hf{"dbrx", "gpt_oss", "gpt_oss_mxfp4", "granitemoeshared", "llama4"};
     for (const char* path : {"mixtral_q8_0/model.gguf", "mixtral_q8_0/model_fused.gguf", "mixtral_q4_k_m/model.gguf",
-                             "mixtral_q5_k_m_f96/model.gguf", "gpt_oss/model_fused.gguf", "mixtral/model.gguf", "mixtral", "qwen3_moe"}) {
+                             "mixtral_q5_k_m_f96/model.gguf", "gpt_oss/model_fused.gguf", "mixtral/model.gguf", "mixtral", "mixtral_bf16",
+                             "qwen3_moe", "qwen2_moe", "qwen3_next", "olmoe", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "dots1",
+                             "ernie4_5_moe", "glm4_moe", "hunyuan_v1_moe", "longcat_flash", "minimax_m2", "dbrx", "gpt_oss",
+                             "gpt_oss_mxfp4", "granitemoeshared", "llama4"}) {
         CAPTURE(path);
         const moe::models::checkpoint ck(models_dir + path);
-        const std::size_t L = ck.moe_layers().at(0);
+        const bool hf = std::string(path).find('/') == std::string::npos;
+        const std::size_t L = hf ? 1 : ck.moe_layers().at(0);  // the HF fixtures hold layer 1
         const moe::models::loaded_block b = ck.load(L);
         const std::size_t E = b.spec.num_experts, n = b.spec.hidden * b.spec.ffn;
         const auto rd = ck.expert_floats(L);
         CHECK(rd.num_experts() == E);
+        const bool fused = std::find(fused_hf.begin(), fused_hf.end(), path) != fused_hf.end();
+        CHECK(rd.held_bytes() == (fused ? 3 * E * n * sizeof(float) : 0));
         std::vector<float> w1(n), w3(n), w2(n);
         for (std::size_t e : {E - 1, std::size_t(0)}) {  // any order
             rd.read(e, w1.data(), w3.data(), w2.data());

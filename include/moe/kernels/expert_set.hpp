@@ -250,14 +250,20 @@ void add_converted_from(expert_set<Arch>& set, std::vector<std::int32_t> ids, co
         using W = decltype(tag);
         std::vector<float> f1(up), f3(up), f2(down);
         if constexpr (is_weight_type_v<W>) {
-            std::vector<W> g1(n * up), g3(n * up), g2(n * down);
+            // Each expert converted and packed straight into the set's buffer, as below: the
+            // packed experts plus one expert's float32 and converted copies are resident.
+            if (H == 0 || F == 0)
+                MOE_THROW("moe.kernels.shape", "experts=", n, ", hidden=", H, ", ffn=", F, ": every dimension must be >= 1");
+            packed_experts<Arch, W> pw(n, H, F, o);
+            std::vector<W> g1(up), g3(up), g2(down);
             for (std::size_t j = 0; j < n; ++j) {
                 fetch(static_cast<std::size_t>(ids[j]), f1.data(), f3.data(), f2.data());
-                std::transform(f1.begin(), f1.end(), g1.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
-                std::transform(f3.begin(), f3.end(), g3.begin() + static_cast<std::ptrdiff_t>(j * up), [](float v) { return W(v); });
-                std::transform(f2.begin(), f2.end(), g2.begin() + static_cast<std::ptrdiff_t>(j * down), [](float v) { return W(v); });
+                std::transform(f1.begin(), f1.end(), g1.begin(), [](float v) { return W(v); });
+                std::transform(f3.begin(), f3.end(), g3.begin(), [](float v) { return W(v); });
+                std::transform(f2.begin(), f2.end(), g2.begin(), [](float v) { return W(v); });
+                detail::pack_float_expert(pw, j, g1.data(), g3.data(), g2.data());
             }
-            set.template add<W>(std::move(ids), pack_experts<Arch>(g1.data(), g3.data(), g2.data(), n, H, F, o), wf.to_string());
+            set.template add<W>(std::move(ids), std::move(pw), wf.to_string());
         } else {
             // Each expert quantized and packed straight into the set's buffer: the packed
             // experts plus one expert's float32 and quantized copies are resident, never a

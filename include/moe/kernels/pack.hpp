@@ -116,6 +116,34 @@ private:
     std::unique_ptr<W, detail::aligned_free> data_;
 };
 
+namespace detail {
+/// Packs one expert's row-major weights (a1, a3: F x H; a2: H x F) as expert e of p.
+template <class Arch, class W>
+void pack_float_expert(packed_experts<Arch, W>& p, std::size_t e, const W* a1, const W* a3, const W* a2) {
+    constexpr std::size_t nr = packed_experts<Arch, W>::nr, half = nr / 2;
+    const std::size_t H = p.hidden(), F = p.ffn();
+    for (std::size_t pnl = 0; pnl < p.up_panels(); ++pnl) {
+        W* dst = p.up(e, pnl);
+        for (std::size_t j = 0; j < half; ++j) {
+            const std::size_t f = pnl * half + j;
+            if (f >= F) break;
+            for (std::size_t k = 0; k < H; ++k) {
+                dst[k * nr + j] = a1[f * H + k];
+                dst[k * nr + half + j] = a3[f * H + k];
+            }
+        }
+    }
+    for (std::size_t pnl = 0; pnl < p.down_panels(); ++pnl) {
+        W* dst = p.down(e, pnl);
+        for (std::size_t j = 0; j < nr; ++j) {
+            const std::size_t h = pnl * nr + j;
+            if (h >= H) break;
+            for (std::size_t k = 0; k < F; ++k) dst[k * nr + j] = a2[h * F + k];
+        }
+    }
+}
+}  // namespace detail
+
 /// Packs row-major expert weights (HF / PyTorch layout): w1, w3: E x F x H; w2: E x H x F.
 /// Throws [moe.kernels.shape] for a zero dimension.
 template <class Arch, class W>
@@ -125,32 +153,8 @@ template <class Arch, class W>
     if (num_experts == 0 || hidden == 0 || ffn == 0)
         MOE_THROW("moe.kernels.shape", "experts=", num_experts, ", hidden=", hidden, ", ffn=", ffn, ": every dimension must be >= 1");
     packed_experts<Arch, W> p(num_experts, hidden, ffn, o);
-    constexpr std::size_t nr = packed_experts<Arch, W>::nr, half = nr / 2;
-    const std::size_t H = hidden, F = ffn;
-    for (std::size_t e = 0; e < num_experts; ++e) {
-        const W* a1 = w1 + e * F * H;
-        const W* a3 = w3 + e * F * H;
-        const W* a2 = w2 + e * H * F;
-        for (std::size_t pnl = 0; pnl < p.up_panels(); ++pnl) {
-            W* dst = p.up(e, pnl);
-            for (std::size_t j = 0; j < half; ++j) {
-                const std::size_t f = pnl * half + j;
-                if (f >= F) break;
-                for (std::size_t k = 0; k < H; ++k) {
-                    dst[k * nr + j] = a1[f * H + k];
-                    dst[k * nr + half + j] = a3[f * H + k];
-                }
-            }
-        }
-        for (std::size_t pnl = 0; pnl < p.down_panels(); ++pnl) {
-            W* dst = p.down(e, pnl);
-            for (std::size_t j = 0; j < nr; ++j) {
-                const std::size_t h = pnl * nr + j;
-                if (h >= H) break;
-                for (std::size_t k = 0; k < F; ++k) dst[k * nr + j] = a2[h * F + k];
-            }
-        }
-    }
+    for (std::size_t e = 0; e < num_experts; ++e)
+        detail::pack_float_expert(p, e, w1 + e * ffn * hidden, w3 + e * ffn * hidden, w2 + e * hidden * ffn);
     return p;
 }
 

@@ -69,30 +69,62 @@ public:
 
     /// Layer L's routed experts as float32, one expert at a time: `read(e, w1, w3, w2)` writes
     /// expert e's gate and up (F x H each) and down (H x F), row-major, as `load(L)` holds them.
-    /// From a GGUF file each call dequantizes that expert's rows only (and releases their mapped
-    /// pages), so converting experts one by one (`kernels::add_converted_from`) holds one expert
-    /// in float32; from an HF folder the reader loads the layer's float32 experts once.
+    /// Each call reads that expert's tensors only (and releases their mapped pages): from a GGUF
+    /// file it dequantizes the expert's rows; from an HF folder whose family stores its experts
+    /// one module each (Mixtral, Qwen, DeepSeek, ...) it reads the expert's three tensors (BF16,
+    /// F16, F32 or FP8 with its scales). So converting experts one by one
+    /// (`kernels::add_converted_from`) holds one expert in float32. An HF family that fuses its
+    /// experts (GPT-OSS, Llama 4, DBRX, Granite) has the reader load the layer's float32 experts
+    /// once (`held_bytes`).
     class expert_reader {
     public:
         void read(std::size_t e, float* w1, float* w3, float* w2) const {
             if (gguf_) return gguf_expert_floats(*gguf_, L_, e, H_, F_, w1, w3, w2);
             if (e >= E_) MOE_THROW("moe.models.load", "expert ", e, " outside [0, ", E_, ") of layer ", L_);
+            if (hf_ck_) {
+                const detail::reader rd{*hf_ck_};
+                const std::string q = "model.layers." + std::to_string(L_) + "." + mods_.module + "." + std::to_string(e) + ".";
+                const char* names[3] = {mods_.gate, mods_.up, mods_.down};
+                float* out[3] = {w1, w3, w2};
+                for (int m = 0; m < 3; ++m) {
+                    const std::string n = q + names[m] + ".weight";
+                    rd.read(n, {m == 2 ? H_ : F_, m == 2 ? F_ : H_}, out[m]);
+                    hf_ck_->drop_pages(hf_ck_->tensor(n));  // read: its pages need not stay
+                }
+                return;
+            }
             const std::size_t n = F_ * H_;
             std::copy_n(hf_.weights.w1.data() + e * n, n, w1);
             std::copy_n(hf_.weights.w3.data() + e * n, n, w3);
             std::copy_n(hf_.weights.w2.data() + e * n, n, w2);
         }
         [[nodiscard]] std::size_t num_experts() const noexcept { return E_; }
+        /// The bytes of float32 experts the reader holds: 0, or the layer's where an HF family
+        /// fuses its experts.
+        [[nodiscard]] std::size_t held_bytes() const noexcept {
+            return sizeof(float) * (hf_.weights.w1.size() + hf_.weights.w3.size() + hf_.weights.w2.size());
+        }
 
     private:
         friend class checkpoint;
         const io::gguf_file* gguf_ = nullptr;
-        loaded_block hf_;
+        const io::safetensors_checkpoint* hf_ck_ = nullptr;  // experts one module each: read per call
+        expert_names mods_;
+        loaded_block hf_;  // fused HF experts: the layer's floats
         std::size_t L_ = 0, E_ = 0, H_ = 0, F_ = 0;
     };
     [[nodiscard]] expert_reader expert_floats(std::size_t L) const {
         expert_reader r;
-        const block_spec s = gguf_ ? load_without_experts(L).spec : (r.hf_ = load(L)).spec;
+        block_spec s = load_without_experts(L).spec;
+        if (hf_) {
+            visit_family(
+                s.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
+                [&](auto* f) { r.mods_ = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+            const bool per_module =
+                r.mods_.module && hf_->contains("model.layers." + std::to_string(L) + "." + r.mods_.module + ".0." + r.mods_.gate + ".weight");
+            if (per_module) r.hf_ck_ = hf_.get();
+            else s = (r.hf_ = load(L)).spec;
+        }
         r.gguf_ = gguf_.get();
         r.L_ = L;
         r.E_ = s.num_experts;
