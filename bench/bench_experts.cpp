@@ -453,6 +453,7 @@ BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int8)->Name("BM_Experts/int8")->Apply(
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::int4)->Name("BM_Experts/int4")->Apply(int4_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::fp8)->Name("BM_Experts/fp8")->Apply(quant_args);
 BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mxfp4)->Name("BM_Experts/mxfp4")->Apply(quant_args);
+BENCHMARK_TEMPLATE(BM_QuantExperts, fmts::mxfp4_dot)->Name("BM_Experts/mxfp4:dot")->Apply(quant_args);
 BENCHMARK(BM_EigenExperts)->Name("BM_Experts/eigen_f32")->Apply(args);
 
 int main(int argc, char** argv) {

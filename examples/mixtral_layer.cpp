@@ -40,8 +40,8 @@ shape and run
   --tokens T          tokens in the batch                          (default 512)
   --dtype FORMAT      expert weight format: f32 f16 bf16 bf16:dot q8_0 q4_0 q4_1
                       q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs int8
-                      int4:G[:zp] fp8 mxfp4 q4_k+q6_k q5_k+q6_k q2_k+q3_k q3_k+q4_k
-                      q3_k+q5_k q4_k+q5_0 q4_k+q8_0 q5_k+q5_1 q5_k+q8_0
+                      int4:G[:zp] fp8 mxfp4 mxfp4:dot q4_k+q6_k q5_k+q6_k q2_k+q3_k
+                      q3_k+q4_k q3_k+q5_k q4_k+q5_0 q4_k+q8_0 q5_k+q5_1 q5_k+q8_0
                       (quantized from the f32 weights
                       with the format's reference quantizer; bf16:dot rounds the
                       activations to bf16 for the native vdpbf16ps dot)  (default f32)

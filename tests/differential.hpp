@@ -354,7 +354,8 @@ std::string check_format(bytes& b, moe::kernels::formats::format_params p, const
 template <class A>
 std::string check_formats(bytes& b) {
     namespace fm = moe::kernels::formats;
-    switch (b.u8() % 16) {
+    switch (b.u8() % 17) {
+        case 16: return check_format<A, fm::mxfp4_dot>(b, {}, "mxfp4:dot");
         case 15: return check_format<A, fm::q5_1>(b, {}, "q5_1");
         case 13: return check_format<A, fm::q2_k>(b, {}, "q2_k");
         case 14: return check_format<A, fm::q3_k>(b, {}, "q3_k");

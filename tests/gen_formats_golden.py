@@ -572,6 +572,22 @@ def mxfp4(w):
     return data.tobytes(), scale_bytes.tobytes(), deq
 
 
+def mxfp4_dot(w):
+    """mxfp4's OCP MX codes and scales in ggml's block_mxfp4 {uint8 e; uint8 qs[16]}, q4_0's
+    nibble order (qs[j]: element j low, j + 16 high); dequantized as ggml's
+    dequantize_row_mxfp4: kvalues_mxfp4[q] (2 * e2m1) * 2^(e - 128)."""
+    b = w.reshape(N, K // 32, 32)
+    amax = np.abs(b).max(axis=2)
+    _, e = np.frexp(np.where(amax > 0, amax, f32(1)))
+    X = np.where(amax > 0, np.clip(e - 1 - 2, -127, 127), -127).astype(np.int32)
+    codes = to_e2m1((b * np.ldexp(f32(1), -X)[..., None].astype(f32)).astype(f32)).astype(np.uint8)
+    qs = (codes[..., :16] | (codes[..., 16:] << 4)).astype(np.uint8)
+    out = np.concatenate([(X + 127).astype(np.uint8)[..., None], qs], axis=-1)
+    kvalues = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float64)
+    deq = (kvalues[codes] * np.ldexp(np.float64(1), (X + 127) - 128)[..., None]).astype(f32)
+    return out.tobytes(), b"", deq.reshape(N, K)
+
+
 def bf16(w):
     """Nearest bf16 by comparing the two neighbours (truncation and the next code up) in
     float64, ties to the even code: not the integer-add trick the C++ uses."""
@@ -593,7 +609,7 @@ FORMATS = {
     "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q5_1": q5_1, "q4_k": q4_k, "q5_k": q5_k, "q6_k": q6_k,
     "q2_k": q2_k, "q3_k": q3_k, "iq4_nl": iq4_nl, "iq4_xs": iq4_xs, "int8": int8,
     "int4_32": lambda w: int4(w, 32, False), "int4_128_zp": lambda w: int4(w, 128, True),
-    "fp8": fp8, "mxfp4": mxfp4, "bf16": bf16,
+    "fp8": fp8, "mxfp4": mxfp4, "mxfp4_dot": mxfp4_dot, "bf16": bf16,
 }
 
 

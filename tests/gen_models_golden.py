@@ -741,3 +741,7 @@ if __name__ == "__main__":
         # Q5_K_M at F = 96: down in Q5_1 (from Q5_K) or Q8_0 (from Q6_K).
         gguf_q4_k_m("mixtral_q5_k_m_f96", ("q5_k", 13), ("q5_1", 7), FQ=96)
         gguf_q4_k_m("mixtral_q5_k_m_f96_q8", ("q5_k", 13), ("q8_0", 8), FQ=96)
+        # MXFP4 experts in ggml's block_mxfp4 (GPT-OSS GGUFs): a seed of its own, so it
+        # regenerates alone (gen.manual_seed(39); gguf_q4_k_m(...) below).
+        gen.manual_seed(39)
+        gguf_q4_k_m("mixtral_mxfp4", ("mxfp4_dot", 39), ("mxfp4_dot", 39))

@@ -38,6 +38,7 @@ using serial_ref = moe::serial_executor&;  // what an lvalue executor deduces
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::int4)    \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::fp8)     \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::mxfp4)   \
+    MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::mxfp4_dot) \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe::kernels::formats::bf16_dot) \
     MOE_TEST_SCALAR_KERNEL_EXECUTORS(X, moe_test::scalar_kernels::q4_k_m)
 

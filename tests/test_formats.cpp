@@ -301,6 +301,7 @@ TEST_CASE("formats: reference quantizers and dequantizers match the numpy statem
     check_golden<fm::int4>("int4_128_zp", {128, true});
     check_golden<fm::fp8>("fp8", {});
     check_golden<fm::mxfp4>("mxfp4", {});
+    check_golden<fm::mxfp4_dot>("mxfp4_dot", {});
     check_golden<fm::bf16_dot>("bf16", {});
 }
 
@@ -523,6 +524,8 @@ TEMPLATE_LIST_TEST_CASE("formats: quantized expert kernels for every format and 
     check_kernel<TestType, fm::mxfp4>(160, 224, {}, 8);
     check_kernel<TestType, fm::fp8>(150, 140, {}, 6);
     check_kernel<TestType, fm::fp8>(150, 140, {}, 8);
+    check_kernel<TestType, fm::mxfp4_dot>(64, 96, {});
+    check_kernel<TestType, fm::mxfp4_dot>(160, 224, {}, 9);
     check_kernel<TestType, fm::bf16_dot>(38, 54, {});
     check_kernel<TestType, fm::bf16_dot>(256, 160, {}, 9);
 }
@@ -694,6 +697,7 @@ TEST_CASE("formats: packed bytes are the format's bytes plus small overhead", "[
     CHECK(ratio(fm::int4{}, {32, false}) <= 1.03);  // zero points stored (8 when symmetric)
     CHECK(ratio(fm::fp8{}, {}) <= 1.04);            // scales per panel column
     CHECK(ratio(fm::mxfp4{}, {}) == Approx(1.0).margin(0.001));
+    CHECK(ratio(fm::mxfp4_dot{}, {}) == Approx(1.0).margin(0.001));
     CHECK(ratio(fm::bf16_dot{}, {}) == Approx(1.0).margin(0.001));
 }
 
@@ -750,13 +754,24 @@ TEST_CASE("formats: bad input gets stable errors", "[formats][errors]") {
         fm::mxfp4::dequantize(fm::view_of(mq), a.data());
         fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'");
         CHECK(a == g);
+        // mxfp4:dot holds exactly these bytes: its quantizer writes them, its dequantizer
+        // (ggml's dequantize_row_mxfp4 through 2 e2m1 x 2^(e - 128)) reads the same values.
+        const auto md = fm::mxfp4_dot::quantize(w.data(), 4, 64);
+        CHECK(md.data == ggml);
+        std::vector<float> d(4 * 64);
+        fm::mxfp4_dot::dequantize(fm::view_of(md), d.data());
+        CHECK(d == g);
+        auto md_nan = md;
+        md_nan.data[17 * 5] = 255;
+        CHECK(error_of([&] { fm::mxfp4_dot::validate(fm::view_of(md_nan)); }) ==
+              "[moe.kernels.format] mxfp4:dot: scale of row 2, block 1 is the E8M0 NaN (255)");
         ggml[17 * 3] = 255;
         CHECK(error_of([&] { fm::mxfp4::dequantize_ggml(ggml.data(), 4, 64, g.data(), "tensor 'w'"); }) ==
               "[moe.kernels.format] mxfp4: tensor 'w': scale of block 3 is the E8M0 NaN (255)");
     }
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("q8_1"); }) ==
           "[moe.kernels.format] unknown weight format 'q8_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, mxfp4:dot, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
     CHECK(error_of([] { (void)moe::kernels::parse_weight_format("int4:x"); }) ==
           "[moe.kernels.format] int4 group 'x' must be a positive multiple of 8 (e.g. int4:32, int4:128)");
     CHECK(moe::kernels::parse_weight_format("int4:128:zp").to_string() == "int4:128:zp");
@@ -798,19 +813,19 @@ TEST_CASE("formats: the registry names, parses and visits every format, and ties
             REQUIRE(moe::io::ggml_traits(static_cast<std::uint32_t>(tr::gguf_type), g));
             std::string lower = g.name;
             for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            CHECK(lower == n);
+            CHECK(lower == n.substr(0, n.find(':')));  // mxfp4:dot reads MXFP4 too
             if constexpr (!k::is_weight_type_v<W>) CHECK(g.block == W::block);
             ++gguf;
         }
     });
     CHECK(names.size() == k::weight_formats::size);
     CHECK(std::set<std::string>(names.begin(), names.end()).size() == names.size());
-    CHECK(gguf == 16);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4
+    CHECK(gguf == 17);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4 (mxfp4, mxfp4:dot)
     CHECK(moe_test::error_of([] { (void)k::parse_weight_format("int4"); }) ==
           "[moe.kernels.format] unknown weight format 'int4' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, mxfp4:dot, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
     CHECK(moe_test::error_of([] { k::visit_format(k::weight_format{"q8_1", {}}, [](auto) { return 0; }); }) ==
           "[moe.kernels.format] unknown weight format 'q8_1' (expected f32, f16, bf16, bf16:dot, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
-          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
+          "q6_k, iq4_nl, iq4_xs, int8, int4:G[:zp], fp8, mxfp4, mxfp4:dot, q4_k+q6_k, q5_k+q6_k, q2_k+q3_k, q3_k+q4_k, q3_k+q5_k, q4_k+q5_0, q4_k+q8_0, q5_k+q5_1 or q5_k+q8_0)");
 }
 #endif  // MOE_TEST_BF16_ONLY

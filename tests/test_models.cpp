@@ -557,6 +557,9 @@ TEST_CASE("models: a Q4_K_M GGUF layer runs in its own mixed formats (Q4_K gate 
           85 * 3 * HF);
     // IQ4_XS experts (the "dynamic" quants' expert type): 0.53 B / weight, looked up in registers.
     CHECK(check_gguf_quant_layer<fm::iq4_xs>("mixtral_iq4_xs", {"IQ4_XS", "IQ4_XS", "IQ4_XS"}, "iq4_xs") * 100 < 55 * 3 * HF);
+    // MXFP4 experts (GPT-OSS GGUFs): packed in place as mxfp4:dot (ggml's int8 dot, 0.53 B /
+    // weight); the float block reads the same bytes through mxfp4's own decoder.
+    CHECK(check_gguf_quant_layer<fm::mxfp4_dot>("mixtral_mxfp4", {"MXFP4", "MXFP4", "MXFP4"}, "mxfp4:dot") * 100 < 54 * 3 * HF);
     // Q3_K_M: Q3_K gate / up (0.43 B / weight in the file, 0.45 packed as 2 + 1 bit planes), Q4_K down.
     CHECK(check_gguf_quant_layer<fm::mixed<fm::q3_k, fm::q4_k>>("mixtral_q3_k_m", {"Q3_K", "Q3_K", "Q4_K"}, "q3_k+q4_k") * 100 <
           50 * 3 * HF);

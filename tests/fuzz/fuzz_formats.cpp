@@ -100,7 +100,8 @@ void run(bytes& b, fm::format_params p) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bytes b{data, size};
-    switch (b.u8() % 17) {
+    switch (b.u8() % 18) {
+        case 17: run<fm::mxfp4_dot>(b, {}); break;
         case 16: run<fm::q5_1>(b, {}); break;
         case 14: run<fm::q2_k>(b, {}); break;
         case 15: run<fm::q3_k>(b, {}); break;

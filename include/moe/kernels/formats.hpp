@@ -30,6 +30,7 @@
 #include "formats/iq4_xs.hpp"
 #include "formats/mixed.hpp"
 #include "formats/mxfp4.hpp"
+#include "formats/mxfp4_dot.hpp"
 #include "formats/q2_k.hpp"
 #include "formats/q3_k.hpp"
 #include "formats/q4_0.hpp"
@@ -102,7 +103,7 @@ struct format_list {
 /// up in one format, down in another, as GGUF's mixed types store them: Q4_K_M).
 using weight_formats = format_list<float, Eigen::half, Eigen::bfloat16, formats::bf16_dot, formats::q8_0, formats::q4_0, formats::q4_1, formats::q5_0, formats::q5_1, formats::q2_k,
                                    formats::q3_k, formats::q4_k, formats::q5_k, formats::q6_k, formats::iq4_nl, formats::iq4_xs, formats::int8, formats::int4,
-                                   formats::fp8, formats::mxfp4, formats::mixed<formats::q4_k, formats::q6_k>,
+                                   formats::fp8, formats::mxfp4, formats::mxfp4_dot, formats::mixed<formats::q4_k, formats::q6_k>,
                                    formats::mixed<formats::q5_k, formats::q6_k>, formats::mixed<formats::q2_k, formats::q3_k>,
                                    formats::mixed<formats::q3_k, formats::q4_k>, formats::mixed<formats::q3_k, formats::q5_k>,
                                    formats::mixed<formats::q4_k, formats::q5_0>, formats::mixed<formats::q4_k, formats::q8_0>,

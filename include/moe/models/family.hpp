@@ -146,7 +146,8 @@ inline std::string gguf_readable() {
     kernels::for_each_format([&](auto tag) {
         io::ggml_type_traits tr{};
         if (kernels::format_traits<decltype(tag)>::gguf_type >= 0 &&
-            io::ggml_traits(static_cast<std::uint32_t>(kernels::format_traits<decltype(tag)>::gguf_type), tr))
+            io::ggml_traits(static_cast<std::uint32_t>(kernels::format_traits<decltype(tag)>::gguf_type), tr) &&
+            std::find(names.begin(), names.end(), tr.name) == names.end())  // mxfp4 and mxfp4:dot read one type
             names.emplace_back(tr.name);
     });
     std::string all;
