@@ -83,11 +83,9 @@ public:
             if (e >= E_) MOE_THROW("moe.models.load", "expert ", e, " outside [0, ", E_, ") of layer ", L_);
             if (hf_ck_) {
                 const detail::reader rd{*hf_ck_};
-                const std::string q = "model.layers." + std::to_string(L_) + "." + mods_.module + "." + std::to_string(e) + ".";
-                const char* names[3] = {mods_.gate, mods_.up, mods_.down};
                 float* out[3] = {w1, w3, w2};
                 for (int m = 0; m < 3; ++m) {
-                    const std::string n = q + names[m] + ".weight";
+                    const std::string n = mods_.weight(L_, e, m);
                     rd.read(n, {m == 2 ? H_ : F_, m == 2 ? F_ : H_}, out[m]);
                     hf_ck_->drop_pages(hf_ck_->tensor(n));  // read: its pages need not stay
                 }
@@ -117,11 +115,8 @@ public:
         expert_reader r;
         block_spec s = load_without_experts(L).spec;
         if (hf_) {
-            visit_family(
-                s.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
-                [&](auto* f) { r.mods_ = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
-            const bool per_module =
-                r.mods_.module && hf_->contains("model.layers." + std::to_string(L) + "." + r.mods_.module + ".0." + r.mods_.gate + ".weight");
+            r.mods_ = detail::hf_expert_names(s.family);
+            const bool per_module = r.mods_.module && hf_->contains(r.mods_.weight(L, 0, 0));
             if (per_module) r.hf_ck_ = hf_.get();
             else s = (r.hf_ = load(L)).spec;
         }

@@ -66,6 +66,17 @@ namespace moe::models {
 /// (non-empty): only those experts, in that order (the others' bytes are not read);
 /// [moe.models.load] for one outside the layer.
 /// Throws [moe.models.format] when the experts are not stored that way, and the loader's errors.
+namespace detail {
+/// Where an HF family keeps its routed experts one module each (`module` null: fused).
+inline expert_names hf_expert_names(const std::string& family) {
+    expert_names mods;
+    visit_family(
+        family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
+        [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+    return mods;
+}
+}  // namespace detail
+
 template <class Fmt>
 [[nodiscard]] kernels::packed_quant_experts<Fmt> pack_hf_experts(const io::safetensors_checkpoint& ck, std::size_t L,
                                                                  const kernels::pack_options& o = {},
@@ -105,18 +116,13 @@ template <class Fmt>
             }
         });
     } else {
-        expert_names mods;
-        visit_family(
-            s.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
-            [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+        const expert_names mods = detail::hf_expert_names(s.family);
         if (!mods.module)
             MOE_THROW("moe.models.format", ck.dir(), ": ", s.family, " does not store its experts one module each; pack_hf_experts reads those");
         for (const std::size_t e : keep) {
-            const std::string q = "model.layers." + std::to_string(L) + "." + mods.module + "." + std::to_string(e) + ".";
-            const char* names[3] = {mods.gate, mods.up, mods.down};
             for (int m = 0; m < 3; ++m) {
                 const std::size_t rows = m == 2 ? H : F, cols = m == 2 ? F : H;
-                const std::string n = q + names[m] + ".weight";
+                const std::string n = mods.weight(L, e, m);
                 const io::tensor_view t = rd.view(n, {rows, cols});
                 if (t.type != io::dtype::f8_e4m3)
                     MOE_THROW("moe.models.format", ck.dir(), ": tensor '", n, "' is ", io::dtype_name(t.type), ", not F8_E4M3 (fp8)");
@@ -139,12 +145,9 @@ template <class Fmt>
     const std::string x = "model.layers." + std::to_string(L) + ".mlp.experts.";
     if (ck.contains(x + "gate_up_proj_blocks")) return "mxfp4";
     const loaded_block b = load_block(ck, L, /*experts=*/false, /*shared=*/false);
-    expert_names mods;
-    visit_family(
-        b.spec.family, [](auto* f) { return std::remove_pointer_t<decltype(f)>::hf_types; },
-        [&](auto* f) { mods = std::remove_pointer_t<decltype(f)>::hf_experts; }, registry{});
+    const expert_names mods = detail::hf_expert_names(b.spec.family);
     if (!mods.module) return "";
-    const std::string n = "model.layers." + std::to_string(L) + "." + mods.module + ".0." + mods.gate + ".weight";
+    const std::string n = mods.weight(L, 0, 0);
     return ck.contains(n) && ck.tensor(n).type == io::dtype::f8_e4m3 ? "fp8" : "";
 }
 

@@ -44,6 +44,12 @@ struct expert_names {
     const char* gate = nullptr;
     const char* up = nullptr;
     const char* down = nullptr;
+    /// The tensor of expert e's projection m (0 gate, 1 up, 2 down) in layer L:
+    /// "model.layers.{L}.{module}.{e}.{proj}.weight" (module non-null).
+    [[nodiscard]] std::string weight(std::size_t L, std::size_t e, int m) const {
+        return "model.layers." + std::to_string(L) + "." + module + "." + std::to_string(e) + "." + (m == 0 ? gate : m == 1 ? up : down) +
+               ".weight";
+    }
 };
 
 /// What most families share; a family overrides what differs.
