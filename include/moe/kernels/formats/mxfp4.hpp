@@ -16,6 +16,19 @@
 
 namespace moe::kernels::formats {
 
+namespace detail {
+/// OCP MX's shared exponent of a block: X = floor(log2(amax)) - 2 (E2M1's largest exponent),
+/// clamped to [-127, 127]; -127 for an all-zero block. The scale byte is X + 127.
+inline int mx_exponent(const float* x, std::size_t n) noexcept {
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
+    if (!(amax > 0.0f)) return -127;
+    int e;
+    std::frexp(amax, &e);
+    return std::min(127, std::max(-127, e - 1 - 2));
+}
+}  // namespace detail
+
 struct mxfp4 {
     static constexpr const char* name = "mxfp4";
     /// The ggml type id of GGUF's MXFP4 (its own block layout: read through `dequantize_ggml`).
@@ -41,14 +54,7 @@ struct mxfp4 {
         for (std::size_t r = 0; r < n; ++r)
             for (std::size_t b = 0; b < k / block; ++b) {
                 const float* x = w + r * k + b * block;
-                float amax = 0.0f;
-                for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
-                int X = -127;
-                if (amax > 0.0f) {
-                    int e;
-                    std::frexp(amax, &e);
-                    X = std::min(127, std::max(-127, e - 1 - 2));
-                }
+                const int X = detail::mx_exponent(x, block);
                 m.scales[r * (k / block) + b] = static_cast<std::uint8_t>(X + 127);
                 for (std::size_t j = 0; j < block; ++j) {
                     const std::uint8_t c = detail::float_to_e2m1(std::ldexp(x[j], -X));

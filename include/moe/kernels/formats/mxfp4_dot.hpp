@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "mxfp4.hpp"
 #include "panel.hpp"
 
 namespace moe::kernels::formats {
@@ -60,14 +61,7 @@ struct mxfp4_dot {
     /// 2^X) to nearest even, saturating), written in ggml's block layout.
     static quant_matrix quantize(const float* w, std::size_t n, std::size_t k, const format_params& p = {}) {
         return detail::quantize_blocks(name, block, block_bytes, w, n, k, p, [](const float* x, std::uint8_t* out) {
-            float amax = 0.0f;
-            for (std::size_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
-            int X = -127;
-            if (amax > 0.0f) {
-                int e;
-                std::frexp(amax, &e);
-                X = std::min(127, std::max(-127, e - 1 - 2));
-            }
+            const int X = detail::mx_exponent(x, block);
             out[0] = static_cast<std::uint8_t>(X + 127);
             for (std::size_t j = 0; j < block / 2; ++j)
                 out[1 + j] = static_cast<std::uint8_t>(detail::float_to_e2m1(std::ldexp(x[j], -X)) |
