@@ -188,6 +188,12 @@ def test_blocks_from_checkpoints_keep_the_files_formats():
     assert q.expert_bytes * 6 < f.expert_bytes
     x = npy("models", "gpt_oss_mxfp4", "x.npy")
     np.testing.assert_array_equal(q.forward(x), f.forward(x))  # weight-only: the float block's bits
+    # The same MXFP4 values with llama.cpp's int8 activations: near, not equal (the bits change).
+    d = moe.MoeBlock.from_checkpoint(mx, 1, format="mxfp4:dot")
+    assert d.format == "mxfp4:dot"
+    y_mx = q.forward(x)
+    err = np.linalg.norm(d.forward(x) - y_mx) / np.linalg.norm(y_mx)
+    assert 1e-5 < err < 0.03
     km = data("models", "mixtral_q4_k_m", "model.gguf")
     b = moe.MoeBlock.from_checkpoint(km)
     assert b.format == "q4_k+q6_k"
@@ -199,7 +205,7 @@ def test_blocks_from_checkpoints_keep_the_files_formats():
     for name, fmt in (("mixtral_q5_k_m", "q5_k+q6_k"), ("mixtral_iq4_xs", "iq4_xs"), ("mixtral_q3_k_m", "q3_k+q4_k"),
                       ("mixtral_q2_k", "q2_k+q3_k"), ("mixtral_q4_k_m_f96", "q4_k+q5_0"),
                       ("mixtral_q4_k_m_f96_q8", "q4_k+q8_0"), ("mixtral_q5_k_m_f96", "q5_k+q5_1"),
-                      ("mixtral_q5_k_m_f96_q8", "q5_k+q8_0")):
+                      ("mixtral_q5_k_m_f96_q8", "q5_k+q8_0"), ("mixtral_mxfp4", "mxfp4:dot")):
         b = moe.MoeBlock.from_checkpoint(data("models", name, "model.gguf"))
         assert b.format == fmt
         y_ref = npy("models", name, "y.npy")
