@@ -50,6 +50,21 @@ def cpu_flags():
     return None
 
 
+# Flags a listed flag implies: every CPU with AVX2 (Intel Haswell on, AMD Excavator on) has
+# LZCNT, the kernel's "abm"; some hypervisors hide that flag (seen on a KVM Zen 5 guest), which
+# would leave such a machine on the baseline variant.
+IMPLIED = {"avx2": ("abm",)}
+
+
+def runs_here(required, flags) -> bool:
+    """Whether a CPU with these /proc/cpuinfo flags has every required one (or one implied)."""
+    have = set(flags)
+    for f, implied in IMPLIED.items():
+        if f in have:
+            have.update(implied)
+    return set(required) <= have
+
+
 def choose(variants: dict, flags, forced=None) -> str:
     if forced:
         if forced not in variants:
@@ -58,7 +73,7 @@ def choose(variants: dict, flags, forced=None) -> str:
     for v in ORDER:
         if v not in variants:
             continue
-        if v == "baseline" or (flags is not None and set(required_features(variants[v])) <= flags):
+        if v == "baseline" or (flags is not None and runs_here(required_features(variants[v]), flags)):
             return v
     raise ImportError("moe: no compiled variant of the extension runs on this CPU (built: " + ", ".join(variants) + ")")
 
