@@ -2,6 +2,7 @@
 // the definitions, the cache policies on hand-worked sequences, Belady against brute force
 // (no eviction sequence loads fewer experts), prefetch on correlated layers.
 #include <functional>
+#include <limits>
 #include <map>
 
 #include <moe/io/npy.hpp>
@@ -222,6 +223,13 @@ TEST_CASE("trace: .npy traces of logits (float16 too) and of indices, bad ones g
     CHECK(ti.indices == tr.indices);
     CHECK(ti.num_experts == 8);
     CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_idx.npy", cfg, 3); }).rfind("[moe.trace.index] ", 0) == 0);
+    // The largest index sizes the trace: at 2^63 - 1 (found by fuzz.io) that size overflowed.
+    const std::vector<std::int64_t> huge{0, 1, std::numeric_limits<std::int64_t>::max(), 2};
+    moe::io::write_npy(dir + "/trace_huge.npy", huge.data(), {2, 2});
+    CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_huge.npy", cfg); }) ==
+          "[moe.trace.index] " + dir + "/trace_huge.npy: index 9223372036854775807 at position 2 is outside the int32 expert ids");
+    CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_huge.npy", cfg, 8); }) ==
+          "[moe.trace.index] " + dir + "/trace_huge.npy: index 9223372036854775807 at position 2 is outside [-1, 8)");
     const std::vector<float> four(16, 0.0f);
     moe::io::write_npy(dir + "/trace_4d.npy", four.data(), {2, 2, 2, 2});
     CHECK(moe_test::error_of([&] { (void)moe::read_trace(dir + "/trace_4d.npy", cfg); }) ==

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -88,7 +89,14 @@ template <class T>
     }
     const std::vector<std::int64_t> v = io::npy_values<std::int64_t>(a, path);
     std::int64_t hi = -1;
-    for (std::int64_t x : v) hi = std::max(hi, x);
+    std::size_t at_hi = 0;
+    for (std::size_t i = 0; i < v.size(); ++i)
+        if (v[i] > hi) {
+            hi = v[i];
+            at_hi = i;
+        }
+    if (!num_experts && hi >= std::numeric_limits<std::int32_t>::max())  // hi + 1 experts: not an int32 id (nor, at 2^63 - 1, an int64)
+        MOE_THROW("moe.trace.index", path, ": index ", hi, " at position ", at_hi, " is outside the int32 expert ids");
     routing_trace tr(L, T, num_experts ? num_experts : static_cast<std::size_t>(std::max<std::int64_t>(hi + 1, 1)), last);
     for (std::size_t i = 0; i < v.size(); ++i) {
         if (v[i] < -1 || v[i] >= static_cast<std::int64_t>(tr.num_experts))
