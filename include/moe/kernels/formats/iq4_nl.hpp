@@ -38,6 +38,16 @@ inline unsigned iq4nl_nearest(float v) noexcept {
     }
     return best;
 }
+/// One block of 32 4-bit codes that index a 16-entry int8 table (stored + 128 in `codes16`):
+/// acc += (dw * d_a) * (sum (v + 128) a - 128 sum a). iq4_nl's step and mxfp4:dot's.
+template <class L, std::size_t M>
+MOE_ALWAYS_INLINE void lut32_step(const std::uint8_t* sb, const std::uint8_t* codes16, const typename L::F& dw, const std::int32_t* aq,
+                                  const float* ad, const std::int32_t* as, std::size_t mr, typename L::F* acc) noexcept {
+    typename L::I isum[M];
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::splat(as + i); });  // -offset x sum a
+    dot4_lut<L, M>(sb, 0, 8, L::table16(codes16), aq, mr, isum);
+    moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]); });
+}
 }  // namespace detail
 
 struct iq4_nl {
@@ -105,13 +115,7 @@ struct iq4_nl {
     static MOE_ALWAYS_INLINE void step(const std::uint8_t* sb, const std::int32_t* aq, const float* ad,
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
-        typename L::I isum[M];
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::splat(as + i); });  // -offset x sum a
-        detail::dot4_lut<L, M>(sb, 0, block / 4, L::table16(detail::iq4nl_codes), aq, mr, isum);
-        const typename L::F dw = L::fp16x16(sb + detail::code_bytes(bits, block));
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
-            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
-        });
+        detail::lut32_step<L, M>(sb, detail::iq4nl_codes, L::fp16x16(sb + detail::code_bytes(bits, block)), aq, ad, as, mr, acc);
     }
 };
 

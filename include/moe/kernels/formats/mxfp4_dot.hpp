@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "iq4_nl.hpp"
 #include "mxfp4.hpp"
 #include "panel.hpp"
 
@@ -95,13 +96,8 @@ struct mxfp4_dot {
     static MOE_ALWAYS_INLINE void step(const std::uint8_t* sb, const std::int32_t* aq, const float* ad,
                                        const std::int32_t* as, std::size_t mr, std::size_t /*sb*/, const format_params&,
                                        typename L::F* acc) noexcept {
-        typename L::I isum[M];
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { isum[i] = L::splat(as + i); });  // -offset x sum a
-        detail::dot4_lut<L, M>(sb, 0, block / 4, L::table16(detail::mxfp4_dot_codes), aq, mr, isum);
-        const typename L::F dw = L::mul(L::e8m0x16(sb + detail::code_bytes(bits, block)), L::bcast(0.5f));  // exact
-        moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE {
-            acc[i] = L::fma(L::mul(dw, L::bcast(ad[i])), L::cvt(isum[i]), acc[i]);
-        });
+        const typename L::F dw = L::mul(L::e8m0x16(sb + detail::code_bytes(bits, block)), L::bcast(0.5f));  // 2^(e - 128), exact
+        detail::lut32_step<L, M>(sb, detail::mxfp4_dot_codes, dw, aq, ad, as, mr, acc);
     }
 };
 
