@@ -2,9 +2,11 @@
 
 `python3 -m pip install --no-build-isolation .` runs this through setuptools' PEP 517
 backend. Environment: MOE_PYTHON_VARIANTS="baseline;avx2;native" (default on x86-64) picks the
-instruction-set variants; MOE_BUILD_JOBS the parallel jobs; MOE_BUILD_TYPE (Release).
+instruction-set variants; MOE_BUILD_JOBS the parallel jobs; MOE_BUILD_TYPE (Release); CMAKE_ARGS
+further CMake arguments, split as a shell would (as scikit-build and conda's builds take them).
 """
 import os
+import shlex
 import subprocess
 import sys
 
@@ -37,6 +39,7 @@ class CMakeBuild(build_ext):
         ]
         if os.environ.get("MOE_PYTHON_VARIANTS"):
             args.append(f"-DMOE_PYTHON_VARIANTS={os.environ['MOE_PYTHON_VARIANTS']}")
+        args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
         if _has("ninja"):
             args += ["-G", "Ninja"]
         subprocess.check_call(args)

@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <moe/kernels/expert_ffn.hpp>
@@ -100,7 +101,7 @@ std::vector<float> run_quant(const moe::kernels::packed_quant_experts<Fmt>& pw, 
     moe::matrix<float> y(plan.num_rows(), pw.hidden(), -7.0f);
     moe::kernels::ffn_workspace ws;
     ws.reserve(moe::kernels::workspace_size(plan, pw).total());
-    moe::kernels::quant_expert_ffn<Arch>(y.view(), moe::matrix_view<const float>(x.view()), plan, pw, ws.data(), ws.size(), ex);
+    moe::kernels::quant_expert_ffn<Arch>(y.view(), moe::matrix_view<const float>(x.view()), plan, pw, ws.data(), ws.size(), std::move(ex));
     return y.values;
 }
 
