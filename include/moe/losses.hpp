@@ -19,6 +19,7 @@
 
 #include "arch.hpp"
 #include "config.hpp"
+#include "detail/barrier.hpp"
 #include "router.hpp"
 #include "scoring.hpp"
 #include "tensor.hpp"
@@ -135,7 +136,7 @@ void loss_probs(score_function f, const C* x, C* p, std::size_t E) noexcept {
 template <class Arch, class C>
 void loss_probs_backward(score_function f, const C* x, const C* p, const C* g, C* out, std::size_t E) noexcept {
     C dot = C(0);
-    for (std::size_t e = 0; e < E; ++e) dot += g[e] * p[e];
+    for (std::size_t e = 0; e < E; ++e) dot += barrier(g[e] * p[e]);  // never contracted (detail/barrier.hpp)
     if (f == score_function::softmax) {
         for (std::size_t e = 0; e < E; ++e) out[e] = p[e] * (g[e] - dot);
         return;
@@ -270,7 +271,7 @@ template <class Arch = default_arch, class T>
     const std::size_t E = terms.prob_sum.size();
     const std::vector<double> n = detail::effective_counts(cfg, terms.counts);
     double s = 0.0;
-    for (std::size_t e = 0; e < E; ++e) s += terms.prob_sum[e] * n[e];
+    for (std::size_t e = 0; e < E; ++e) s += detail::barrier(terms.prob_sum[e] * n[e]);
     return detail::aux_loss_factor(cfg, E, terms) * s;
 }
 
@@ -411,7 +412,7 @@ double z_loss(const L& logits_in, double coeff = 1.0, vector_view<std::uint8_t> 
         double s = 0.0;
         for (std::size_t e = 0; e < E; ++e) s += std::exp(static_cast<double>(x[e]) - m);
         const double lse = m + std::log(s);
-        sum += lse * lse;
+        sum += detail::barrier(lse * lse);
         if (!grad.empty()) {
             detail::score_row<Arch>(score_function::softmax, x, p.data(), E);
             const T f = static_cast<T>(2.0 * coeff * lse * inv);
@@ -430,9 +431,9 @@ inline double cv_squared(const std::vector<double>& x, std::vector<double>& d) {
     for (double v : x) m += v;
     m /= static_cast<double>(n);
     double var = 0.0;
-    for (double v : x) var += (v - m) * (v - m);
+    for (double v : x) var += barrier((v - m) * (v - m));
     var /= static_cast<double>(n - 1);
-    const double D = m * m + 1e-10;
+    const double D = barrier(m * m) + 1e-10;
     d.assign(n, 0.0);
     for (std::size_t e = 0; e < n; ++e)
         d[e] = 2.0 * (x[e] - m) / (static_cast<double>(n - 1) * D) - var * 2.0 * m / (static_cast<double>(n) * D * D);
@@ -481,7 +482,7 @@ double importance_load_loss(const L& logits_in, const N& noisy_in, const routing
         const double thr = static_cast<double>(noisy_logits(t, static_cast<std::size_t>(last[t])));
         for (std::size_t e = 0; e < E; ++e) {
             imp[e] += static_cast<double>(p[e]);
-            load[e] += 0.5 * std::erfc(-(static_cast<double>(p[e]) - thr) / sigma * inv_sqrt2);
+            load[e] += detail::barrier(0.5 * std::erfc(-(static_cast<double>(p[e]) - thr) / sigma * inv_sqrt2));
         }
     }
     std::vector<double> d_imp, d_load;
@@ -495,7 +496,7 @@ double importance_load_loss(const L& logits_in, const N& noisy_in, const routing
             for (std::size_t e = 0; e < E; ++e) {
                 const double z = (static_cast<double>(p[e]) - thr) / sigma;
                 const double dl = 0.5 * d_load[e] * inv_sqrt2pi * std::exp(-0.5 * z * z) / sigma;
-                g[e] = static_cast<T>(0.5 * d_imp[e] + dl);
+                g[e] = static_cast<T>(detail::barrier(0.5 * d_imp[e]) + dl);
                 d_thr -= dl;
             }
             T* out = grad.row(t);

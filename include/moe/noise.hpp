@@ -45,7 +45,7 @@ void apply_jitter(matrix_view<T> x, double eps, std::uint64_t seed, Executor&& e
     if (!(eps >= 0.0 && eps < 1.0)) MOE_THROW("moe.noise.jitter", "jitter eps=", eps, " must be in [0, 1)");
     const counter_rng rng{seed};
     detail::for_each_element(x, exec, [=](T v, std::uint64_t i) {
-        return static_cast<T>(static_cast<double>(v) * (1.0 - eps + 2.0 * eps * rng.uniform(i)));
+        return static_cast<T>(static_cast<double>(v) * (1.0 - eps + detail::barrier(2.0 * eps * rng.uniform(i))));
     });
 }
 
@@ -64,7 +64,7 @@ void add_normal_noise(matrix_view<T> logits, double stddev, std::uint64_t seed, 
         MOE_THROW("moe.noise.normal", "noise stddev=", stddev, " must be finite and >= 0");
     const counter_rng rng{seed};
     detail::for_each_element(logits, exec, [=](T v, std::uint64_t i) {
-        return static_cast<T>(static_cast<double>(v) + stddev * rng.normal(i));
+        return static_cast<T>(static_cast<double>(v) + detail::barrier(stddev * rng.normal(i)));
     });
 }
 

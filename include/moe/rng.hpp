@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "detail/barrier.hpp"
+
 namespace moe {
 
 namespace detail {
@@ -47,11 +49,11 @@ struct splitmix64 {
             double x, v;
             do {
                 x = normal();
-                v = 1.0 + c * x;
+                v = 1.0 + detail::barrier(c * x);  // never contracted: the same draws on every arch
             } while (v <= 0.0);
             v = v * v * v;
             const double u = uniform();
-            if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
+            if (std::log(u) < detail::barrier(0.5 * x * x) + detail::barrier(d * (1.0 - v + std::log(v)))) return d * v;
         }
     }
 };

@@ -11,6 +11,8 @@
 
 #include <Eigen/Core>
 
+#include "barrier.hpp"
+
 namespace moe {
 namespace detail {
 
@@ -31,20 +33,6 @@ inline float load_f32(const std::uint8_t* p) noexcept {
     return f;
 }
 inline void store_f32(std::uint8_t* p, float f) noexcept { std::memcpy(p, &f, 4); }
-
-/// Returns x unchanged, opaque to the optimiser: `barrier(a * b) + c` is rounded twice even
-/// where the compiler contracts `a * b + c` into one fused multiply-add (GCC's default). The
-/// reference quantizers and dequantizers use it so that their bytes match the published
-/// formulas (and numpy) under any -ffp-contract setting.
-inline float barrier(float x) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    __asm__("" : "+r,x"(x));
-    return x;
-#else
-    volatile float v = x;
-    return v;
-#endif
-}
 
 /// Round half to even for |x| < 2^22 with two IEEE additions (ggml's nearest_int): the same
 /// bits on every arch and compiler, vectorisable, independent of the rounding mode's libm.
