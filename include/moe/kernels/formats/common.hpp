@@ -160,6 +160,15 @@ MOE_ALWAYS_INLINE void on_local_chains(F (*acc)[P], Step&& step) noexcept {
     moe::detail::unroll<M>([&](std::size_t i) MOE_LAMBDA_INLINE { for (std::size_t j = 0; j < P; ++j) acc[i][j] = r[i][j]; });
 }
 
+/// The 32 4-bit codes of a block stored in ggml's q4_0 order: byte j holds code j in its low
+/// nibble and code j + 16 in its high one (q4_0, q4_1, iq4_nl, mxfp4:dot; q5_0 and q5_1 add a bit).
+inline void split_nibbles(const std::uint8_t* p, std::uint8_t* codes) noexcept {
+    for (std::size_t j = 0; j < 16; ++j) {
+        codes[j] = p[j] & 15;
+        codes[j + 16] = p[j] >> 4;
+    }
+}
+
 /// Software prefetch (into L1) of the cache lines that hold bytes [b0, b1) of `p`: the
 /// weight-only decode asks for the bytes of the K range it reads two ranges later.
 inline void prefetch_bytes(const std::uint8_t* p, std::size_t b0, std::size_t b1) noexcept {

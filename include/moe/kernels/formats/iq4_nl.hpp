@@ -95,20 +95,16 @@ struct iq4_nl {
                 const std::uint8_t* p = at(v, r, b);
                 const float d = detail::fp16_to_float(detail::load_u16(p));
                 float* y = out + r * v.cols + b * block;
-                for (std::size_t j = 0; j < block / 2; ++j) {
-                    y[j] = d * static_cast<float>(detail::iq4nl_values[p[2 + j] & 15]);
-                    y[j + 16] = d * static_cast<float>(detail::iq4nl_values[p[2 + j] >> 4]);
-                }
+                std::uint8_t q[block];
+                detail::split_nibbles(p + 2, q);
+                for (std::size_t j = 0; j < block; ++j) y[j] = d * static_cast<float>(detail::iq4nl_values[q[j]]);
             }
     }
     static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
                        std::size_t col) noexcept {
         const std::uint8_t* p = at(v, r, b);
         std::memcpy(scales + 2 * col, p, 2);
-        for (std::size_t j = 0; j < block / 2; ++j) {
-            codes[j] = p[2 + j] & 15;
-            codes[j + 16] = p[2 + j] >> 4;
-        }
+        detail::split_nibbles(p + 2, codes);
     }
     /// acc += (d_w * d_a) * (sum (v + 128) a - 128 sum a) for one block (v: the table values).
     template <class L, std::size_t M>

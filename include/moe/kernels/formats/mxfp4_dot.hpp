@@ -76,20 +76,17 @@ struct mxfp4_dot {
                 const std::uint8_t* p = at(v, r, b);
                 const float s = detail::e8m0_to_float(p[0]) * 0.5f;  // 2^(e - 128), exact
                 float* y = out + r * v.cols + b * block;
-                for (std::size_t j = 0; j < block / 2; ++j) {  // code 8 (E2M1's -0) reads +0, as in ggml
-                    y[j] = static_cast<float>(detail::mxfp4_dot_values[p[1 + j] & 15]) * s;
-                    y[j + 16] = static_cast<float>(detail::mxfp4_dot_values[p[1 + j] >> 4]) * s;
-                }
+                std::uint8_t q[block];
+                detail::split_nibbles(p + 1, q);
+                for (std::size_t j = 0; j < block; ++j)  // code 8 (E2M1's -0) reads +0, as in ggml
+                    y[j] = static_cast<float>(detail::mxfp4_dot_values[q[j]]) * s;
             }
     }
     static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
                        std::size_t col) noexcept {
         const std::uint8_t* p = at(v, r, b);
         scales[col] = p[0];
-        for (std::size_t j = 0; j < block / 2; ++j) {
-            codes[j] = p[1 + j] & 15;
-            codes[j + 16] = p[1 + j] >> 4;
-        }
+        detail::split_nibbles(p + 1, codes);
     }
     /// acc += (2^(e - 128) * d_a) * (sum (v + 128) a - 128 sum a) for one block (v = 2 e2m1(q)).
     template <class L, std::size_t M>

@@ -58,20 +58,16 @@ struct q4_0 {
                 const std::uint8_t* p = at(v, r, b);
                 const float d = detail::fp16_to_float(detail::load_u16(p));
                 float* y = out + r * v.cols + b * block;
-                for (std::size_t j = 0; j < 16; ++j) {
-                    y[j] = static_cast<float>((p[2 + j] & 15) - 8) * d;
-                    y[j + 16] = static_cast<float>((p[2 + j] >> 4) - 8) * d;
-                }
+                std::uint8_t q[block];
+                detail::split_nibbles(p + 2, q);
+                for (std::size_t j = 0; j < block; ++j) y[j] = static_cast<float>(q[j] - 8) * d;
             }
     }
     static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
                        std::size_t col) noexcept {
         const std::uint8_t* p = at(v, r, b);
         std::memcpy(scales + 2 * col, p, 2);
-        for (std::size_t j = 0; j < 16; ++j) {
-            codes[j] = p[2 + j] & 15;
-            codes[j + 16] = p[2 + j] >> 4;
-        }
+        detail::split_nibbles(p + 2, codes);
     }
     /// acc += (d_w * d_a) * (sum q a - 8 sum a) for one block.
     template <class L, std::size_t M>

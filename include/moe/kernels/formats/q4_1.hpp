@@ -69,10 +69,9 @@ struct q4_1 {
                 const std::uint8_t* p = at(v, r, b);
                 const float d = detail::fp16_to_float(detail::load_u16(p)), m = detail::fp16_to_float(detail::load_u16(p + 2));
                 float* y = out + r * v.cols + b * block;
-                for (std::size_t j = 0; j < 16; ++j) {
-                    y[j] = detail::barrier(static_cast<float>(p[4 + j] & 15) * d) + m;
-                    y[j + 16] = detail::barrier(static_cast<float>(p[4 + j] >> 4) * d) + m;
-                }
+                std::uint8_t q[block];
+                detail::split_nibbles(p + 4, q);
+                for (std::size_t j = 0; j < block; ++j) y[j] = detail::barrier(static_cast<float>(q[j]) * d) + m;
             }
     }
     static void decode(const quant_view& v, std::size_t r, std::size_t b, std::uint8_t* codes, std::uint8_t* scales,
@@ -80,10 +79,7 @@ struct q4_1 {
         const std::uint8_t* p = at(v, r, b);
         std::memcpy(scales + 2 * col, p, 2);
         std::memcpy(scales + 2 * panel_cols + 2 * col, p + 2, 2);
-        for (std::size_t j = 0; j < 16; ++j) {
-            codes[j] = p[4 + j] & 15;
-            codes[j + 16] = p[4 + j] >> 4;
-        }
+        detail::split_nibbles(p + 4, codes);
     }
     /// acc += (d_w * d_a) * sum q a, then acc += (m_w * d_a) * sum a, for one block.
     template <class L, std::size_t M>

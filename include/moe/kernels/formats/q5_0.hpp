@@ -43,10 +43,8 @@ struct q5_0 {
     /// The 32 values q in [0, 31] of one block.
     static void codes_of(const std::uint8_t* p, std::uint8_t* q) noexcept {
         const std::uint32_t qh = high_bits(p);
-        for (std::size_t j = 0; j < 16; ++j) {
-            q[j] = static_cast<std::uint8_t>((p[6 + j] & 15) | (((qh >> j) & 1u) << 4));
-            q[j + 16] = static_cast<std::uint8_t>((p[6 + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        }
+        detail::split_nibbles(p + 6, q);
+        for (std::size_t j = 0; j < block; ++j) q[j] = static_cast<std::uint8_t>(q[j] | (((qh >> j) & 1u) << 4));
     }
     static void validate(const quant_view& v) {
         detail::check_k(name, v.cols, block);

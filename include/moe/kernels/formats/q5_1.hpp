@@ -39,10 +39,8 @@ struct q5_1 {
     static void codes_of(const std::uint8_t* p, std::uint8_t* q) noexcept {
         std::uint32_t qh = 0;
         for (int i = 0; i < 4; ++i) qh |= static_cast<std::uint32_t>(p[4 + i]) << (8 * i);
-        for (std::size_t j = 0; j < 16; ++j) {
-            q[j] = static_cast<std::uint8_t>((p[8 + j] & 15) | (((qh >> j) & 1u) << 4));
-            q[j + 16] = static_cast<std::uint8_t>((p[8 + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        }
+        detail::split_nibbles(p + 8, q);
+        for (std::size_t j = 0; j < block; ++j) q[j] = static_cast<std::uint8_t>(q[j] | (((qh >> j) & 1u) << 4));
     }
     static void validate(const quant_view& v) {
         detail::check_k(name, v.cols, block);
