@@ -8,7 +8,7 @@
 # each; then the Python package: installed with pip into a fresh venv (every
 # instruction-set variant), its pytest suite run with torch required.
 # Arguments pick steps (default: gcc clang asan python): bash cmake/test.sh [gcc] [clang] [asan] [python] [arm]
-# `arm` (not in the default: ~21 minutes on 2 cores for the kernel and format tests alone, 16 of
+# `arm` (not in the default: ~24 minutes on 2 cores for the kernel and format tests alone, 19 of
 # them cross-compiling) installs Debian's AArch64 cross compiler and qemu-user, cross-builds the
 # plain-NEON, dotprod and i8mm test programs and runs them under qemu-aarch64 (ctest -L arm);
 # MOE_ARM_TEST_SCOPE=full adds the router, capacity, arch and differential tests.
