@@ -8,23 +8,20 @@
 /// `std::fma` or `barrier(a * b) + c`, never the bare form. No dependencies: the lowest layer.
 #pragma once
 
+#include <type_traits>
+
 namespace moe::detail {
 
-inline float barrier(float x) noexcept {
+/// float or double (one template: the asm constraint holds either in a general or an SSE / FP
+/// register).
+template <class T>
+inline T barrier(T x) noexcept {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "moe: barrier takes a float or a double");
 #if defined(__GNUC__) || defined(__clang__)
     __asm__("" : "+r,x"(x));
     return x;
 #else
-    volatile float v = x;
-    return v;
-#endif
-}
-inline double barrier(double x) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    __asm__("" : "+r,x"(x));
-    return x;
-#else
-    volatile double v = x;
+    volatile T v = x;
     return v;
 #endif
 }
